@@ -1,0 +1,228 @@
+//! The run catalog: run records, lineage, and the pure planning of every mutation.
+//!
+//! Planners here take a snapshot and a request and return the new run record;
+//! the engine commits it and retries on a lost race, so every rule lives in one place.
+
+pub mod lineage;
+pub mod merge;
+pub mod run;
+pub mod snapshot;
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+pub use lineage::Segment;
+pub use run::{Run, RunId, RunStatus};
+pub use snapshot::{CatalogSnapshot, FamilyMember};
+
+use crate::error::{Error, Result};
+
+/// A request to create a root run.
+#[derive(Debug, Clone, Default)]
+pub struct NewRun {
+    /// Project; created on first use.
+    pub project: String,
+    /// Run name.
+    pub name: String,
+    /// Configuration object.
+    pub config: Map<String, Value>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Client-chosen id for later resumes.
+    pub external_id: Option<String>,
+}
+
+/// A request to fork a run at a step.
+#[derive(Debug, Clone)]
+pub struct ForkRequest {
+    /// The run to fork, by id or display id (the parent is resolved from its view).
+    pub run: String,
+    /// Last step the fork inherits.
+    pub step: u64,
+    /// Name of the new run (default: derived from the forked run's name).
+    pub name: Option<String>,
+    /// Project, if the caller states one; must be the parent's.
+    pub project: Option<String>,
+    /// Config of the new run; merged onto the parent's when `inherit_config`.
+    pub config: Map<String, Value>,
+    /// Tags of the new run; unioned with the parent's when `inherit_tags`.
+    pub tags: Vec<String>,
+    /// Deep-merge the parent's config under the new one (default true).
+    pub inherit_config: bool,
+    /// Union the parent's tags into the new run's (default false).
+    pub inherit_tags: bool,
+    /// Client-chosen id for later resumes.
+    pub external_id: Option<String>,
+}
+
+impl ForkRequest {
+    /// A fork of `run` at `step` with the documented defaults.
+    pub fn new(run: impl Into<String>, step: u64) -> Self {
+        Self {
+            run: run.into(),
+            step,
+            name: None,
+            project: None,
+            config: Map::new(),
+            tags: Vec::new(),
+            inherit_config: true,
+            inherit_tags: false,
+            external_id: None,
+        }
+    }
+}
+
+/// A change to an existing run.
+#[derive(Debug, Clone)]
+pub enum RunUpdate {
+    /// Set the lifecycle status.
+    Status(RunStatus),
+    /// Back to RUNNING, for a client that continues logging.
+    Resume,
+    /// Deep-merge keys into the config.
+    MergeConfig(Map<String, Value>),
+    /// Add tags.
+    AddTags(Vec<String>),
+    /// Remove tags.
+    RemoveTags(Vec<String>),
+    /// Replace the whole tag set.
+    SetTags(Vec<String>),
+}
+
+fn check_name(what: &str, value: &str) -> Result<()> {
+    if value.trim().is_empty() {
+        return Err(Error::invalid(format!("{what} must not be empty")));
+    }
+    if value.len() > 512 {
+        return Err(Error::invalid(format!("{what} is longer than 512 bytes")));
+    }
+    Ok(())
+}
+
+fn check_tags(tags: &[String]) -> Result<BTreeSet<String>> {
+    tags.iter()
+        .map(|t| {
+            check_name("a tag", t)?;
+            Ok(t.trim().to_string())
+        })
+        .collect()
+}
+
+fn check_external_id(snap: &CatalogSnapshot, project: &str, ext: &Option<String>) -> Result<()> {
+    if let Some(ext) = ext {
+        check_name("external id", ext)?;
+        if snap.find_external(project, ext).is_some() {
+            return Err(Error::invalid(format!(
+                "project `{project}` already has a run with external id `{ext}`"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Plans a new root run.
+pub fn plan_create(snap: &CatalogSnapshot, req: &NewRun, now: DateTime<Utc>) -> Result<Run> {
+    check_name("project", &req.project)?;
+    check_name("run name", &req.name)?;
+    check_external_id(snap, &req.project, &req.external_id)?;
+    let seq = snap.next_seq(&req.project);
+    Ok(Run {
+        id: snap.next_id(),
+        rev: 1,
+        project: req.project.clone(),
+        seq,
+        display_id: format!("{}-{seq}", snap.prefix_for(&req.project)),
+        name: req.name.clone(),
+        experiment: req.name.clone(),
+        parent_id: None,
+        fork_step: None,
+        config: req.config.clone(),
+        tags: check_tags(&req.tags)?,
+        status: RunStatus::Running,
+        external_id: req.external_id.clone(),
+        created_at: now,
+        updated_at: now,
+    })
+}
+
+/// Plans a fork; `stitched_max_step` is the highest step of the forked run's view.
+pub fn plan_fork(
+    snap: &CatalogSnapshot,
+    req: &ForkRequest,
+    stitched_max_step: Option<u64>,
+    now: DateTime<Utc>,
+) -> Result<Run> {
+    let forked = snap.lookup(&req.run)?;
+    if let Some(project) = &req.project
+        && project != &forked.project
+    {
+        return Err(Error::invalid(format!(
+            "run {} belongs to project `{}`, not `{project}`",
+            forked.display_id, forked.project
+        )));
+    }
+    let segments = snap.segments(forked.id)?;
+    let parent_id =
+        lineage::resolve_fork_parent(&segments, req.step, stitched_max_step, &forked.display_id)?;
+    let parent = snap.require(parent_id)?;
+    let name = match &req.name {
+        Some(name) => name.clone(),
+        None => format!("{}-fork@{}", forked.name, req.step),
+    };
+    check_name("run name", &name)?;
+    check_external_id(snap, &parent.project, &req.external_id)?;
+    let config = if req.inherit_config {
+        merge::deep_merge(&parent.config, &req.config)
+    } else {
+        req.config.clone()
+    };
+    let mut tags = check_tags(&req.tags)?;
+    if req.inherit_tags {
+        tags.extend(parent.tags.iter().cloned());
+    }
+    let seq = snap.next_seq(&parent.project);
+    Ok(Run {
+        id: snap.next_id(),
+        rev: 1,
+        project: parent.project.clone(),
+        seq,
+        display_id: format!("{}-{seq}", snap.prefix_for(&parent.project)),
+        name,
+        experiment: parent.experiment.clone(),
+        parent_id: Some(parent.id),
+        fork_step: Some(req.step),
+        config,
+        tags,
+        status: RunStatus::Running,
+        external_id: req.external_id.clone(),
+        created_at: now,
+        updated_at: now,
+    })
+}
+
+/// Plans the next revision of a run.
+pub fn plan_update(
+    snap: &CatalogSnapshot,
+    run: &str,
+    update: &RunUpdate,
+    now: DateTime<Utc>,
+) -> Result<Run> {
+    let mut next = Run::clone(snap.lookup(run)?);
+    match update {
+        RunUpdate::Status(status) => next.status = *status,
+        RunUpdate::Resume => next.status = RunStatus::Running,
+        RunUpdate::MergeConfig(config) => next.config = merge::deep_merge(&next.config, config),
+        RunUpdate::AddTags(tags) => next.tags.extend(check_tags(tags)?),
+        RunUpdate::RemoveTags(tags) => {
+            for tag in tags {
+                next.tags.remove(tag.trim());
+            }
+        }
+        RunUpdate::SetTags(tags) => next.tags = check_tags(tags)?,
+    }
+    next.rev += 1;
+    next.updated_at = now;
+    Ok(next)
+}

@@ -1,0 +1,218 @@
+//! An immutable in-memory view of the run catalog at one version of the `runs` table.
+//!
+//! Table functions plan synchronously, so lineage is answered from this
+//! snapshot; it is rebuilt only when the `runs` table version moves.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::lineage::{self, Segment};
+use super::run::{Run, RunId};
+use crate::error::{Error, Result};
+
+/// The catalog as of one version of the `runs` table.
+#[derive(Debug, Default, Clone)]
+pub struct CatalogSnapshot {
+    version: Option<u64>,
+    runs: BTreeMap<RunId, Arc<Run>>,
+    by_display: HashMap<String, RunId>,
+    children: HashMap<RunId, Vec<RunId>>,
+    prefixes: HashMap<String, String>,
+    next_seq: HashMap<String, u64>,
+}
+
+/// A member of a family with its distance from the root.
+#[derive(Debug, Clone)]
+pub struct FamilyMember {
+    /// The run.
+    pub run: Arc<Run>,
+    /// Number of forks between the root and this run.
+    pub depth: usize,
+}
+
+impl CatalogSnapshot {
+    /// Builds a snapshot from run revisions in any order; the highest `rev` of each id wins.
+    pub fn from_revisions(version: Option<u64>, revisions: Vec<Run>) -> Self {
+        let mut latest: BTreeMap<RunId, Run> = BTreeMap::new();
+        for run in revisions {
+            match latest.get(&run.id) {
+                Some(existing) if existing.rev >= run.rev => {}
+                _ => {
+                    latest.insert(run.id, run);
+                }
+            }
+        }
+        let mut snap = CatalogSnapshot {
+            version,
+            ..Default::default()
+        };
+        for (id, run) in latest {
+            snap.by_display.insert(run.display_id.to_ascii_uppercase(), id);
+            if let Some(parent) = run.parent_id {
+                snap.children.entry(parent).or_default().push(id);
+            }
+            let prefix = run.display_id.rsplit_once('-').map(|(p, _)| p.to_string());
+            if let Some(prefix) = prefix {
+                snap.prefixes.entry(run.project.clone()).or_insert(prefix);
+            }
+            let next = snap.next_seq.entry(run.project.clone()).or_insert(1);
+            *next = (*next).max(run.seq + 1);
+            snap.runs.insert(id, Arc::new(run));
+        }
+        snap
+    }
+
+    /// Version of the `runs` table this snapshot reflects (`None` before the first commit).
+    pub fn version(&self) -> Option<u64> {
+        self.version
+    }
+
+    /// All runs, by id.
+    pub fn runs(&self) -> impl Iterator<Item = &Arc<Run>> {
+        self.runs.values()
+    }
+
+    /// A run by numeric id.
+    pub fn get(&self, id: RunId) -> Option<&Arc<Run>> {
+        self.runs.get(&id)
+    }
+
+    /// A run by numeric id or display id (case-insensitive).
+    pub fn lookup(&self, reference: &str) -> Result<&Arc<Run>> {
+        let reference = reference.trim();
+        let found = match reference.parse::<RunId>() {
+            Ok(id) => self.runs.get(&id),
+            Err(_) => self
+                .by_display
+                .get(&reference.to_ascii_uppercase())
+                .and_then(|id| self.runs.get(id)),
+        };
+        found.ok_or_else(|| Error::NotFound(format!("unknown run `{reference}`")))
+    }
+
+    /// A run by numeric id, as an error when missing.
+    pub fn require(&self, id: RunId) -> Result<&Arc<Run>> {
+        self.runs
+            .get(&id)
+            .ok_or_else(|| Error::NotFound(format!("unknown run `{id}`")))
+    }
+
+    /// The chain from the root down to `id`, as `(run, fork_step)` pairs.
+    pub fn chain(&self, id: RunId) -> Result<Vec<(RunId, Option<u64>)>> {
+        let mut chain = Vec::new();
+        let mut current = Some(id);
+        while let Some(cur) = current {
+            let run = self.require(cur)?;
+            chain.push((run.id, run.fork_step));
+            if chain.len() > self.runs.len() {
+                return Err(Error::invalid(format!("lineage of run {id} has a cycle")));
+            }
+            current = run.parent_id;
+        }
+        chain.reverse();
+        Ok(chain)
+    }
+
+    /// Segments of the stitched view of `id`, root first.
+    pub fn segments(&self, id: RunId) -> Result<Vec<Segment>> {
+        Ok(lineage::segments(&self.chain(id)?))
+    }
+
+    /// The root of the family `id` belongs to.
+    pub fn root(&self, id: RunId) -> Result<RunId> {
+        Ok(self.chain(id)?[0].0)
+    }
+
+    /// Every run of the family of `id`, root first, then breadth-first by id.
+    pub fn family(&self, id: RunId) -> Result<Vec<FamilyMember>> {
+        let root = self.root(id)?;
+        let mut out = Vec::new();
+        let mut queue = std::collections::VecDeque::from([(root, 0usize)]);
+        while let Some((cur, depth)) = queue.pop_front() {
+            out.push(FamilyMember {
+                run: self.require(cur)?.clone(),
+                depth,
+            });
+            let mut kids = self.children.get(&cur).cloned().unwrap_or_default();
+            kids.sort_unstable();
+            queue.extend(kids.into_iter().map(|k| (k, depth + 1)));
+        }
+        Ok(out)
+    }
+
+    /// The id the next created run gets.
+    pub fn next_id(&self) -> RunId {
+        self.runs.keys().next_back().map_or(1, |id| id + 1)
+    }
+
+    /// The display-id prefix of `project`: kept if the project exists, else derived.
+    pub fn prefix_for(&self, project: &str) -> String {
+        if let Some(prefix) = self.prefixes.get(project) {
+            return prefix.clone();
+        }
+        let base = derive_prefix(project);
+        let taken = |p: &str| self.prefixes.values().any(|q| q == p);
+        if !taken(&base) {
+            return base;
+        }
+        (2..)
+            .map(|n| format!("{base}{n}"))
+            .find(|p| !taken(p))
+            .expect("an unbounded range finds a free prefix")
+    }
+
+    /// The sequence number the next run of `project` gets.
+    pub fn next_seq(&self, project: &str) -> u64 {
+        self.next_seq.get(project).copied().unwrap_or(1)
+    }
+
+    /// Names of all projects with at least one run.
+    pub fn projects(&self) -> Vec<String> {
+        let mut p: Vec<String> = self.next_seq.keys().cloned().collect();
+        p.sort();
+        p
+    }
+}
+
+/// Display-id prefix rule: the upper-cased initials of the project name's
+/// words (split on anything not alphanumeric, at most 4) when it has two or
+/// more words, else its first three alphanumeric characters; `RUN` if empty.
+/// A prefix already held by another project gets a number appended (`MS2`).
+pub fn derive_prefix(project: &str) -> String {
+    let words: Vec<&str> = project
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let prefix: String = if words.len() >= 2 {
+        words.iter().take(4).filter_map(|w| w.chars().next()).collect()
+    } else {
+        words.first().map(|w| w.chars().take(3).collect()).unwrap_or_default()
+    };
+    if prefix.is_empty() {
+        "RUN".into()
+    } else {
+        prefix.to_ascii_uppercase()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes() {
+        assert_eq!(derive_prefix("mnist-sweep"), "MS");
+        assert_eq!(derive_prefix("vision"), "VIS");
+        assert_eq!(derive_prefix("a b c d e"), "ABCD");
+        assert_eq!(derive_prefix("--"), "RUN");
+    }
+}
+
+impl CatalogSnapshot {
+    /// The run of `project` created with external id `ext`, if any.
+    pub fn find_external(&self, project: &str, ext: &str) -> Option<&Arc<Run>> {
+        self.runs
+            .values()
+            .find(|r| r.project == project && r.external_id.as_deref() == Some(ext))
+    }
+}

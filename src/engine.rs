@@ -1,0 +1,224 @@
+//! The engine: a store, its catalog snapshot, and the operations every interface shares.
+
+use std::sync::{Arc, RwLock};
+
+use arrow::array::RecordBatch;
+use chrono::Utc;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::prelude::{DataFrame, SessionContext};
+
+use crate::catalog::{
+    self, CatalogSnapshot, ForkRequest, NewRun, Run, RunId, RunUpdate, run::runs_from_batch,
+    run::runs_to_batch,
+};
+use crate::error::{Error, Result};
+use crate::ingest::{MetricPoint, PointBatch};
+use crate::query;
+use crate::store::{CommitOutcome, Store, TableKind};
+
+/// How often a catalog mutation is retried after losing a commit race.
+const CATALOG_COMMIT_ATTEMPTS: usize = 32;
+
+/// Limits of the query engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Memory pool for query execution, in bytes; spilling operators spill beyond it.
+    pub memory_limit: usize,
+    /// Parallelism of query plans.
+    pub target_partitions: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            memory_limit: 2 << 30,
+            target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// Result of a fork: the new run and where it was attached.
+#[derive(Debug, Clone)]
+pub struct ForkOutcome {
+    /// The new run.
+    pub run: Arc<Run>,
+    /// The parent it was attached to after lineage resolution.
+    pub parent: Arc<Run>,
+    /// Last inherited step.
+    pub fork_step: u64,
+}
+
+/// A store opened for reading and writing.
+#[derive(Debug)]
+pub struct Engine {
+    store: Store,
+    catalog: RwLock<Arc<CatalogSnapshot>>,
+    catalog_writes: tokio::sync::Mutex<()>,
+    runtime: Arc<RuntimeEnv>,
+    options: EngineOptions,
+}
+
+impl Engine {
+    /// Opens (creating if needed) the store at `spec` with default limits.
+    pub async fn open(spec: &str) -> Result<Self> {
+        Self::open_with(spec, EngineOptions::default()).await
+    }
+
+    /// Opens the store at `spec` with the given limits.
+    pub async fn open_with(spec: &str, options: EngineOptions) -> Result<Self> {
+        let store = Store::open(spec).await?;
+        let runtime = query::session::runtime(&options)?;
+        let engine = Self {
+            store,
+            catalog: RwLock::new(Arc::new(CatalogSnapshot::default())),
+            catalog_writes: tokio::sync::Mutex::new(()),
+            runtime,
+            options,
+        };
+        engine.catalog().await?;
+        Ok(engine)
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Engine limits.
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    fn cached_catalog(&self) -> Arc<CatalogSnapshot> {
+        self.catalog.read().expect("catalog lock poisoned").clone()
+    }
+
+    /// The catalog as of the latest `runs` version, reloaded only when it moved.
+    pub async fn catalog(&self) -> Result<Arc<CatalogSnapshot>> {
+        let table = self.store.refresh(TableKind::Runs).await?;
+        let cached = self.cached_catalog();
+        if cached.version() == table.version() {
+            return Ok(cached);
+        }
+        let batches = query::session::scan_all(&self.runtime, &table).await?;
+        let mut revisions = Vec::new();
+        for batch in &batches {
+            revisions.extend(runs_from_batch(batch)?);
+        }
+        let snapshot = Arc::new(CatalogSnapshot::from_revisions(table.version(), revisions));
+        let mut slot = self.catalog.write().expect("catalog lock poisoned");
+        if slot.version() < snapshot.version() {
+            *slot = snapshot.clone();
+        }
+        Ok(slot.clone())
+    }
+
+    /// Commits the run record that `plan` derives from the latest catalog,
+    /// re-planning on top of a newer catalog whenever another writer won the race.
+    async fn commit_run<F, Fut>(&self, mut plan: F) -> Result<Arc<Run>>
+    where
+        F: FnMut(Arc<CatalogSnapshot>) -> Fut,
+        Fut: Future<Output = Result<Run>>,
+    {
+        let _guard = self.catalog_writes.lock().await;
+        for _ in 0..CATALOG_COMMIT_ATTEMPTS {
+            let snapshot = self.catalog().await?;
+            let base = self.store.cached(TableKind::Runs).await;
+            let run = plan(snapshot).await?;
+            let batch = runs_to_batch(std::slice::from_ref(&run))?;
+            match self.store.append_if_unchanged(TableKind::Runs, &base, vec![batch]).await? {
+                CommitOutcome::Committed(_) => {
+                    let snapshot = self.catalog().await?;
+                    return Ok(snapshot.require(run.id)?.clone());
+                }
+                CommitOutcome::Lost => continue,
+            }
+        }
+        Err(Error::Conflict(
+            "the run catalog is under heavy concurrent modification; try again".into(),
+        ))
+    }
+
+    /// Creates a root run; its project is created on first use.
+    pub async fn create_run(&self, req: NewRun) -> Result<Arc<Run>> {
+        self.commit_run(|snap| {
+            let req = &req;
+            async move { catalog::plan_create(&snap, req, Utc::now()) }
+        })
+        .await
+    }
+
+    /// Forks a run at a step, attaching the new run to the resolved parent.
+    pub async fn fork_run(&self, req: ForkRequest) -> Result<ForkOutcome> {
+        let run = self
+            .commit_run(|snap| {
+                let req = &req;
+                async move {
+                    let forked = snap.lookup(&req.run)?.clone();
+                    let segments = snap.segments(forked.id)?;
+                    let max_step = query::stitched_max_step(self, &segments).await?;
+                    catalog::plan_fork(&snap, req, max_step, Utc::now())
+                }
+            })
+            .await?;
+        let snapshot = self.catalog().await?;
+        let parent_id = run.parent_id.expect("a fork has a parent");
+        Ok(ForkOutcome {
+            parent: snapshot.require(parent_id)?.clone(),
+            fork_step: run.fork_step.expect("a fork has a fork step"),
+            run,
+        })
+    }
+
+    /// Applies a change to an existing run.
+    pub async fn update_run(&self, run: &str, update: RunUpdate) -> Result<Arc<Run>> {
+        self.commit_run(|snap| {
+            let update = &update;
+            async move { catalog::plan_update(&snap, run, update, Utc::now()) }
+        })
+        .await
+    }
+
+    /// Appends points of one run as one commit; returns how many were stored.
+    pub async fn write_points(&self, run: &str, points: Vec<MetricPoint>) -> Result<usize> {
+        let snapshot = self.catalog().await?;
+        let id = snapshot.lookup(run)?.id;
+        let mut batch = PointBatch::new();
+        batch.extend(id, points)?;
+        self.write_batch(batch).await
+    }
+
+    /// Commits a batch gathered from any number of runs (which must exist).
+    pub async fn write_batch(&self, batch: PointBatch) -> Result<usize> {
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let records: RecordBatch = batch.into_record_batch()?;
+        let n = records.num_rows();
+        self.store.append(TableKind::Metrics, vec![records]).await?;
+        Ok(n)
+    }
+
+    /// Resolves a run reference against the latest catalog.
+    pub async fn resolve_run(&self, run: &str) -> Result<Arc<Run>> {
+        Ok(self.catalog().await?.lookup(run)?.clone())
+    }
+
+    /// A query session over the latest state of the store.
+    pub async fn session(&self) -> Result<SessionContext> {
+        let snapshot = self.catalog().await?;
+        let metrics = self.store.refresh(TableKind::Metrics).await?;
+        query::session::build(&self.runtime, &self.options, snapshot, &metrics).await
+    }
+
+    /// Plans a read-only SQL statement; DDL, DML, COPY and SET are refused.
+    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        let ctx = self.session().await?;
+        query::read_only_sql(&ctx, sql).await
+    }
+
+    /// Ids of all runs, for callers that iterate the catalog.
+    pub async fn run_ids(&self) -> Result<Vec<RunId>> {
+        Ok(self.catalog().await?.runs().map(|r| r.id).collect())
+    }
+}

@@ -1,0 +1,70 @@
+//! One error type for the crate; interfaces map it to HTTP statuses and exit codes.
+
+use datafusion::error::DataFusionError;
+
+/// Crate-wide result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in forkline, split by who is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller sent something we refuse (bad argument, out-of-range step, …).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The caller named a run (or other object) that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A concurrent writer won the commit race more often than we retry.
+    #[error("{0}")]
+    Conflict(String),
+    /// SQL planning or execution failed.
+    #[error("{0}")]
+    Query(#[from] DataFusionError),
+    /// The Delta layer (transaction log, object store underneath) failed.
+    #[error("storage error: {0}")]
+    Storage(#[from] deltalake::DeltaTableError),
+    /// The object store failed outside of a Delta operation.
+    #[error("object store error: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    /// Arrow encoding or decoding failed.
+    #[error("arrow error: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// Parquet encoding or decoding failed.
+    #[error("parquet error: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// Local I/O failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Shorthand for an [`Error::InvalidInput`].
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::InvalidInput(msg.into())
+    }
+
+    /// Whether the caller, not the server, is at fault.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            Error::InvalidInput(_) | Error::NotFound(_) => true,
+            Error::Query(e) => is_user_query_error(e),
+            _ => false,
+        }
+    }
+}
+
+/// Plan, SQL and schema errors are the caller's; I/O and internal errors are ours.
+pub fn is_user_query_error(e: &DataFusionError) -> bool {
+    match e.find_root() {
+        DataFusionError::Plan(_)
+        | DataFusionError::SQL(..)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_)
+        | DataFusionError::Execution(_)
+        | DataFusionError::ArrowError(..) => true,
+        DataFusionError::External(inner) => inner
+            .downcast_ref::<Error>()
+            .is_some_and(Error::is_user_error),
+        _ => false,
+    }
+}

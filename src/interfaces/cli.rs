@@ -1,0 +1,284 @@
+//! Command-line interface: `demo`, `sql`, `run …`, `import`, `serve`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use futures::StreamExt;
+use serde_json::{Map, Value};
+
+use super::format::{Encoder, Format};
+use crate::catalog::{ForkRequest, NewRun, RunStatus, RunUpdate};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// forkline: SQL over forked ML experiment runs, stored as Delta Lake tables.
+#[derive(Debug, Parser)]
+#[command(name = "forkline", version, about)]
+pub struct Cli {
+    /// Store URL: a local path, memory://, or s3://bucket/prefix.
+    #[arg(long, global = true, env = "FORKLINE_STORE", default_value = "./data/warehouse")]
+    pub store: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build a demo store (two projects, forked families, >1M points) and run queries/*.sql.
+    Demo(DemoArgs),
+    /// Run one read-only SQL query and print its result.
+    Sql(SqlArgs),
+    /// Create, fork and change runs.
+    #[command(subcommand)]
+    Run(RunCommand),
+    /// Import a run's history from CSV or Parquet (columns metric, step, value[, time]).
+    Import(ImportArgs),
+    /// Start the HTTP server.
+    Serve(ServeArgs),
+}
+
+/// Arguments of `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Directory of .sql files to run after building the store.
+    #[arg(long, default_value = "queries")]
+    pub queries: PathBuf,
+    /// Random seed of the generated curves.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+/// Arguments of `sql`.
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// The query text.
+    #[arg(conflicts_with = "file", required_unless_present = "file")]
+    pub query: Option<String>,
+    /// Read the query from a file.
+    #[arg(short = 'f', long)]
+    pub file: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Write the result here instead of standard output (required for parquet and arrow).
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+}
+
+/// `run` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RunCommand {
+    /// Create a root run (the project is created on first use).
+    Create {
+        /// Project name.
+        #[arg(long)]
+        project: String,
+        /// Run name.
+        #[arg(long)]
+        name: String,
+        /// Config as a JSON object.
+        #[arg(long)]
+        config: Option<String>,
+        /// A tag (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+    },
+    /// Fork a run at a step; the parent is resolved from the run's lineage.
+    Fork {
+        /// Run to fork (numeric id or display id).
+        run: String,
+        /// Last step the fork inherits.
+        #[arg(long)]
+        step: u64,
+        /// Name of the new run.
+        #[arg(long)]
+        name: Option<String>,
+        /// Config of the new run as a JSON object (deep-merged onto the parent's).
+        #[arg(long)]
+        config: Option<String>,
+        /// Do not inherit the parent's config.
+        #[arg(long)]
+        no_inherit_config: bool,
+        /// Inherit the parent's tags.
+        #[arg(long)]
+        inherit_tags: bool,
+        /// A tag of the new run (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+    },
+    /// Set a run's status (RUNNING, COMPLETED, FAILED, TERMINATED).
+    Status {
+        /// Run (numeric id or display id).
+        run: String,
+        /// New status.
+        status: String,
+    },
+    /// Mark a run RUNNING again.
+    Resume {
+        /// Run (numeric id or display id).
+        run: String,
+    },
+    /// Deep-merge a JSON object into a run's config.
+    Config {
+        /// Run (numeric id or display id).
+        run: String,
+        /// JSON object to merge.
+        config: String,
+    },
+    /// Add or remove tags.
+    Tag {
+        /// Run (numeric id or display id).
+        run: String,
+        /// Tags to add.
+        #[arg(long = "add")]
+        add: Vec<String>,
+        /// Tags to remove.
+        #[arg(long = "remove")]
+        remove: Vec<String>,
+    },
+}
+
+/// Arguments of `import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Run receiving the points (numeric id or display id).
+    #[arg(long)]
+    pub run: String,
+    /// CSV or Parquet file.
+    pub file: PathBuf,
+}
+
+/// Arguments of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: String,
+}
+
+/// Parses a `--config` value: it must be a JSON object.
+pub fn parse_config(text: Option<&str>) -> Result<Map<String, Value>> {
+    let Some(text) = text else { return Ok(Map::new()) };
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(Error::invalid("config must be a JSON object")),
+        Err(e) => Err(Error::invalid(format!("config is not valid JSON: {e}"))),
+    }
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let engine = Arc::new(Engine::open(&cli.store).await?);
+            let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+            println!("forkline serving {} on http://{}", cli.store, listener.local_addr()?);
+            super::http::serve(engine, listener).await?;
+            Ok(())
+        }
+        Command::Demo(args) => {
+            let engine = Engine::open(&cli.store).await?;
+            crate::demo::run(&engine, &args.queries, args.seed).await
+        }
+        Command::Sql(args) => {
+            let engine = Engine::open(&cli.store).await?;
+            let query = match (&args.query, &args.file) {
+                (Some(q), _) => q.clone(),
+                (None, Some(f)) => std::fs::read_to_string(f)
+                    .map_err(|e| Error::invalid(format!("cannot read {}: {e}", f.display())))?,
+                (None, None) => return Err(Error::invalid("give a query or -f FILE")),
+            };
+            if args.format.is_binary() && args.output.is_none() {
+                return Err(Error::invalid(format!(
+                    "--format {:?} writes binary data: give --output FILE",
+                    args.format
+                )
+                .to_lowercase()));
+            }
+            let out: Box<dyn Write> = match &args.output {
+                Some(path) => Box::new(std::fs::File::create(path)?),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            print_query(&engine, &query, args.format, out).await
+        }
+        Command::Import(args) => {
+            let engine = Engine::open(&cli.store).await?;
+            let n = crate::import::import_file(&engine, &args.run, &args.file).await?;
+            println!("imported {n} point(s) into {}", args.run);
+            Ok(())
+        }
+        Command::Run(cmd) => {
+            let engine = Engine::open(&cli.store).await?;
+            run_command(&engine, cmd).await
+        }
+    }
+}
+
+async fn run_command(engine: &Engine, cmd: RunCommand) -> Result<()> {
+    let run = match cmd {
+        RunCommand::Create { project, name, config, tags } => {
+            engine
+                .create_run(NewRun {
+                    project,
+                    name,
+                    config: parse_config(config.as_deref())?,
+                    tags,
+                    external_id: None,
+                })
+                .await?
+        }
+        RunCommand::Fork { run, step, name, config, no_inherit_config, inherit_tags, tags } => {
+            let mut req = ForkRequest::new(run, step);
+            req.name = name;
+            req.config = parse_config(config.as_deref())?;
+            req.inherit_config = !no_inherit_config;
+            req.inherit_tags = inherit_tags;
+            req.tags = tags;
+            let fork = engine.fork_run(req).await?;
+            println!(
+                "id={} display_id={} parent_id={} parent_display_id={} fork_step={}",
+                fork.run.id, fork.run.display_id, fork.parent.id, fork.parent.display_id, fork.fork_step
+            );
+            return Ok(());
+        }
+        RunCommand::Status { run, status } => {
+            let status: RunStatus = status.parse()?;
+            engine.update_run(&run, RunUpdate::Status(status)).await?
+        }
+        RunCommand::Resume { run } => engine.update_run(&run, RunUpdate::Resume).await?,
+        RunCommand::Config { run, config } => {
+            engine
+                .update_run(&run, RunUpdate::MergeConfig(parse_config(Some(&config))?))
+                .await?
+        }
+        RunCommand::Tag { run, add, remove } => {
+            if !add.is_empty() {
+                engine.update_run(&run, RunUpdate::AddTags(add)).await?;
+            }
+            engine.update_run(&run, RunUpdate::RemoveTags(remove)).await?
+        }
+    };
+    println!(
+        "id={} display_id={} project={} status={}",
+        run.id, run.display_id, run.project, run.status
+    );
+    Ok(())
+}
+
+/// Runs `query` and writes its result in `format` to `out`, batch by batch.
+pub async fn print_query(engine: &Engine, query: &str, format: Format, mut out: impl Write) -> Result<()> {
+    let df = engine.sql(query).await?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let mut stream = df.execute_stream().await?;
+    let mut encoder = Encoder::new(format, &schema)?;
+    while let Some(batch) = stream.next().await {
+        out.write_all(&encoder.write(&batch?)?)?;
+    }
+    out.write_all(&encoder.finish()?)?;
+    out.flush()?;
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! Result encodings shared by the CLI and HTTP: table, CSV, JSON, Arrow IPC, Parquet.
+//!
+//! Every encoder except `table` is incremental: each batch yields the bytes it
+//! produced, so results stream instead of being held whole in memory.
+
+use std::io::Write;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::writer::StreamWriter;
+use arrow_json_writer::{ArrayWriter, JsonArray};
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::error::{Error, Result};
+
+mod arrow_json_writer {
+    pub use arrow::json::writer::{JsonArray, WriterBuilder};
+    pub type ArrayWriter<W> = arrow::json::Writer<W, JsonArray>;
+}
+
+/// An output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned text table (CLI only; buffers the result).
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// A JSON array of row objects.
+    Json,
+    /// Parquet file.
+    Parquet,
+    /// Arrow IPC stream.
+    Arrow,
+}
+
+impl Format {
+    /// The HTTP media type of the format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Table => "text/plain; charset=utf-8",
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Json => "application/json",
+            Format::Parquet => "application/vnd.apache.parquet",
+            Format::Arrow => "application/vnd.apache.arrow.stream",
+        }
+    }
+
+    /// Whether the format is binary (must go to a file, not a terminal).
+    pub fn is_binary(self) -> bool {
+        matches!(self, Format::Parquet | Format::Arrow)
+    }
+
+    /// Picks the format from an HTTP `Accept` header; JSON when nothing matches.
+    pub fn from_accept(accept: Option<&str>) -> Format {
+        let Some(accept) = accept else { return Format::Json };
+        for part in accept.split(',') {
+            let media = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            match media.as_str() {
+                "text/csv" => return Format::Csv,
+                "application/vnd.apache.arrow.stream" | "application/vnd.apache.arrow" => return Format::Arrow,
+                "application/vnd.apache.parquet" | "application/parquet" | "application/x-parquet" => {
+                    return Format::Parquet;
+                }
+                "application/json" => return Format::Json,
+                "text/plain" => return Format::Table,
+                _ => {}
+            }
+        }
+        Format::Json
+    }
+}
+
+impl FromStr for Format {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        <Format as clap::ValueEnum>::from_str(s, true)
+            .map_err(|_| Error::invalid(format!("unknown format `{s}` (table, csv, json, parquet, arrow)")))
+    }
+}
+
+/// A `Write` whose bytes can be taken out while the writer that owns it lives on.
+#[derive(Clone, Default)]
+struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+
+impl SharedBuf {
+    fn take(&self) -> Bytes {
+        Bytes::from(std::mem::take(&mut *self.0.lock().expect("buffer lock")))
+    }
+}
+
+impl Write for SharedBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("buffer lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+enum Inner {
+    Table(Vec<RecordBatch>),
+    Csv(arrow::csv::Writer<SharedBuf>),
+    Json(ArrayWriter<SharedBuf>),
+    Parquet(ArrowWriter<SharedBuf>),
+    Arrow(StreamWriter<SharedBuf>),
+}
+
+/// Incremental encoder of a result stream in one [`Format`].
+pub struct Encoder {
+    inner: Inner,
+    buf: SharedBuf,
+    rows: usize,
+}
+
+impl Encoder {
+    /// Starts an encoding of results with `schema`.
+    pub fn new(format: Format, schema: &SchemaRef) -> Result<Self> {
+        let buf = SharedBuf::default();
+        let inner = match format {
+            Format::Table => Inner::Table(Vec::new()),
+            Format::Csv => Inner::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(buf.clone())),
+            Format::Json => Inner::Json(
+                arrow_json_writer::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, JsonArray>(buf.clone()),
+            ),
+            Format::Parquet => {
+                let props = WriterProperties::builder()
+                    .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                    .build();
+                Inner::Parquet(ArrowWriter::try_new(buf.clone(), schema.clone(), Some(props))?)
+            }
+            Format::Arrow => Inner::Arrow(StreamWriter::try_new(buf.clone(), schema)?),
+        };
+        Ok(Self { inner, buf, rows: 0 })
+    }
+
+    /// Encodes one batch and returns the bytes ready so far.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<Bytes> {
+        self.rows += batch.num_rows();
+        match &mut self.inner {
+            Inner::Table(batches) => batches.push(batch.clone()),
+            Inner::Csv(w) => w.write(batch)?,
+            Inner::Json(w) => w.write(batch)?,
+            Inner::Parquet(w) => {
+                w.write(batch)?;
+                // Flush row groups once they are large so memory stays bounded.
+                if w.in_progress_size() > 64 << 20 {
+                    w.flush()?;
+                }
+            }
+            Inner::Arrow(w) => w.write(batch)?,
+        }
+        Ok(self.buf.take())
+    }
+
+    /// Finishes the encoding and returns the remaining bytes.
+    pub fn finish(self) -> Result<Bytes> {
+        match self.inner {
+            Inner::Table(batches) => {
+                let text = arrow::util::pretty::pretty_format_batches(&batches)?;
+                let mut out = text.to_string();
+                out.push('\n');
+                out.push_str(&format!("{} row(s)\n", self.rows));
+                return Ok(Bytes::from(out));
+            }
+            Inner::Csv(w) => drop(w),
+            Inner::Json(mut w) => w.finish()?,
+            Inner::Parquet(w) => {
+                w.close()?;
+            }
+            Inner::Arrow(mut w) => w.finish()?,
+        }
+        Ok(self.buf.take())
+    }
+}

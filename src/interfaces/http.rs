@@ -1,0 +1,140 @@
+//! HTTP server: SQL endpoint with content negotiation, and health.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::format::{Encoder, Format};
+use crate::engine::Engine;
+use crate::error::Error;
+
+/// Largest request body accepted (SQL text).
+const MAX_BODY: usize = 1 << 20;
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub struct AppState {
+    engine: Arc<Engine>,
+}
+
+/// The application router.
+pub fn router(engine: Arc<Engine>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/api/sql", post(sql))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(AppState { engine })
+}
+
+/// Serves the router on `listener` until the process is stopped.
+pub async fn serve(engine: Arc<Engine>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    let addr: SocketAddr = listener.local_addr()?;
+    tracing::info!(%addr, "forkline HTTP listening");
+    axum::serve(listener, router(engine))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+}
+
+/// An error as an HTTP response: `{"error": …}` with a status chosen by who is at fault.
+pub struct ApiError(Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+/// The one mapping from errors to HTTP statuses.
+pub fn status_of(e: &Error) -> StatusCode {
+    match e {
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::Conflict(_) => StatusCode::CONFLICT,
+        e if e.is_user_error() => StatusCode::BAD_REQUEST,
+        Error::Storage(_) | Error::ObjectStore(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = status_of(&self.0);
+        if status.is_server_error() {
+            tracing::error!(error = %self.0, "request failed");
+        }
+        (status, axum::Json(json!({ "error": self.0.to_string() }))).into_response()
+    }
+}
+
+async fn health() -> impl IntoResponse {
+    axum::Json(json!({ "status": "ok" }))
+}
+
+#[derive(Deserialize)]
+struct SqlRequest {
+    sql: String,
+}
+
+async fn sql(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<axum::Json<SqlRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let axum::Json(req) = body.map_err(|e| Error::invalid(format!("bad request body: {}", e.body_text())))?;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::from_accept(accept);
+    let df = state.engine.sql(&req.sql).await?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let mut stream = df.execute_stream().await.map_err(Error::from)?;
+    let mut encoder = Encoder::new(format, &schema)?;
+    // Pull the first batch before answering so early execution errors still get a status.
+    let first = match stream.next().await {
+        Some(batch) => Some(batch.map_err(Error::from)?),
+        None => None,
+    };
+    let body = async_stream::stream! {
+        let mut pending = first;
+        loop {
+            let batch = match pending.take() {
+                Some(b) => b,
+                None => match stream.next().await {
+                    Some(Ok(b)) => b,
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, "query failed while streaming");
+                        yield Err(std::io::Error::other(e.to_string()));
+                        return;
+                    }
+                    None => break,
+                },
+            };
+            match encoder.write(&batch) {
+                Ok(bytes) if bytes.is_empty() => {}
+                Ok(bytes) => yield Ok(bytes),
+                Err(e) => {
+                    yield Err(std::io::Error::other(e.to_string()));
+                    return;
+                }
+            }
+        }
+        match encoder.finish() {
+            Ok(bytes) => yield Ok(bytes),
+            Err(e) => yield Err(std::io::Error::other(e.to_string())),
+        }
+    };
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, format.content_type())
+        .body(Body::from_stream(body))
+        .map_err(|e| Error::invalid(e.to_string()))?)
+}

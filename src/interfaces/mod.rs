@@ -1,0 +1,5 @@
+//! Front doors over the engine: result formats, the HTTP server, the CLI.
+
+pub mod cli;
+pub mod format;
+pub mod http;

@@ -1,0 +1,19 @@
+//! forkline: an analytics backend for ML experiment tracking with run forking.
+//!
+//! The tree follows the data flow: [`ingest`] validates points, [`store`]
+//! commits them to Delta tables, [`catalog`] keeps runs and lineage,
+//! [`query`] answers SQL with lineage table functions, and [`interfaces`]
+//! are the CLI and HTTP front doors over one [`engine::Engine`].
+
+pub mod catalog;
+pub mod demo;
+pub mod engine;
+pub mod error;
+pub mod import;
+pub mod ingest;
+pub mod interfaces;
+pub mod query;
+pub mod store;
+
+pub use engine::{Engine, EngineOptions, ForkOutcome};
+pub use error::{Error, Result};

@@ -1,0 +1,332 @@
+//! Lineage table functions: `lineage`, `stitched_metrics`, `family_runs`, `family_metrics`.
+//!
+//! Each call resolves lineage from the catalog snapshot the session was built
+//! with (no I/O at planning time) and returns either a small in-memory table or
+//! a view whose plan is ordinary scans of `metrics` with `run_id` / `step`
+//! predicates, so file statistics and the page index prune every segment.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::catalog::{MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider, view::ViewTable};
+use datafusion::common::{Column, ScalarValue, plan_err};
+use datafusion::datasource::provider_as_source;
+use datafusion::error::Result as DFResult;
+use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, LogicalPlanBuilder};
+use datafusion::prelude::{SessionContext, col, lit};
+
+use crate::catalog::{CatalogSnapshot, Run, RunId, Segment};
+
+/// Registers the lineage table functions on `ctx`.
+pub fn register(ctx: &SessionContext, snapshot: Arc<CatalogSnapshot>, metrics: Arc<dyn TableProvider>) {
+    let shared = Shared { snapshot, metrics };
+    ctx.register_udtf("lineage", Arc::new(Lineage(shared.clone())));
+    ctx.register_udtf("stitched_metrics", Arc::new(StitchedMetrics(shared.clone())));
+    ctx.register_udtf("family_runs", Arc::new(FamilyRuns(shared.clone())));
+    ctx.register_udtf("family_metrics", Arc::new(FamilyMetrics(shared)));
+}
+
+#[derive(Debug, Clone)]
+struct Shared {
+    snapshot: Arc<CatalogSnapshot>,
+    metrics: Arc<dyn TableProvider>,
+}
+
+#[derive(Debug)]
+struct Lineage(Shared);
+#[derive(Debug)]
+struct StitchedMetrics(Shared);
+#[derive(Debug)]
+struct FamilyRuns(Shared);
+#[derive(Debug)]
+struct FamilyMetrics(Shared);
+
+/// Which metrics a call selects: one name, or a `%` LIKE pattern.
+#[derive(Debug, Clone)]
+pub enum MetricFilter {
+    /// Exactly this metric.
+    Exact(String),
+    /// Metrics matching this LIKE pattern.
+    Like(String),
+}
+
+impl MetricFilter {
+    fn expr(&self, column: Expr) -> Expr {
+        match self {
+            MetricFilter::Exact(m) => column.eq(lit(m.clone())),
+            MetricFilter::Like(p) => column.like(lit(p.clone())),
+        }
+    }
+}
+
+fn literal<'a>(name: &str, position: &str, expr: &'a Expr) -> DFResult<&'a ScalarValue> {
+    match expr {
+        Expr::Literal(value, _) => Ok(value),
+        other => plan_err!("{name}: {position} must be a constant, got `{other}`"),
+    }
+}
+
+/// The `run` argument: an integer id or a display id string.
+fn run_arg<'s>(snapshot: &'s CatalogSnapshot, name: &str, expr: &Expr) -> DFResult<&'s Arc<Run>> {
+    let value = literal(name, "run", expr)?;
+    let reference = match value {
+        ScalarValue::Int8(Some(_))
+        | ScalarValue::Int16(Some(_))
+        | ScalarValue::Int32(Some(_))
+        | ScalarValue::Int64(Some(_))
+        | ScalarValue::UInt8(Some(_))
+        | ScalarValue::UInt16(Some(_))
+        | ScalarValue::UInt32(Some(_))
+        | ScalarValue::UInt64(Some(_)) => value.to_string(),
+        ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)) => {
+            s.clone()
+        }
+        other => {
+            return plan_err!(
+                "{name}: run must be a run id (integer) or display id (string), got {} of type {}",
+                other,
+                other.data_type()
+            );
+        }
+    };
+    snapshot
+        .lookup(&reference)
+        .or_else(|e| plan_err!("{name}: {e}"))
+}
+
+fn metric_arg(name: &str, expr: Option<&Expr>) -> DFResult<Option<MetricFilter>> {
+    let Some(expr) = expr else { return Ok(None) };
+    match literal(name, "metric", expr)? {
+        ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)) => {
+            Ok(Some(if s.contains('%') {
+                MetricFilter::Like(s.clone())
+            } else {
+                MetricFilter::Exact(s.clone())
+            }))
+        }
+        other => plan_err!(
+            "{name}: metric must be a string (a name or a % LIKE pattern), got {} of type {}",
+            other,
+            other.data_type()
+        ),
+    }
+}
+
+fn arity(name: &str, signature: &str, args: &[Expr], min: usize, max: usize) -> DFResult<()> {
+    if args.len() < min || args.len() > max {
+        return plan_err!("{name} takes {signature}, got {} argument(s)", args.len());
+    }
+    Ok(())
+}
+
+fn mem_table(fields: Vec<Field>, columns: Vec<ArrayRef>) -> DFResult<Arc<dyn TableProvider>> {
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+}
+
+impl TableFunctionImpl for Lineage {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DFResult<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        arity("lineage", "(run)", exprs, 1, 1)?;
+        let snapshot = &self.0.snapshot;
+        let run = run_arg(snapshot, "lineage", &exprs[0])?;
+        let segments = snapshot.segments(run.id).or_else(|e| plan_err!("lineage: {e}"))?;
+        let display = |id: RunId| snapshot.get(id).map(|r| r.display_id.clone());
+        mem_table(
+            vec![
+                Field::new("run_id", DataType::Int64, false),
+                Field::new("display_id", DataType::Utf8, false),
+                Field::new("depth", DataType::Int64, false),
+                Field::new("from_step", DataType::Int64, false),
+                Field::new("to_step", DataType::Int64, true),
+            ],
+            vec![
+                Arc::new(segments.iter().map(|s| s.owner as i64).collect::<Int64Array>()),
+                Arc::new(segments.iter().map(|s| display(s.owner)).collect::<StringArray>()),
+                Arc::new(segments.iter().map(|s| s.depth as i64).collect::<Int64Array>()),
+                Arc::new(segments.iter().map(|s| s.from_step as i64).collect::<Int64Array>()),
+                Arc::new(segments.iter().map(|s| s.to_step.map(|t| t as i64)).collect::<Int64Array>()),
+            ],
+        )
+    }
+}
+
+impl TableFunctionImpl for FamilyRuns {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DFResult<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        arity("family_runs", "(run)", exprs, 1, 1)?;
+        let snapshot = &self.0.snapshot;
+        let run = run_arg(snapshot, "family_runs", &exprs[0])?;
+        let family = snapshot.family(run.id).or_else(|e| plan_err!("family_runs: {e}"))?;
+        let strs = |f: &dyn Fn(&Run) -> String| -> ArrayRef {
+            Arc::new(family.iter().map(|m| Some(f(&m.run))).collect::<StringArray>())
+        };
+        mem_table(
+            vec![
+                Field::new("run_id", DataType::Int64, false),
+                Field::new("display_id", DataType::Utf8, false),
+                Field::new("name", DataType::Utf8, false),
+                Field::new("experiment", DataType::Utf8, false),
+                Field::new("parent_id", DataType::Int64, true),
+                Field::new("fork_step", DataType::Int64, true),
+                Field::new("depth", DataType::Int64, false),
+                Field::new("status", DataType::Utf8, false),
+            ],
+            vec![
+                Arc::new(family.iter().map(|m| m.run.id as i64).collect::<Int64Array>()),
+                strs(&|r| r.display_id.clone()),
+                strs(&|r| r.name.clone()),
+                strs(&|r| r.experiment.clone()),
+                Arc::new(family.iter().map(|m| m.run.parent_id.map(|p| p as i64)).collect::<Int64Array>()),
+                Arc::new(family.iter().map(|m| m.run.fork_step.map(|s| s as i64)).collect::<Int64Array>()),
+                Arc::new(family.iter().map(|m| m.depth as i64).collect::<Int64Array>()),
+                strs(&|r| r.status.to_string()),
+            ],
+        )
+    }
+}
+
+impl TableFunctionImpl for StitchedMetrics {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DFResult<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        arity("stitched_metrics", "(run [, metric])", exprs, 1, 2)?;
+        let snapshot = &self.0.snapshot;
+        let run = run_arg(snapshot, "stitched_metrics", &exprs[0])?;
+        let metric = metric_arg("stitched_metrics", exprs.get(1))?;
+        let segments = snapshot.segments(run.id).or_else(|e| plan_err!("stitched_metrics: {e}"))?;
+        let plan = stitched_plan(&self.0.metrics, run.id, &segments, metric.as_ref())?;
+        Ok(Arc::new(ViewTable::new(plan, None)))
+    }
+}
+
+impl TableFunctionImpl for FamilyMetrics {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DFResult<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        arity("family_metrics", "(run [, metric])", exprs, 1, 2)?;
+        let snapshot = &self.0.snapshot;
+        let run = run_arg(snapshot, "family_metrics", &exprs[0])?;
+        let metric = metric_arg("family_metrics", exprs.get(1))?;
+        let family = snapshot.family(run.id).or_else(|e| plan_err!("family_metrics: {e}"))?;
+        let mut views = Vec::new();
+        for member in &family {
+            let segments = snapshot
+                .segments(member.run.id)
+                .or_else(|e| plan_err!("family_metrics: {e}"))?;
+            views.extend(segments.into_iter().map(|s| (member.run.id, s)));
+        }
+        let plan = family_plan(&self.0.metrics, &views, metric.as_ref())?;
+        Ok(Arc::new(ViewTable::new(plan, None)))
+    }
+}
+
+fn stitched_projection(viewer: Expr, source: Expr, inherited: Expr, q: &str) -> Vec<Expr> {
+    let c = |name: &str| Expr::Column(Column::new(Some(q), name));
+    vec![
+        viewer.alias("run_id"),
+        source.alias("source_run_id"),
+        c("metric").alias("metric"),
+        c("step").alias("step"),
+        c("value").alias("value"),
+        c("time").alias("time"),
+        inherited.alias("inherited"),
+    ]
+}
+
+/// The stitched series of `viewer`: one pruned scan of `metrics` per segment, unioned.
+pub fn stitched_plan(
+    metrics: &Arc<dyn TableProvider>,
+    viewer: RunId,
+    segments: &[Segment],
+    metric: Option<&MetricFilter>,
+) -> DFResult<LogicalPlan> {
+    let source = provider_as_source(metrics.clone());
+    let mut branches = Vec::with_capacity(segments.len());
+    for seg in segments {
+        let mut predicate = col("run_id")
+            .eq(lit(seg.owner as i64))
+            .and(col("step").gt_eq(lit(seg.from_step as i64)));
+        if let Some(to) = seg.to_step {
+            predicate = predicate.and(col("step").lt_eq(lit(to as i64)));
+        }
+        if let Some(m) = metric {
+            predicate = predicate.and(m.expr(col("metric")));
+        }
+        let branch = LogicalPlanBuilder::scan("metrics", source.clone(), None)?
+            .filter(predicate)?
+            .project(stitched_projection(
+                lit(viewer as i64),
+                col("metrics.run_id"),
+                lit(seg.owner != viewer),
+                "metrics",
+            ))?
+            .build()?;
+        branches.push(branch);
+    }
+    let mut branches = branches.into_iter();
+    let first = branches.next().map_or_else(|| plan_err!("a lineage has at least one segment"), Ok)?;
+    branches
+        .try_fold(LogicalPlanBuilder::from(first), |builder, plan| builder.union(plan))?
+        .build()
+}
+
+/// Stitched views of many runs at once: one scan of the owners' points, joined
+/// to the `(viewer, owner, from_step, to_step)` segment list, so an owner's data
+/// is read once however many descendants inherit it.
+fn family_plan(
+    metrics: &Arc<dyn TableProvider>,
+    views: &[(RunId, Segment)],
+    metric: Option<&MetricFilter>,
+) -> DFResult<LogicalPlan> {
+    if views.is_empty() {
+        return plan_err!("a family has at least one run");
+    }
+    let mut owners: Vec<RunId> = views.iter().map(|(_, s)| s.owner).collect();
+    owners.sort_unstable();
+    owners.dedup();
+    let mut predicate = col("run_id").in_list(owners.iter().map(|o| lit(*o as i64)).collect(), false);
+    if let Some(m) = metric {
+        predicate = predicate.and(m.expr(col("metric")));
+    }
+    let points = LogicalPlanBuilder::scan("m", provider_as_source(metrics.clone()), None)?
+        .filter(predicate)?
+        .build()?;
+    let rows: Vec<Vec<Expr>> = views
+        .iter()
+        .map(|(viewer, s)| {
+            vec![
+                lit(*viewer as i64),
+                lit(s.owner as i64),
+                lit(s.from_step as i64),
+                lit(s.to_step.map_or(i64::MAX, |t| t as i64)),
+            ]
+        })
+        .collect();
+    let segments = LogicalPlanBuilder::values(rows)?
+        .project(vec![
+            col("column1").alias("viewer"),
+            col("column2").alias("owner"),
+            col("column3").alias("from_step"),
+            col("column4").alias("to_step"),
+        ])?
+        .alias("s")?
+        .build()?;
+    let s = |name: &str| Expr::Column(Column::new(Some("s"), name));
+    let m = |name: &str| Expr::Column(Column::new(Some("m"), name));
+    LogicalPlanBuilder::from(segments)
+        .join(
+            points,
+            JoinType::Inner,
+            (vec![Column::new(Some("s"), "owner")], vec![Column::new(Some("m"), "run_id")]),
+            Some(m("step").between(s("from_step"), s("to_step"))),
+        )?
+        .project(stitched_projection(
+            s("viewer"),
+            m("run_id"),
+            s("viewer").not_eq(m("run_id")),
+            "m",
+        ))?
+        .build()
+}
+

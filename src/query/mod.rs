@@ -1,0 +1,56 @@
+//! The read path: session building, lineage table functions, read-only SQL.
+
+pub mod lineage_functions;
+pub mod session;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::Int64Type;
+use datafusion::error::DataFusionError;
+use datafusion::functions_aggregate::expr_fn::max;
+use datafusion::logical_expr::LogicalPlanBuilder;
+use datafusion::prelude::{DataFrame, SQLOptions, SessionContext, col};
+
+use crate::catalog::Segment;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// Plans `sql`, refusing anything that is not a read-only query.
+pub async fn read_only_sql(ctx: &SessionContext, sql: &str) -> Result<DataFrame> {
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    ctx.sql_with_options(sql, options).await.map_err(|e| match e {
+        DataFusionError::Plan(msg)
+            if ["DDL", "DML", "Statement"]
+                .iter()
+                .any(|kind| msg.starts_with(&format!("{kind} not supported"))) =>
+        {
+            Error::invalid(format!(
+                "only read-only queries are accepted ({msg})"
+            ))
+        }
+        other => Error::Query(other),
+    })
+}
+
+/// Highest step of a stitched view over all metrics (`None` if it has no points).
+pub async fn stitched_max_step(engine: &Engine, segments: &[Segment]) -> Result<Option<u64>> {
+    let ctx = engine.session().await?;
+    let metrics = ctx.table_provider("metrics").await?;
+    let viewer = segments.last().map_or(0, |s| s.owner);
+    let plan = lineage_functions::stitched_plan(&metrics, viewer, segments, None)?;
+    let df = DataFrame::new(
+        ctx.state(),
+        LogicalPlanBuilder::from(plan)
+            .aggregate(Vec::<datafusion::prelude::Expr>::new(), vec![max(col("step")).alias("max_step")])?
+            .build()?,
+    );
+    let batches = df.collect().await?;
+    let value = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .map(|b| b.column(0).as_primitive::<Int64Type>().clone())
+        .and_then(|a| (a.null_count() == 0).then(|| a.value(0)));
+    Ok(value.map(|v| v as u64))
+}

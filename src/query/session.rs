@@ -1,0 +1,108 @@
+//! The one place that builds a DataFusion session: tables, table functions, limits.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::catalog::MemTable;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use deltalake::DeltaTable;
+
+use super::lineage_functions;
+use crate::catalog::CatalogSnapshot;
+use crate::engine::EngineOptions;
+use crate::error::Result;
+use crate::store::schema::{timestamp_type, timestamps};
+
+/// The runtime shared by every session of an engine, so the memory limit is global.
+pub fn runtime(options: &EngineOptions) -> Result<Arc<RuntimeEnv>> {
+    Ok(RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(options.memory_limit)))
+        .build_arc()?)
+}
+
+fn config(options: &EngineOptions) -> SessionConfig {
+    let mut config = SessionConfig::new()
+        .with_target_partitions(options.target_partitions.max(1))
+        .with_information_schema(true);
+    let parquet = &mut config.options_mut().execution.parquet;
+    // Off by default in DataFusion; lineage scans live on row-level step predicates.
+    parquet.pushdown_filters = true;
+    parquet.reorder_filters = true;
+    parquet.enable_page_index = true;
+    config
+}
+
+/// A session with `runs`, `metrics` and the lineage table functions registered.
+pub async fn build(
+    runtime: &Arc<RuntimeEnv>,
+    options: &EngineOptions,
+    snapshot: Arc<CatalogSnapshot>,
+    metrics: &DeltaTable,
+) -> Result<SessionContext> {
+    let ctx = SessionContext::new_with_config_rt(config(options), runtime.clone());
+    metrics.update_datafusion_session(&ctx.state())?;
+    let metrics_provider = metrics.table_provider().await?;
+    ctx.register_table("metrics", metrics_provider.clone())?;
+    ctx.register_table("runs", Arc::new(runs_table(&snapshot)?))?;
+    lineage_functions::register(&ctx, snapshot, metrics_provider);
+    Ok(ctx)
+}
+
+/// Reads every row of a Delta table (used for the small `runs` table).
+pub async fn scan_all(runtime: &Arc<RuntimeEnv>, table: &DeltaTable) -> Result<Vec<RecordBatch>> {
+    let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime.clone());
+    table.update_datafusion_session(&ctx.state())?;
+    let provider = table.table_provider().await?;
+    Ok(ctx.read_table(provider)?.collect().await?)
+}
+
+/// The `runs` SQL table: the current state of every run (latest revision).
+fn runs_table(snapshot: &CatalogSnapshot) -> Result<MemTable> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("project", DataType::Utf8, false),
+        Field::new("display_id", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("experiment", DataType::Utf8, false),
+        Field::new("parent_id", DataType::Int64, true),
+        Field::new("fork_step", DataType::Int64, true),
+        Field::new("config", DataType::Utf8, false),
+        Field::new(
+            "tags",
+            DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
+            false,
+        ),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("created_at", timestamp_type(), false),
+        Field::new("updated_at", timestamp_type(), false),
+    ]));
+    let runs: Vec<_> = snapshot.runs().collect();
+    let strs = |f: &dyn Fn(&crate::catalog::Run) -> String| -> ArrayRef {
+        Arc::new(runs.iter().map(|r| Some(f(r))).collect::<StringArray>())
+    };
+    let mut tags = ListBuilder::new(StringBuilder::new());
+    for run in &runs {
+        tags.append_value(run.tags.iter().map(Some));
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(runs.iter().map(|r| r.id as i64).collect::<Int64Array>()),
+        strs(&|r| r.project.clone()),
+        strs(&|r| r.display_id.clone()),
+        strs(&|r| r.name.clone()),
+        strs(&|r| r.experiment.clone()),
+        Arc::new(runs.iter().map(|r| r.parent_id.map(|p| p as i64)).collect::<Int64Array>()),
+        Arc::new(runs.iter().map(|r| r.fork_step.map(|s| s as i64)).collect::<Int64Array>()),
+        strs(&|r| serde_json::Value::Object(r.config.clone()).to_string()),
+        Arc::new(tags.finish()),
+        strs(&|r| r.status.to_string()),
+        Arc::new(timestamps(runs.iter().map(|r| r.created_at.timestamp_micros()).collect())),
+        Arc::new(timestamps(runs.iter().map(|r| r.updated_at.timestamp_micros()).collect())),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    Ok(MemTable::try_new(schema, vec![vec![batch]])?)
+}

@@ -1,0 +1,183 @@
+//! The durable layer: Delta tables `runs` and `metrics` under one store URL.
+
+mod location;
+pub mod schema;
+
+use arrow::record_batch::RecordBatch;
+use deltalake::kernel::Version;
+use deltalake::kernel::transaction::{CommitProperties, TransactionError};
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use tokio::sync::RwLock;
+
+pub use location::StoreLocation;
+
+use crate::error::{Error, Result};
+
+/// Which of the store's tables an operation targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableKind {
+    /// The run catalog: one row per run revision.
+    Runs,
+    /// Metric points, own points of each run only.
+    Metrics,
+}
+
+impl TableKind {
+    /// Directory name of the table under the store root.
+    pub fn dir(self) -> &'static str {
+        match self {
+            TableKind::Runs => "runs",
+            TableKind::Metrics => "metrics",
+        }
+    }
+}
+
+/// Outcome of a commit that asked for optimistic concurrency.
+#[derive(Debug)]
+pub enum CommitOutcome {
+    /// Committed as this table version.
+    Committed(Version),
+    /// Another writer committed first; reload and try again.
+    Lost,
+}
+
+/// Handle on the store: its location and the latest loaded state of each table.
+#[derive(Debug)]
+pub struct Store {
+    location: StoreLocation,
+    runs: RwLock<DeltaTable>,
+    metrics: RwLock<DeltaTable>,
+}
+
+impl Store {
+    /// Opens the store at `spec`, creating the tables if they do not exist yet.
+    pub async fn open(spec: &str) -> Result<Self> {
+        let location = StoreLocation::parse(spec)?;
+        let runs = open_or_create(&location, TableKind::Runs).await?;
+        let metrics = open_or_create(&location, TableKind::Metrics).await?;
+        Ok(Self {
+            location,
+            runs: RwLock::new(runs),
+            metrics: RwLock::new(metrics),
+        })
+    }
+
+    /// The URL this store was opened at.
+    pub fn location(&self) -> &StoreLocation {
+        &self.location
+    }
+
+    fn table(&self, kind: TableKind) -> &RwLock<DeltaTable> {
+        match kind {
+            TableKind::Runs => &self.runs,
+            TableKind::Metrics => &self.metrics,
+        }
+    }
+
+    /// Brings the cached table state up to the latest committed version and returns it.
+    pub async fn refresh(&self, kind: TableKind) -> Result<DeltaTable> {
+        let lock = self.table(kind);
+        let current = lock.read().await.version();
+        let latest = lock.read().await.get_latest_version().await?;
+        if Some(latest) != current {
+            let mut table = lock.write().await;
+            if table.version().is_none_or(|v| v < latest) {
+                table.update_incremental(None).await?;
+            }
+        }
+        Ok(lock.read().await.clone())
+    }
+
+    /// The cached table state, without checking the store for newer versions.
+    pub async fn cached(&self, kind: TableKind) -> DeltaTable {
+        self.table(kind).read().await.clone()
+    }
+
+    /// Appends `batches` as one atomic commit, letting concurrent appends interleave.
+    pub async fn append(&self, kind: TableKind, batches: Vec<RecordBatch>) -> Result<Version> {
+        let table = self.cached(kind).await;
+        let written = write(table, kind, batches, CommitProperties::default()).await?;
+        self.install(kind, written).await
+    }
+
+    /// Appends `batches` only if `base` is still the latest version of the table.
+    pub async fn append_if_unchanged(
+        &self,
+        kind: TableKind,
+        base: &DeltaTable,
+        batches: Vec<RecordBatch>,
+    ) -> Result<CommitOutcome> {
+        let props = CommitProperties::default().with_max_retries(0);
+        match write(base.clone(), kind, batches, props).await {
+            Ok(table) => Ok(CommitOutcome::Committed(self.install(kind, table).await?)),
+            Err(Error::Storage(e)) if is_lost_race(&e) => Ok(CommitOutcome::Lost),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn install(&self, kind: TableKind, written: DeltaTable) -> Result<Version> {
+        let version = written
+            .version()
+            .ok_or_else(|| Error::Conflict("commit returned no version".into()))?;
+        let mut cached = self.table(kind).write().await;
+        if cached.version().is_none_or(|v| v < version) {
+            *cached = written;
+        }
+        Ok(version)
+    }
+}
+
+fn is_lost_race(e: &DeltaTableError) -> bool {
+    matches!(
+        e,
+        DeltaTableError::VersionAlreadyExists(_)
+            | DeltaTableError::Transaction {
+                source: TransactionError::MaxCommitAttempts(_)
+                    | TransactionError::VersionAlreadyExists(_)
+                    | TransactionError::CommitConflict(_)
+            }
+    )
+}
+
+async fn write(
+    table: DeltaTable,
+    kind: TableKind,
+    batches: Vec<RecordBatch>,
+    props: CommitProperties,
+) -> Result<DeltaTable> {
+    Ok(table
+        .write(batches)
+        .with_save_mode(SaveMode::Append)
+        .with_writer_properties(schema::writer_properties(kind))
+        .with_commit_properties(props)
+        .await?)
+}
+
+async fn open_or_create(location: &StoreLocation, kind: TableKind) -> Result<DeltaTable> {
+    let url = location.table_url(kind.dir());
+    let builder = || {
+        DeltaTableBuilder::from_url(url.clone())
+            .map(|b| b.with_storage_backend(location.object_store.clone(), url.clone()))
+    };
+    let mut table = builder()?.build()?;
+    if table.verify_deltatable_existence().await? {
+        table.load().await?;
+        return Ok(table);
+    }
+    let empty = RecordBatch::new_empty(schema::arrow_schema(kind));
+    let created = table
+        .write(vec![empty])
+        .with_save_mode(SaveMode::ErrorIfExists)
+        .with_table_name(kind.dir())
+        .await;
+    match created {
+        Ok(table) => Ok(table),
+        // Another process created it between our load and our write.
+        Err(_) => {
+            let mut table = builder()?.build()?;
+            table.load().await?;
+            Ok(table)
+        }
+    }
+}

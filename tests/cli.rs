@@ -1,0 +1,115 @@
+//! The real binary from the shell: catalog commands, import, SQL formats, errors, persistence.
+
+mod common;
+
+use common::{cli, temp_store};
+
+fn field<'a>(out: &'a str, key: &str) -> &'a str {
+    out.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in {out:?}"))
+}
+
+#[test]
+fn catalog_import_and_sql_from_the_shell() {
+    let (dir, store) = temp_store();
+    let (ok, out, err) = cli(
+        &store,
+        &["run", "create", "--project", "shell-test", "--name", "base", "--config", r#"{"lr":0.1,"opt":{"b":1}}"#, "--tag", "x"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(field(&out, "display_id"), "ST-1");
+
+    let csv = dir.path().join("history.csv");
+    let mut text = String::from("metric,step,value,time\n");
+    for s in 0..=100 {
+        text.push_str(&format!("loss,{s},{},{}\n", 1.0 / (s + 1) as f64, 1_700_000_000 + s));
+    }
+    text.push_str("odd,0,NaN,\nodd,1,inf,\nodd,2,-Infinity,2024-01-01T00:00:00Z\n");
+    std::fs::write(&csv, text).unwrap();
+    let (ok, out, err) = cli(&store, &["import", "--run", "ST-1", csv.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("imported 104 point(s)"), "{out}");
+
+    // A bad row refuses the whole file: one clear line, nothing committed.
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "metric,step,value\nloss,200,1.0\nloss,-3,2.0\n").unwrap();
+    let (ok, _, err) = cli(&store, &["import", "--run", "ST-1", bad.to_str().unwrap()]);
+    assert!(!ok);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("row 2") && err.contains("-3"), "{err}");
+    let (ok, _, err) = cli(&store, &["import", "--run", "ST-9", csv.to_str().unwrap()]);
+    assert!(!ok && err.contains("unknown run `ST-9`"), "{err}");
+
+    // Fork: resolved parent and fork step are printed; config deep-merged; tags inherited.
+    let (ok, out, err) = cli(
+        &store,
+        &["run", "fork", "ST-1", "--step", "50", "--name", "tuned", "--config", r#"{"opt":{"c":2}}"#, "--inherit-tags"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(field(&out, "display_id"), "ST-2");
+    assert_eq!(field(&out, "parent_display_id"), "ST-1");
+    assert_eq!(field(&out, "fork_step"), "50");
+    let (ok, _, err) = cli(&store, &["run", "fork", "ST-2", "--step", "5000"]);
+    assert!(!ok && err.contains("5000") && err.contains("0..=50"), "{err}");
+    let (ok, _, err) = cli(&store, &["run", "fork", "ST-1", "--step", "-1"]);
+    assert!(!ok, "{err}");
+
+    // A later process sees what earlier ones wrote (nothing lives only in memory).
+    let (ok, out, err) = cli(
+        &store,
+        &[
+            "sql",
+            "SELECT display_id, config, array_to_string(tags, '|') AS tags FROM runs ORDER BY id",
+            "--format",
+            "csv",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        vec![
+            "display_id,config,tags",
+            r#"ST-1,"{""lr"":0.1,""opt"":{""b"":1}}",x"#,
+            r#"ST-2,"{""lr"":0.1,""opt"":{""b"":1,""c"":2}}",x"#,
+        ]
+    );
+    let (ok, out, _) = cli(
+        &store,
+        &["sql", "SELECT count(*) AS n, sum(CASE WHEN isnan(value) THEN 1 ELSE 0 END) AS nans FROM metrics", "--format", "json"],
+    );
+    assert!(ok);
+    assert_eq!(out.trim(), r#"[{"n":104,"nans":1}]"#);
+
+    // Query from a file, table output.
+    let q = dir.path().join("q.sql");
+    std::fs::write(&q, "SELECT source_run_id, count(*) AS n FROM stitched_metrics('ST-2', 'loss') GROUP BY 1").unwrap();
+    let (ok, out, err) = cli(&store, &["sql", "-f", q.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("| 1             | 51 |"), "{out}");
+
+    // Binary formats need --output; with it the file is a readable Parquet file.
+    let (ok, _, err) = cli(&store, &["sql", "SELECT 1", "--format", "parquet"]);
+    assert!(!ok && err.contains("--output"), "{err}");
+    let pq = dir.path().join("out.parquet");
+    let (ok, _, err) = cli(
+        &store,
+        &["sql", "SELECT * FROM metrics", "--format", "parquet", "--output", pq.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&pq).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(reader.map(|b| b.unwrap().num_rows()).sum::<usize>(), 104);
+
+    // Status changes and the read-only rule.
+    let (ok, out, _) = cli(&store, &["run", "status", "ST-2", "completed"]);
+    assert!(ok && out.contains("status=COMPLETED"), "{out}");
+    let (ok, _, err) = cli(&store, &["run", "status", "ST-2", "sleeping"]);
+    assert!(!ok && err.contains("unknown run status"), "{err}");
+    let (ok, _, err) = cli(&store, &["sql", "DROP TABLE runs"]);
+    assert!(!ok && err.contains("read-only"), "{err}");
+    let (ok, _, err) = cli(&store, &["run", "create", "--project", "p", "--name", "n", "--config", "[1]"]);
+    assert!(!ok && err.contains("JSON object"), "{err}");
+}

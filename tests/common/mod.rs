@@ -1,0 +1,130 @@
+//! Fixtures shared by the integration tests: real stores, real Delta tables.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use forkline::catalog::{ForkRequest, NewRun};
+use forkline::ingest::MetricPoint;
+use forkline::{Engine, Result};
+use serde_json::json;
+
+/// Ids of the product-docs lineage: A → B (fork at 50) → C (fork at 150).
+pub struct ProductDocs {
+    pub a: Arc<forkline::catalog::Run>,
+    pub b: Arc<forkline::catalog::Run>,
+    pub c: Arc<forkline::catalog::Run>,
+}
+
+fn points(metric: &str, steps: impl IntoIterator<Item = u64>, value: impl Fn(u64) -> f64) -> Vec<MetricPoint> {
+    steps.into_iter().map(|s| MetricPoint::new(metric, s, value(s))).collect()
+}
+
+/// The example from the product docs, with values that tell owners apart:
+/// A logs `loss` = step on 0–100 and `acc` every 10 steps; B forks A at 50,
+/// logs `loss` = 1000 + step on 51–200 and also re-logs 40–50 with -1 (hidden
+/// from its stitched view); C forks B at 150 and logs `loss` = 2000 + step on 151–180.
+pub async fn product_docs(engine: &Engine) -> Result<ProductDocs> {
+    let a = engine
+        .create_run(NewRun {
+            project: "product-docs".into(),
+            name: "A".into(),
+            config: json!({"lr": 0.1, "opt": {"name": "adam", "beta": 0.9}}).as_object().unwrap().clone(),
+            tags: vec!["base".into()],
+            external_id: None,
+        })
+        .await?;
+    engine.write_points(&a.display_id, points("loss", 0..=100, |s| s as f64)).await?;
+    engine
+        .write_points(&a.display_id, points("acc", (0..=100).step_by(10), |s| s as f64 / 100.0))
+        .await?;
+    let mut fork_b = ForkRequest::new(a.display_id.clone(), 50);
+    fork_b.name = Some("B".into());
+    fork_b.config = json!({"opt": {"beta": 0.8}}).as_object().unwrap().clone();
+    let b = engine.fork_run(fork_b).await?.run;
+    engine.write_points(&b.display_id, points("loss", 51..=200, |s| 1000.0 + s as f64)).await?;
+    engine.write_points(&b.display_id, points("loss", 40..=50, |_| -1.0)).await?;
+    let mut fork_c = ForkRequest::new(b.id.to_string(), 150);
+    fork_c.name = Some("C".into());
+    let c = engine.fork_run(fork_c).await?.run;
+    engine.write_points(&c.display_id, points("loss", 151..=180, |s| 2000.0 + s as f64)).await?;
+    Ok(ProductDocs { a, b, c })
+}
+
+/// Runs `sql` and returns all rows rendered as strings (NULL for nulls).
+pub async fn rows(engine: &Engine, sql: &str) -> Result<Vec<Vec<String>>> {
+    let batches = engine.sql(sql).await?.collect().await?;
+    Ok(render(&batches))
+}
+
+/// Renders batches as rows of strings.
+pub fn render(batches: &[arrow::array::RecordBatch]) -> Vec<Vec<String>> {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let options = FormatOptions::default().with_null("NULL");
+    let mut out = Vec::new();
+    for batch in batches {
+        let formatters: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+            .collect();
+        for row in 0..batch.num_rows() {
+            out.push(formatters.iter().map(|f| f.value(row).to_string()).collect());
+        }
+    }
+    out
+}
+
+/// A fresh on-disk store in a temporary directory.
+pub fn temp_store() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warehouse").to_string_lossy().into_owned();
+    (dir, path)
+}
+
+/// A `forkline serve` process on a free loopback port, killed on drop.
+pub struct Server {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the real binary on 127.0.0.1 with an OS-chosen port and waits until it answers.
+pub fn spawn_server(store: &str) -> Server {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_forkline"))
+        .args(["--store", store, "serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn forkline serve");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    Server { child, base }
+}
+
+/// Runs the real binary with `args`, returning (success, stdout, stderr).
+pub fn cli(store: &str, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_forkline"))
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .output()
+        .expect("run forkline");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
