@@ -134,7 +134,11 @@ fn simulate(
     for i in 0..steps {
         let step = first_step + i;
         // Warm-up for roots, then a slow cosine-like decay; forks restart from their own lr.
-        let warm = if prev.is_none() { ((step + 1) as f64 / 500.0).min(1.0) } else { 1.0 };
+        let warm = if prev.is_none() {
+            ((step + 1) as f64 / 500.0).min(1.0)
+        } else {
+            1.0
+        };
         let decay = 0.5 * (1.0 + (std::f64::consts::PI * (i as f64 / (steps as f64 * 1.6))).cos());
         let lr = lr_max * warm * (0.1 + 0.9 * decay);
         // A higher lr learns faster but plateaus higher (SGD noise floor): lowering it
@@ -146,24 +150,44 @@ fn simulate(
         state.lr = lr;
         states.push(state);
         let observed = state.loss * (1.0 + 0.04 * noise.sample(rng));
-        let grad_norm = (0.4 + 2.5 * state.loss / 6.0) * (1.0 + 0.25 * noise.sample(rng)).abs() * (1.0 + rel * 0.2);
+        let grad_norm = (0.4 + 2.5 * state.loss / 6.0)
+            * (1.0 + 0.25 * noise.sample(rng)).abs()
+            * (1.0 + rel * 0.2);
         let acc = (1.0 - (state.loss / 6.0).powf(0.7)).clamp(0.0, 1.0) + noise.sample(rng) * 0.005;
         points.push(MetricPoint::new("train/loss", step, observed));
         points.push(MetricPoint::new("lr", step, lr));
         points.push(MetricPoint::new("grad_norm", step, grad_norm));
         points.push(MetricPoint::new("train/acc", step, acc.clamp(0.0, 1.0)));
-        let throughput = 2_400.0 * (1.0 + 0.03 * noise.sample(rng)) - if step % 1_000 == 0 { 900.0 } else { 0.0 };
+        let throughput = 2_400.0 * (1.0 + 0.03 * noise.sample(rng))
+            - if step.is_multiple_of(1_000) {
+                900.0
+            } else {
+                0.0
+            };
         points.push(MetricPoint::new("throughput", step, throughput));
-        points.push(MetricPoint::new("gpu/mem_gb", step, 31.5 + 0.2 * noise.sample(rng).abs()));
-        if step % EVAL_EVERY == 0 {
+        points.push(MetricPoint::new(
+            "gpu/mem_gb",
+            step,
+            31.5 + 0.2 * noise.sample(rng).abs(),
+        ));
+        if step.is_multiple_of(EVAL_EVERY) {
             let gap = 1.04 + 0.02 * rng.random::<f64>() + step as f64 / 400_000.0;
-            points.push(MetricPoint::new("val/loss", step, state.loss * gap * (1.0 + 0.01 * noise.sample(rng))));
+            points.push(MetricPoint::new(
+                "val/loss",
+                step,
+                state.loss * gap * (1.0 + 0.01 * noise.sample(rng)),
+            ));
         }
     }
     (states, points)
 }
 
-async fn write_chunked(engine: &Engine, run: &str, points: Vec<MetricPoint>, bar: &ProgressBar) -> Result<()> {
+async fn write_chunked(
+    engine: &Engine,
+    run: &str,
+    points: Vec<MetricPoint>,
+    bar: &ProgressBar,
+) -> Result<()> {
     let mut chunk = Vec::new();
     let mut chunk_end = None;
     for p in points {
@@ -186,7 +210,10 @@ async fn write_chunked(engine: &Engine, run: &str, points: Vec<MetricPoint>, bar
 pub async fn run(engine: &Engine, queries: &Path, seed: u64) -> Result<()> {
     let catalog = engine.catalog().await?;
     if catalog.projects().iter().any(|p| p == "vision-sweep") {
-        println!("demo store already present at {}; running the queries", engine.store().location().root);
+        println!(
+            "demo store already present at {}; running the queries",
+            engine.store().location().root
+        );
     } else {
         build(engine, seed).await?;
     }
@@ -198,7 +225,8 @@ pub async fn build(engine: &Engine, seed: u64) -> Result<()> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let bar = ProgressBar::new_spinner();
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} {pos} points ({per_sec})").expect("valid template"),
+        ProgressStyle::with_template("{spinner} {msg} {pos} points ({per_sec})")
+            .expect("valid template"),
     );
     let mut total_runs = 0;
     for plan in plans() {
@@ -219,7 +247,8 @@ pub async fn build(engine: &Engine, seed: u64) -> Result<()> {
                 external_id: None,
             })
             .await?;
-        let (states, points) = simulate(&mut rng, None, plan.base_lr, 1.0, 0, plan.root_steps, floor);
+        let (states, points) =
+            simulate(&mut rng, None, plan.base_lr, 1.0, 0, plan.root_steps, floor);
         write_chunked(engine, &root.display_id, points, &bar).await?;
         // Stitched trainer state of every member, indexed by step.
         let mut views = vec![states];
@@ -230,14 +259,23 @@ pub async fn build(engine: &Engine, seed: u64) -> Result<()> {
             let mut req = ForkRequest::new(members[f.of].clone(), f.step);
             // The name records the requested run, so queries can show where resolution moved the parent.
             req.name = Some(format!("{}/{}@{}", plan.name, members[f.of], f.step));
-            req.config = serde_json::from_value(json!({"lr": plan.base_lr * scale, "optimizer": {"lr_scale": scale}}))
-                .expect("object literal");
+            req.config = serde_json::from_value(
+                json!({"lr": plan.base_lr * scale, "optimizer": {"lr_scale": scale}}),
+            )
+            .expect("object literal");
             req.tags = vec![format!("lr-x{}", f.lr_factor)];
             req.inherit_tags = true;
             let outcome = engine.fork_run(req).await?;
             let mut view: Vec<State> = views[f.of][..=f.step as usize].to_vec();
-            let (states, points) =
-                simulate(&mut rng, view.last().copied(), plan.base_lr, scale, f.step + 1, f.own_steps, floor);
+            let (states, points) = simulate(
+                &mut rng,
+                view.last().copied(),
+                plan.base_lr,
+                scale,
+                f.step + 1,
+                f.own_steps,
+                floor,
+            );
             write_chunked(engine, &outcome.run.display_id, points, &bar).await?;
             view.extend(states);
             views.push(view);
@@ -277,7 +315,8 @@ pub async fn run_queries(engine: &Engine, dir: &Path) -> Result<()> {
         for line in sql.lines().take_while(|l| l.starts_with("--")) {
             println!("{line}");
         }
-        crate::interfaces::cli::print_query(engine, &sql, Format::Table, std::io::stdout().lock()).await?;
+        crate::interfaces::cli::print_query(engine, &sql, Format::Table, std::io::stdout().lock())
+            .await?;
     }
     Ok(())
 }

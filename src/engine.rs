@@ -126,7 +126,11 @@ impl Engine {
             let base = self.store.cached(TableKind::Runs).await;
             let run = plan(snapshot).await?;
             let batch = runs_to_batch(std::slice::from_ref(&run))?;
-            match self.store.append_if_unchanged(TableKind::Runs, &base, vec![batch]).await? {
+            match self
+                .store
+                .append_if_unchanged(TableKind::Runs, &base, vec![batch])
+                .await?
+            {
                 CommitOutcome::Committed(_) => {
                     let snapshot = self.catalog().await?;
                     return Ok(snapshot.require(run.id)?.clone());

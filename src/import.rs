@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, TimeUnit, TimestampMicrosecondType};
+use arrow::datatypes::{
+    DataType, Field, Float64Type, Int64Type, Schema, TimeUnit, TimestampMicrosecondType,
+};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::engine::Engine;
@@ -33,7 +35,8 @@ pub async fn import_file(engine: &Engine, run: &str, path: &Path) -> Result<usiz
 }
 
 fn read_file(path: &Path) -> Result<Vec<RecordBatch>> {
-    let file = File::open(path).map_err(|e| Error::invalid(format!("cannot open {}: {e}", path.display())))?;
+    let file = File::open(path)
+        .map_err(|e| Error::invalid(format!("cannot open {}: {e}", path.display())))?;
     let is_parquet = {
         use std::io::Read;
         let mut magic = [0u8; 4];
@@ -42,7 +45,12 @@ fn read_file(path: &Path) -> Result<Vec<RecordBatch>> {
     };
     if is_parquet {
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|e| Error::invalid(format!("{} is not a readable Parquet file: {e}", path.display())))?
+            .map_err(|e| {
+                Error::invalid(format!(
+                    "{} is not a readable Parquet file: {e}",
+                    path.display()
+                ))
+            })?
             .build()?;
         return Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?);
     }
@@ -51,7 +59,12 @@ fn read_file(path: &Path) -> Result<Vec<RecordBatch>> {
         let mut r = arrow::csv::reader::Format::default().with_header(true);
         r = r.with_delimiter(b',');
         r.infer_schema(File::open(path)?, Some(1))
-            .map_err(|e| Error::invalid(format!("{} is not a readable CSV file: {e}", path.display())))?
+            .map_err(|e| {
+                Error::invalid(format!(
+                    "{} is not a readable CSV file: {e}",
+                    path.display()
+                ))
+            })?
             .0
     };
     let schema = Arc::new(Schema::new(
@@ -72,13 +85,18 @@ fn read_file(path: &Path) -> Result<Vec<RecordBatch>> {
 
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> Option<&'a ArrayRef> {
     let schema = batch.schema();
-    let idx = schema.fields().iter().position(|f| f.name().eq_ignore_ascii_case(name))?;
+    let idx = schema
+        .fields()
+        .iter()
+        .position(|f| f.name().eq_ignore_ascii_case(name))?;
     Some(batch.column(idx))
 }
 
 fn required<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
     column(batch, name).ok_or_else(|| {
-        Error::invalid(format!("missing column `{name}` (expected metric, step, value[, time])"))
+        Error::invalid(format!(
+            "missing column `{name}` (expected metric, step, value[, time])"
+        ))
     })
 }
 
@@ -105,7 +123,9 @@ fn points_from_batch(batch: &RecordBatch, first_row: usize) -> Result<Vec<Metric
 }
 
 fn step_at(col: &ArrayRef, i: usize, row: usize) -> Result<u64> {
-    let bad = |v: &dyn std::fmt::Display| Error::invalid(format!("row {row}: step `{v}` is not an integer ≥ 0"));
+    let bad = |v: &dyn std::fmt::Display| {
+        Error::invalid(format!("row {row}: step `{v}` is not an integer ≥ 0"))
+    };
     if col.is_null(i) {
         return Err(Error::invalid(format!("row {row}: step is empty")));
     }
@@ -149,7 +169,9 @@ fn time_at(col: &ArrayRef, i: usize, row: usize) -> Result<Option<i64>> {
         if s.is_finite() {
             Ok((s * 1e6).round() as i64)
         } else {
-            Err(Error::invalid(format!("row {row}: time `{s}` is not a time")))
+            Err(Error::invalid(format!(
+                "row {row}: time `{s}` is not a time"
+            )))
         }
     };
     match col.data_type() {
@@ -163,7 +185,11 @@ fn time_at(col: &ArrayRef, i: usize, row: usize) -> Result<Option<i64>> {
             }
             chrono::DateTime::parse_from_rfc3339(s)
                 .map(|t| Some(t.timestamp_micros()))
-                .map_err(|_| Error::invalid(format!("row {row}: time `{s}` is neither epoch seconds nor RFC 3339")))
+                .map_err(|_| {
+                    Error::invalid(format!(
+                        "row {row}: time `{s}` is neither epoch seconds nor RFC 3339"
+                    ))
+                })
         }
         DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => {
             let c = cast(col, &DataType::Timestamp(TimeUnit::Microsecond, None))?;

@@ -52,7 +52,11 @@ impl PointBatch {
     }
 
     /// Adds the points of `run`, rejecting the whole call on the first bad point.
-    pub fn extend(&mut self, run: RunId, points: impl IntoIterator<Item = MetricPoint>) -> Result<()> {
+    pub fn extend(
+        &mut self,
+        run: RunId,
+        points: impl IntoIterator<Item = MetricPoint>,
+    ) -> Result<()> {
         let start = self.rows.len();
         for p in points {
             if let Err(e) = validate(&p) {
@@ -77,7 +81,8 @@ impl PointBatch {
     /// Sorts by `(run_id, metric, step)`, keeps the last write of a repeated
     /// key, and encodes the result in the `metrics` table schema.
     pub fn into_record_batch(self) -> Result<RecordBatch> {
-        let mut rows: Vec<(usize, (RunId, MetricPoint))> = self.rows.into_iter().enumerate().collect();
+        let mut rows: Vec<(usize, (RunId, MetricPoint))> =
+            self.rows.into_iter().enumerate().collect();
         rows.sort_by(|(ia, (ra, a)), (ib, (rb, b))| {
             (ra, &a.metric, a.step, ia).cmp(&(rb, &b.metric, b.step, ib))
         });
@@ -94,12 +99,23 @@ impl PointBatch {
         let now = Utc::now().timestamp_micros();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(kept.iter().map(|(r, _)| *r as i64).collect::<Int64Array>()),
-            Arc::new(StringArray::from_iter_values(kept.iter().map(|(_, p)| p.metric.as_str()))),
-            Arc::new(kept.iter().map(|(_, p)| p.step as i64).collect::<Int64Array>()),
+            Arc::new(StringArray::from_iter_values(
+                kept.iter().map(|(_, p)| p.metric.as_str()),
+            )),
+            Arc::new(
+                kept.iter()
+                    .map(|(_, p)| p.step as i64)
+                    .collect::<Int64Array>(),
+            ),
             Arc::new(kept.iter().map(|(_, p)| p.value).collect::<Float64Array>()),
-            Arc::new(timestamps(kept.iter().map(|(_, p)| p.time_us.unwrap_or(now)).collect())),
+            Arc::new(timestamps(
+                kept.iter().map(|(_, p)| p.time_us.unwrap_or(now)).collect(),
+            )),
         ];
-        Ok(RecordBatch::try_new(arrow_schema(TableKind::Metrics), columns)?)
+        Ok(RecordBatch::try_new(
+            arrow_schema(TableKind::Metrics),
+            columns,
+        )?)
     }
 }
 
@@ -128,12 +144,24 @@ mod tests {
     #[test]
     fn sorts_and_keeps_last_write() {
         let mut b = PointBatch::new();
-        b.extend(2, [MetricPoint::new("b", 1, 1.0), MetricPoint::new("a", 2, 2.0)]).unwrap();
+        b.extend(
+            2,
+            [MetricPoint::new("b", 1, 1.0), MetricPoint::new("a", 2, 2.0)],
+        )
+        .unwrap();
         b.extend(1, [MetricPoint::new("z", 0, 3.0)]).unwrap();
         b.extend(2, [MetricPoint::new("a", 2, 4.0)]).unwrap();
         let batch = b.into_record_batch().unwrap();
-        let runs: Vec<i64> = batch.column(0).as_primitive::<Int64Type>().values().to_vec();
-        let values: Vec<f64> = batch.column(3).as_primitive::<Float64Type>().values().to_vec();
+        let runs: Vec<i64> = batch
+            .column(0)
+            .as_primitive::<Int64Type>()
+            .values()
+            .to_vec();
+        let values: Vec<f64> = batch
+            .column(3)
+            .as_primitive::<Float64Type>()
+            .values()
+            .to_vec();
         assert_eq!(runs, vec![1, 2, 2]);
         assert_eq!(values, vec![3.0, 4.0, 1.0]);
     }
@@ -141,7 +169,10 @@ mod tests {
     #[test]
     fn rejects_empty_metric_without_keeping_part_of_the_call() {
         let mut b = PointBatch::new();
-        let err = b.extend(1, [MetricPoint::new("a", 0, 1.0), MetricPoint::new(" ", 1, 1.0)]);
+        let err = b.extend(
+            1,
+            [MetricPoint::new("a", 0, 1.0), MetricPoint::new(" ", 1, 1.0)],
+        );
         assert!(err.is_err());
         assert!(b.is_empty());
     }

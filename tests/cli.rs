@@ -15,7 +15,18 @@ fn catalog_import_and_sql_from_the_shell() {
     let (dir, store) = temp_store();
     let (ok, out, err) = cli(
         &store,
-        &["run", "create", "--project", "shell-test", "--name", "base", "--config", r#"{"lr":0.1,"opt":{"b":1}}"#, "--tag", "x"],
+        &[
+            "run",
+            "create",
+            "--project",
+            "shell-test",
+            "--name",
+            "base",
+            "--config",
+            r#"{"lr":0.1,"opt":{"b":1}}"#,
+            "--tag",
+            "x",
+        ],
     );
     assert!(ok, "{err}");
     assert_eq!(field(&out, "display_id"), "ST-1");
@@ -23,7 +34,11 @@ fn catalog_import_and_sql_from_the_shell() {
     let csv = dir.path().join("history.csv");
     let mut text = String::from("metric,step,value,time\n");
     for s in 0..=100 {
-        text.push_str(&format!("loss,{s},{},{}\n", 1.0 / (s + 1) as f64, 1_700_000_000 + s));
+        text.push_str(&format!(
+            "loss,{s},{},{}\n",
+            1.0 / (s + 1) as f64,
+            1_700_000_000 + s
+        ));
     }
     text.push_str("odd,0,NaN,\nodd,1,inf,\nodd,2,-Infinity,2024-01-01T00:00:00Z\n");
     std::fs::write(&csv, text).unwrap();
@@ -44,14 +59,28 @@ fn catalog_import_and_sql_from_the_shell() {
     // Fork: resolved parent and fork step are printed; config deep-merged; tags inherited.
     let (ok, out, err) = cli(
         &store,
-        &["run", "fork", "ST-1", "--step", "50", "--name", "tuned", "--config", r#"{"opt":{"c":2}}"#, "--inherit-tags"],
+        &[
+            "run",
+            "fork",
+            "ST-1",
+            "--step",
+            "50",
+            "--name",
+            "tuned",
+            "--config",
+            r#"{"opt":{"c":2}}"#,
+            "--inherit-tags",
+        ],
     );
     assert!(ok, "{err}");
     assert_eq!(field(&out, "display_id"), "ST-2");
     assert_eq!(field(&out, "parent_display_id"), "ST-1");
     assert_eq!(field(&out, "fork_step"), "50");
     let (ok, _, err) = cli(&store, &["run", "fork", "ST-2", "--step", "5000"]);
-    assert!(!ok && err.contains("5000") && err.contains("0..=50"), "{err}");
+    assert!(
+        !ok && err.contains("5000") && err.contains("0..=50"),
+        "{err}"
+    );
     let (ok, _, err) = cli(&store, &["run", "fork", "ST-1", "--step", "-1"]);
     assert!(!ok, "{err}");
 
@@ -76,14 +105,23 @@ fn catalog_import_and_sql_from_the_shell() {
     );
     let (ok, out, _) = cli(
         &store,
-        &["sql", "SELECT count(*) AS n, sum(CASE WHEN isnan(value) THEN 1 ELSE 0 END) AS nans FROM metrics", "--format", "json"],
+        &[
+            "sql",
+            "SELECT count(*) AS n, sum(CASE WHEN isnan(value) THEN 1 ELSE 0 END) AS nans FROM metrics",
+            "--format",
+            "json",
+        ],
     );
     assert!(ok);
     assert_eq!(out.trim(), r#"[{"n":104,"nans":1}]"#);
 
     // Query from a file, table output.
     let q = dir.path().join("q.sql");
-    std::fs::write(&q, "SELECT source_run_id, count(*) AS n FROM stitched_metrics('ST-2', 'loss') GROUP BY 1").unwrap();
+    std::fs::write(
+        &q,
+        "SELECT source_run_id, count(*) AS n FROM stitched_metrics('ST-2', 'loss') GROUP BY 1",
+    )
+    .unwrap();
     let (ok, out, err) = cli(&store, &["sql", "-f", q.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(out.contains("| 1             | 51 |"), "{out}");
@@ -94,13 +132,22 @@ fn catalog_import_and_sql_from_the_shell() {
     let pq = dir.path().join("out.parquet");
     let (ok, _, err) = cli(
         &store,
-        &["sql", "SELECT * FROM metrics", "--format", "parquet", "--output", pq.to_str().unwrap()],
+        &[
+            "sql",
+            "SELECT * FROM metrics",
+            "--format",
+            "parquet",
+            "--output",
+            pq.to_str().unwrap(),
+        ],
     );
     assert!(ok, "{err}");
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&pq).unwrap())
-        .unwrap()
-        .build()
-        .unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&pq).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
     assert_eq!(reader.map(|b| b.unwrap().num_rows()).sum::<usize>(), 104);
 
     // Status changes and the read-only rule.
@@ -110,6 +157,18 @@ fn catalog_import_and_sql_from_the_shell() {
     assert!(!ok && err.contains("unknown run status"), "{err}");
     let (ok, _, err) = cli(&store, &["sql", "DROP TABLE runs"]);
     assert!(!ok && err.contains("read-only"), "{err}");
-    let (ok, _, err) = cli(&store, &["run", "create", "--project", "p", "--name", "n", "--config", "[1]"]);
+    let (ok, _, err) = cli(
+        &store,
+        &[
+            "run",
+            "create",
+            "--project",
+            "p",
+            "--name",
+            "n",
+            "--config",
+            "[1]",
+        ],
+    );
     assert!(!ok && err.contains("JSON object"), "{err}");
 }

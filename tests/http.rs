@@ -7,7 +7,8 @@ use common::{product_docs, spawn_server, temp_store};
 use forkline::Engine;
 use serde_json::{Value, json};
 
-const QUERY: &str = "SELECT step, value, inherited FROM stitched_metrics('PD-3', 'loss') ORDER BY step";
+const QUERY: &str =
+    "SELECT step, value, inherited FROM stitched_metrics('PD-3', 'loss') ORDER BY step";
 
 async fn fixture_server() -> (tempfile::TempDir, common::Server) {
     let (dir, store) = temp_store();
@@ -20,7 +21,9 @@ async fn fixture_server() -> (tempfile::TempDir, common::Server) {
 }
 
 async fn post(server: &common::Server, accept: Option<&str>, body: Value) -> reqwest::Response {
-    let mut req = reqwest::Client::new().post(format!("{}/api/sql", server.base)).json(&body);
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/api/sql", server.base))
+        .json(&body);
     if let Some(accept) = accept {
         req = req.header("accept", accept);
     }
@@ -40,7 +43,11 @@ async fn all_four_formats_and_errors() {
     let (_dir, server) = fixture_server().await;
     let client = reqwest::Client::new();
 
-    let health = client.get(format!("{}/health", server.base)).send().await.unwrap();
+    let health = client
+        .get(format!("{}/health", server.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
 
     // JSON by default: an array of row objects.
@@ -50,7 +57,10 @@ async fn all_four_formats_and_errors() {
     let rows: Vec<Value> = resp.json().await.unwrap();
     assert_eq!(rows.len(), 181);
     assert_eq!(rows[0], json!({"step": 0, "value": 0.0, "inherited": true}));
-    assert_eq!(rows[151], json!({"step": 151, "value": 2151.0, "inherited": false}));
+    assert_eq!(
+        rows[151],
+        json!({"step": 151, "value": 2151.0, "inherited": false})
+    );
 
     // CSV.
     let resp = post(&server, Some("text/csv"), json!({ "sql": QUERY })).await;
@@ -62,16 +72,30 @@ async fn all_four_formats_and_errors() {
     assert_eq!(lines[52], "51,1051.0,true");
 
     // Arrow IPC stream.
-    let resp = post(&server, Some("application/vnd.apache.arrow.stream"), json!({ "sql": QUERY })).await;
+    let resp = post(
+        &server,
+        Some("application/vnd.apache.arrow.stream"),
+        json!({ "sql": QUERY }),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["content-type"], "application/vnd.apache.arrow.stream");
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/vnd.apache.arrow.stream"
+    );
     let bytes = resp.bytes().await.unwrap();
-    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
     let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().unwrap();
     check_batches(&batches);
 
     // Parquet.
-    let resp = post(&server, Some("application/vnd.apache.parquet"), json!({ "sql": QUERY })).await;
+    let resp = post(
+        &server,
+        Some("application/vnd.apache.parquet"),
+        json!({ "sql": QUERY }),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let bytes = resp.bytes().await.unwrap();
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
@@ -82,16 +106,26 @@ async fn all_four_formats_and_errors() {
     check_batches(&batches);
 
     // An empty result is still a well-formed document.
-    let resp = post(&server, None, json!({ "sql": "SELECT * FROM runs WHERE id < 0" })).await;
+    let resp = post(
+        &server,
+        None,
+        json!({ "sql": "SELECT * FROM runs WHERE id < 0" }),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.json::<Vec<Value>>().await.unwrap(), Vec::<Value>::new());
+    assert_eq!(
+        resp.json::<Vec<Value>>().await.unwrap(),
+        Vec::<Value>::new()
+    );
 }
 
 async fn expect_error(server: &common::Server, body: Value, status: u16, needle: &str) {
     let resp = post(server, None, body.clone()).await;
     assert_eq!(resp.status(), status, "{body}");
     let err: Value = resp.json().await.unwrap();
-    let msg = err["error"].as_str().unwrap_or_else(|| panic!("no error field in {err}"));
+    let msg = err["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error field in {err}"));
     assert!(msg.contains(needle), "{body}: {msg:?} lacks {needle:?}");
 }
 
@@ -99,9 +133,27 @@ async fn expect_error(server: &common::Server, body: Value, status: u16, needle:
 async fn bad_sql_and_writes_are_refused_with_400() {
     let (_dir, server) = fixture_server().await;
     expect_error(&server, json!({"sql": "SELEC 1"}), 400, "SELEC").await;
-    expect_error(&server, json!({"sql": "SELECT nope FROM runs"}), 400, "nope").await;
-    expect_error(&server, json!({"sql": "SELECT * FROM lineage('PD-77')"}), 400, "unknown run `PD-77`").await;
-    expect_error(&server, json!({"sql": "SELECT * FROM stitched_metrics(1.5)"}), 400, "display id").await;
+    expect_error(
+        &server,
+        json!({"sql": "SELECT nope FROM runs"}),
+        400,
+        "nope",
+    )
+    .await;
+    expect_error(
+        &server,
+        json!({"sql": "SELECT * FROM lineage('PD-77')"}),
+        400,
+        "unknown run `PD-77`",
+    )
+    .await;
+    expect_error(
+        &server,
+        json!({"sql": "SELECT * FROM stitched_metrics(1.5)"}),
+        400,
+        "display id",
+    )
+    .await;
     for write in [
         "CREATE TABLE t AS SELECT 1",
         "INSERT INTO runs SELECT * FROM runs",
@@ -124,6 +176,11 @@ async fn bad_sql_and_writes_are_refused_with_400() {
     assert_eq!(resp.status(), 400);
     assert!(resp.json::<Value>().await.unwrap()["error"].is_string());
     // The store is untouched by the refused statements.
-    let resp = post(&server, None, json!({"sql": "SELECT count(*) AS n FROM runs"})).await;
+    let resp = post(
+        &server,
+        None,
+        json!({"sql": "SELECT count(*) AS n FROM runs"}),
+    )
+    .await;
     assert_eq!(resp.json::<Value>().await.unwrap(), json!([{"n": 3}]));
 }

@@ -14,9 +14,12 @@ async fn product_docs_example_holds() {
     let (a, b, c) = (docs.a.id, docs.b.id, docs.c.id);
 
     // lineage(C) is A 0–50, B 51–150, C 151–.
-    let lineage = rows(&engine, &format!("SELECT run_id, depth, from_step, to_step FROM lineage({c})"))
-        .await
-        .unwrap();
+    let lineage = rows(
+        &engine,
+        &format!("SELECT run_id, depth, from_step, to_step FROM lineage({c})"),
+    )
+    .await
+    .unwrap();
     let expect = vec![
         vec![a.to_string(), "0".into(), "0".into(), "50".into()],
         vec![b.to_string(), "1".into(), "51".into(), "150".into()],
@@ -26,7 +29,10 @@ async fn product_docs_example_holds() {
     // The same by display id.
     let by_display = rows(
         &engine,
-        &format!("SELECT run_id, depth, from_step, to_step FROM lineage('{}')", docs.c.display_id),
+        &format!(
+            "SELECT run_id, depth, from_step, to_step FROM lineage('{}')",
+            docs.c.display_id
+        ),
     )
     .await
     .unwrap();
@@ -34,7 +40,10 @@ async fn product_docs_example_holds() {
 
     // Forking C at 75 resolves to B, at 30 to A, and at 160 stays on C.
     for (step, parent) in [(75, b), (30, a), (160, c), (150, b), (50, a), (0, a)] {
-        let fork = engine.fork_run(ForkRequest::new(docs.c.display_id.clone(), step)).await.unwrap();
+        let fork = engine
+            .fork_run(ForkRequest::new(docs.c.display_id.clone(), step))
+            .await
+            .unwrap();
         assert_eq!(fork.parent.id, parent, "fork of C at {step}");
         assert_eq!(fork.fork_step, step);
         assert_eq!(fork.run.parent_id, Some(parent));
@@ -42,9 +51,15 @@ async fn product_docs_example_holds() {
 
     // Forking C at 10_000 is refused with a clear error, and commits nothing.
     let before = engine.catalog().await.unwrap().runs().count();
-    let err = engine.fork_run(ForkRequest::new(docs.c.display_id.clone(), 10_000)).await.unwrap_err();
+    let err = engine
+        .fork_run(ForkRequest::new(docs.c.display_id.clone(), 10_000))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
-    assert!(err.to_string().contains("10000") && err.to_string().contains("0..=180"), "{err}");
+    assert!(
+        err.to_string().contains("10000") && err.to_string().contains("0..=180"),
+        "{err}"
+    );
     assert_eq!(engine.catalog().await.unwrap().runs().count(), before);
 
     // B's own points at steps ≤ its fork step stay in `metrics` …
@@ -68,8 +83,22 @@ async fn product_docs_example_holds() {
     assert_eq!(
         stitched,
         vec![
-            vec![a.to_string(), "true".into(), "51".into(), "0".into(), "50".into(), "0.0".into()],
-            vec![b.to_string(), "false".into(), "150".into(), "51".into(), "200".into(), "1051.0".into()],
+            vec![
+                a.to_string(),
+                "true".into(),
+                "51".into(),
+                "0".into(),
+                "50".into(),
+                "0.0".into()
+            ],
+            vec![
+                b.to_string(),
+                "false".into(),
+                "150".into(),
+                "51".into(),
+                "200".into(),
+                "1051.0".into()
+            ],
         ]
     );
     // C's stitched loss: A 0–50, B 51–150, C 151–180.
@@ -112,12 +141,18 @@ async fn fork_inherits_config_deeply_and_tags_on_request() {
     assert_eq!(fork.run.experiment, "A");
     assert_eq!(fork.run.display_id, "PD-4");
     // Resolved to B (60 is in B's own segment); B has no tags, so only the requested ones.
-    assert_eq!(fork.run.tags.iter().cloned().collect::<Vec<_>>(), vec!["base", "mine"]);
+    assert_eq!(
+        fork.run.tags.iter().cloned().collect::<Vec<_>>(),
+        vec!["base", "mine"]
+    );
     let mut req = ForkRequest::new(fork.run.display_id.clone(), 10);
     req.inherit_tags = true;
     let deeper = engine.fork_run(req).await.unwrap();
     assert_eq!(deeper.parent.id, docs.a.id);
-    assert_eq!(deeper.run.tags.iter().cloned().collect::<Vec<_>>(), vec!["base"]);
+    assert_eq!(
+        deeper.run.tags.iter().cloned().collect::<Vec<_>>(),
+        vec!["base"]
+    );
 }
 
 #[tokio::test]

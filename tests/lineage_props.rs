@@ -21,7 +21,11 @@ enum Op {
     /// A new root logging these points.
     Root(Vec<(u8, u64)>),
     /// Fork run `target % n` at `frac` of its stitched range (or past it when > 1), then log points.
-    Fork { target: usize, frac: f64, points: Vec<(u8, u64)> },
+    Fork {
+        target: usize,
+        frac: f64,
+        points: Vec<(u8, u64)>,
+    },
 }
 
 fn point_list() -> impl Strategy<Value = Vec<(u8, u64)>> {
@@ -45,7 +49,11 @@ impl Oracle {
     fn view(&self, run: usize) -> View {
         let mut view = match self.parent[run] {
             None => View::new(),
-            Some((p, fork)) => self.view(p).into_iter().filter(|((_, s), _)| *s <= fork).collect(),
+            Some((p, fork)) => self
+                .view(p)
+                .into_iter()
+                .filter(|((_, s), _)| *s <= fork)
+                .collect(),
         };
         let cut = self.parent[run].map(|(_, f)| f);
         for ((m, s), v) in &self.own[run] {
@@ -77,11 +85,19 @@ fn to_points(run: usize, raw: &[(u8, u64)]) -> (Vec<MetricPoint>, BTreeMap<(Stri
     for (i, (m, s)) in raw.iter().enumerate() {
         own.insert((metric_name(*m), *s), (run * 1000 + i) as f64 + 0.5);
     }
-    let points = own.iter().map(|((m, s), v)| MetricPoint::new(m.clone(), *s, *v)).collect();
+    let points = own
+        .iter()
+        .map(|((m, s), v)| MetricPoint::new(m.clone(), *s, *v))
+        .collect();
     (points, own)
 }
 
-fn expected_rows(oracle: &Oracle, ids: &[u64], viewer: usize, filter: Option<&str>) -> Vec<Vec<String>> {
+fn expected_rows(
+    oracle: &Oracle,
+    ids: &[u64],
+    viewer: usize,
+    filter: Option<&str>,
+) -> Vec<Vec<String>> {
     oracle
         .view(viewer)
         .into_iter()
@@ -101,29 +117,45 @@ fn expected_rows(oracle: &Oracle, ids: &[u64], viewer: usize, filter: Option<&st
 
 async fn check(ops: Vec<Op>) {
     let engine = Engine::open("memory://").await.unwrap();
-    let mut oracle = Oracle { parent: vec![], own: vec![] };
+    let mut oracle = Oracle {
+        parent: vec![],
+        own: vec![],
+    };
     let mut ids: Vec<u64> = vec![];
     for op in std::iter::once(Op::Root(vec![(0, 0), (0, 5)])).chain(ops) {
         let run = ids.len();
         let (parent, raw) = match op {
             Op::Root(raw) => {
                 let created = engine
-                    .create_run(NewRun { project: "p".into(), name: format!("r{run}"), ..Default::default() })
+                    .create_run(NewRun {
+                        project: "p".into(),
+                        name: format!("r{run}"),
+                        ..Default::default()
+                    })
                     .await
                     .unwrap();
                 ids.push(created.id);
                 (None, raw)
             }
-            Op::Fork { target, frac, points } => {
+            Op::Fork {
+                target,
+                frac,
+                points,
+            } => {
                 let target = target % ids.len();
                 let max = oracle.view(target).keys().map(|(_, s)| *s).max();
                 let step = (max.unwrap_or(0) as f64 * frac).round() as u64 + u64::from(frac > 1.0);
-                let result = engine.fork_run(ForkRequest::new(ids[target].to_string(), step)).await;
+                let result = engine
+                    .fork_run(ForkRequest::new(ids[target].to_string(), step))
+                    .await;
                 match max {
                     Some(max) if step <= max => {
                         let fork = result.unwrap();
                         let parent = oracle.resolve(target, step);
-                        assert_eq!(fork.parent.id, ids[parent], "resolution of fork of {target} at {step}");
+                        assert_eq!(
+                            fork.parent.id, ids[parent],
+                            "resolution of fork of {target} at {step}"
+                        );
                         ids.push(fork.run.id);
                         (Some((parent, step)), points)
                     }
@@ -135,42 +167,79 @@ async fn check(ops: Vec<Op>) {
             }
         };
         let (points, own) = to_points(run, &raw);
-        engine.write_points(&ids[run].to_string(), points).await.unwrap();
+        engine
+            .write_points(&ids[run].to_string(), points)
+            .await
+            .unwrap();
         oracle.parent.push(parent);
         oracle.own.push(own);
     }
     let cols = "run_id, source_run_id, metric, step, value, inherited";
     for run in 0..ids.len() {
-        let got = rows(&engine, &format!("SELECT {cols} FROM stitched_metrics({}) ORDER BY metric, step", ids[run]))
-            .await
-            .unwrap();
-        assert_eq!(got, expected_rows(&oracle, &ids, run, None), "stitched_metrics of run {run}");
         let got = rows(
             &engine,
-            &format!("SELECT {cols} FROM stitched_metrics({}, 'loss') ORDER BY metric, step", ids[run]),
+            &format!(
+                "SELECT {cols} FROM stitched_metrics({}) ORDER BY metric, step",
+                ids[run]
+            ),
         )
         .await
         .unwrap();
-        assert_eq!(got, expected_rows(&oracle, &ids, run, Some("loss")), "stitched loss of run {run}");
+        assert_eq!(
+            got,
+            expected_rows(&oracle, &ids, run, None),
+            "stitched_metrics of run {run}"
+        );
+        let got = rows(
+            &engine,
+            &format!(
+                "SELECT {cols} FROM stitched_metrics({}, 'loss') ORDER BY metric, step",
+                ids[run]
+            ),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            got,
+            expected_rows(&oracle, &ids, run, Some("loss")),
+            "stitched loss of run {run}"
+        );
     }
-    let roots: Vec<usize> = (0..ids.len()).filter(|r| oracle.parent[*r].is_none()).collect();
+    let roots: Vec<usize> = (0..ids.len())
+        .filter(|r| oracle.parent[*r].is_none())
+        .collect();
     for root in roots {
         let members: Vec<usize> = (0..ids.len()).filter(|r| oracle.root(*r) == root).collect();
         for filter in [None, Some("val/loss")] {
-            let mut expected: Vec<Vec<String>> =
-                members.iter().flat_map(|m| expected_rows(&oracle, &ids, *m, filter)).collect();
+            let mut expected: Vec<Vec<String>> = members
+                .iter()
+                .flat_map(|m| expected_rows(&oracle, &ids, *m, filter))
+                .collect();
             expected.sort();
             let arg = filter.map_or(String::new(), |f| format!(", '{f}'"));
-            let mut got = rows(&engine, &format!("SELECT {cols} FROM family_metrics({}{arg})", ids[root]))
-                .await
-                .unwrap();
-            got.sort();
-            assert_eq!(got, expected, "family_metrics of root {root} filter {filter:?}");
-        }
-        let family = rows(&engine, &format!("SELECT run_id FROM family_runs({}) ORDER BY run_id", ids[root]))
+            let mut got = rows(
+                &engine,
+                &format!("SELECT {cols} FROM family_metrics({}{arg})", ids[root]),
+            )
             .await
             .unwrap();
-        let expected: Vec<Vec<String>> = members.iter().map(|m| vec![ids[*m].to_string()]).collect();
+            got.sort();
+            assert_eq!(
+                got, expected,
+                "family_metrics of root {root} filter {filter:?}"
+            );
+        }
+        let family = rows(
+            &engine,
+            &format!(
+                "SELECT run_id FROM family_runs({}) ORDER BY run_id",
+                ids[root]
+            ),
+        )
+        .await
+        .unwrap();
+        let expected: Vec<Vec<String>> =
+            members.iter().map(|m| vec![ids[*m].to_string()]).collect();
         assert_eq!(family, expected);
     }
 }

@@ -32,15 +32,20 @@ impl AsyncDB for Db {
             .fields()
             .iter()
             .map(|f| match f.data_type() {
-                DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt64 => {
-                    DefaultColumnType::Integer
-                }
+                DataType::Int8
+                | DataType::Int16
+                | DataType::Int32
+                | DataType::Int64
+                | DataType::UInt64 => DefaultColumnType::Integer,
                 DataType::Float32 | DataType::Float64 => DefaultColumnType::FloatingPoint,
                 _ => DefaultColumnType::Text,
             })
             .collect();
         let batches = df.collect().await.map_err(|e| SqlError(e.to_string()))?;
-        Ok(DBOutput::Rows { types, rows: common::render(&batches) })
+        Ok(DBOutput::Rows {
+            types,
+            rows: common::render(&batches),
+        })
     }
 
     async fn shutdown(&mut self) {}

@@ -27,7 +27,8 @@ mod tests {
 
     #[test]
     fn nested_objects_merge_and_child_wins_at_leaves() {
-        let base = obj(json!({"lr": 0.1, "opt": {"name": "adam", "betas": [0.9, 0.99]}, "seed": 1}));
+        let base =
+            obj(json!({"lr": 0.1, "opt": {"name": "adam", "betas": [0.9, 0.99]}, "seed": 1}));
         let child = obj(json!({"lr": 0.01, "opt": {"betas": [0.8]}, "extra": true}));
         assert_eq!(
             Value::Object(deep_merge(&base, &child)),
@@ -39,6 +40,9 @@ mod tests {
     fn object_replaces_scalar_and_back() {
         let base = obj(json!({"a": 1, "b": {"c": 2}}));
         let child = obj(json!({"a": {"x": 1}, "b": 3}));
-        assert_eq!(Value::Object(deep_merge(&base, &child)), json!({"a": {"x": 1}, "b": 3}));
+        assert_eq!(
+            Value::Object(deep_merge(&base, &child)),
+            json!({"a": {"x": 1}, "b": 3})
+        );
     }
 }

@@ -5,9 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray,
-};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -144,7 +142,10 @@ pub fn runs_to_batch(runs: &[Run]) -> Result<RecordBatch> {
         times(&|r| micros(&r.created_at)),
         times(&|r| micros(&r.updated_at)),
     ];
-    Ok(RecordBatch::try_new(arrow_schema(TableKind::Runs), columns)?)
+    Ok(RecordBatch::try_new(
+        arrow_schema(TableKind::Runs),
+        columns,
+    )?)
 }
 
 /// Decodes rows of the `runs` Delta table (any revision order).

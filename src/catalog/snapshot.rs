@@ -47,7 +47,8 @@ impl CatalogSnapshot {
             ..Default::default()
         };
         for (id, run) in latest {
-            snap.by_display.insert(run.display_id.to_ascii_uppercase(), id);
+            snap.by_display
+                .insert(run.display_id.to_ascii_uppercase(), id);
             if let Some(parent) = run.parent_id {
                 snap.children.entry(parent).or_default().push(id);
             }
@@ -184,14 +185,30 @@ pub fn derive_prefix(project: &str) -> String {
         .filter(|w| !w.is_empty())
         .collect();
     let prefix: String = if words.len() >= 2 {
-        words.iter().take(4).filter_map(|w| w.chars().next()).collect()
+        words
+            .iter()
+            .take(4)
+            .filter_map(|w| w.chars().next())
+            .collect()
     } else {
-        words.first().map(|w| w.chars().take(3).collect()).unwrap_or_default()
+        words
+            .first()
+            .map(|w| w.chars().take(3).collect())
+            .unwrap_or_default()
     };
     if prefix.is_empty() {
         "RUN".into()
     } else {
         prefix.to_ascii_uppercase()
+    }
+}
+
+impl CatalogSnapshot {
+    /// The run of `project` created with external id `ext`, if any.
+    pub fn find_external(&self, project: &str, ext: &str) -> Option<&Arc<Run>> {
+        self.runs
+            .values()
+            .find(|r| r.project == project && r.external_id.as_deref() == Some(ext))
     }
 }
 
@@ -205,14 +222,5 @@ mod tests {
         assert_eq!(derive_prefix("vision"), "VIS");
         assert_eq!(derive_prefix("a b c d e"), "ABCD");
         assert_eq!(derive_prefix("--"), "RUN");
-    }
-}
-
-impl CatalogSnapshot {
-    /// The run of `project` created with external id `ext`, if any.
-    pub fn find_external(&self, project: &str, ext: &str) -> Option<&Arc<Run>> {
-        self.runs
-            .values()
-            .find(|r| r.project == project && r.external_id.as_deref() == Some(ext))
     }
 }

@@ -18,7 +18,12 @@ use crate::error::{Error, Result};
 #[command(name = "forkline", version, about)]
 pub struct Cli {
     /// Store URL: a local path, memory://, or s3://bucket/prefix.
-    #[arg(long, global = true, env = "FORKLINE_STORE", default_value = "./data/warehouse")]
+    #[arg(
+        long,
+        global = true,
+        env = "FORKLINE_STORE",
+        default_value = "./data/warehouse"
+    )]
     pub store: String,
     /// What to do.
     #[command(subcommand)]
@@ -162,7 +167,9 @@ pub struct ServeArgs {
 
 /// Parses a `--config` value: it must be a JSON object.
 pub fn parse_config(text: Option<&str>) -> Result<Map<String, Value>> {
-    let Some(text) = text else { return Ok(Map::new()) };
+    let Some(text) = text else {
+        return Ok(Map::new());
+    };
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(Error::invalid("config must be a JSON object")),
@@ -176,7 +183,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => {
             let engine = Arc::new(Engine::open(&cli.store).await?);
             let listener = tokio::net::TcpListener::bind(&args.listen).await?;
-            println!("forkline serving {} on http://{}", cli.store, listener.local_addr()?);
+            println!(
+                "forkline serving {} on http://{}",
+                cli.store,
+                listener.local_addr()?
+            );
             super::http::serve(engine, listener).await?;
             Ok(())
         }
@@ -193,11 +204,13 @@ pub async fn run(cli: Cli) -> Result<()> {
                 (None, None) => return Err(Error::invalid("give a query or -f FILE")),
             };
             if args.format.is_binary() && args.output.is_none() {
-                return Err(Error::invalid(format!(
-                    "--format {:?} writes binary data: give --output FILE",
-                    args.format
-                )
-                .to_lowercase()));
+                return Err(Error::invalid(
+                    format!(
+                        "--format {:?} writes binary data: give --output FILE",
+                        args.format
+                    )
+                    .to_lowercase(),
+                ));
             }
             let out: Box<dyn Write> = match &args.output {
                 Some(path) => Box::new(std::fs::File::create(path)?),
@@ -220,7 +233,12 @@ pub async fn run(cli: Cli) -> Result<()> {
 
 async fn run_command(engine: &Engine, cmd: RunCommand) -> Result<()> {
     let run = match cmd {
-        RunCommand::Create { project, name, config, tags } => {
+        RunCommand::Create {
+            project,
+            name,
+            config,
+            tags,
+        } => {
             engine
                 .create_run(NewRun {
                     project,
@@ -231,7 +249,15 @@ async fn run_command(engine: &Engine, cmd: RunCommand) -> Result<()> {
                 })
                 .await?
         }
-        RunCommand::Fork { run, step, name, config, no_inherit_config, inherit_tags, tags } => {
+        RunCommand::Fork {
+            run,
+            step,
+            name,
+            config,
+            no_inherit_config,
+            inherit_tags,
+            tags,
+        } => {
             let mut req = ForkRequest::new(run, step);
             req.name = name;
             req.config = parse_config(config.as_deref())?;
@@ -241,7 +267,11 @@ async fn run_command(engine: &Engine, cmd: RunCommand) -> Result<()> {
             let fork = engine.fork_run(req).await?;
             println!(
                 "id={} display_id={} parent_id={} parent_display_id={} fork_step={}",
-                fork.run.id, fork.run.display_id, fork.parent.id, fork.parent.display_id, fork.fork_step
+                fork.run.id,
+                fork.run.display_id,
+                fork.parent.id,
+                fork.parent.display_id,
+                fork.fork_step
             );
             return Ok(());
         }
@@ -259,7 +289,9 @@ async fn run_command(engine: &Engine, cmd: RunCommand) -> Result<()> {
             if !add.is_empty() {
                 engine.update_run(&run, RunUpdate::AddTags(add)).await?;
             }
-            engine.update_run(&run, RunUpdate::RemoveTags(remove)).await?
+            engine
+                .update_run(&run, RunUpdate::RemoveTags(remove))
+                .await?
         }
     };
     println!(
@@ -270,7 +302,12 @@ async fn run_command(engine: &Engine, cmd: RunCommand) -> Result<()> {
 }
 
 /// Runs `query` and writes its result in `format` to `out`, batch by batch.
-pub async fn print_query(engine: &Engine, query: &str, format: Format, mut out: impl Write) -> Result<()> {
+pub async fn print_query(
+    engine: &Engine,
+    query: &str,
+    format: Format,
+    mut out: impl Write,
+) -> Result<()> {
     let df = engine.sql(query).await?;
     let schema = Arc::new(df.schema().as_arrow().clone());
     let mut stream = df.execute_stream().await?;

@@ -57,13 +57,24 @@ impl Format {
 
     /// Picks the format from an HTTP `Accept` header; JSON when nothing matches.
     pub fn from_accept(accept: Option<&str>) -> Format {
-        let Some(accept) = accept else { return Format::Json };
+        let Some(accept) = accept else {
+            return Format::Json;
+        };
         for part in accept.split(',') {
-            let media = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let media = part
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             match media.as_str() {
                 "text/csv" => return Format::Csv,
-                "application/vnd.apache.arrow.stream" | "application/vnd.apache.arrow" => return Format::Arrow,
-                "application/vnd.apache.parquet" | "application/parquet" | "application/x-parquet" => {
+                "application/vnd.apache.arrow.stream" | "application/vnd.apache.arrow" => {
+                    return Format::Arrow;
+                }
+                "application/vnd.apache.parquet"
+                | "application/parquet"
+                | "application/x-parquet" => {
                     return Format::Parquet;
                 }
                 "application/json" => return Format::Json,
@@ -78,8 +89,11 @@ impl Format {
 impl FromStr for Format {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        <Format as clap::ValueEnum>::from_str(s, true)
-            .map_err(|_| Error::invalid(format!("unknown format `{s}` (table, csv, json, parquet, arrow)")))
+        <Format as clap::ValueEnum>::from_str(s, true).map_err(|_| {
+            Error::invalid(format!(
+                "unknown format `{s}` (table, csv, json, parquet, arrow)"
+            ))
+        })
     }
 }
 
@@ -124,7 +138,11 @@ impl Encoder {
         let buf = SharedBuf::default();
         let inner = match format {
             Format::Table => Inner::Table(Vec::new()),
-            Format::Csv => Inner::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(buf.clone())),
+            Format::Csv => Inner::Csv(
+                arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(buf.clone()),
+            ),
             Format::Json => Inner::Json(
                 arrow_json_writer::WriterBuilder::new()
                     .with_explicit_nulls(true)
@@ -134,11 +152,19 @@ impl Encoder {
                 let props = WriterProperties::builder()
                     .set_compression(Compression::ZSTD(ZstdLevel::default()))
                     .build();
-                Inner::Parquet(ArrowWriter::try_new(buf.clone(), schema.clone(), Some(props))?)
+                Inner::Parquet(ArrowWriter::try_new(
+                    buf.clone(),
+                    schema.clone(),
+                    Some(props),
+                )?)
             }
             Format::Arrow => Inner::Arrow(StreamWriter::try_new(buf.clone(), schema)?),
         };
-        Ok(Self { inner, buf, rows: 0 })
+        Ok(Self {
+            inner,
+            buf,
+            rows: 0,
+        })
     }
 
     /// Encodes one batch and returns the bytes ready so far.

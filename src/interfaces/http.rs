@@ -91,7 +91,8 @@ async fn sql(
     headers: HeaderMap,
     body: Result<axum::Json<SqlRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let axum::Json(req) = body.map_err(|e| Error::invalid(format!("bad request body: {}", e.body_text())))?;
+    let axum::Json(req) =
+        body.map_err(|e| Error::invalid(format!("bad request body: {}", e.body_text())))?;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::from_accept(accept);
     let df = state.engine.sql(&req.sql).await?;

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use datafusion::catalog::{MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider, view::ViewTable};
+use datafusion::catalog::{
+    MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider, view::ViewTable,
+};
 use datafusion::common::{Column, ScalarValue, plan_err};
 use datafusion::datasource::provider_as_source;
 use datafusion::error::Result as DFResult;
@@ -19,10 +21,17 @@ use datafusion::prelude::{SessionContext, col, lit};
 use crate::catalog::{CatalogSnapshot, Run, RunId, Segment};
 
 /// Registers the lineage table functions on `ctx`.
-pub fn register(ctx: &SessionContext, snapshot: Arc<CatalogSnapshot>, metrics: Arc<dyn TableProvider>) {
+pub fn register(
+    ctx: &SessionContext,
+    snapshot: Arc<CatalogSnapshot>,
+    metrics: Arc<dyn TableProvider>,
+) {
     let shared = Shared { snapshot, metrics };
     ctx.register_udtf("lineage", Arc::new(Lineage(shared.clone())));
-    ctx.register_udtf("stitched_metrics", Arc::new(StitchedMetrics(shared.clone())));
+    ctx.register_udtf(
+        "stitched_metrics",
+        Arc::new(StitchedMetrics(shared.clone())),
+    );
     ctx.register_udtf("family_runs", Arc::new(FamilyRuns(shared.clone())));
     ctx.register_udtf("family_metrics", Arc::new(FamilyMetrics(shared)));
 }
@@ -79,9 +88,9 @@ fn run_arg<'s>(snapshot: &'s CatalogSnapshot, name: &str, expr: &Expr) -> DFResu
         | ScalarValue::UInt16(Some(_))
         | ScalarValue::UInt32(Some(_))
         | ScalarValue::UInt64(Some(_)) => value.to_string(),
-        ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)) => {
-            s.clone()
-        }
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::Utf8View(Some(s))
+        | ScalarValue::LargeUtf8(Some(s)) => s.clone(),
         other => {
             return plan_err!(
                 "{name}: run must be a run id (integer) or display id (string), got {} of type {}",
@@ -98,13 +107,13 @@ fn run_arg<'s>(snapshot: &'s CatalogSnapshot, name: &str, expr: &Expr) -> DFResu
 fn metric_arg(name: &str, expr: Option<&Expr>) -> DFResult<Option<MetricFilter>> {
     let Some(expr) = expr else { return Ok(None) };
     match literal(name, "metric", expr)? {
-        ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)) => {
-            Ok(Some(if s.contains('%') {
-                MetricFilter::Like(s.clone())
-            } else {
-                MetricFilter::Exact(s.clone())
-            }))
-        }
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::Utf8View(Some(s))
+        | ScalarValue::LargeUtf8(Some(s)) => Ok(Some(if s.contains('%') {
+            MetricFilter::Like(s.clone())
+        } else {
+            MetricFilter::Exact(s.clone())
+        })),
         other => plan_err!(
             "{name}: metric must be a string (a name or a % LIKE pattern), got {} of type {}",
             other,
@@ -132,7 +141,9 @@ impl TableFunctionImpl for Lineage {
         arity("lineage", "(run)", exprs, 1, 1)?;
         let snapshot = &self.0.snapshot;
         let run = run_arg(snapshot, "lineage", &exprs[0])?;
-        let segments = snapshot.segments(run.id).or_else(|e| plan_err!("lineage: {e}"))?;
+        let segments = snapshot
+            .segments(run.id)
+            .or_else(|e| plan_err!("lineage: {e}"))?;
         let display = |id: RunId| snapshot.get(id).map(|r| r.display_id.clone());
         mem_table(
             vec![
@@ -143,11 +154,36 @@ impl TableFunctionImpl for Lineage {
                 Field::new("to_step", DataType::Int64, true),
             ],
             vec![
-                Arc::new(segments.iter().map(|s| s.owner as i64).collect::<Int64Array>()),
-                Arc::new(segments.iter().map(|s| display(s.owner)).collect::<StringArray>()),
-                Arc::new(segments.iter().map(|s| s.depth as i64).collect::<Int64Array>()),
-                Arc::new(segments.iter().map(|s| s.from_step as i64).collect::<Int64Array>()),
-                Arc::new(segments.iter().map(|s| s.to_step.map(|t| t as i64)).collect::<Int64Array>()),
+                Arc::new(
+                    segments
+                        .iter()
+                        .map(|s| s.owner as i64)
+                        .collect::<Int64Array>(),
+                ),
+                Arc::new(
+                    segments
+                        .iter()
+                        .map(|s| display(s.owner))
+                        .collect::<StringArray>(),
+                ),
+                Arc::new(
+                    segments
+                        .iter()
+                        .map(|s| s.depth as i64)
+                        .collect::<Int64Array>(),
+                ),
+                Arc::new(
+                    segments
+                        .iter()
+                        .map(|s| s.from_step as i64)
+                        .collect::<Int64Array>(),
+                ),
+                Arc::new(
+                    segments
+                        .iter()
+                        .map(|s| s.to_step.map(|t| t as i64))
+                        .collect::<Int64Array>(),
+                ),
             ],
         )
     }
@@ -159,9 +195,16 @@ impl TableFunctionImpl for FamilyRuns {
         arity("family_runs", "(run)", exprs, 1, 1)?;
         let snapshot = &self.0.snapshot;
         let run = run_arg(snapshot, "family_runs", &exprs[0])?;
-        let family = snapshot.family(run.id).or_else(|e| plan_err!("family_runs: {e}"))?;
+        let family = snapshot
+            .family(run.id)
+            .or_else(|e| plan_err!("family_runs: {e}"))?;
         let strs = |f: &dyn Fn(&Run) -> String| -> ArrayRef {
-            Arc::new(family.iter().map(|m| Some(f(&m.run))).collect::<StringArray>())
+            Arc::new(
+                family
+                    .iter()
+                    .map(|m| Some(f(&m.run)))
+                    .collect::<StringArray>(),
+            )
         };
         mem_table(
             vec![
@@ -175,13 +218,33 @@ impl TableFunctionImpl for FamilyRuns {
                 Field::new("status", DataType::Utf8, false),
             ],
             vec![
-                Arc::new(family.iter().map(|m| m.run.id as i64).collect::<Int64Array>()),
+                Arc::new(
+                    family
+                        .iter()
+                        .map(|m| m.run.id as i64)
+                        .collect::<Int64Array>(),
+                ),
                 strs(&|r| r.display_id.clone()),
                 strs(&|r| r.name.clone()),
                 strs(&|r| r.experiment.clone()),
-                Arc::new(family.iter().map(|m| m.run.parent_id.map(|p| p as i64)).collect::<Int64Array>()),
-                Arc::new(family.iter().map(|m| m.run.fork_step.map(|s| s as i64)).collect::<Int64Array>()),
-                Arc::new(family.iter().map(|m| m.depth as i64).collect::<Int64Array>()),
+                Arc::new(
+                    family
+                        .iter()
+                        .map(|m| m.run.parent_id.map(|p| p as i64))
+                        .collect::<Int64Array>(),
+                ),
+                Arc::new(
+                    family
+                        .iter()
+                        .map(|m| m.run.fork_step.map(|s| s as i64))
+                        .collect::<Int64Array>(),
+                ),
+                Arc::new(
+                    family
+                        .iter()
+                        .map(|m| m.depth as i64)
+                        .collect::<Int64Array>(),
+                ),
                 strs(&|r| r.status.to_string()),
             ],
         )
@@ -195,7 +258,9 @@ impl TableFunctionImpl for StitchedMetrics {
         let snapshot = &self.0.snapshot;
         let run = run_arg(snapshot, "stitched_metrics", &exprs[0])?;
         let metric = metric_arg("stitched_metrics", exprs.get(1))?;
-        let segments = snapshot.segments(run.id).or_else(|e| plan_err!("stitched_metrics: {e}"))?;
+        let segments = snapshot
+            .segments(run.id)
+            .or_else(|e| plan_err!("stitched_metrics: {e}"))?;
         let plan = stitched_plan(&self.0.metrics, run.id, &segments, metric.as_ref())?;
         Ok(Arc::new(ViewTable::new(plan, None)))
     }
@@ -208,7 +273,9 @@ impl TableFunctionImpl for FamilyMetrics {
         let snapshot = &self.0.snapshot;
         let run = run_arg(snapshot, "family_metrics", &exprs[0])?;
         let metric = metric_arg("family_metrics", exprs.get(1))?;
-        let family = snapshot.family(run.id).or_else(|e| plan_err!("family_metrics: {e}"))?;
+        let family = snapshot
+            .family(run.id)
+            .or_else(|e| plan_err!("family_metrics: {e}"))?;
         let mut views = Vec::new();
         for member in &family {
             let segments = snapshot
@@ -265,9 +332,13 @@ pub fn stitched_plan(
         branches.push(branch);
     }
     let mut branches = branches.into_iter();
-    let first = branches.next().map_or_else(|| plan_err!("a lineage has at least one segment"), Ok)?;
+    let first = branches
+        .next()
+        .map_or_else(|| plan_err!("a lineage has at least one segment"), Ok)?;
     branches
-        .try_fold(LogicalPlanBuilder::from(first), |builder, plan| builder.union(plan))?
+        .try_fold(LogicalPlanBuilder::from(first), |builder, plan| {
+            builder.union(plan)
+        })?
         .build()
 }
 
@@ -285,7 +356,8 @@ fn family_plan(
     let mut owners: Vec<RunId> = views.iter().map(|(_, s)| s.owner).collect();
     owners.sort_unstable();
     owners.dedup();
-    let mut predicate = col("run_id").in_list(owners.iter().map(|o| lit(*o as i64)).collect(), false);
+    let mut predicate =
+        col("run_id").in_list(owners.iter().map(|o| lit(*o as i64)).collect(), false);
     if let Some(m) = metric {
         predicate = predicate.and(m.expr(col("metric")));
     }
@@ -318,7 +390,10 @@ fn family_plan(
         .join(
             points,
             JoinType::Inner,
-            (vec![Column::new(Some("s"), "owner")], vec![Column::new(Some("m"), "run_id")]),
+            (
+                vec![Column::new(Some("s"), "owner")],
+                vec![Column::new(Some("m"), "run_id")],
+            ),
             Some(m("step").between(s("from_step"), s("to_step"))),
         )?
         .project(stitched_projection(
@@ -329,4 +404,3 @@ fn family_plan(
         ))?
         .build()
 }
-

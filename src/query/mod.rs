@@ -20,18 +20,18 @@ pub async fn read_only_sql(ctx: &SessionContext, sql: &str) -> Result<DataFrame>
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
-    ctx.sql_with_options(sql, options).await.map_err(|e| match e {
-        DataFusionError::Plan(msg)
-            if ["DDL", "DML", "Statement"]
-                .iter()
-                .any(|kind| msg.starts_with(&format!("{kind} not supported"))) =>
-        {
-            Error::invalid(format!(
-                "only read-only queries are accepted ({msg})"
-            ))
-        }
-        other => Error::Query(other),
-    })
+    ctx.sql_with_options(sql, options)
+        .await
+        .map_err(|e| match e {
+            DataFusionError::Plan(msg)
+                if ["DDL", "DML", "Statement"]
+                    .iter()
+                    .any(|kind| msg.starts_with(&format!("{kind} not supported"))) =>
+            {
+                Error::invalid(format!("only read-only queries are accepted ({msg})"))
+            }
+            other => Error::Query(other),
+        })
 }
 
 /// Highest step of a stitched view over all metrics (`None` if it has no points).
@@ -43,7 +43,10 @@ pub async fn stitched_max_step(engine: &Engine, segments: &[Segment]) -> Result<
     let df = DataFrame::new(
         ctx.state(),
         LogicalPlanBuilder::from(plan)
-            .aggregate(Vec::<datafusion::prelude::Expr>::new(), vec![max(col("step")).alias("max_step")])?
+            .aggregate(
+                Vec::<datafusion::prelude::Expr>::new(),
+                vec![max(col("step")).alias("max_step")],
+            )?
             .build()?,
     );
     let batches = df.collect().await?;

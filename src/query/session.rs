@@ -2,9 +2,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder,
-};
+use arrow::array::{ArrayRef, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::MemTable;
 use datafusion::execution::memory_pool::FairSpillPool;
@@ -95,13 +93,29 @@ fn runs_table(snapshot: &CatalogSnapshot) -> Result<MemTable> {
         strs(&|r| r.display_id.clone()),
         strs(&|r| r.name.clone()),
         strs(&|r| r.experiment.clone()),
-        Arc::new(runs.iter().map(|r| r.parent_id.map(|p| p as i64)).collect::<Int64Array>()),
-        Arc::new(runs.iter().map(|r| r.fork_step.map(|s| s as i64)).collect::<Int64Array>()),
+        Arc::new(
+            runs.iter()
+                .map(|r| r.parent_id.map(|p| p as i64))
+                .collect::<Int64Array>(),
+        ),
+        Arc::new(
+            runs.iter()
+                .map(|r| r.fork_step.map(|s| s as i64))
+                .collect::<Int64Array>(),
+        ),
         strs(&|r| serde_json::Value::Object(r.config.clone()).to_string()),
         Arc::new(tags.finish()),
         strs(&|r| r.status.to_string()),
-        Arc::new(timestamps(runs.iter().map(|r| r.created_at.timestamp_micros()).collect())),
-        Arc::new(timestamps(runs.iter().map(|r| r.updated_at.timestamp_micros()).collect())),
+        Arc::new(timestamps(
+            runs.iter()
+                .map(|r| r.created_at.timestamp_micros())
+                .collect(),
+        )),
+        Arc::new(timestamps(
+            runs.iter()
+                .map(|r| r.updated_at.timestamp_micros())
+                .collect(),
+        )),
     ];
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
     Ok(MemTable::try_new(schema, vec![vec![batch]])?)

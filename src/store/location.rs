@@ -2,7 +2,9 @@
 
 use std::sync::{Arc, Once};
 
-use deltalake::logstore::{LogStore, LogStoreFactory, StorageConfig, default_logstore, logstore_factories};
+use deltalake::logstore::{
+    LogStore, LogStoreFactory, StorageConfig, default_logstore, logstore_factories,
+};
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
@@ -115,6 +117,11 @@ impl LogStoreFactory for ConditionalPutLogStore {
         location: &Url,
         options: &StorageConfig,
     ) -> deltalake::DeltaResult<Arc<dyn LogStore>> {
-        Ok(default_logstore(prefixed_store, root_store, location, options))
+        Ok(default_logstore(
+            prefixed_store,
+            root_store,
+            location,
+            options,
+        ))
     }
 }

@@ -4,8 +4,8 @@ use std::sync::{Arc, LazyLock};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use super::TableKind;
@@ -65,7 +65,9 @@ pub fn arrow_schema(kind: TableKind) -> SchemaRef {
 /// let a lineage scan prune to the pages of one owner's step range.
 pub fn writer_properties(kind: TableKind) -> WriterProperties {
     let base = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid level"),
+        ))
         .set_statistics_enabled(EnabledStatistics::Page);
     match kind {
         TableKind::Runs => base.build(),

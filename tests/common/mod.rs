@@ -15,8 +15,15 @@ pub struct ProductDocs {
     pub c: Arc<forkline::catalog::Run>,
 }
 
-fn points(metric: &str, steps: impl IntoIterator<Item = u64>, value: impl Fn(u64) -> f64) -> Vec<MetricPoint> {
-    steps.into_iter().map(|s| MetricPoint::new(metric, s, value(s))).collect()
+fn points(
+    metric: &str,
+    steps: impl IntoIterator<Item = u64>,
+    value: impl Fn(u64) -> f64,
+) -> Vec<MetricPoint> {
+    steps
+        .into_iter()
+        .map(|s| MetricPoint::new(metric, s, value(s)))
+        .collect()
 }
 
 /// The example from the product docs, with values that tell owners apart:
@@ -28,25 +35,45 @@ pub async fn product_docs(engine: &Engine) -> Result<ProductDocs> {
         .create_run(NewRun {
             project: "product-docs".into(),
             name: "A".into(),
-            config: json!({"lr": 0.1, "opt": {"name": "adam", "beta": 0.9}}).as_object().unwrap().clone(),
+            config: json!({"lr": 0.1, "opt": {"name": "adam", "beta": 0.9}})
+                .as_object()
+                .unwrap()
+                .clone(),
             tags: vec!["base".into()],
             external_id: None,
         })
         .await?;
-    engine.write_points(&a.display_id, points("loss", 0..=100, |s| s as f64)).await?;
     engine
-        .write_points(&a.display_id, points("acc", (0..=100).step_by(10), |s| s as f64 / 100.0))
+        .write_points(&a.display_id, points("loss", 0..=100, |s| s as f64))
+        .await?;
+    engine
+        .write_points(
+            &a.display_id,
+            points("acc", (0..=100).step_by(10), |s| s as f64 / 100.0),
+        )
         .await?;
     let mut fork_b = ForkRequest::new(a.display_id.clone(), 50);
     fork_b.name = Some("B".into());
     fork_b.config = json!({"opt": {"beta": 0.8}}).as_object().unwrap().clone();
     let b = engine.fork_run(fork_b).await?.run;
-    engine.write_points(&b.display_id, points("loss", 51..=200, |s| 1000.0 + s as f64)).await?;
-    engine.write_points(&b.display_id, points("loss", 40..=50, |_| -1.0)).await?;
+    engine
+        .write_points(
+            &b.display_id,
+            points("loss", 51..=200, |s| 1000.0 + s as f64),
+        )
+        .await?;
+    engine
+        .write_points(&b.display_id, points("loss", 40..=50, |_| -1.0))
+        .await?;
     let mut fork_c = ForkRequest::new(b.id.to_string(), 150);
     fork_c.name = Some("C".into());
     let c = engine.fork_run(fork_c).await?.run;
-    engine.write_points(&c.display_id, points("loss", 151..=180, |s| 2000.0 + s as f64)).await?;
+    engine
+        .write_points(
+            &c.display_id,
+            points("loss", 151..=180, |s| 2000.0 + s as f64),
+        )
+        .await?;
     Ok(ProductDocs { a, b, c })
 }
 
@@ -68,7 +95,12 @@ pub fn render(batches: &[arrow::array::RecordBatch]) -> Vec<Vec<String>> {
             .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
             .collect();
         for row in 0..batch.num_rows() {
-            out.push(formatters.iter().map(|f| f.value(row).to_string()).collect());
+            out.push(
+                formatters
+                    .iter()
+                    .map(|f| f.value(row).to_string())
+                    .collect(),
+            );
         }
     }
     out
