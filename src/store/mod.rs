@@ -4,8 +4,9 @@ mod location;
 pub mod schema;
 
 use arrow::record_batch::RecordBatch;
-use deltalake::kernel::Version;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitProperties, TransactionError};
+use deltalake::kernel::{StructType, Version};
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use tokio::sync::RwLock;
@@ -165,19 +166,22 @@ async fn open_or_create(location: &StoreLocation, kind: TableKind) -> Result<Del
         table.load().await?;
         return Ok(table);
     }
-    let empty = RecordBatch::new_empty(schema::arrow_schema(kind));
+    let columns: StructType = schema::arrow_schema(kind).as_ref().try_into_kernel()?;
     let created = table
-        .write(vec![empty])
+        .create()
+        .with_columns(columns.fields().cloned())
         .with_save_mode(SaveMode::ErrorIfExists)
         .with_table_name(kind.dir())
         .await;
     match created {
         Ok(table) => Ok(table),
-        // Another process created it between our load and our write.
-        Err(_) => {
+        // Another process may have created it between our check and our commit.
+        Err(create_error) => {
             let mut table = builder()?.build()?;
-            table.load().await?;
-            Ok(table)
+            match table.load().await {
+                Ok(()) => Ok(table),
+                Err(_) => Err(create_error.into()),
+            }
         }
     }
 }
