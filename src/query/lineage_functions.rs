@@ -122,11 +122,25 @@ fn metric_arg(name: &str, expr: Option<&Expr>) -> DFResult<Option<MetricFilter>>
     }
 }
 
-fn arity(name: &str, signature: &str, args: &[Expr], min: usize, max: usize) -> DFResult<()> {
-    if args.len() < min || args.len() > max {
-        return plan_err!("{name} takes {signature}, got {} argument(s)", args.len());
+/// Checks arity and decodes `(run [, metric])`; `with_metric` says whether a metric may follow.
+fn call_args<'s>(
+    snapshot: &'s CatalogSnapshot,
+    name: &str,
+    exprs: &[Expr],
+    with_metric: bool,
+) -> DFResult<(&'s Arc<Run>, Option<MetricFilter>)> {
+    let (max, signature) = if with_metric {
+        (2, "(run [, metric])")
+    } else {
+        (1, "(run)")
+    };
+    if exprs.is_empty() || exprs.len() > max {
+        return plan_err!("{name} takes {signature}, got {} argument(s)", exprs.len());
     }
-    Ok(())
+    Ok((
+        run_arg(snapshot, name, &exprs[0])?,
+        metric_arg(name, exprs.get(1))?,
+    ))
 }
 
 fn mem_table(fields: Vec<Field>, columns: Vec<ArrayRef>) -> DFResult<Arc<dyn TableProvider>> {
@@ -137,10 +151,8 @@ fn mem_table(fields: Vec<Field>, columns: Vec<ArrayRef>) -> DFResult<Arc<dyn Tab
 
 impl TableFunctionImpl for Lineage {
     fn call_with_args(&self, args: TableFunctionArgs) -> DFResult<Arc<dyn TableProvider>> {
-        let exprs = args.exprs();
-        arity("lineage", "(run)", exprs, 1, 1)?;
         let snapshot = &self.0.snapshot;
-        let run = run_arg(snapshot, "lineage", &exprs[0])?;
+        let (run, _) = call_args(snapshot, "lineage", args.exprs(), false)?;
         let segments = snapshot
             .segments(run.id)
             .or_else(|e| plan_err!("lineage: {e}"))?;
@@ -191,10 +203,8 @@ impl TableFunctionImpl for Lineage {
 
 impl TableFunctionImpl for FamilyRuns {
     fn call_with_args(&self, args: TableFunctionArgs) -> DFResult<Arc<dyn TableProvider>> {
-        let exprs = args.exprs();
-        arity("family_runs", "(run)", exprs, 1, 1)?;
         let snapshot = &self.0.snapshot;
-        let run = run_arg(snapshot, "family_runs", &exprs[0])?;
+        let (run, _) = call_args(snapshot, "family_runs", args.exprs(), false)?;
         let family = snapshot
             .family(run.id)
             .or_else(|e| plan_err!("family_runs: {e}"))?;
@@ -253,11 +263,8 @@ impl TableFunctionImpl for FamilyRuns {
 
 impl TableFunctionImpl for StitchedMetrics {
     fn call_with_args(&self, args: TableFunctionArgs) -> DFResult<Arc<dyn TableProvider>> {
-        let exprs = args.exprs();
-        arity("stitched_metrics", "(run [, metric])", exprs, 1, 2)?;
         let snapshot = &self.0.snapshot;
-        let run = run_arg(snapshot, "stitched_metrics", &exprs[0])?;
-        let metric = metric_arg("stitched_metrics", exprs.get(1))?;
+        let (run, metric) = call_args(snapshot, "stitched_metrics", args.exprs(), true)?;
         let segments = snapshot
             .segments(run.id)
             .or_else(|e| plan_err!("stitched_metrics: {e}"))?;
@@ -268,11 +275,8 @@ impl TableFunctionImpl for StitchedMetrics {
 
 impl TableFunctionImpl for FamilyMetrics {
     fn call_with_args(&self, args: TableFunctionArgs) -> DFResult<Arc<dyn TableProvider>> {
-        let exprs = args.exprs();
-        arity("family_metrics", "(run [, metric])", exprs, 1, 2)?;
         let snapshot = &self.0.snapshot;
-        let run = run_arg(snapshot, "family_metrics", &exprs[0])?;
-        let metric = metric_arg("family_metrics", exprs.get(1))?;
+        let (run, metric) = call_args(snapshot, "family_metrics", args.exprs(), true)?;
         let family = snapshot
             .family(run.id)
             .or_else(|e| plan_err!("family_metrics: {e}"))?;
