@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::format::{Encoder, Format};
 use crate::catalog::{ForkRequest, NewRun, RunStatus, RunUpdate};
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineOptions};
 use crate::error::{Error, Result};
 
 /// forkline: SQL over forked ML experiment runs, stored as Delta Lake tables.
@@ -25,6 +25,17 @@ pub struct Cli {
         default_value = "./data/warehouse"
     )]
     pub store: String,
+    /// Memory pool for query execution in MiB; sorts and joins spill beyond it.
+    #[arg(
+        long,
+        global = true,
+        env = "FORKLINE_MEMORY_MB",
+        default_value_t = 2048
+    )]
+    pub memory_mb: usize,
+    /// Query parallelism (default: the number of cores).
+    #[arg(long, global = true, env = "FORKLINE_THREADS")]
+    pub threads: Option<usize>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -177,11 +188,25 @@ pub fn parse_config(text: Option<&str>) -> Result<Map<String, Value>> {
     }
 }
 
+impl Cli {
+    async fn engine(&self) -> Result<Engine> {
+        let mut options = EngineOptions {
+            memory_limit: self.memory_mb.max(16) << 20,
+            ..EngineOptions::default()
+        };
+        if let Some(threads) = self.threads {
+            options.target_partitions = threads.max(1);
+        }
+        Engine::open_with(&self.store, options).await
+    }
+}
+
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
+    let engine = cli.engine().await?;
     match cli.command {
         Command::Serve(args) => {
-            let engine = Arc::new(Engine::open(&cli.store).await?);
+            let engine = Arc::new(engine);
             let listener = tokio::net::TcpListener::bind(&args.listen).await?;
             println!(
                 "forkline serving {} on http://{}",
@@ -191,12 +216,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             super::http::serve(engine, listener).await?;
             Ok(())
         }
-        Command::Demo(args) => {
-            let engine = Engine::open(&cli.store).await?;
-            crate::demo::run(&engine, &args.queries, args.seed).await
-        }
+        Command::Demo(args) => crate::demo::run(&engine, &args.queries, args.seed).await,
         Command::Sql(args) => {
-            let engine = Engine::open(&cli.store).await?;
             let query = match (&args.query, &args.file) {
                 (Some(q), _) => q.clone(),
                 (None, Some(f)) => std::fs::read_to_string(f)
@@ -219,15 +240,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             print_query(&engine, &query, args.format, out).await
         }
         Command::Import(args) => {
-            let engine = Engine::open(&cli.store).await?;
             let n = crate::import::import_file(&engine, &args.run, &args.file).await?;
             println!("imported {n} point(s) into {}", args.run);
             Ok(())
         }
-        Command::Run(cmd) => {
-            let engine = Engine::open(&cli.store).await?;
-            run_command(&engine, cmd).await
-        }
+        Command::Run(cmd) => run_command(&engine, cmd).await,
     }
 }
 
