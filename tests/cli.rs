@@ -172,3 +172,32 @@ fn catalog_import_and_sql_from_the_shell() {
     );
     assert!(!ok && err.contains("JSON object"), "{err}");
 }
+
+#[test]
+fn readme_import_example_works() {
+    let (_dir, store) = temp_store();
+    let (ok, _, err) = cli(
+        &store,
+        &["run", "create", "--project", "vision", "--name", "baseline"],
+    );
+    assert!(ok, "{err}");
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/data/example_history.csv");
+    let rows = std::fs::read_to_string(fixture).unwrap().lines().count() - 1;
+    let (ok, out, err) = cli(&store, &["import", "--run", "VIS-1", fixture]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("imported {rows} point(s)")), "{out}");
+    let (ok, out, err) = cli(
+        &store,
+        &[
+            "run",
+            "fork",
+            "VIS-1",
+            "--step",
+            "150",
+            "--config",
+            r#"{"lr": 0.01}"#,
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(field(&out, "parent_display_id"), "VIS-1");
+}
