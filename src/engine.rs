@@ -211,8 +211,7 @@ impl Engine {
     /// A query session over the latest state of the store.
     pub async fn session(&self) -> Result<SessionContext> {
         let snapshot = self.catalog().await?;
-        let metrics = self.store.refresh(TableKind::Metrics).await?;
-        query::session::build(&self.runtime, &self.options, snapshot, &metrics).await
+        query::session::build(&self.runtime, &self.options, snapshot, &self.store).await
     }
 
     /// Plans a read-only SQL statement; DDL, DML, COPY and SET are refused.

@@ -17,6 +17,9 @@ pub enum Error {
     /// A concurrent writer won the commit race more often than we retry.
     #[error("{0}")]
     Conflict(String),
+    /// The store could not take the write now; the caller may retry.
+    #[error("{0}")]
+    Unavailable(String),
     /// SQL planning or execution failed.
     #[error("{0}")]
     Query(#[from] DataFusionError),

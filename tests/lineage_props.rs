@@ -29,7 +29,7 @@ enum Op {
 }
 
 fn point_list() -> impl Strategy<Value = Vec<(u8, u64)>> {
-    prop::collection::vec((0u8..3, 0u64..120), 0..40)
+    prop::collection::vec((0u8..4, 0u64..120), 0..40)
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -49,10 +49,11 @@ impl Oracle {
     fn view(&self, run: usize) -> View {
         let mut view = match self.parent[run] {
             None => View::new(),
+            // System metrics are never inherited.
             Some((p, fork)) => self
                 .view(p)
                 .into_iter()
-                .filter(|((_, s), _)| *s <= fork)
+                .filter(|((m, s), _)| *s <= fork && !m.starts_with("sys/"))
                 .collect(),
         };
         let cut = self.parent[run].map(|(_, f)| f);
@@ -77,7 +78,7 @@ impl Oracle {
 }
 
 fn metric_name(m: u8) -> String {
-    ["loss", "acc", "val/loss"][m as usize % 3].to_string()
+    ["loss", "acc", "val/loss", "sys/gpu"][m as usize % 4].to_string()
 }
 
 fn to_points(run: usize, raw: &[(u8, u64)]) -> (Vec<MetricPoint>, BTreeMap<(String, u64), f64>) {

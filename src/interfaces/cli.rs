@@ -174,6 +174,9 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: String,
+    /// Ingest requests arriving within this many milliseconds share one commit.
+    #[arg(long, env = "FORKLINE_COMMIT_WINDOW_MS", default_value_t = 100)]
+    pub commit_window_ms: u64,
 }
 
 /// Parses a `--config` value: it must be a JSON object.
@@ -213,7 +216,10 @@ pub async fn run(cli: Cli) -> Result<()> {
                 cli.store,
                 listener.local_addr()?
             );
-            super::http::serve(engine, listener).await?;
+            let options = super::http::ServerOptions {
+                commit_window: std::time::Duration::from_millis(args.commit_window_ms.min(10_000)),
+            };
+            super::http::serve(engine, listener, options).await?;
             Ok(())
         }
         Command::Demo(args) => crate::demo::run(&engine, &args.queries, args.seed).await,

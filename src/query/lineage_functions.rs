@@ -19,6 +19,7 @@ use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::{SessionContext, col, lit};
 
 use crate::catalog::{CatalogSnapshot, Run, RunId, Segment};
+use crate::ingest::SYSTEM_METRIC_PREFIX;
 
 /// Registers the lineage table functions on `ctx`.
 pub fn register(
@@ -292,6 +293,11 @@ impl TableFunctionImpl for FamilyMetrics {
     }
 }
 
+/// System metrics (`sys/…`) describe the host a run ran on: never inherited.
+fn not_system_metric(metric: Expr) -> Expr {
+    metric.not_like(lit(format!("{SYSTEM_METRIC_PREFIX}%")))
+}
+
 fn stitched_projection(viewer: Expr, source: Expr, inherited: Expr, q: &str) -> Vec<Expr> {
     let c = |name: &str| Expr::Column(Column::new(Some(q), name));
     vec![
@@ -323,6 +329,9 @@ pub fn stitched_plan(
         }
         if let Some(m) = metric {
             predicate = predicate.and(m.expr(col("metric")));
+        }
+        if seg.owner != viewer {
+            predicate = predicate.and(not_system_metric(col("metric")));
         }
         let branch = LogicalPlanBuilder::scan("metrics", source.clone(), None)?
             .filter(predicate)?
@@ -398,7 +407,13 @@ fn family_plan(
                 vec![Column::new(Some("s"), "owner")],
                 vec![Column::new(Some("m"), "run_id")],
             ),
-            Some(m("step").between(s("from_step"), s("to_step"))),
+            Some(
+                m("step").between(s("from_step"), s("to_step")).and(
+                    s("viewer")
+                        .eq(m("run_id"))
+                        .or(not_system_metric(m("metric"))),
+                ),
+            ),
         )?
         .project(stitched_projection(
             s("viewer"),

@@ -15,6 +15,7 @@ use crate::catalog::CatalogSnapshot;
 use crate::engine::EngineOptions;
 use crate::error::Result;
 use crate::store::schema::{timestamp_type, timestamps};
+use crate::store::{Store, TableKind};
 
 /// The runtime shared by every session of an engine, so the memory limit is global.
 pub fn runtime(options: &EngineOptions) -> Result<Arc<RuntimeEnv>> {
@@ -35,17 +36,25 @@ fn config(options: &EngineOptions) -> SessionConfig {
     config
 }
 
-/// A session with `runs`, `metrics` and the lineage table functions registered.
+/// A session with `runs`, `metrics`, `logs`, `data` and the lineage table functions registered.
 pub async fn build(
     runtime: &Arc<RuntimeEnv>,
     options: &EngineOptions,
     snapshot: Arc<CatalogSnapshot>,
-    metrics: &DeltaTable,
+    store: &Store,
 ) -> Result<SessionContext> {
     let ctx = SessionContext::new_with_config_rt(config(options), runtime.clone());
-    metrics.update_datafusion_session(&ctx.state())?;
-    let metrics_provider = metrics.table_provider().await?;
-    ctx.register_table("metrics", metrics_provider.clone())?;
+    let mut metrics_provider = None;
+    for kind in [TableKind::Metrics, TableKind::Logs, TableKind::Data] {
+        let table = store.refresh(kind).await?;
+        table.update_datafusion_session(&ctx.state())?;
+        let provider = table.table_provider().await?;
+        ctx.register_table(kind.dir(), provider.clone())?;
+        if kind == TableKind::Metrics {
+            metrics_provider = Some(provider);
+        }
+    }
+    let metrics_provider = metrics_provider.expect("metrics is registered above");
     ctx.register_table("runs", Arc::new(runs_table(&snapshot)?))?;
     lineage_functions::register(&ctx, snapshot, metrics_provider);
     Ok(ctx)

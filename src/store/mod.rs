@@ -1,6 +1,7 @@
 //! The durable layer: Delta tables `runs` and `metrics` under one store URL.
 
 mod location;
+pub mod records;
 pub mod schema;
 
 use arrow::record_batch::RecordBatch;
@@ -22,6 +23,10 @@ pub enum TableKind {
     Runs,
     /// Metric points, own points of each run only.
     Metrics,
+    /// Console output of runs; never inherited by forks.
+    Logs,
+    /// Structured values (string series, histograms, tables); never inherited.
+    Data,
 }
 
 impl TableKind {
@@ -30,8 +35,18 @@ impl TableKind {
         match self {
             TableKind::Runs => "runs",
             TableKind::Metrics => "metrics",
+            TableKind::Logs => "logs",
+            TableKind::Data => "data",
         }
     }
+
+    /// Every table of a store.
+    pub const ALL: [TableKind; 4] = [
+        TableKind::Runs,
+        TableKind::Metrics,
+        TableKind::Logs,
+        TableKind::Data,
+    ];
 }
 
 /// Outcome of a commit that asked for optimistic concurrency.
@@ -47,21 +62,19 @@ pub enum CommitOutcome {
 #[derive(Debug)]
 pub struct Store {
     location: StoreLocation,
-    runs: RwLock<DeltaTable>,
-    metrics: RwLock<DeltaTable>,
+    tables: [RwLock<DeltaTable>; 4],
 }
 
 impl Store {
     /// Opens the store at `spec`, creating the tables if they do not exist yet.
     pub async fn open(spec: &str) -> Result<Self> {
         let location = StoreLocation::parse(spec)?;
-        let runs = open_or_create(&location, TableKind::Runs).await?;
-        let metrics = open_or_create(&location, TableKind::Metrics).await?;
-        Ok(Self {
-            location,
-            runs: RwLock::new(runs),
-            metrics: RwLock::new(metrics),
-        })
+        let mut tables = Vec::with_capacity(TableKind::ALL.len());
+        for kind in TableKind::ALL {
+            tables.push(RwLock::new(open_or_create(&location, kind).await?));
+        }
+        let tables = tables.try_into().expect("one table per kind");
+        Ok(Self { location, tables })
     }
 
     /// The URL this store was opened at.
@@ -70,10 +83,7 @@ impl Store {
     }
 
     fn table(&self, kind: TableKind) -> &RwLock<DeltaTable> {
-        match kind {
-            TableKind::Runs => &self.runs,
-            TableKind::Metrics => &self.metrics,
-        }
+        &self.tables[kind as usize]
     }
 
     /// Brings the cached table state up to the latest committed version and returns it.

@@ -48,11 +48,34 @@ static RUNS: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+static LOGS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("run_id", DataType::Int64, false),
+        Field::new("time", timestamp_type(), false),
+        Field::new("line_number", DataType::Int64, true),
+        Field::new("log_type", DataType::Utf8, false),
+        Field::new("message", DataType::Utf8, false),
+    ]))
+});
+
+static DATA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("run_id", DataType::Int64, false),
+        Field::new("log_name", DataType::Utf8, false),
+        Field::new("step", DataType::Int64, false),
+        Field::new("time", timestamp_type(), false),
+        Field::new("data_type", DataType::Utf8, false),
+        Field::new("data", DataType::Utf8, false),
+    ]))
+});
+
 /// Arrow schema of a stored table.
 pub fn arrow_schema(kind: TableKind) -> SchemaRef {
     match kind {
         TableKind::Runs => RUNS.clone(),
         TableKind::Metrics => METRICS.clone(),
+        TableKind::Logs => LOGS.clone(),
+        TableKind::Data => DATA.clone(),
     }
 }
 
@@ -70,7 +93,7 @@ pub fn writer_properties(kind: TableKind) -> WriterProperties {
         ))
         .set_statistics_enabled(EnabledStatistics::Page);
     match kind {
-        TableKind::Runs => base.build(),
+        TableKind::Runs | TableKind::Logs | TableKind::Data => base.build(),
         TableKind::Metrics => base
             .set_dictionary_enabled(false)
             .set_column_dictionary_enabled(ColumnPath::from("run_id"), true)

@@ -1,5 +1,10 @@
 //! The one write path for metric points: validate, sort, and shape them into a
-//! batch that the store commits atomically.
+//! batch that the store commits atomically; [`GroupCommitter`] coalesces
+//! concurrent batches into one commit.
+
+mod group_commit;
+
+pub use group_commit::GroupCommitter;
 
 use std::sync::Arc;
 
@@ -10,6 +15,9 @@ use crate::catalog::RunId;
 use crate::error::{Error, Result};
 use crate::store::TableKind;
 use crate::store::schema::{arrow_schema, timestamps};
+
+/// Metrics named with this prefix are system metrics: never inherited by forks.
+pub const SYSTEM_METRIC_PREFIX: &str = "sys/";
 
 /// Longest metric name accepted.
 pub const MAX_METRIC_NAME: usize = 256;
@@ -66,6 +74,11 @@ impl PointBatch {
             self.rows.push((run, p));
         }
         Ok(())
+    }
+
+    /// Moves every point of `other` into this batch, after the points already here.
+    pub fn append(&mut self, other: PointBatch) {
+        self.rows.extend(other.rows);
     }
 
     /// Number of points gathered so far.

@@ -1,7 +1,11 @@
-//! HTTP server: SQL endpoint with content negotiation, and health.
+//! HTTP server: SQL endpoint with content negotiation, the pluto SDK API, and health.
+
+mod lenient_json;
+mod pluto;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -17,30 +21,53 @@ use serde_json::json;
 use super::format::{Encoder, Format};
 use crate::engine::Engine;
 use crate::error::Error;
+use crate::ingest::GroupCommitter;
 
-/// Largest request body accepted (SQL text).
-const MAX_BODY: usize = 1 << 20;
+/// Largest request body accepted (SQL text, an ingest batch).
+pub const MAX_BODY: usize = 32 << 20;
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Ingest requests arriving within this window share one commit.
+    pub commit_window: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            commit_window: Duration::from_millis(100),
+        }
+    }
+}
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
 pub struct AppState {
     engine: Arc<Engine>,
+    committer: GroupCommitter,
 }
 
-/// The application router.
-pub fn router(engine: Arc<Engine>) -> Router {
+/// The application router; spawns the group committer, so call it inside a runtime.
+pub fn router(engine: Arc<Engine>, options: &ServerOptions) -> Router {
+    let committer = GroupCommitter::spawn(engine.clone(), options.commit_window);
     Router::new()
         .route("/health", get(health))
         .route("/api/sql", post(sql))
+        .merge(pluto::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(AppState { engine })
+        .with_state(AppState { engine, committer })
 }
 
 /// Serves the router on `listener` until the process is stopped.
-pub async fn serve(engine: Arc<Engine>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+pub async fn serve(
+    engine: Arc<Engine>,
+    listener: tokio::net::TcpListener,
+    options: ServerOptions,
+) -> std::io::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
-    tracing::info!(%addr, "forkline HTTP listening");
-    axum::serve(listener, router(engine))
+    tracing::info!(%addr, commit_window_ms = options.commit_window.as_millis() as u64, "forkline HTTP listening");
+    axum::serve(listener, router(engine, &options))
         .with_graceful_shutdown(shutdown_signal())
         .await
 }
@@ -80,7 +107,9 @@ pub fn status_of(e: &Error) -> StatusCode {
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Conflict(_) => StatusCode::CONFLICT,
         e if e.is_user_error() => StatusCode::BAD_REQUEST,
-        Error::Storage(_) | Error::ObjectStore(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Storage(_) | Error::ObjectStore(_) | Error::Unavailable(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

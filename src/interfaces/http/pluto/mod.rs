@@ -1,0 +1,68 @@
+//! The HTTP API that the `pluto-ml` Python SDK speaks (see docs/pluto-wire-protocol.md),
+//! so the unchanged SDK logs runs to forkline.
+
+mod ingest;
+mod runs;
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::routing::post;
+
+use super::AppState;
+use crate::catalog::{CatalogSnapshot, Run, RunId};
+use crate::error::{Error, Result};
+
+/// Routes of the SDK's write path.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/slug", post(runs::slug))
+        .route("/api/runs/create", post(runs::create))
+        .route("/api/runs/resume", post(runs::resume))
+        .route("/api/runs/trigger", post(runs::trigger))
+        .route("/api/runs/logName/add", post(runs::log_names))
+        .route("/api/runs/status/update", post(runs::status))
+        .route("/api/runs/tags/update", post(runs::tags))
+        .route("/api/runs/config/update", post(runs::config))
+        .route("/ingest/metrics", post(ingest::metrics))
+        .route("/ingest/logs", post(ingest::logs))
+        .route("/ingest/data", post(ingest::data))
+}
+
+/// The run an ingest request is for: the SDK names it only in `X-Run-Id`,
+/// and `X-Project-Name` (when present) must be the run's project.
+fn header_run(headers: &HeaderMap, snapshot: &CatalogSnapshot) -> Result<RunId> {
+    let id = headers
+        .get("x-run-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && *v != "None")
+        .ok_or_else(|| Error::invalid("missing X-Run-Id header"))?;
+    let id: RunId = id
+        .parse()
+        .map_err(|_| Error::invalid(format!("X-Run-Id `{id}` is not a run id")))?;
+    let run = snapshot.require(id)?;
+    check_project(headers, run)?;
+    Ok(id)
+}
+
+fn check_project(headers: &HeaderMap, run: &Run) -> Result<()> {
+    if let Some(project) = headers.get("x-project-name").and_then(|v| v.to_str().ok())
+        && !project.is_empty()
+        && project != run.project
+    {
+        return Err(Error::invalid(format!(
+            "run {} belongs to project `{}`, not `{project}`",
+            run.display_id, run.project
+        )));
+    }
+    Ok(())
+}
+
+/// Decodes a JSON body written by Python's `json.dumps` (NaN tokens allowed).
+fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| Error::invalid("request body is not UTF-8"))?;
+    let value = super::lenient_json::parse(text)
+        .map_err(|e| Error::invalid(format!("request body is not valid JSON: {e}")))?;
+    serde_json::from_value(value).map_err(|e| Error::invalid(format!("bad request body: {e}")))
+}

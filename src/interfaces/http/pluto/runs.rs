@@ -1,0 +1,257 @@
+//! Run lifecycle requests of the SDK: key check, create (and fork), resume,
+//! heartbeat, log names, status, tags, config.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{check_project, json_body};
+use crate::catalog::{ForkRequest, NewRun, Run, RunId, RunStatus, RunUpdate};
+use crate::error::{Error, Result};
+use crate::interfaces::http::{ApiError, AppState, lenient_json};
+
+type Reply = std::result::Result<Json<Value>, ApiError>;
+
+/// `POST /api/slug`: the SDK's key check at `init`.
+pub(super) async fn slug() -> Json<Value> {
+    Json(json!({ "organization": { "slug": "forkline" } }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct CreateBody {
+    run_name: Option<String>,
+    project_name: Option<String>,
+    external_id: Option<String>,
+    config: Option<Value>,
+    tags: Option<Vec<String>>,
+    fork_run_id: Option<Value>,
+    fork_step: Option<Value>,
+    inherit_config: Option<bool>,
+    inherit_tags: Option<bool>,
+}
+
+/// A `config` field: a JSON object, or (as the SDK sends it) a string holding one.
+fn config_object(value: Option<Value>) -> Result<Map<String, Value>> {
+    match value {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(map)) => Ok(map),
+        Some(Value::String(text)) => match lenient_json::parse(&text) {
+            Ok(Value::Object(map)) => Ok(map),
+            Ok(Value::Null) => Ok(Map::new()),
+            Ok(_) => Err(Error::invalid("config must be a JSON object")),
+            Err(e) => Err(Error::invalid(format!("config is not valid JSON: {e}"))),
+        },
+        Some(_) => Err(Error::invalid("config must be a JSON object")),
+    }
+}
+
+fn non_negative(name: &str, value: &Value) -> Result<u64> {
+    value
+        .as_u64()
+        .ok_or_else(|| Error::invalid(format!("{name} must be an integer ≥ 0, got {value}")))
+}
+
+fn run_url(headers: &HeaderMap, run: &Run) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    format!("http://{host}/runs/{}", run.display_id)
+}
+
+fn run_reply(headers: &HeaderMap, run: &Run, resumed: bool) -> Json<Value> {
+    Json(json!({
+        "runId": run.id,
+        "displayId": run.display_id,
+        "number": run.seq,
+        "projectName": run.project,
+        "url": run_url(headers, run),
+        "resumed": resumed,
+        "forkedFromRunId": run.parent_id,
+        "forkStep": run.fork_step,
+    }))
+}
+
+/// `POST /api/runs/create`: a new run, a fork (`forkRunId` + `forkStep`), or
+/// the existing run of the project with the same `externalId`.
+pub(super) async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let body: CreateBody = json_body(&body)?;
+    let project = body
+        .project_name
+        .filter(|p| !p.trim().is_empty())
+        .ok_or_else(|| Error::invalid("projectName is required"))?;
+    let name = body.run_name.unwrap_or_else(|| "run".into());
+    let config = config_object(body.config)?;
+    let tags = body.tags.unwrap_or_default();
+    let engine = &state.engine;
+    if let Some(ext) = body.external_id.as_deref().filter(|e| !e.is_empty()) {
+        let snapshot = engine.catalog().await?;
+        if let Some(existing) = snapshot.find_external(&project, ext) {
+            let id = existing.id.to_string();
+            let run = if config.is_empty() {
+                existing.clone()
+            } else {
+                engine
+                    .update_run(&id, RunUpdate::MergeConfig(config))
+                    .await?
+            };
+            return Ok(run_reply(&headers, &run, true));
+        }
+    }
+    let run = match (body.fork_run_id, body.fork_step) {
+        (None, None) => {
+            engine
+                .create_run(NewRun {
+                    project,
+                    name,
+                    config,
+                    tags,
+                    external_id: body.external_id,
+                })
+                .await?
+        }
+        (Some(parent), Some(step)) => {
+            let parent = match &parent {
+                Value::String(s) => s.clone(),
+                other => non_negative("forkRunId", other)?.to_string(),
+            };
+            let mut req = ForkRequest::new(parent, non_negative("forkStep", &step)?);
+            req.name = Some(name);
+            req.project = Some(project);
+            req.config = config;
+            req.tags = tags;
+            req.inherit_config = body.inherit_config.unwrap_or(true);
+            req.inherit_tags = body.inherit_tags.unwrap_or(false);
+            req.external_id = body.external_id;
+            engine.fork_run(req).await?.run
+        }
+        _ => return Err(Error::invalid("a fork needs both forkRunId and forkStep").into()),
+    };
+    Ok(run_reply(&headers, &run, false))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RunRef {
+    run_id: Option<Value>,
+    display_id: Option<String>,
+}
+
+impl RunRef {
+    fn reference(&self) -> Result<String> {
+        match (&self.run_id, &self.display_id) {
+            (Some(Value::Number(n)), _) => Ok(n.to_string()),
+            (Some(Value::String(s)), _) => Ok(s.clone()),
+            (_, Some(d)) => Ok(d.clone()),
+            _ => Err(Error::invalid("runId or displayId is required")),
+        }
+    }
+}
+
+/// `POST /api/runs/resume`: back to RUNNING, by numeric or display id.
+pub(super) async fn resume(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let reference = json_body::<RunRef>(&body)?.reference()?;
+    let run = state.engine.resolve_run(&reference).await?;
+    check_project(&headers, &run)?;
+    let run = state
+        .engine
+        .update_run(&run.id.to_string(), RunUpdate::Resume)
+        .await?;
+    Ok(run_reply(&headers, &run, true))
+}
+
+/// `POST /api/runs/trigger`: the heartbeat; answers the run's status.
+pub(super) async fn trigger(State(state): State<AppState>, body: Bytes) -> Reply {
+    let reference = json_body::<RunRef>(&body)?.reference()?;
+    let run = state.engine.resolve_run(&reference).await?;
+    Ok(Json(json!({ "status": run.status })))
+}
+
+/// `POST /api/runs/logName/add`: names come from the data itself, so this only checks the run.
+pub(super) async fn log_names(State(state): State<AppState>, body: Bytes) -> Reply {
+    let reference = json_body::<RunRef>(&body)?.reference()?;
+    state.engine.resolve_run(&reference).await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct StatusBody {
+    run_id: Value,
+    status: String,
+}
+
+/// `POST /api/runs/status/update`.
+pub(super) async fn status(State(state): State<AppState>, body: Bytes) -> Reply {
+    let body: StatusBody = json_body(&body)?;
+    let status: RunStatus = body.status.parse()?;
+    let id = run_id(&body.run_id)?;
+    let run = state
+        .engine
+        .update_run(&id.to_string(), RunUpdate::Status(status))
+        .await?;
+    Ok(Json(json!({ "runId": run.id, "status": run.status })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct TagsBody {
+    run_id: Value,
+    tags: Vec<String>,
+}
+
+/// `POST /api/runs/tags/update`: replaces the whole tag set.
+pub(super) async fn tags(State(state): State<AppState>, body: Bytes) -> Reply {
+    let body: TagsBody = json_body(&body)?;
+    let id = run_id(&body.run_id)?;
+    let run = state
+        .engine
+        .update_run(&id.to_string(), RunUpdate::SetTags(body.tags))
+        .await?;
+    Ok(Json(json!({ "runId": run.id, "tags": run.tags })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ConfigBody {
+    run_id: Value,
+    config: Option<Value>,
+}
+
+/// `POST /api/runs/config/update`: deep-merges the delta into the stored config.
+pub(super) async fn config(State(state): State<AppState>, body: Bytes) -> Reply {
+    let body: ConfigBody = json_body(&body)?;
+    let id = run_id(&body.run_id)?;
+    let delta = config_object(body.config)?;
+    let run = if delta.is_empty() {
+        state.engine.resolve_run(&id.to_string()).await?
+    } else {
+        state
+            .engine
+            .update_run(&id.to_string(), RunUpdate::MergeConfig(delta))
+            .await?
+    };
+    Ok(Json(json!({ "runId": run.id, "config": run.config })))
+}
+
+fn run_id(value: &Value) -> Result<RunId> {
+    match value {
+        Value::String(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| Error::invalid(format!("runId `{s}` is not a run id"))),
+        other => non_negative("runId", other),
+    }
+}
