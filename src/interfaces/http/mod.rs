@@ -22,6 +22,7 @@ use super::format::{Encoder, Format};
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::ingest::GroupCommitter;
+use tower_http::catch_panic::CatchPanicLayer;
 
 /// Largest request body accepted (SQL text, an ingest batch).
 pub const MAX_BODY: usize = 32 << 20;
@@ -56,6 +57,7 @@ pub fn router(engine: Arc<Engine>, options: &ServerOptions) -> Router {
         .route("/api/sql", post(sql))
         .merge(pluto::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(CatchPanicLayer::custom(panic_response))
         .with_state(AppState { engine, committer })
 }
 
@@ -122,6 +124,18 @@ impl IntoResponse for ApiError {
         }
         (status, axum::Json(json!({ "error": self.0.to_string() }))).into_response()
     }
+}
+
+/// A bug must cost one request a 500, never the connection or the server.
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    tracing::error!(panic = what, "request handler panicked");
+    let body = json!({ "error": format!("internal error: {what}") });
+    (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
 }
 
 async fn health() -> impl IntoResponse {

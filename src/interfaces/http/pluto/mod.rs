@@ -1,18 +1,20 @@
 //! The HTTP API that the `pluto-ml` Python SDK speaks (see docs/pluto-wire-protocol.md),
 //! so the unchanged SDK logs runs to forkline.
 
+mod filters;
 mod ingest;
+mod query;
 mod runs;
 
 use axum::Router;
 use axum::http::HeaderMap;
-use axum::routing::post;
+use axum::routing::{get, post};
 
 use super::AppState;
 use crate::catalog::{CatalogSnapshot, Run, RunId};
 use crate::error::{Error, Result};
 
-/// Routes of the SDK's write path.
+/// Routes of the SDK's write and read paths.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/slug", post(runs::slug))
@@ -26,6 +28,19 @@ pub fn routes() -> Router<AppState> {
         .route("/ingest/metrics", post(ingest::metrics))
         .route("/ingest/logs", post(ingest::logs))
         .route("/ingest/data", post(ingest::data))
+        .route("/api/runs/projects", get(query::projects))
+        .route("/api/runs/list", get(query::list))
+        .route(
+            "/api/runs/details/by-display-id/{display_id}",
+            get(query::details_by_display),
+        )
+        .route("/api/runs/details/{id}", get(query::details))
+        .route("/api/runs/metric-names", get(query::names))
+        .route("/api/runs/metrics", get(query::metrics))
+        .route("/api/runs/statistics", get(query::statistics))
+        .route("/api/runs/compare", get(query::compare))
+        .route("/api/runs/leaderboard", get(query::leaderboard))
+        .route("/api/runs/logs", get(query::logs))
 }
 
 /// The run an ingest request is for: the SDK names it only in `X-Run-Id`,

@@ -156,7 +156,9 @@ impl RunRef {
     }
 }
 
-/// `POST /api/runs/resume`: back to RUNNING, by numeric or display id.
+/// `POST /api/runs/resume`: attaches a client to an existing run, by numeric
+/// or display id. The status is left as it is: only a status update changes it,
+/// so a resumed client that `close()`s without finishing changes nothing.
 pub(super) async fn resume(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -165,10 +167,6 @@ pub(super) async fn resume(
     let reference = json_body::<RunRef>(&body)?.reference()?;
     let run = state.engine.resolve_run(&reference).await?;
     check_project(&headers, &run)?;
-    let run = state
-        .engine
-        .update_run(&run.id.to_string(), RunUpdate::Resume)
-        .await?;
     Ok(run_reply(&headers, &run, true))
 }
 

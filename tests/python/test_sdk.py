@@ -1,0 +1,160 @@
+"""The unchanged pluto-ml SDK against forkline: lifecycle, forks, resume, failures and queries,
+each checked again through SQL over the lineage table functions."""
+
+import math
+
+import pytest
+
+PROJECT = "sdk-compat"
+
+
+@pytest.fixture(scope="module")
+def family(server, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sdk")
+    base, _ = server.sdk(
+        f"""
+        run = pluto.init(project={PROJECT!r}, name="base",
+                         config={{"lr": 0.1, "opt": {{"name": "adam", "betas": [0.9, 0.99]}}}}, tags=["baseline"])
+        for i in range(1000):
+            run.log({{"loss": 1.0 / (i + 1), "acc": i / 1000, "odd": float("nan") if i == 7 else float(i)}}, step=i)
+        run.finish()
+        out.update(id=run.id)
+        """,
+        tmp,
+    )
+    base_row = server.sql(f"SELECT id, display_id FROM runs WHERE project = '{PROJECT}' AND name = 'base'")[0]
+    fork, _ = server.sdk(
+        f"""
+        run = pluto.init(project={PROJECT!r}, name="fork-sgd", config={{"opt": {{"name": "sgd"}}}},
+                         fork_run_id={base_row["display_id"]!r}, fork_step=500, inherit_tags=True)
+        out.update(id=run.id, parent=run.fork_run_id, step=run.fork_step)
+        for i in range(501, 801):
+            run.log({{"loss": 0.5 / (i + 1), "acc": 0.9}}, step=i)
+        run.finish()
+        """,
+        tmp,
+    )
+    # Forking the fork at a step inside the base's segment attaches to the base.
+    deep, _ = server.sdk(
+        f"""
+        run = pluto.init(project={PROJECT!r}, name="fork-early", fork_run_id={fork["id"]}, fork_step=200)
+        out.update(id=run.id, parent=run.fork_run_id, step=run.fork_step)
+        run.log({{"loss": 0.01}}, step=201)
+        run.finish()
+        """,
+        tmp,
+    )
+    return {"base": base_row, "fork": fork, "deep": deep, "tmp": tmp}
+
+
+def test_run_lifecycle_and_metrics_land(server, family):
+    base_id = family["base"]["id"]
+    rows = server.sql(
+        f"SELECT metric, count(*) AS n, min(step) AS lo, max(step) AS hi FROM metrics "
+        f"WHERE run_id = {base_id} AND metric NOT LIKE 'sys/%' GROUP BY metric ORDER BY metric"
+    )
+    assert rows == [
+        {"metric": "acc", "n": 1000, "lo": 0, "hi": 999},
+        {"metric": "loss", "n": 1000, "lo": 0, "hi": 999},
+        {"metric": "odd", "n": 1000, "lo": 0, "hi": 999},
+    ]
+    (run,) = server.sql(f"SELECT status, config, tags FROM runs WHERE id = {base_id}")
+    assert run["status"] == "COMPLETED"
+    assert run["tags"] == ["baseline"]
+    nan = server.sql(f"SELECT count(*) AS n FROM metrics WHERE run_id = {base_id} AND metric = 'odd' AND isnan(value)")
+    assert nan == [{"n": 1}]
+
+
+def test_fork_resolution_config_and_tags(server, family):
+    base_id, fork, deep = family["base"]["id"], family["fork"], family["deep"]
+    assert fork["parent"] == base_id and fork["step"] == 500
+    (row,) = server.sql(f"SELECT parent_id, fork_step, config, tags, experiment FROM runs WHERE id = {fork['id']}")
+    assert row["parent_id"] == base_id and row["fork_step"] == 500
+    import json
+
+    assert json.loads(row["config"]) == {"lr": 0.1, "opt": {"name": "sgd", "betas": [0.9, 0.99]}}
+    assert row["tags"] == ["baseline"] and row["experiment"] == "base"
+    # Requested on the fork at step 200, resolved up the chain to the base.
+    assert deep["parent"] == base_id and deep["step"] == 200
+    (row,) = server.sql(f"SELECT parent_id FROM runs WHERE id = {deep['id']}")
+    assert row["parent_id"] == base_id
+
+
+def test_stitched_views_in_sql(server, family):
+    base_id, fork_id = family["base"]["id"], family["fork"]["id"]
+    rows = server.sql(
+        f"SELECT source_run_id AS src, inherited, count(*) AS n, min(step) AS lo, max(step) AS hi "
+        f"FROM stitched_metrics({fork_id}, 'loss') GROUP BY 1, 2 ORDER BY lo"
+    )
+    assert rows == [
+        {"src": base_id, "inherited": True, "n": 501, "lo": 0, "hi": 500},
+        {"src": fork_id, "inherited": False, "n": 300, "lo": 501, "hi": 800},
+    ]
+    (v,) = server.sql(f"SELECT value FROM stitched_metrics({fork_id}, 'loss') WHERE step = 600")
+    assert math.isclose(v["value"], 0.5 / 601)
+    fam = server.sql(
+        f"SELECT run_id, count(*) AS n FROM family_metrics({base_id}, 'loss') GROUP BY run_id ORDER BY run_id"
+    )
+    assert [r["n"] for r in fam] == [1000, 801, 202]
+    # System metrics are never inherited.
+    sys_inherited = server.sql(f"SELECT count(*) AS n FROM stitched_metrics({fork_id}) WHERE inherited AND metric LIKE 'sys/%'")
+    assert sys_inherited == [{"n": 0}]
+
+
+def test_resume_then_close_keeps_status(server, family):
+    base_id = family["base"]["id"]
+    server.sdk(
+        f"""
+        run = pluto.init(project={PROJECT!r}, run_id={base_id}, resume=True)
+        for i in range(1000, 1010):
+            run.log({{"loss": 0.001}}, step=i)
+        run.close()
+        """,
+        family["tmp"],
+    )
+    (row,) = server.sql(f"SELECT status FROM runs WHERE id = {base_id}")
+    assert row["status"] == "COMPLETED"
+    (n,) = server.sql(f"SELECT count(*) AS n FROM metrics WHERE run_id = {base_id} AND metric = 'loss'")
+    assert n["n"] == 1010
+
+
+def test_exception_marks_run_failed(server, family):
+    out, proc = server.sdk(
+        f"""
+        run = pluto.init(project={PROJECT!r}, name="crashes")
+        out.update(id=run.id)
+        open({str(family["tmp"] / "crash-id")!r}, "w").write(str(run.id))
+        run.log({{"loss": 1.0}}, step=0)
+        raise RuntimeError("boom")
+        """,
+        family["tmp"],
+        expect_ok=False,
+    )
+    assert proc.returncode != 0
+    run_id = int((family["tmp"] / "crash-id").read_text())
+    (row,) = server.sql(f"SELECT status FROM runs WHERE id = {run_id}")
+    assert row["status"] == "FAILED"
+
+
+def test_query_client_reads_back_what_was_logged(server, family):
+    base = family["base"]
+    out, _ = server.sdk(
+        f"""
+        import pluto.query as q
+        m = q.get_metrics({PROJECT!r}, {base["id"]}, metric_names=["loss"], limit=10000)
+        out["metrics"] = [(r["metric"], r["step"], r["value"]) for r in (m.to_dict("records") if hasattr(m, "to_dict") else m)]
+        r = q.get_run({PROJECT!r}, {base["display_id"]!r})
+        out["run"] = {{"id": r["id"], "config": r["config"], "displayId": r["displayId"]}}
+        out["compare"] = q.compare_runs({PROJECT!r}, [{base["display_id"]!r}, {family["fork"]["id"]}], "loss")
+        """,
+        family["tmp"],
+    )
+    loss = [m for m in out["metrics"] if m[0] == "loss"]
+    assert len(loss) == 1010
+    assert loss[0][1:] == [0, 1.0] and math.isclose(loss[999][2], 1 / 1000)
+    assert out["run"]["id"] == base["id"] and out["run"]["config"]["opt"]["name"] == "adam"
+    runs = {r["runId"]: r for r in out["compare"]["runs"]}
+    assert runs[base["id"]]["count"] == 1010 and math.isclose(runs[base["id"]]["last"], 0.001)
+    assert math.isclose(runs[family["fork"]["id"]]["last"], 0.5 / 801)
+    # Lowest last loss wins: the fork ends at 0.5 / 801 < 0.001.
+    assert out["compare"]["bestRun"]["runId"] == family["fork"]["id"]
