@@ -177,6 +177,9 @@ pub struct ServeArgs {
     /// Ingest requests arriving within this many milliseconds share one commit.
     #[arg(long, env = "FORKLINE_COMMIT_WINDOW_MS", default_value_t = 100)]
     pub commit_window_ms: u64,
+    /// Largest request body accepted, in MiB (larger requests get 413).
+    #[arg(long, env = "FORKLINE_MAX_BODY_MB", default_value_t = 32)]
+    pub max_body_mb: usize,
 }
 
 /// Parses a `--config` value: it must be a JSON object.
@@ -218,6 +221,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             );
             let options = super::http::ServerOptions {
                 commit_window: std::time::Duration::from_millis(args.commit_window_ms.min(10_000)),
+                max_body: args.max_body_mb.max(1) << 20,
             };
             super::http::serve(engine, listener, options).await?;
             Ok(())

@@ -128,9 +128,15 @@ impl Drop for Server {
 
 /// Starts the real binary on 127.0.0.1 with an OS-chosen port and waits until it answers.
 pub fn spawn_server(store: &str) -> Server {
+    spawn_server_with(store, &[])
+}
+
+/// As [`spawn_server`], with extra `serve` flags.
+pub fn spawn_server_with(store: &str, extra: &[&str]) -> Server {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_forkline"))
         .args(["--store", store, "serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .spawn()

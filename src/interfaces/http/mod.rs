@@ -24,20 +24,20 @@ use crate::error::Error;
 use crate::ingest::GroupCommitter;
 use tower_http::catch_panic::CatchPanicLayer;
 
-/// Largest request body accepted (SQL text, an ingest batch).
-pub const MAX_BODY: usize = 32 << 20;
-
 /// Server settings.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
     /// Ingest requests arriving within this window share one commit.
     pub commit_window: Duration,
+    /// Largest request body accepted, in bytes (larger ones get 413).
+    pub max_body: usize,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
         Self {
             commit_window: Duration::from_millis(100),
+            max_body: 32 << 20,
         }
     }
 }
@@ -56,7 +56,8 @@ pub fn router(engine: Arc<Engine>, options: &ServerOptions) -> Router {
         .route("/health", get(health))
         .route("/api/sql", post(sql))
         .merge(pluto::routes())
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(DefaultBodyLimit::max(options.max_body))
+        .layer(axum::middleware::map_response(json_rejections))
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(AppState { engine, committer })
 }
@@ -124,6 +125,24 @@ impl IntoResponse for ApiError {
         }
         (status, axum::Json(json!({ "error": self.0.to_string() }))).into_response()
     }
+}
+
+/// Rejections produced by axum itself (body too large, wrong method, …) carry
+/// plain text; clients of this API always get `{"error": …}`.
+async fn json_rejections(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = match axum::body::to_bytes(response.into_body(), 64 << 10).await {
+        Ok(bytes) if !bytes.is_empty() => String::from_utf8_lossy(&bytes).into_owned(),
+        _ => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    (status, axum::Json(json!({ "error": text }))).into_response()
 }
 
 /// A bug must cost one request a 500, never the connection or the server.

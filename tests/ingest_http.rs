@@ -1,0 +1,242 @@
+//! The SDK's ingest and lifecycle API on the real server: bad input is refused
+//! whole with a clear 4xx, NaN tokens are values, and concurrent requests share commits.
+
+mod common;
+
+use common::{spawn_server_with, temp_store};
+use serde_json::{Value, json};
+
+struct Api {
+    server: common::Server,
+    client: reqwest::Client,
+}
+
+impl Api {
+    async fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.server.base))
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}")),
+        )
+    }
+
+    async fn create(&self, body: Value) -> (u16, Value) {
+        self.post(
+            "/api/runs/create",
+            &[("content-type", "application/json")],
+            body.to_string(),
+        )
+        .await
+    }
+
+    async fn ingest(&self, run: &str, project: &str, ndjson: &str) -> (u16, Value) {
+        let headers = [
+            ("x-run-id", run),
+            ("x-project-name", project),
+            ("content-type", "application/x-ndjson"),
+        ];
+        self.post("/ingest/metrics", &headers, ndjson.to_string())
+            .await
+    }
+
+    async fn count(&self, run: &str) -> i64 {
+        let (_, rows) = self
+            .post(
+                "/api/sql",
+                &[("content-type", "application/json")],
+                json!({"sql": format!("SELECT count(*) AS n FROM metrics WHERE run_id = {run}")})
+                    .to_string(),
+            )
+            .await;
+        rows[0]["n"].as_i64().unwrap()
+    }
+}
+
+fn api(store: &str, extra: &[&str]) -> Api {
+    Api {
+        server: spawn_server_with(store, extra),
+        client: reqwest::Client::new(),
+    }
+}
+
+fn expect_error(reply: (u16, Value), status: u16, needle: &str) {
+    assert_eq!(reply.0, status, "{}", reply.1);
+    let msg = reply.1["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error in {}", reply.1));
+    assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
+}
+
+#[tokio::test]
+async fn bad_ingest_is_refused_whole() {
+    let (_dir, store) = temp_store();
+    let api = api(&store, &["--max-body-mb", "1"]);
+    let (status, run) = api
+        .create(json!({"runName": "r", "projectName": "ingest-test"}))
+        .await;
+    assert_eq!(status, 200, "{run}");
+    let id = run["runId"].as_u64().unwrap().to_string();
+    let ok = "{\"time\": 1700000000000, \"step\": 0, \"data\": {\"loss\": 1.0}}\n";
+
+    // Python's NaN / Infinity tokens are values.
+    let (status, _) = api
+        .ingest(&id, "ingest-test", "{\"time\": 1700000000000, \"step\": 1, \"data\": {\"a\": NaN, \"b\": -Infinity, \"c\": Infinity}}\n")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(api.count(&id).await, 3);
+
+    let bad_line = format!("{ok}{{\"time\": 1, \"step\": 2, \"data\": {{\"loss\": 1.0}}\n");
+    expect_error(
+        api.ingest(&id, "ingest-test", &bad_line).await,
+        400,
+        "line 2",
+    );
+    expect_error(
+        api.ingest(
+            &id,
+            "ingest-test",
+            &format!("{ok}{{\"step\": 3, \"data\": {{\"loss\": \"high\"}}}}\n"),
+        )
+        .await,
+        400,
+        "line 2: value of `loss` is not a number",
+    );
+    expect_error(
+        api.ingest(
+            &id,
+            "ingest-test",
+            "{\"step\": -1, \"data\": {\"loss\": 1}}\n",
+        )
+        .await,
+        400,
+        "step must be an integer",
+    );
+    expect_error(
+        api.ingest("9999", "ingest-test", ok).await,
+        404,
+        "unknown run `9999`",
+    );
+    expect_error(
+        api.ingest(&id, "other-project", ok).await,
+        400,
+        "belongs to project `ingest-test`",
+    );
+    expect_error(api.ingest("None", "ingest-test", ok).await, 400, "X-Run-Id");
+    let huge = ok.repeat(40_000);
+    expect_error(api.ingest(&id, "ingest-test", huge.as_str()).await, 413, "");
+    // Nothing of a refused request was committed.
+    assert_eq!(api.count(&id).await, 3);
+
+    // Fork requests need both halves and a step inside the parent's range.
+    expect_error(
+        api.create(json!({"runName": "f", "projectName": "ingest-test", "forkRunId": 1}))
+            .await,
+        400,
+        "both forkRunId and forkStep",
+    );
+    expect_error(
+        api.create(json!({"runName": "f", "projectName": "ingest-test", "forkStep": 1}))
+            .await,
+        400,
+        "both forkRunId and forkStep",
+    );
+    expect_error(
+        api.create(
+            json!({"runName": "f", "projectName": "ingest-test", "forkRunId": 1, "forkStep": 50}),
+        )
+        .await,
+        400,
+        "cannot fork",
+    );
+    expect_error(
+        api.create(
+            json!({"runName": "f", "projectName": "ingest-test", "forkRunId": 1, "forkStep": -5}),
+        )
+        .await,
+        400,
+        "forkStep must be an integer",
+    );
+    let (status, fork) = api
+        .create(json!({"runName": "f", "projectName": "ingest-test", "forkRunId": 1, "forkStep": 1, "inheritConfig": false}))
+        .await;
+    assert_eq!(status, 200, "{fork}");
+    assert_eq!(fork["forkedFromRunId"], 1);
+    expect_error(
+        api.post(
+            "/api/runs/status/update",
+            &[],
+            json!({"runId": 1, "status": "DONE"}).to_string(),
+        )
+        .await,
+        400,
+        "unknown run status",
+    );
+    expect_error(
+        api.post("/api/runs/create", &[], "{not json").await,
+        400,
+        "not valid JSON",
+    );
+    expect_error(
+        api.create(json!({"runName": "r"})).await,
+        400,
+        "projectName is required",
+    );
+}
+
+#[tokio::test]
+async fn concurrent_ingest_shares_commits() {
+    let (dir, store) = temp_store();
+    let api = api(&store, &["--commit-window-ms", "200"]);
+    let (_, run) = api
+        .create(json!({"runName": "r", "projectName": "group"}))
+        .await;
+    let id = run["runId"].as_u64().unwrap().to_string();
+    let log = dir.path().join("warehouse/metrics/_delta_log");
+    let commits = || {
+        std::fs::read_dir(&log)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "json")
+            })
+            .count()
+    };
+    let before = commits();
+    let requests = (0..32).map(|i| {
+        let body = (0..50)
+            .map(|s| {
+                format!(
+                    "{{\"time\": 1700000000000, \"step\": {}, \"data\": {{\"m\": {s}}}}}\n",
+                    i * 50 + s
+                )
+            })
+            .collect::<String>();
+        let api = &api;
+        let id = id.clone();
+        async move { api.ingest(&id, "group", &body).await }
+    });
+    for (status, body) in futures::future::join_all(requests).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    // Every acknowledged point is visible, and 32 requests took far fewer commits.
+    assert_eq!(api.count(&id).await, 32 * 50);
+    let used = commits() - before;
+    assert!(used <= 8, "{used} commits for 32 concurrent requests");
+}
