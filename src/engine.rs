@@ -220,6 +220,13 @@ impl Engine {
         query::read_only_sql(&ctx, sql).await
     }
 
+    /// Every row of a (small) stored table at its latest version, with that version.
+    pub async fn read_table(&self, kind: TableKind) -> Result<(Option<u64>, Vec<RecordBatch>)> {
+        let table = self.store.refresh(kind).await?;
+        let batches = query::session::scan_all(&self.runtime, &table).await?;
+        Ok((table.version(), batches))
+    }
+
     /// Ids of all runs, for callers that iterate the catalog.
     pub async fn run_ids(&self) -> Result<Vec<RunId>> {
         Ok(self.catalog().await?.runs().map(|r| r.id).collect())

@@ -5,6 +5,7 @@
 //! [`query`] answers SQL with lineage table functions, and [`interfaces`]
 //! are the CLI and HTTP front doors over one [`engine::Engine`].
 
+pub mod auth;
 pub mod catalog;
 pub mod demo;
 pub mod engine;

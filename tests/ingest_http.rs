@@ -240,3 +240,78 @@ async fn concurrent_ingest_shares_commits() {
     let used = commits() - before;
     assert!(used <= 8, "{used} commits for 32 concurrent requests");
 }
+
+#[tokio::test]
+async fn api_keys_are_required_once_issued() {
+    let (_dir, store) = temp_store();
+    let (ok, key, err) = common::cli(&store, &["keys", "create", "--project", "secure"]);
+    assert!(ok, "{err}");
+    let key = key.trim().to_string();
+    assert!(key.starts_with("fk_") && key.len() > 20, "{key}");
+    // Only the hash is stored.
+    let (_, dump, _) = common::cli(&store, &["sql", "SELECT 1"]);
+    assert!(!dump.contains(&key));
+    let api = api(&store, &[]);
+    let body = json!({"runName": "r", "projectName": "secure"}).to_string();
+    let json_ct = ("content-type", "application/json");
+
+    let (status, err) = api.post("/api/runs/create", &[json_ct], body.clone()).await;
+    assert_eq!(status, 401);
+    assert_eq!(err["error"], "Unauthorized");
+    assert!(err["message"].as_str().unwrap().contains("Missing API key"));
+    let (status, err) = api
+        .post(
+            "/api/runs/create",
+            &[json_ct, ("authorization", "Bearer fk_wrong")],
+            body.clone(),
+        )
+        .await;
+    assert_eq!(
+        (status, err["message"].as_str().unwrap()),
+        (401, "Invalid API key")
+    );
+    let auth = format!("Bearer {key}");
+    let (status, run) = api
+        .post(
+            "/api/runs/create",
+            &[
+                json_ct,
+                ("authorization", &auth),
+                ("x-project-name", "secure"),
+            ],
+            body,
+        )
+        .await;
+    assert_eq!(status, 200, "{run}");
+    let (status, err) = api
+        .post(
+            "/api/runs/create",
+            &[
+                json_ct,
+                ("authorization", &auth),
+                ("x-project-name", "elsewhere"),
+            ],
+            "{}",
+        )
+        .await;
+    assert_eq!(status, 403, "{err}");
+    // /health stays open for load balancers.
+    let health = api
+        .client
+        .get(format!("{}/health", api.server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[test]
+fn without_keys_the_server_refuses_non_loopback_addresses() {
+    let (_dir, store) = temp_store();
+    let (ok, _, err) = common::cli(&store, &["serve", "--listen", "0.0.0.0:0"]);
+    assert!(!ok);
+    assert!(
+        err.contains("loopback") && err.contains("keys create"),
+        "{err}"
+    );
+}

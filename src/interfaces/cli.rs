@@ -55,6 +55,20 @@ pub enum Command {
     Import(ImportArgs),
     /// Start the HTTP server.
     Serve(ServeArgs),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Issue a key for a project; it is printed once and stored only as a hash.
+    Create {
+        /// Project the key opens.
+        #[arg(long)]
+        project: String,
+    },
 }
 
 /// Arguments of `demo`.
@@ -214,11 +228,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => {
             let engine = Arc::new(engine);
             let listener = tokio::net::TcpListener::bind(&args.listen).await?;
-            println!(
-                "forkline serving {} on http://{}",
-                cli.store,
-                listener.local_addr()?
-            );
             let options = super::http::ServerOptions {
                 commit_window: std::time::Duration::from_millis(args.commit_window_ms.min(10_000)),
                 max_body: args.max_body_mb.max(1) << 20,
@@ -255,6 +264,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Run(cmd) => run_command(&engine, cmd).await,
+        Command::Keys(KeysCommand::Create { project }) => {
+            let key = crate::auth::create_key(&engine, &project).await?;
+            println!("{key}");
+            eprintln!("key for project `{project}` created; it is shown only once");
+            Ok(())
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! The durable layer: Delta tables `runs` and `metrics` under one store URL.
+//! The durable layer: the Delta tables (`runs`, `metrics`, `logs`, `data`, `keys`) under one store URL.
 
 mod location;
 pub mod records;
@@ -27,6 +27,8 @@ pub enum TableKind {
     Logs,
     /// Structured values (string series, histograms, tables); never inherited.
     Data,
+    /// API keys, stored as SHA-256 hashes with the project they open.
+    Keys,
 }
 
 impl TableKind {
@@ -37,15 +39,17 @@ impl TableKind {
             TableKind::Metrics => "metrics",
             TableKind::Logs => "logs",
             TableKind::Data => "data",
+            TableKind::Keys => "keys",
         }
     }
 
     /// Every table of a store.
-    pub const ALL: [TableKind; 4] = [
+    pub const ALL: [TableKind; 5] = [
         TableKind::Runs,
         TableKind::Metrics,
         TableKind::Logs,
         TableKind::Data,
+        TableKind::Keys,
     ];
 }
 
@@ -62,7 +66,8 @@ pub enum CommitOutcome {
 #[derive(Debug)]
 pub struct Store {
     location: StoreLocation,
-    tables: [RwLock<DeltaTable>; 4],
+    /// One entry per [`TableKind`], in the order of [`TableKind::ALL`].
+    tables: Vec<RwLock<DeltaTable>>,
 }
 
 impl Store {
@@ -73,7 +78,6 @@ impl Store {
         for kind in TableKind::ALL {
             tables.push(RwLock::new(open_or_create(&location, kind).await?));
         }
-        let tables = tables.try_into().expect("one table per kind");
         Ok(Self { location, tables })
     }
 

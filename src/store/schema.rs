@@ -69,6 +69,14 @@ static DATA: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+static KEYS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("key_hash", DataType::Utf8, false),
+        Field::new("project", DataType::Utf8, false),
+        Field::new("created_at", timestamp_type(), false),
+    ]))
+});
+
 /// Arrow schema of a stored table.
 pub fn arrow_schema(kind: TableKind) -> SchemaRef {
     match kind {
@@ -76,6 +84,7 @@ pub fn arrow_schema(kind: TableKind) -> SchemaRef {
         TableKind::Metrics => METRICS.clone(),
         TableKind::Logs => LOGS.clone(),
         TableKind::Data => DATA.clone(),
+        TableKind::Keys => KEYS.clone(),
     }
 }
 
@@ -93,7 +102,7 @@ pub fn writer_properties(kind: TableKind) -> WriterProperties {
         ))
         .set_statistics_enabled(EnabledStatistics::Page);
     match kind {
-        TableKind::Runs | TableKind::Logs | TableKind::Data => base.build(),
+        TableKind::Runs | TableKind::Logs | TableKind::Data | TableKind::Keys => base.build(),
         TableKind::Metrics => base
             .set_dictionary_enabled(false)
             .set_column_dictionary_enabled(ColumnPath::from("run_id"), true)

@@ -10,8 +10,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
@@ -19,6 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::format::{Encoder, Format};
+use crate::auth::Keys;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::ingest::GroupCommitter;
@@ -47,32 +49,112 @@ impl Default for ServerOptions {
 pub struct AppState {
     engine: Arc<Engine>,
     committer: GroupCommitter,
+    keys: Arc<Keys>,
 }
 
 /// The application router; spawns the group committer, so call it inside a runtime.
-pub fn router(engine: Arc<Engine>, options: &ServerOptions) -> Router {
+pub async fn router(engine: Arc<Engine>, options: &ServerOptions) -> crate::Result<Router> {
     let committer = GroupCommitter::spawn(engine.clone(), options.commit_window);
-    Router::new()
+    let keys = Arc::new(Keys::load(engine.clone()).await?);
+    let state = AppState {
+        engine,
+        committer,
+        keys,
+    };
+    Ok(Router::new()
         .route("/health", get(health))
         .route("/api/sql", post(sql))
         .merge(pluto::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
         .layer(DefaultBodyLimit::max(options.max_body))
         .layer(axum::middleware::map_response(json_rejections))
         .layer(CatchPanicLayer::custom(panic_response))
-        .with_state(AppState { engine, committer })
+        .with_state(state))
 }
 
 /// Serves the router on `listener` until the process is stopped.
+///
+/// Without any API key the server answers unauthenticated requests, which is
+/// only allowed on a loopback address.
 pub async fn serve(
     engine: Arc<Engine>,
     listener: tokio::net::TcpListener,
     options: ServerOptions,
-) -> std::io::Result<()> {
+) -> crate::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
+    let engine_root = engine.store().location().root.clone();
+    let app = router(engine.clone(), &options).await?;
+    if !Keys::load(engine).await?.any().await? {
+        if !addr.ip().is_loopback() {
+            return Err(Error::invalid(format!(
+                "no API keys exist, so forkline only serves on a loopback address (not {addr}); \
+                 create one with `forkline keys create --project P`"
+            )));
+        }
+        tracing::warn!(%addr, "no API keys exist: accepting unauthenticated requests (loopback only)");
+    }
+    // Tests and scripts read the address from this first line of standard output.
+    println!("forkline serving {} on http://{addr}", engine_root);
     tracing::info!(%addr, commit_window_ms = options.commit_window.as_millis() as u64, "forkline HTTP listening");
-    axum::serve(listener, router(engine, &options))
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
-        .await
+        .await?;
+    Ok(())
+}
+
+fn unauthorized(message: &str) -> Response {
+    let body = json!({ "error": "Unauthorized", "message": message });
+    (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
+}
+
+/// The project a request names, in `X-Project-Name` or a `projectName` query parameter.
+fn named_project(request: &Request) -> Option<String> {
+    let header = request
+        .headers()
+        .get("x-project-name")
+        .and_then(|v| v.to_str().ok());
+    if let Some(p) = header.filter(|p| !p.is_empty()) {
+        return Some(p.to_string());
+    }
+    let query = request.uri().query()?;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "projectName")
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Checks `Authorization: Bearer <key>` once any key exists; a key opens its own project only.
+async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.uri().path() == "/health" {
+        return next.run(request).await;
+    }
+    match state.keys.any().await {
+        Ok(false) => return next.run(request).await,
+        Ok(true) => {}
+        Err(e) => return ApiError(e).into_response(),
+    }
+    let key = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let Some(key) = key else {
+        return unauthorized("Missing API key: send Authorization: Bearer <key>");
+    };
+    match state.keys.check(&key).await {
+        Ok(Some(grant)) => match named_project(&request) {
+            Some(project) if project != grant.project => {
+                let body = json!({ "error": format!("this API key is for project `{}`, not `{project}`", grant.project) });
+                (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
+            }
+            _ => next.run(request).await,
+        },
+        Ok(None) => unauthorized("Invalid API key"),
+        Err(e) => ApiError(e).into_response(),
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM, so in-flight requests finish before exit.
