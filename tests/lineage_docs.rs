@@ -169,3 +169,50 @@ async fn reopening_the_store_shows_the_same_runs_and_points() {
     assert_eq!(rows(&engine, summary).await.unwrap(), before);
     assert_eq!(before[0][0], "3");
 }
+
+#[tokio::test]
+async fn the_last_write_of_a_point_wins_everywhere() {
+    use forkline::ingest::MetricPoint;
+    let engine = Engine::open("memory://").await.unwrap();
+    let docs = product_docs(&engine).await.unwrap();
+    let a = docs.a.display_id.clone();
+    // A re-logs step 5 twice more, in separate commits (e.g. a resumed client).
+    engine
+        .write_points(&a, vec![MetricPoint::new("loss", 5, 50.0)])
+        .await
+        .unwrap();
+    engine
+        .write_points(&a, vec![MetricPoint::new("loss", 5, 500.0)])
+        .await
+        .unwrap();
+    let q = |sql: String| {
+        let engine = &engine;
+        async move { rows(engine, &sql).await.unwrap() }
+    };
+    let id = docs.a.id;
+    assert_eq!(
+        q(format!("SELECT count(*), max(value) FROM metrics WHERE run_id = {id} AND metric = 'loss' AND step = 5")).await,
+        vec![vec!["1".to_string(), "500.0".to_string()]]
+    );
+    assert_eq!(
+        q(format!("SELECT count(*) FROM metric_writes WHERE run_id = {id} AND metric = 'loss' AND step = 5")).await,
+        vec![vec!["3".to_string()]]
+    );
+    // The stitched views of the descendants see the same last write.
+    for run in [docs.b.id, docs.c.id] {
+        assert_eq!(
+            q(format!(
+                "SELECT count(*), max(value) FROM stitched_metrics({run}, 'loss') WHERE step = 5"
+            ))
+            .await,
+            vec![vec!["1".to_string(), "500.0".to_string()]]
+        );
+    }
+    assert_eq!(
+        q(format!(
+            "SELECT count(*) FROM family_metrics({id}, 'loss') WHERE step = 5"
+        ))
+        .await,
+        vec![vec!["3".to_string()]]
+    );
+}

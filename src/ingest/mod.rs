@@ -16,6 +16,22 @@ use crate::error::{Error, Result};
 use crate::store::TableKind;
 use crate::store::schema::{arrow_schema, timestamps};
 
+/// A write sequence number: microseconds since the epoch, strictly increasing
+/// within the process, so a later write of the same point always wins.
+pub fn next_write_seq() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = Utc::now().timestamp_micros();
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
 /// Metrics named with this prefix are system metrics: never inherited by forks.
 pub const SYSTEM_METRIC_PREFIX: &str = "sys/";
 
@@ -92,8 +108,9 @@ impl PointBatch {
     }
 
     /// Sorts by `(run_id, metric, step)`, keeps the last write of a repeated
-    /// key, and encodes the result in the `metrics` table schema.
-    pub fn into_record_batch(self) -> Result<RecordBatch> {
+    /// key, and encodes the result in the `metrics` table schema; `seq` orders
+    /// this write against earlier ones of the same keys (last write wins).
+    pub fn into_record_batch(self, seq: i64) -> Result<RecordBatch> {
         let mut rows: Vec<(usize, (RunId, MetricPoint))> =
             self.rows.into_iter().enumerate().collect();
         rows.sort_by(|(ia, (ra, a)), (ib, (rb, b))| {
@@ -124,6 +141,7 @@ impl PointBatch {
             Arc::new(timestamps(
                 kept.iter().map(|(_, p)| p.time_us.unwrap_or(now)).collect(),
             )),
+            Arc::new(Int64Array::from(vec![seq; kept.len()])),
         ];
         Ok(RecordBatch::try_new(
             arrow_schema(TableKind::Metrics),
@@ -164,7 +182,7 @@ mod tests {
         .unwrap();
         b.extend(1, [MetricPoint::new("z", 0, 3.0)]).unwrap();
         b.extend(2, [MetricPoint::new("a", 2, 4.0)]).unwrap();
-        let batch = b.into_record_batch().unwrap();
+        let batch = b.into_record_batch(1).unwrap();
         let runs: Vec<i64> = batch
             .column(0)
             .as_primitive::<Int64Type>()

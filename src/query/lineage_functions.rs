@@ -15,6 +15,7 @@ use datafusion::catalog::{
 use datafusion::common::{Column, ScalarValue, plan_err};
 use datafusion::datasource::provider_as_source;
 use datafusion::error::Result as DFResult;
+use datafusion::functions_aggregate::expr_fn::last_value;
 use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::{SessionContext, col, lit};
 
@@ -293,6 +294,22 @@ impl TableFunctionImpl for FamilyMetrics {
     }
 }
 
+/// The latest write of every `(run_id, metric, step)` of the raw metrics
+/// table, as `run_id, metric, step, value, time` under the qualifier `alias`.
+/// Filters on the key columns are pushed below the aggregate into the scan.
+pub fn latest_points(writes: &Arc<dyn TableProvider>, alias: &str) -> DFResult<LogicalPlanBuilder> {
+    let newest_first = || vec![col("seq").sort(true, false)];
+    LogicalPlanBuilder::scan("writes", provider_as_source(writes.clone()), None)?
+        .aggregate(
+            vec![col("run_id"), col("metric"), col("step")],
+            vec![
+                last_value(col("value"), newest_first()).alias("value"),
+                last_value(col("time"), newest_first()).alias("time"),
+            ],
+        )?
+        .alias(alias)
+}
+
 /// System metrics (`sys/…`) describe the host a run ran on: never inherited.
 fn not_system_metric(metric: Expr) -> Expr {
     metric.not_like(lit(format!("{SYSTEM_METRIC_PREFIX}%")))
@@ -318,7 +335,6 @@ pub fn stitched_plan(
     segments: &[Segment],
     metric: Option<&MetricFilter>,
 ) -> DFResult<LogicalPlan> {
-    let source = provider_as_source(metrics.clone());
     let mut branches = Vec::with_capacity(segments.len());
     for seg in segments {
         let mut predicate = col("run_id")
@@ -333,7 +349,7 @@ pub fn stitched_plan(
         if seg.owner != viewer {
             predicate = predicate.and(not_system_metric(col("metric")));
         }
-        let branch = LogicalPlanBuilder::scan("metrics", source.clone(), None)?
+        let branch = latest_points(metrics, "metrics")?
             .filter(predicate)?
             .project(stitched_projection(
                 lit(viewer as i64),
@@ -374,9 +390,7 @@ fn family_plan(
     if let Some(m) = metric {
         predicate = predicate.and(m.expr(col("metric")));
     }
-    let points = LogicalPlanBuilder::scan("m", provider_as_source(metrics.clone()), None)?
-        .filter(predicate)?
-        .build()?;
+    let points = latest_points(metrics, "m")?.filter(predicate)?.build()?;
     let rows: Vec<Vec<Expr>> = views
         .iter()
         .map(|(viewer, s)| {

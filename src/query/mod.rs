@@ -37,7 +37,7 @@ pub async fn read_only_sql(ctx: &SessionContext, sql: &str) -> Result<DataFrame>
 /// Highest step of a stitched view over all metrics (`None` if it has no points).
 pub async fn stitched_max_step(engine: &Engine, segments: &[Segment]) -> Result<Option<u64>> {
     let ctx = engine.session().await?;
-    let metrics = ctx.table_provider("metrics").await?;
+    let metrics = ctx.table_provider(session::METRIC_WRITES).await?;
     let viewer = segments.last().map_or(0, |s| s.owner);
     let plan = lineage_functions::stitched_plan(&metrics, viewer, segments, None)?;
     let df = DataFrame::new(

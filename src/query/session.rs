@@ -5,6 +5,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::MemTable;
+use datafusion::catalog::view::ViewTable;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -16,6 +17,9 @@ use crate::engine::EngineOptions;
 use crate::error::Result;
 use crate::store::schema::{timestamp_type, timestamps};
 use crate::store::{Store, TableKind};
+
+/// Name of the SQL table holding every metric write, superseded ones included.
+pub const METRIC_WRITES: &str = "metric_writes";
 
 /// The runtime shared by every session of an engine, so the memory limit is global.
 pub fn runtime(options: &EngineOptions) -> Result<Arc<RuntimeEnv>> {
@@ -44,19 +48,24 @@ pub async fn build(
     store: &Store,
 ) -> Result<SessionContext> {
     let ctx = SessionContext::new_with_config_rt(config(options), runtime.clone());
-    let mut metrics_provider = None;
+    let mut writes = None;
     for kind in [TableKind::Metrics, TableKind::Logs, TableKind::Data] {
         let table = store.refresh(kind).await?;
         table.update_datafusion_session(&ctx.state())?;
         let provider = table.table_provider().await?;
-        ctx.register_table(kind.dir(), provider.clone())?;
         if kind == TableKind::Metrics {
-            metrics_provider = Some(provider);
+            writes = Some(provider);
+        } else {
+            ctx.register_table(kind.dir(), provider)?;
         }
     }
-    let metrics_provider = metrics_provider.expect("metrics is registered above");
+    let writes = writes.expect("the metrics table is loaded above");
+    // `metric_writes` is every write; `metrics` the latest write of each point.
+    ctx.register_table(METRIC_WRITES, writes.clone())?;
+    let latest = lineage_functions::latest_points(&writes, "metrics")?.build()?;
+    ctx.register_table("metrics", Arc::new(ViewTable::new(latest, None)))?;
     ctx.register_table("runs", Arc::new(runs_table(&snapshot)?))?;
-    lineage_functions::register(&ctx, snapshot, metrics_provider);
+    lineage_functions::register(&ctx, snapshot, writes);
     Ok(ctx)
 }
 

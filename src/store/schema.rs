@@ -22,6 +22,9 @@ static METRICS: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("step", DataType::Int64, false),
         Field::new("value", DataType::Float64, false),
         Field::new("time", timestamp_type(), false),
+        // Write order of the point; of several writes of one (run_id, metric, step)
+        // queries show the one with the highest seq.
+        Field::new("seq", DataType::Int64, false),
     ]))
 });
 
@@ -109,6 +112,7 @@ pub fn writer_properties(kind: TableKind) -> WriterProperties {
             .set_column_dictionary_enabled(ColumnPath::from("metric"), true)
             .set_column_encoding(ColumnPath::from("step"), Encoding::DELTA_BINARY_PACKED)
             .set_column_encoding(ColumnPath::from("time"), Encoding::DELTA_BINARY_PACKED)
+            .set_column_encoding(ColumnPath::from("seq"), Encoding::DELTA_BINARY_PACKED)
             .set_column_encoding(ColumnPath::from("value"), Encoding::BYTE_STREAM_SPLIT)
             .set_data_page_row_count_limit(8192)
             .set_sorting_columns(Some(
