@@ -220,6 +220,11 @@ impl Engine {
         query::read_only_sql(&ctx, sql).await
     }
 
+    /// Runs a read-only query and collects its result.
+    pub async fn collect(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        Ok(self.sql(sql).await?.collect().await?)
+    }
+
     /// Every row of a (small) stored table at its latest version, with that version.
     pub async fn read_table(&self, kind: TableKind) -> Result<(Option<u64>, Vec<RecordBatch>)> {
         let table = self.store.refresh(kind).await?;

@@ -79,8 +79,7 @@ pub async fn product_docs(engine: &Engine) -> Result<ProductDocs> {
 
 /// Runs `sql` and returns all rows rendered as strings (NULL for nulls).
 pub async fn rows(engine: &Engine, sql: &str) -> Result<Vec<Vec<String>>> {
-    let batches = engine.sql(sql).await?.collect().await?;
-    Ok(render(&batches))
+    Ok(render(&engine.collect(sql).await?))
 }
 
 /// Renders batches as rows of strings.

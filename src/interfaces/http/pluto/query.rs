@@ -252,7 +252,7 @@ async fn metric_names(
         ));
     }
     sql.push_str(&format!(" ORDER BY metric LIMIT {limit}"));
-    let batches = engine.sql(&sql).await?.collect().await?;
+    let batches = engine.collect(&sql).await?;
     let mut names = Vec::new();
     for b in &batches {
         let col = strings(b.column(0))?;
@@ -403,13 +403,7 @@ pub(super) async fn metrics(
         sql.push_str(&format!(" AND step <= {max}"));
     }
     sql.push_str(" ORDER BY metric, step");
-    let batches = state
-        .engine
-        .sql(&sql)
-        .await?
-        .collect()
-        .await
-        .map_err(Error::from)?;
+    let batches = state.engine.collect(&sql).await?;
     let mut by_metric: BTreeMap<String, Vec<Point>> = BTreeMap::new();
     for point in points(&batches)? {
         by_metric
@@ -454,7 +448,7 @@ async fn stats(engine: &Engine, runs: &[RunId], metric: Option<&str>) -> Result<
          FROM metrics WHERE run_id IN ({}){filter} AND NOT isnan(value) GROUP BY run_id, metric ORDER BY run_id, metric",
         ids.join(",")
     );
-    let batches = engine.sql(&sql).await?.collect().await?;
+    let batches = engine.collect(&sql).await?;
     let mut out = Vec::new();
     for b in &batches {
         let f = |i: usize, row: usize| {
@@ -488,6 +482,19 @@ pub(super) async fn statistics(State(state): State<AppState>, Query(p): Query<Pa
     ))
 }
 
+/// Orders statistics rows by the number under `key`, best first.
+fn rank_order(a: &Value, b: &Value, key: &str, ascending: bool) -> std::cmp::Ordering {
+    let (x, y) = (
+        a[key].as_f64().unwrap_or(0.0),
+        b[key].as_f64().unwrap_or(0.0),
+    );
+    if ascending {
+        x.total_cmp(&y)
+    } else {
+        y.total_cmp(&x)
+    }
+}
+
 fn ascending(direction: Option<&str>) -> Result<bool> {
     match direction.map(str::to_ascii_uppercase).as_deref() {
         None | Some("ASC") => Ok(true),
@@ -517,17 +524,7 @@ pub(super) async fn compare(State(state): State<AppState>, Query(p): Query<Param
     let best = runs
         .iter()
         .filter(|r| r["last"].is_number())
-        .min_by(|a, b| {
-            let (x, y) = (
-                a["last"].as_f64().unwrap_or(0.0),
-                b["last"].as_f64().unwrap_or(0.0),
-            );
-            if asc {
-                x.total_cmp(&y)
-            } else {
-                y.total_cmp(&x)
-            }
-        })
+        .min_by(|a, b| rank_order(a, b, "last", asc))
         .cloned();
     Ok(Json(
         json!({ "logName": metric, "runs": runs, "bestRun": best }),
@@ -572,17 +569,7 @@ pub(super) async fn leaderboard(State(state): State<AppState>, Query(p): Query<P
         stats(&state.engine, &ids, Some(metric)).await?
     };
     rows.retain(|r| r[key].is_number());
-    rows.sort_by(|a, b| {
-        let (x, y) = (
-            a[key].as_f64().unwrap_or(0.0),
-            b[key].as_f64().unwrap_or(0.0),
-        );
-        if asc {
-            x.total_cmp(&y)
-        } else {
-            y.total_cmp(&x)
-        }
-    });
+    rows.sort_by(|a, b| rank_order(a, b, key, asc));
     let offset = p.offset.unwrap_or(0);
     let limit = p.limit.unwrap_or(50).min(100);
     let ranked: Vec<Value> = rows
@@ -618,13 +605,7 @@ pub(super) async fn logs(State(state): State<AppState>, Query(p): Query<Params>)
         " ORDER BY time, line_number LIMIT {limit} OFFSET {}",
         p.offset.unwrap_or(0)
     ));
-    let batches = state
-        .engine
-        .sql(&sql)
-        .await?
-        .collect()
-        .await
-        .map_err(Error::from)?;
+    let batches = state.engine.collect(&sql).await?;
     let mut logs = Vec::new();
     for b in &batches {
         let message = strings(b.column(0))?;
