@@ -327,3 +327,46 @@ fn without_keys_the_server_refuses_non_loopback_addresses() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn upload_urls_are_signed() {
+    let (_dir, store) = temp_store();
+    let api = api(&store, &[]);
+    let (_, run) = api
+        .create(json!({"runName": "r", "projectName": "files"}))
+        .await;
+    let id = run["runId"].as_u64().unwrap().to_string();
+    let spec = json!({"files": [{"fileName": "a.txt", "fileSize": 3, "fileType": "txt", "time": 1, "logName": "doc", "step": 1}]});
+    let (status, urls) = api
+        .post(
+            "/files",
+            &[("x-run-id", &id), ("content-type", "application/json")],
+            spec.to_string(),
+        )
+        .await;
+    assert_eq!(status, 200, "{urls}");
+    let url = urls["doc"][0]["a.txt"].as_str().unwrap().to_string();
+    let put = |url: String| {
+        let client = api.client.clone();
+        async move {
+            client
+                .put(url)
+                .body("abc")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(put(url.replace("logName=doc", "logName=other")).await, 400);
+    assert_eq!(put(format!("{}0", url)).await, 400);
+    assert_eq!(put(url.clone()).await, 200);
+    let bad = json!({"files": [{"fileName": "../escape", "logName": "doc"}]});
+    expect_error(
+        api.post("/files", &[("x-run-id", &id)], bad.to_string())
+            .await,
+        400,
+        "bad file name",
+    );
+}

@@ -49,7 +49,12 @@ pub async fn build(
 ) -> Result<SessionContext> {
     let ctx = SessionContext::new_with_config_rt(config(options), runtime.clone());
     let mut writes = None;
-    for kind in [TableKind::Metrics, TableKind::Logs, TableKind::Data] {
+    for kind in [
+        TableKind::Metrics,
+        TableKind::Logs,
+        TableKind::Data,
+        TableKind::Files,
+    ] {
         let table = store.refresh(kind).await?;
         table.update_datafusion_session(&ctx.state())?;
         let provider = table.table_provider().await?;

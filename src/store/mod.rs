@@ -29,6 +29,8 @@ pub enum TableKind {
     Data,
     /// API keys, stored as SHA-256 hashes with the project they open.
     Keys,
+    /// Uploaded files of runs (bytes under `files/`); never inherited.
+    Files,
 }
 
 impl TableKind {
@@ -40,16 +42,18 @@ impl TableKind {
             TableKind::Logs => "logs",
             TableKind::Data => "data",
             TableKind::Keys => "keys",
+            TableKind::Files => "files",
         }
     }
 
     /// Every table of a store.
-    pub const ALL: [TableKind; 5] = [
+    pub const ALL: [TableKind; 6] = [
         TableKind::Runs,
         TableKind::Metrics,
         TableKind::Logs,
         TableKind::Data,
         TableKind::Keys,
+        TableKind::Files,
     ];
 }
 

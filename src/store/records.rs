@@ -115,3 +115,63 @@ impl DataRecord {
         )?)
     }
 }
+
+/// One uploaded file of a run.
+#[derive(Debug, Clone)]
+pub struct FileRecord {
+    /// Run that logged it.
+    pub run_id: RunId,
+    /// The key it was logged under.
+    pub log_name: String,
+    /// File name, unique within the run.
+    pub file_name: String,
+    /// Extension or kind (`png`, `mask`, …).
+    pub file_type: String,
+    /// Size in bytes.
+    pub file_size: i64,
+    /// Step of the log call, if any.
+    pub step: Option<u64>,
+    /// Log time (µs since the epoch); `None` means now.
+    pub time_us: Option<i64>,
+    /// Caption given by the user.
+    pub caption: Option<String>,
+    /// Object path of the bytes under the store.
+    pub path: String,
+}
+
+impl FileRecord {
+    /// Encodes records in the `files` table schema.
+    pub fn batch(records: &[FileRecord]) -> Result<RecordBatch> {
+        let now = now_us();
+        let strs = |f: &dyn Fn(&FileRecord) -> Option<&str>| -> ArrayRef {
+            Arc::new(records.iter().map(f).collect::<StringArray>())
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(
+                records
+                    .iter()
+                    .map(|r| r.run_id as i64)
+                    .collect::<Int64Array>(),
+            ),
+            strs(&|r| Some(&r.log_name)),
+            strs(&|r| Some(&r.file_name)),
+            strs(&|r| Some(&r.file_type)),
+            Arc::new(records.iter().map(|r| r.file_size).collect::<Int64Array>()),
+            Arc::new(
+                records
+                    .iter()
+                    .map(|r| r.step.map(|s| s as i64))
+                    .collect::<Int64Array>(),
+            ),
+            Arc::new(timestamps(
+                records.iter().map(|r| r.time_us.unwrap_or(now)).collect(),
+            )),
+            strs(&|r| r.caption.as_deref()),
+            strs(&|r| Some(&r.path)),
+        ];
+        Ok(RecordBatch::try_new(
+            arrow_schema(TableKind::Files),
+            columns,
+        )?)
+    }
+}

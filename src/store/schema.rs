@@ -80,6 +80,20 @@ static KEYS: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+static FILES: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("run_id", DataType::Int64, false),
+        Field::new("log_name", DataType::Utf8, false),
+        Field::new("file_name", DataType::Utf8, false),
+        Field::new("file_type", DataType::Utf8, false),
+        Field::new("file_size", DataType::Int64, false),
+        Field::new("step", DataType::Int64, true),
+        Field::new("time", timestamp_type(), false),
+        Field::new("caption", DataType::Utf8, true),
+        Field::new("path", DataType::Utf8, false),
+    ]))
+});
+
 /// Arrow schema of a stored table.
 pub fn arrow_schema(kind: TableKind) -> SchemaRef {
     match kind {
@@ -88,6 +102,7 @@ pub fn arrow_schema(kind: TableKind) -> SchemaRef {
         TableKind::Logs => LOGS.clone(),
         TableKind::Data => DATA.clone(),
         TableKind::Keys => KEYS.clone(),
+        TableKind::Files => FILES.clone(),
     }
 }
 
@@ -105,7 +120,11 @@ pub fn writer_properties(kind: TableKind) -> WriterProperties {
         ))
         .set_statistics_enabled(EnabledStatistics::Page);
     match kind {
-        TableKind::Runs | TableKind::Logs | TableKind::Data | TableKind::Keys => base.build(),
+        TableKind::Runs
+        | TableKind::Logs
+        | TableKind::Data
+        | TableKind::Keys
+        | TableKind::Files => base.build(),
         TableKind::Metrics => base
             .set_dictionary_enabled(false)
             .set_column_dictionary_enabled(ColumnPath::from("run_id"), true)

@@ -158,3 +158,35 @@ def test_query_client_reads_back_what_was_logged(server, family):
     assert math.isclose(runs[family["fork"]["id"]]["last"], 0.5 / 801)
     # Lowest last loss wins: the fork ends at 0.5 / 801 < 0.001.
     assert out["compare"]["bestRun"]["runId"] == family["fork"]["id"]
+
+
+def test_files_upload_and_download(server, family):
+    out, _ = server.sdk(
+        f"""
+        import os, tempfile
+        run = pluto.init(project={PROJECT!r}, name="with-files")
+        run.log({{"notes": pluto.Text("hello from forkline", caption="greeting")}}, step=3)
+        run.finish()
+        import pluto.query as q
+        files = q.get_files({PROJECT!r}, run.id)
+        out["files"] = [{{k: f[k] for k in ("fileName", "fileType", "logName", "step", "fileSize")}} for f in files]
+        dest = tempfile.mkdtemp()
+        path = q.download_file({PROJECT!r}, run.id, files[0]["fileName"], destination=dest)
+        out["content"] = open(path).read()
+        # query.upload_file takes the same presigned route.
+        src = os.path.join(dest, "extra.txt")
+        open(src, "w").write("uploaded directly")
+        q.upload_file({PROJECT!r}, run.id, "extra", src, step=4)
+        out["after"] = sorted(f["logName"] for f in q.get_files({PROJECT!r}, run.id))
+        out["id"] = run.id
+        """,
+        family["tmp"],
+    )
+    (f,) = out["files"]
+    assert f["logName"] == "notes" and f["step"] == 3 and f["fileType"] == "txt"
+    assert out["content"] == "hello from forkline"
+    assert f["fileSize"] == len("hello from forkline")
+    assert out["after"] == ["extra", "notes"]
+    # Both files are recorded for this run only.
+    (row,) = server.sql(f"SELECT count(*) AS n FROM files WHERE run_id = {out['id']}")
+    assert row["n"] == 2

@@ -50,16 +50,19 @@ pub struct AppState {
     engine: Arc<Engine>,
     committer: GroupCommitter,
     keys: Arc<Keys>,
+    signer: Arc<pluto::Signer>,
 }
 
 /// The application router; spawns the group committer, so call it inside a runtime.
 pub async fn router(engine: Arc<Engine>, options: &ServerOptions) -> crate::Result<Router> {
     let committer = GroupCommitter::spawn(engine.clone(), options.commit_window);
     let keys = Arc::new(Keys::load(engine.clone()).await?);
+    let signer = Arc::new(pluto::Signer::random());
     let state = AppState {
         engine,
         committer,
         keys,
+        signer,
     };
     Ok(Router::new()
         .route("/health", get(health))
@@ -127,7 +130,8 @@ fn named_project(request: &Request) -> Option<String> {
 
 /// Checks `Authorization: Bearer <key>` once any key exists; a key opens its own project only.
 async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if request.uri().path() == "/health" {
+    let path = request.uri().path();
+    if path == "/health" || pluto::is_signed_path(path) {
         return next.run(request).await;
     }
     match state.keys.any().await {

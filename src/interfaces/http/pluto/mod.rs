@@ -1,6 +1,7 @@
 //! The HTTP API that the `pluto-ml` Python SDK speaks (see docs/pluto-wire-protocol.md),
 //! so the unchanged SDK logs runs to forkline.
 
+mod files;
 mod filters;
 mod ingest;
 mod query;
@@ -8,7 +9,9 @@ mod runs;
 
 use axum::Router;
 use axum::http::HeaderMap;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
+
+pub use files::Signer;
 
 use super::AppState;
 use crate::catalog::{CatalogSnapshot, Run, RunId};
@@ -41,6 +44,15 @@ pub fn routes() -> Router<AppState> {
         .route("/api/runs/compare", get(query::compare))
         .route("/api/runs/leaderboard", get(query::leaderboard))
         .route("/api/runs/logs", get(query::logs))
+        .route("/api/runs/files", get(query::files))
+        .route("/files", post(files::presign))
+        .route("/files/upload/{run}/{file}", put(files::upload))
+        .route("/files/download/{run}/{file}", get(files::download))
+}
+
+/// Paths that carry their own signature instead of an API key (the SDK sends none there).
+pub fn is_signed_path(path: &str) -> bool {
+    path.starts_with("/files/upload/") || path.starts_with("/files/download/")
 }
 
 /// The run an ingest request is for: the SDK names it only in `X-Run-Id`,

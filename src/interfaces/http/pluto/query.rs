@@ -589,6 +589,49 @@ pub(super) async fn leaderboard(State(state): State<AppState>, Query(p): Query<P
     Ok(Json(json!({ "leaderboard": ranked, "logName": metric })))
 }
 
+/// `GET /api/runs/files`: a run's uploaded files with signed download URLs;
+/// `logName` matches either the key or the file name.
+pub(super) async fn files(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Query(p): Query<Params>,
+) -> Reply {
+    let snapshot = state.engine.catalog().await?;
+    let run = p.run(&snapshot)?;
+    let mut sql = format!(
+        "SELECT file_name, file_type, file_size, log_name, step, time FROM files WHERE run_id = {}",
+        run.id
+    );
+    if let Some(name) = p.log_name.as_deref().filter(|n| !n.is_empty()) {
+        sql.push_str(&format!(
+            " AND (log_name = {0} OR file_name = {0})",
+            lit(name)
+        ));
+    }
+    sql.push_str(" ORDER BY time, file_name");
+    let batches = state.engine.collect(&sql).await?;
+    let mut files = Vec::new();
+    for b in &batches {
+        let (name, kind, log) = (
+            strings(b.column(0))?,
+            strings(b.column(1))?,
+            strings(b.column(3))?,
+        );
+        let size = b.column(2).as_primitive::<Int64Type>();
+        let step = b.column(4).as_primitive::<Int64Type>();
+        let time = micros(b.column(5))?;
+        for i in 0..b.num_rows() {
+            let t = chrono::DateTime::from_timestamp_micros(time.value(i)).unwrap_or_default();
+            files.push(json!({
+                "fileName": name.value(i), "fileType": kind.value(i), "fileSize": size.value(i),
+                "logName": log.value(i), "step": if step.is_null(i) { Value::Null } else { json!(step.value(i)) },
+                "time": iso(&t), "downloadUrl": super::files::download_url(&state, &headers, run.id, name.value(i)),
+            }));
+        }
+    }
+    Ok(Json(json!({ "files": files })))
+}
+
 /// `GET /api/runs/logs`: a run's console lines (never inherited).
 pub(super) async fn logs(State(state): State<AppState>, Query(p): Query<Params>) -> Reply {
     let snapshot = state.engine.catalog().await?;

@@ -1,0 +1,278 @@
+//! File uploads in the SDK's presigned-URL flow, served by forkline itself:
+//! `POST /files` hands out signed upload URLs, `PUT` stores the bytes under the
+//! store URL and records the file, and downloads use signed URLs too (the SDK
+//! sends no API key with either).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use object_store::ObjectStoreExt;
+use object_store::path::Path as StorePath;
+use ring::hmac;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{header_run, json_body};
+use crate::catalog::RunId;
+use crate::error::{Error, Result};
+use crate::interfaces::http::{ApiError, AppState};
+use crate::store::TableKind;
+use crate::store::records::FileRecord;
+
+type Reply = std::result::Result<Json<Value>, ApiError>;
+
+/// How long a signed upload or download URL stays valid.
+const URL_LIFETIME_S: u64 = 3600;
+/// Largest file accepted.
+const MAX_FILE: u64 = 1 << 30;
+
+/// Signs URLs with a key known only to this process.
+pub struct Signer(hmac::Key);
+
+impl Signer {
+    /// A signer with a fresh random key.
+    pub fn random() -> Self {
+        let mut key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+        Self(hmac::Key::new(hmac::HMAC_SHA256, &key))
+    }
+
+    fn sign(&self, method: &str, path: &str, query: &str) -> String {
+        hex::encode(hmac::sign(
+            &self.0,
+            format!("{method}\n{path}\n{query}").as_bytes(),
+        ))
+    }
+
+    /// `path?query&expires=…&sig=…`, valid for [`URL_LIFETIME_S`].
+    fn url(&self, method: &str, path: &str, params: &[(&str, String)]) -> String {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in params {
+            query.append_pair(k, v);
+        }
+        query.append_pair("expires", &(now_s() + URL_LIFETIME_S).to_string());
+        let query = query.finish();
+        let sig = self.sign(method, path, &query);
+        format!("{path}?{query}&sig={sig}")
+    }
+
+    /// Checks the signature and expiry of a signed request.
+    fn verify(&self, method: &str, path: &str, raw_query: Option<&str>) -> Result<()> {
+        let denied = || Error::invalid("invalid or expired file URL signature");
+        let raw = raw_query.ok_or_else(denied)?;
+        let (query, sig) = raw.rsplit_once("&sig=").ok_or_else(denied)?;
+        let sig = hex::decode(sig).map_err(|_| denied())?;
+        hmac::verify(
+            &self.0,
+            format!("{method}\n{path}\n{query}").as_bytes(),
+            &sig,
+        )
+        .map_err(|_| denied())?;
+        let expires = url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "expires")
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+            .ok_or_else(denied)?;
+        if expires < now_s() {
+            return Err(denied());
+        }
+        Ok(())
+    }
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn check_file_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0']);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!("bad file name `{name}`")))
+    }
+}
+
+fn base_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    format!("http://{host}")
+}
+
+fn object_path(state: &AppState, run: RunId, file_name: &str) -> Result<StorePath> {
+    let root = StorePath::from_url_path(state.engine.store().location().root.path())
+        .map_err(|e| Error::invalid(format!("bad store path: {e}")))?;
+    Ok(root
+        .join("files")
+        .join(run.to_string().as_str())
+        .join(file_name))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct FileSpec {
+    file_name: String,
+    file_size: Option<i64>,
+    file_type: Option<String>,
+    time: Option<f64>,
+    log_name: String,
+    step: Option<i64>,
+    caption: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct PresignBody {
+    files: Vec<FileSpec>,
+}
+
+/// `POST /files`: one signed upload URL per requested file, grouped by `logName`.
+pub(super) async fn presign(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let run = header_run(&headers, &*state.engine.catalog().await?)?;
+    let body: PresignBody = json_body(&body)?;
+    let base = base_url(&headers);
+    let mut grouped: Map<String, Value> = Map::new();
+    for f in body.files {
+        check_file_name(&f.file_name)?;
+        if f.file_size.is_some_and(|s| s < 0 || s as u64 > MAX_FILE) {
+            return Err(Error::invalid(format!("file `{}` has a bad size", f.file_name)).into());
+        }
+        let mut params = vec![("logName", f.log_name.clone())];
+        if let Some(step) = f.step {
+            params.push(("step", step.max(0).to_string()));
+        }
+        params.push(("fileType", f.file_type.clone().unwrap_or_default()));
+        params.push(("timeMs", f.time.map_or(0, |t| t as i64).to_string()));
+        if let Some(caption) = &f.caption {
+            params.push(("caption", caption.clone()));
+        }
+        let path = format!("/files/upload/{run}/{}", f.file_name);
+        let url = format!("{base}{}", state.signer.url("PUT", &path, &params));
+        let entry = grouped.entry(f.log_name).or_insert_with(|| json!([]));
+        if let Value::Array(list) = entry {
+            list.push(json!({ f.file_name: url }));
+        }
+    }
+    Ok(Json(Value::Object(grouped)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct UploadParams {
+    log_name: String,
+    step: Option<u64>,
+    file_type: Option<String>,
+    time_ms: Option<i64>,
+    caption: Option<String>,
+}
+
+/// `PUT /files/upload/{run}/{file}`: stores the bytes, then records the file.
+pub(super) async fn upload(
+    State(state): State<AppState>,
+    Path((run, file_name)): Path<(RunId, String)>,
+    RawQuery(raw): RawQuery,
+    Query(params): Query<UploadParams>,
+    body: Bytes,
+) -> Reply {
+    check_file_name(&file_name)?;
+    state.signer.verify(
+        "PUT",
+        &format!("/files/upload/{run}/{file_name}"),
+        raw.as_deref(),
+    )?;
+    state.engine.catalog().await?.require(run)?;
+    let path = object_path(&state, run, &file_name)?;
+    let size = body.len() as i64;
+    state
+        .engine
+        .store()
+        .location()
+        .object_store
+        .put(&path, body.into())
+        .await
+        .map_err(Error::from)?;
+    let record = FileRecord {
+        run_id: run,
+        log_name: params.log_name,
+        file_name: file_name.clone(),
+        file_type: params.file_type.unwrap_or_default(),
+        file_size: size,
+        step: params.step,
+        time_us: params.time_ms.filter(|t| *t > 0).map(|t| t * 1000),
+        caption: params.caption,
+        path: path.to_string(),
+    };
+    state
+        .engine
+        .store()
+        .append(TableKind::Files, vec![FileRecord::batch(&[record])?])
+        .await?;
+    Ok(Json(json!({ "fileName": file_name, "fileSize": size })))
+}
+
+/// `GET /files/download/{run}/{file}`: the bytes of an uploaded file, for a signed URL.
+pub(super) async fn download(
+    State(state): State<AppState>,
+    Path((run, file_name)): Path<(RunId, String)>,
+    RawQuery(raw): RawQuery,
+) -> std::result::Result<Response, ApiError> {
+    check_file_name(&file_name)?;
+    state.signer.verify(
+        "GET",
+        &format!("/files/download/{run}/{file_name}"),
+        raw.as_deref(),
+    )?;
+    let path = object_path(&state, run, &file_name)?;
+    let bytes = match state
+        .engine
+        .store()
+        .location()
+        .object_store
+        .get(&path)
+        .await
+    {
+        Ok(found) => found.bytes().await.map_err(Error::from)?,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(Error::NotFound(format!(
+                "file `{file_name}` of run {run} was never uploaded"
+            ))
+            .into());
+        }
+        Err(e) => return Err(Error::from(e).into()),
+    };
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Body::from(bytes),
+    )
+        .into_response())
+}
+
+/// A signed download URL for `file_name` of `run`.
+pub(super) fn download_url(
+    state: &AppState,
+    headers: &HeaderMap,
+    run: RunId,
+    file_name: &str,
+) -> String {
+    let path = format!("/files/download/{run}/{file_name}");
+    format!(
+        "{}{}",
+        base_url(headers),
+        state.signer.url("GET", &path, &[])
+    )
+}
