@@ -8,7 +8,7 @@ use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::{DataFrame, SessionContext};
 
 use crate::catalog::{
-    self, CatalogSnapshot, ForkRequest, NewRun, Run, RunId, RunUpdate, run::runs_from_batch,
+    self, CatalogSnapshot, ForkRequest, NewRun, Run, RunUpdate, run::runs_from_batch,
     run::runs_to_batch,
 };
 use crate::error::{Error, Result};
@@ -230,10 +230,5 @@ impl Engine {
         let table = self.store.refresh(kind).await?;
         let batches = query::session::scan_all(&self.runtime, &table).await?;
         Ok((table.version(), batches))
-    }
-
-    /// Ids of all runs, for callers that iterate the catalog.
-    pub async fn run_ids(&self) -> Result<Vec<RunId>> {
-        Ok(self.catalog().await?.runs().map(|r| r.id).collect())
     }
 }
