@@ -1,7 +1,8 @@
 //! Lineage queries through the table functions versus the same answers written
 //! as a plain SQL join of `metrics` with a segments table, on the demo store
 //! (25 runs, ~1.3M points) on local disk. Both formulations run interleaved in
-//! one process after a warm-up, and must return the same numbers.
+//! one process after a warm-up, and must return the same numbers (sums are
+//! rounded: float addition order differs between the two plans).
 //!
 //! Run: `cargo bench --bench lineage` (release build).
 
@@ -33,7 +34,7 @@ fn segments_sql(viewers: &[String]) -> String {
 fn naive(viewers: &[String], metric: Option<&str>) -> String {
     let filter = metric.map_or(String::new(), |m| format!("WHERE m.metric = '{m}'"));
     format!(
-        "WITH seg AS ({}) SELECT count(*) AS n, sum(m.value) AS s FROM metrics m \
+        "WITH seg AS ({}) SELECT count(*) AS n, round(sum(m.value), 6) AS s FROM metrics m \
          JOIN seg ON m.run_id = seg.owner AND m.step BETWEEN seg.from_step AND seg.to_step {filter}",
         segments_sql(viewers)
     )
@@ -77,17 +78,17 @@ fn main() {
         let cases = vec![
             Case {
                 name: "stitched, one metric, depth-5 run",
-                table_function: "SELECT count(*) AS n, sum(value) AS s FROM stitched_metrics(6, 'train/loss')".into(),
+                table_function: "SELECT count(*) AS n, round(sum(value), 6) AS s FROM stitched_metrics(6, 'train/loss')".into(),
                 naive: naive(std::slice::from_ref(&deepest), Some("train/loss")),
             },
             Case {
                 name: "stitched, all metrics, depth-5 run",
-                table_function: "SELECT count(*) AS n, sum(value) AS s FROM stitched_metrics(6)".into(),
+                table_function: "SELECT count(*) AS n, round(sum(value), 6) AS s FROM stitched_metrics(6)".into(),
                 naive: naive(std::slice::from_ref(&deepest), None),
             },
             Case {
                 name: "family, one metric, 9 runs",
-                table_function: "SELECT count(*) AS n, sum(value) AS s FROM family_metrics('VS-1', 'train/loss')"
+                table_function: "SELECT count(*) AS n, round(sum(value), 6) AS s FROM family_metrics('VS-1', 'train/loss')"
                     .into(),
                 naive: naive(&family, Some("train/loss")),
             },

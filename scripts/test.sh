@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
-cargo test --all-targets
+cargo test
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
