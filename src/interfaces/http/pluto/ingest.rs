@@ -3,6 +3,7 @@
 //! A request is validated whole before anything is written: one bad line
 //! refuses the request with its line number, and nothing of it is committed.
 
+use arrow::array::RecordBatch;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -75,10 +76,21 @@ fn step(line: usize, obj: &serde_json::Map<String, Value>) -> Result<u64> {
     }
 }
 
-fn run_of(state: &AppState, headers: &HeaderMap) -> impl Future<Output = Result<RunId>> {
-    let engine = state.engine.clone();
-    let headers = headers.clone();
-    async move { header_run(&headers, &*engine.catalog().await?) }
+async fn run_of(state: &AppState, headers: &HeaderMap) -> Result<RunId> {
+    header_run(headers, &*state.engine.catalog().await?)
+}
+
+/// Commits the rows of a logs or data request as one append; empty requests write nothing.
+async fn store_rows(
+    state: &AppState,
+    kind: TableKind,
+    rows: usize,
+    batch: Result<RecordBatch>,
+) -> Reply {
+    if rows > 0 {
+        state.engine.store().append(kind, vec![batch?]).await?;
+    }
+    Ok(Json(json!({ "stored": rows })))
 }
 
 /// `POST /ingest/metrics`: `{"time": ms, "step": n, "data": {name: number}}` per line.
@@ -148,15 +160,13 @@ pub(super) async fn logs(State(state): State<AppState>, headers: HeaderMap, body
             message,
         });
     }
-    let n = records.len();
-    if n > 0 {
-        state
-            .engine
-            .store()
-            .append(TableKind::Logs, vec![LogRecord::batch(&records)?])
-            .await?;
-    }
-    Ok(Json(json!({ "stored": n })))
+    store_rows(
+        &state,
+        TableKind::Logs,
+        records.len(),
+        LogRecord::batch(&records),
+    )
+    .await
 }
 
 /// `POST /ingest/data`: structured values `{"time", "data", "dataType", "logName", "step"}`.
@@ -182,13 +192,11 @@ pub(super) async fn data(State(state): State<AppState>, headers: HeaderMap, body
             data: field("data")?,
         });
     }
-    let n = records.len();
-    if n > 0 {
-        state
-            .engine
-            .store()
-            .append(TableKind::Data, vec![DataRecord::batch(&records)?])
-            .await?;
-    }
-    Ok(Json(json!({ "stored": n })))
+    store_rows(
+        &state,
+        TableKind::Data,
+        records.len(),
+        DataRecord::batch(&records),
+    )
+    .await
 }
