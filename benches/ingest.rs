@@ -30,6 +30,7 @@ impl Drop for Server {
 fn start(store: &str, window_ms: u64) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_forkline"))
         .args(["--store", store, "serve", "--listen", "127.0.0.1:0"])
+        .args(["--flight-listen", "off"])
         .args(["--commit-window-ms", &window_ms.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -321,12 +321,28 @@ async fn api_keys_are_required_once_issued() {
 #[test]
 fn without_keys_the_server_refuses_non_loopback_addresses() {
     let (_dir, store) = temp_store();
-    let (ok, _, err) = common::cli(&store, &["serve", "--listen", "0.0.0.0:0"]);
+    let (ok, _, err) = common::cli(
+        &store,
+        &["serve", "--listen", "0.0.0.0:0", "--flight-listen", "off"],
+    );
     assert!(!ok);
     assert!(
         err.contains("loopback") && err.contains("keys create"),
         "{err}"
     );
+    // The Flight SQL endpoint follows the same rule.
+    let (ok, _, err) = common::cli(
+        &store,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--flight-listen",
+            "0.0.0.0:0",
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("loopback"), "{err}");
 }
 
 #[tokio::test]

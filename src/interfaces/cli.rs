@@ -53,7 +53,9 @@ pub enum Command {
     Run(RunCommand),
     /// Import a run's history from CSV or Parquet (columns metric, step, value[, time]).
     Import(ImportArgs),
-    /// Start the HTTP server.
+    /// Write a run's or a family's (stitched) metrics to a Parquet, Arrow, CSV or JSON file.
+    Export(ExportArgs),
+    /// Start the HTTP and Arrow Flight SQL servers.
     Serve(ServeArgs),
     /// Manage API keys.
     #[command(subcommand)]
@@ -182,12 +184,37 @@ pub struct ImportArgs {
     pub file: PathBuf,
 }
 
+/// Arguments of `export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The run (numeric id or display id); with --family, any run of the family.
+    pub run: String,
+    /// Export every run of the run's family, each with its own stitched view.
+    #[arg(long)]
+    pub family: bool,
+    /// Comma-separated metric names or patterns (`*` matches any text); all when absent.
+    #[arg(long)]
+    pub metrics: Option<String>,
+    /// Each run's own points only, without inherited history.
+    #[arg(long)]
+    pub no_stitch: bool,
+    /// File format.
+    #[arg(long, value_enum, default_value = "parquet")]
+    pub format: Format,
+    /// Destination: a local path or an object-store URL (s3://bucket/key.parquet).
+    #[arg(short = 'o', long)]
+    pub output: String,
+}
+
 /// Arguments of `serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: String,
+    /// Address of the Arrow Flight SQL endpoint (`off` to disable it).
+    #[arg(long, default_value = "127.0.0.1:7071")]
+    pub flight_listen: String,
     /// Ingest requests arriving within this many milliseconds share one commit.
     #[arg(long, env = "FORKLINE_COMMIT_WINDOW_MS", default_value_t = 100)]
     pub commit_window_ms: u64,
@@ -232,7 +259,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                 commit_window: std::time::Duration::from_millis(args.commit_window_ms.min(10_000)),
                 max_body: args.max_body_mb.max(1) << 20,
             };
-            super::http::serve(engine, listener, options).await?;
+            let flight = match args.flight_listen.as_str() {
+                "off" => None,
+                addr => Some(tokio::net::TcpListener::bind(addr).await?),
+            };
+            super::http::serve(engine, listener, flight, options).await?;
             Ok(())
         }
         Command::Demo(args) => crate::demo::run(&engine, &args.queries, args.seed).await,
@@ -257,6 +288,21 @@ pub async fn run(cli: Cli) -> Result<()> {
                 None => Box::new(std::io::stdout().lock()),
             };
             print_query(&engine, &query, args.format, out).await
+        }
+        Command::Export(args) => {
+            let export = crate::query::export::SeriesExport {
+                run: args.run,
+                metrics: crate::query::export::SeriesExport::parse_metrics(args.metrics.as_deref()),
+                stitched: !args.no_stitch,
+                family: args.family,
+            };
+            let written =
+                super::export::export_to(&engine, &export, args.format, &args.output).await?;
+            println!(
+                "exported {} row(s), {} byte(s) to {}",
+                written.rows, written.bytes, args.output
+            );
+            Ok(())
         }
         Command::Import(args) => {
             let n = crate::import::import_file(&engine, &args.run, &args.file).await?;

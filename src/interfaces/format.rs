@@ -12,6 +12,8 @@ use arrow::datatypes::SchemaRef;
 use arrow::ipc::writer::StreamWriter;
 use arrow_json_writer::{ArrayWriter, JsonArray};
 use bytes::Bytes;
+use datafusion::execution::SendableRecordBatchStream;
+use futures::{Stream, StreamExt};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -22,6 +24,9 @@ mod arrow_json_writer {
     pub use arrow::json::writer::{JsonArray, WriterBuilder};
     pub type ArrayWriter<W> = arrow::json::Writer<W, JsonArray>;
 }
+
+/// Encoded size at which a streamed Parquet row group is closed and sent.
+const STREAM_ROW_GROUP_BYTES: usize = 8 << 20;
 
 /// An output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -47,6 +52,17 @@ impl Format {
             Format::Json => "application/json",
             Format::Parquet => "application/vnd.apache.parquet",
             Format::Arrow => "application/vnd.apache.arrow.stream",
+        }
+    }
+
+    /// The usual file extension of the format.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Table => "txt",
+            Format::Csv => "csv",
+            Format::Json => "json",
+            Format::Parquet => "parquet",
+            Format::Arrow => "arrows",
         }
     }
 
@@ -149,8 +165,10 @@ impl Encoder {
                     .build::<_, JsonArray>(buf.clone()),
             ),
             Format::Parquet => {
+                // Row groups bound what the encoder holds before bytes leave.
                 let props = WriterProperties::builder()
                     .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                    .set_max_row_group_bytes(Some(STREAM_ROW_GROUP_BYTES))
                     .build();
                 Inner::Parquet(ArrowWriter::try_new(
                     buf.clone(),
@@ -176,10 +194,6 @@ impl Encoder {
             Inner::Json(w) => w.write(batch)?,
             Inner::Parquet(w) => {
                 w.write(batch)?;
-                // Flush row groups once they are large so memory stays bounded.
-                if w.in_progress_size() > 64 << 20 {
-                    w.flush()?;
-                }
             }
             Inner::Arrow(w) => w.write(batch)?,
         }
@@ -205,4 +219,29 @@ impl Encoder {
         }
         Ok(self.buf.take())
     }
+}
+
+/// The encoded bytes of a result stream, chunk by chunk as batches arrive; the
+/// stream's schema is written even when it yields no rows.
+pub fn encode_stream(
+    format: Format,
+    mut batches: SendableRecordBatchStream,
+) -> Result<impl Stream<Item = Result<Bytes>> + Send> {
+    let mut encoder = Encoder::new(format, &batches.schema())?;
+    Ok(async_stream::stream! {
+        while let Some(batch) = batches.next().await {
+            let bytes = batch
+                .map_err(Error::from)
+                .and_then(|b| encoder.write(&b));
+            match bytes {
+                Ok(bytes) if bytes.is_empty() => {}
+                Ok(bytes) => yield Ok(bytes),
+                Err(e) => {
+                    yield Err(e);
+                    return;
+                }
+            }
+        }
+        yield encoder.finish();
+    })
 }

@@ -1,5 +1,6 @@
 //! The read path: session building, lineage table functions, read-only SQL.
 
+pub mod export;
 pub mod lineage_functions;
 pub mod session;
 

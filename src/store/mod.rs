@@ -1,6 +1,6 @@
 //! The durable layer: the Delta tables (`runs`, `metrics`, `logs`, `data`, `keys`) under one store URL.
 
-mod location;
+pub mod location;
 pub mod records;
 pub mod schema;
 

@@ -135,6 +135,7 @@ pub fn spawn_server_with(store: &str, extra: &[&str]) -> Server {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_forkline"))
         .args(["--store", store, "serve", "--listen", "127.0.0.1:0"])
+        .args(["--flight-listen", "127.0.0.1:0"])
         .args(extra)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())

@@ -17,7 +17,7 @@ class Server:
     def __init__(self, store):
         self.store = store
         self.proc = subprocess.Popen(
-            [BIN, "--store", store, "serve", "--listen", "127.0.0.1:0", "--commit-window-ms", "50"],
+            [BIN, "--store", store, "serve", "--listen", "127.0.0.1:0", "--flight-listen", "off", "--commit-window-ms", "50"],
             stdout=subprocess.PIPE,
             stderr=open(store + ".log", "w"),
             text=True,

@@ -1,5 +1,6 @@
 //! HTTP server: SQL endpoint with content negotiation, the pluto SDK API, and health.
 
+mod export;
 mod lenient_json;
 mod pluto;
 
@@ -19,7 +20,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::format::{Encoder, Format};
+use super::format::{Format, encode_stream};
 use crate::auth::Keys;
 use crate::engine::Engine;
 use crate::error::Error;
@@ -54,9 +55,12 @@ pub struct AppState {
 }
 
 /// The application router; spawns the group committer, so call it inside a runtime.
-pub async fn router(engine: Arc<Engine>, options: &ServerOptions) -> crate::Result<Router> {
+pub async fn router(
+    engine: Arc<Engine>,
+    keys: Arc<Keys>,
+    options: &ServerOptions,
+) -> crate::Result<Router> {
     let committer = GroupCommitter::spawn(engine.clone(), options.commit_window);
-    let keys = Arc::new(Keys::load(engine.clone()).await?);
     let signer = Arc::new(pluto::Signer::random());
     let state = AppState {
         engine,
@@ -67,6 +71,7 @@ pub async fn router(engine: Arc<Engine>, options: &ServerOptions) -> crate::Resu
     Ok(Router::new()
         .route("/health", get(health))
         .route("/api/sql", post(sql))
+        .route("/api/export", get(export::export))
         .merge(pluto::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -78,33 +83,58 @@ pub async fn router(engine: Arc<Engine>, options: &ServerOptions) -> crate::Resu
         .with_state(state))
 }
 
-/// Serves the router on `listener` until the process is stopped.
+/// Serves the router on `listener`, and Flight SQL on `flight` when given,
+/// until the process is stopped.
 ///
 /// Without any API key the server answers unauthenticated requests, which is
-/// only allowed on a loopback address.
+/// only allowed on loopback addresses.
 pub async fn serve(
     engine: Arc<Engine>,
     listener: tokio::net::TcpListener,
+    flight: Option<tokio::net::TcpListener>,
     options: ServerOptions,
 ) -> crate::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
+    let flight_addr = flight.as_ref().map(|l| l.local_addr()).transpose()?;
     let engine_root = engine.store().location().root.clone();
-    let app = router(engine.clone(), &options).await?;
-    if !Keys::load(engine).await?.any().await? {
-        if !addr.ip().is_loopback() {
-            return Err(Error::invalid(format!(
-                "no API keys exist, so forkline only serves on a loopback address (not {addr}); \
-                 create one with `forkline keys create --project P`"
-            )));
+    let keys = Arc::new(Keys::load(engine.clone()).await?);
+    let app = router(engine.clone(), keys.clone(), &options).await?;
+    if !keys.any().await? {
+        for a in std::iter::once(addr).chain(flight_addr) {
+            if !a.ip().is_loopback() {
+                return Err(Error::invalid(format!(
+                    "no API keys exist, so forkline only serves on a loopback address (not {a}); \
+                     create one with `forkline keys create --project P`"
+                )));
+            }
         }
         tracing::warn!(%addr, "no API keys exist: accepting unauthenticated requests (loopback only)");
     }
-    // Tests and scripts read the address from this first line of standard output.
-    println!("forkline serving {} on http://{addr}", engine_root);
+    // Tests and scripts read the addresses from these first lines of standard output.
+    // One write, whose failure is ignored: a reader may close the pipe once it has the addresses.
+    let mut banner = format!("forkline serving {engine_root} on http://{addr}\n");
+    if let Some(flight_addr) = flight_addr {
+        banner.push_str(&format!("forkline flight sql on grpc://{flight_addr}\n"));
+    }
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
+    }
     tracing::info!(%addr, commit_window_ms = options.commit_window.as_millis() as u64, "forkline HTTP listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let http = async {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(Error::from)
+    };
+    match flight {
+        Some(flight) => {
+            let flight = crate::interfaces::flight::serve(engine, keys, flight, shutdown_signal());
+            tokio::try_join!(http, flight)?;
+        }
+        None => http.await?,
+    }
     Ok(())
 }
 
@@ -262,46 +292,39 @@ async fn sql(
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::from_accept(accept);
     let df = state.engine.sql(&req.sql).await?;
-    let schema = Arc::new(df.schema().as_arrow().clone());
-    let mut stream = df.execute_stream().await.map_err(Error::from)?;
-    let mut encoder = Encoder::new(format, &schema)?;
-    // Pull the first batch before answering so early execution errors still get a status.
-    let first = match stream.next().await {
-        Some(batch) => Some(batch.map_err(Error::from)?),
-        None => None,
-    };
-    let body = async_stream::stream! {
-        let mut pending = first;
-        loop {
-            let batch = match pending.take() {
-                Some(b) => b,
-                None => match stream.next().await {
-                    Some(Ok(b)) => b,
-                    Some(Err(e)) => {
-                        tracing::error!(error = %e, "query failed while streaming");
-                        yield Err(std::io::Error::other(e.to_string()));
-                        return;
-                    }
-                    None => break,
-                },
-            };
-            match encoder.write(&batch) {
-                Ok(bytes) if bytes.is_empty() => {}
-                Ok(bytes) => yield Ok(bytes),
-                Err(e) => {
-                    yield Err(std::io::Error::other(e.to_string()));
-                    return;
-                }
-            }
-        }
-        match encoder.finish() {
-            Ok(bytes) => yield Ok(bytes),
-            Err(e) => yield Err(std::io::Error::other(e.to_string())),
-        }
-    };
-    Ok(Response::builder()
+    stream_response(df, format, None).await
+}
+
+/// Streams a query's result in `format`, as a download named `filename` when given.
+///
+/// The first chunk is computed before answering, so errors found early still get
+/// a proper status; later ones cut the chunked body short, which clients see.
+async fn stream_response(
+    df: datafusion::prelude::DataFrame,
+    format: Format,
+    filename: Option<String>,
+) -> Result<Response, ApiError> {
+    let batches = df.execute_stream().await.map_err(Error::from)?;
+    let mut chunks = Box::pin(encode_stream(format, batches)?);
+    let first = chunks.next().await.transpose()?;
+    let body = futures::stream::iter(first.map(Ok))
+        .chain(chunks)
+        .map(|chunk| {
+            chunk.map_err(|e| {
+                tracing::error!(error = %e, "query failed while streaming");
+                std::io::Error::other(e.to_string())
+            })
+        });
+    let mut response = Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, format.content_type())
+        .header(header::CONTENT_TYPE, format.content_type());
+    if let Some(name) = filename {
+        response = response.header(
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}\""),
+        );
+    }
+    Ok(response
         .body(Body::from_stream(body))
         .map_err(|e| Error::invalid(e.to_string()))?)
 }

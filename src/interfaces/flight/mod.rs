@@ -1,0 +1,520 @@
+//! Arrow Flight SQL: the same read-only SQL and API keys as HTTP, for ADBC,
+//! JDBC/ODBC bridges and BI tools, with results streamed batch by batch.
+//!
+//! Statement tickets and prepared-statement handles carry their SQL (and bound
+//! parameters), so no query state lives in the server: any process serving the
+//! store, or a restarted one, can answer any ticket.
+
+mod catalog_info;
+mod params;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightServiceServer;
+use arrow_flight::sql::metadata::SqlInfoData;
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
+    CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
+};
+use arrow_flight::{
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
+};
+use base64::Engine as _;
+use futures::{Stream, TryStreamExt};
+use prost::Message;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::Keys;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use params::Handle;
+
+type FlightStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send>>;
+
+/// The Flight SQL service of one engine.
+pub struct FlightSql {
+    engine: Arc<Engine>,
+    keys: Arc<Keys>,
+    info: SqlInfoData,
+}
+
+impl FlightSql {
+    /// A service answering over `engine`, checking `keys` once any exists.
+    pub fn new(engine: Arc<Engine>, keys: Arc<Keys>) -> Result<Self> {
+        Ok(Self {
+            engine,
+            keys,
+            info: catalog_info::sql_info()?,
+        })
+    }
+
+    /// Refuses the call unless it carries a valid key (or no key exists yet).
+    async fn authorize(&self, metadata: &MetadataMap) -> std::result::Result<(), Status> {
+        if !self.keys.any().await.map_err(status)? {
+            return Ok(());
+        }
+        let header = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                Status::unauthenticated("missing API key: send `authorization: Bearer <key>`")
+            })?;
+        let key = key_of(header)?;
+        match self.keys.check(&key).await.map_err(status)? {
+            Some(_) => Ok(()),
+            None => Err(Status::unauthenticated("invalid API key")),
+        }
+    }
+
+    /// Plans `sql` (read-only rule included) and returns its result schema as sent on the wire.
+    async fn schema_of(&self, sql: &str) -> Result<SchemaRef> {
+        let df = self.engine.sql(sql).await?;
+        Ok(flight_schema(df.schema().as_arrow()))
+    }
+
+    /// Executes `sql` and streams its batches as Flight data.
+    async fn stream(&self, sql: &str) -> Result<FlightStream<arrow_flight::FlightData>> {
+        let df = self.engine.sql(sql).await?;
+        let schema = flight_schema(df.schema().as_arrow());
+        let batches = df
+            .execute_stream()
+            .await?
+            .map_err(|e| FlightError::ExternalError(Box::new(e)));
+        let encoded = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map_err(|e| match e {
+                FlightError::Tonic(status) => *status,
+                other => Status::internal(other.to_string()),
+            });
+        Ok(Box::pin(encoded))
+    }
+}
+
+/// The key of an `authorization` header: `Bearer <key>`, or `Basic` with the key as password.
+fn key_of(header: &str) -> std::result::Result<String, Status> {
+    if let Some(key) = header.strip_prefix("Bearer ") {
+        return Ok(key.trim().to_string());
+    }
+    if let Some(encoded) = header.strip_prefix("Basic ") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| Status::unauthenticated("malformed basic credentials"))?;
+        let (_, password) = decoded.split_once(':').unwrap_or(("", &decoded));
+        return Ok(password.to_string());
+    }
+    Err(Status::unauthenticated(
+        "unsupported authorization scheme: use `Bearer <key>`",
+    ))
+}
+
+/// Dictionary columns are sent hydrated, so the advertised schema says so too.
+fn flight_schema(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Dictionary(_, value) => f.as_ref().clone().with_data_type(*value.clone()),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// The one mapping from crate errors to gRPC statuses (mirrors HTTP's `status_of`).
+fn status(e: Error) -> Status {
+    match &e {
+        Error::NotFound(_) => Status::not_found(e.to_string()),
+        Error::Conflict(_) => Status::aborted(e.to_string()),
+        e if e.is_user_error() => Status::invalid_argument(e.to_string()),
+        Error::Storage(_) | Error::ObjectStore(_) | Error::Unavailable(_) => {
+            Status::unavailable(e.to_string())
+        }
+        _ => {
+            tracing::error!(error = %e, "flight request failed");
+            Status::internal(e.to_string())
+        }
+    }
+}
+
+/// A FlightInfo whose single endpoint's ticket is `ticket`, answerable by this server.
+fn flight_info(
+    schema: &Schema,
+    ticket: Vec<u8>,
+    descriptor: FlightDescriptor,
+) -> std::result::Result<FlightInfo, Status> {
+    Ok(FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(|e| Status::internal(e.to_string()))?
+        .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
+        .with_descriptor(descriptor))
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for FlightSql {
+    type FlightService = FlightSql;
+
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> std::result::Result<Response<FlightStream<HandshakeResponse>>, Status> {
+        // Clients that log in with username/password get their key back as the bearer token.
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        self.authorize(request.metadata()).await?;
+        let mut response: Response<FlightStream<HandshakeResponse>> =
+            Response::new(Box::pin(futures::stream::once(async {
+                Ok(HandshakeResponse::default())
+            })));
+        if let Some(header) = header {
+            let bearer = format!("Bearer {}", key_of(&header)?);
+            if let Ok(value) = bearer.parse() {
+                response.metadata_mut().insert("authorization", value);
+            }
+        }
+        Ok(response)
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> std::result::Result<Response<FlightInfo>, Status> {
+        self.authorize(request.metadata()).await?;
+        let schema = self.schema_of(&query.query).await.map_err(status)?;
+        let ticket = TicketStatementQuery {
+            statement_handle: query.query.into_bytes().into(),
+        };
+        let info = flight_info(
+            &schema,
+            ticket.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> std::result::Result<Response<FlightStream<arrow_flight::FlightData>>, Status> {
+        self.authorize(request.metadata()).await?;
+        let sql = String::from_utf8(ticket.statement_handle.to_vec())
+            .map_err(|_| Status::invalid_argument("statement ticket is not UTF-8"))?;
+        Ok(Response::new(self.stream(&sql).await.map_err(status)?))
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<arrow_flight::Action>,
+    ) -> std::result::Result<ActionCreatePreparedStatementResult, Status> {
+        self.authorize(request.metadata()).await?;
+        let count = params::placeholder_count(&query.query);
+        // With placeholders in table-function arguments the statement only plans once
+        // bound; its result schema is then announced when it is executed.
+        let (dataset, parameters) = match self.engine.sql(&query.query).await {
+            Ok(df) => {
+                let types = df.logical_plan().get_parameter_types().unwrap_or_default();
+                let fields: Vec<Field> = (1..=count)
+                    .map(|i| {
+                        let name = format!("${i}");
+                        let ty = types
+                            .get(&name)
+                            .cloned()
+                            .flatten()
+                            .unwrap_or(DataType::Null);
+                        Field::new(name, ty, true)
+                    })
+                    .collect();
+                (flight_schema(df.schema().as_arrow()), Schema::new(fields))
+            }
+            Err(e) if count == 0 => return Err(status(e)),
+            Err(_) => (
+                Arc::new(Schema::empty()),
+                Schema::new(
+                    (1..=count)
+                        .map(|i| Field::new(format!("${i}"), DataType::Null, true))
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+        };
+        let handle = Handle {
+            sql: query.query,
+            params: None,
+        };
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: handle.encode().into(),
+            dataset_schema: ipc_schema(&dataset)?,
+            parameter_schema: ipc_schema(&parameters)?,
+        })
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> std::result::Result<DoPutPreparedStatementResult, Status> {
+        self.authorize(request.metadata()).await?;
+        let mut handle = Handle::decode(&query.prepared_statement_handle).map_err(status)?;
+        let stream = request.into_inner();
+        let batches: Vec<_> = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+            stream.map_err(FlightError::from),
+        )
+        .try_collect()
+        .await
+        .map_err(|e| Status::invalid_argument(format!("bad parameter batch: {e}")))?;
+        let rows: Vec<_> = batches.iter().filter(|b| b.num_rows() > 0).collect();
+        let values = match rows.as_slice() {
+            [] => Vec::new(),
+            [batch] => params::literals_of(batch).map_err(status)?,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a query binds exactly one row of parameters",
+                ));
+            }
+        };
+        handle.params = Some(values);
+        // Bind eagerly so a wrong parameter fails here, at bind time.
+        handle.bound_sql().map_err(status)?;
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(handle.encode().into()),
+        })
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> std::result::Result<Response<FlightInfo>, Status> {
+        self.authorize(request.metadata()).await?;
+        let handle = Handle::decode(&query.prepared_statement_handle).map_err(status)?;
+        let sql = handle.bound_sql().map_err(status)?;
+        let schema = self.schema_of(&sql).await.map_err(status)?;
+        let info = flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<Ticket>,
+    ) -> std::result::Result<Response<FlightStream<arrow_flight::FlightData>>, Status> {
+        self.authorize(request.metadata()).await?;
+        let handle = Handle::decode(&query.prepared_statement_handle).map_err(status)?;
+        let sql = handle.bound_sql().map_err(status)?;
+        Ok(Response::new(self.stream(&sql).await.map_err(status)?))
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        _query: ActionClosePreparedStatementRequest,
+        request: Request<arrow_flight::Action>,
+    ) -> std::result::Result<(), Status> {
+        // Handles hold their whole state, so there is nothing to release.
+        self.authorize(request.metadata()).await
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> std::result::Result<Response<FlightInfo>, Status> {
+        self.authorize(request.metadata()).await?;
+        let schema = query.clone().into_builder().schema();
+        let info = flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<Ticket>,
+    ) -> std::result::Result<Response<FlightStream<arrow_flight::FlightData>>, Status> {
+        self.authorize(request.metadata()).await?;
+        let ctx = self.engine.session().await.map_err(status)?;
+        let batch = catalog_info::catalogs(&ctx, query).map_err(status)?;
+        Ok(Response::new(batch_stream(batch)))
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> std::result::Result<Response<FlightInfo>, Status> {
+        self.authorize(request.metadata()).await?;
+        let schema = query.clone().into_builder().schema();
+        let info = flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<Ticket>,
+    ) -> std::result::Result<Response<FlightStream<arrow_flight::FlightData>>, Status> {
+        self.authorize(request.metadata()).await?;
+        let ctx = self.engine.session().await.map_err(status)?;
+        let batch = catalog_info::schemas(&ctx, query).map_err(status)?;
+        Ok(Response::new(batch_stream(batch)))
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> std::result::Result<Response<FlightInfo>, Status> {
+        self.authorize(request.metadata()).await?;
+        let schema = query.clone().into_builder().schema();
+        let info = flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> std::result::Result<Response<FlightStream<arrow_flight::FlightData>>, Status> {
+        self.authorize(request.metadata()).await?;
+        let ctx = self.engine.session().await.map_err(status)?;
+        let batch = catalog_info::tables(&ctx, query).await.map_err(status)?;
+        Ok(Response::new(batch_stream(batch)))
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> std::result::Result<Response<FlightInfo>, Status> {
+        self.authorize(request.metadata()).await?;
+        let batch = catalog_info::table_types().map_err(status)?;
+        let info = flight_info(
+            &batch.schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_table_types(
+        &self,
+        _query: CommandGetTableTypes,
+        request: Request<Ticket>,
+    ) -> std::result::Result<Response<FlightStream<arrow_flight::FlightData>>, Status> {
+        self.authorize(request.metadata()).await?;
+        let batch = catalog_info::table_types().map_err(status)?;
+        Ok(Response::new(batch_stream(batch)))
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> std::result::Result<Response<FlightInfo>, Status> {
+        self.authorize(request.metadata()).await?;
+        let schema = query.clone().into_builder(&self.info).schema();
+        let info = flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<Ticket>,
+    ) -> std::result::Result<Response<FlightStream<arrow_flight::FlightData>>, Status> {
+        self.authorize(request.metadata()).await?;
+        let batch = query
+            .into_builder(&self.info)
+            .build()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(batch_stream(batch)))
+    }
+
+    async fn do_get_fallback(
+        &self,
+        _request: Request<Ticket>,
+        message: Any,
+    ) -> std::result::Result<Response<FlightStream<arrow_flight::FlightData>>, Status> {
+        Err(Status::unimplemented(format!(
+            "forkline does not serve `{}`",
+            message.type_url
+        )))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// One already-built batch as a Flight data stream.
+fn batch_stream(batch: arrow::array::RecordBatch) -> FlightStream<arrow_flight::FlightData> {
+    let schema = batch.schema();
+    let encoded = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(futures::stream::once(async { Ok(batch) }))
+        .map_err(|e| Status::internal(e.to_string()));
+    Box::pin(encoded)
+}
+
+/// A schema as the IPC bytes Flight SQL messages embed.
+fn ipc_schema(schema: &Schema) -> std::result::Result<bytes::Bytes, Status> {
+    let options = arrow::ipc::writer::IpcWriteOptions::default();
+    let message: arrow_flight::IpcMessage = arrow_flight::SchemaAsIpc::new(schema, &options)
+        .try_into()
+        .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
+    Ok(message.0)
+}
+
+/// Serves Flight SQL on `listener` until `shutdown` resolves.
+pub async fn serve(
+    engine: Arc<Engine>,
+    keys: Arc<Keys>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let addr: SocketAddr = listener.local_addr()?;
+    let service =
+        FlightServiceServer::new(FlightSql::new(engine, keys)?).max_decoding_message_size(64 << 20);
+    tracing::info!(%addr, "forkline Flight SQL listening");
+    tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        )
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))
+}
