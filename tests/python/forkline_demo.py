@@ -56,6 +56,17 @@ def cli_sql(store, sql):
     return pd.read_csv(io.StringIO(out))
 
 
+def cli_columns(store, sql, scratch):
+    """The column names of the CLI's answer to `sql`, from its Arrow IPC output (CSV has no
+    nested types and prints no header for an empty result)."""
+    import pyarrow.ipc
+
+    path = os.path.join(str(scratch), f"columns-{os.urandom(4).hex()}.arrows")
+    cli(store, "sql", "--format", "arrow", "--output", path, sql)
+    with open(path, "rb") as f:
+        return pyarrow.ipc.open_stream(f).schema.names
+
+
 def cli_sql_fails(store, sql):
     """The CLI's error for `sql`, or None when the query succeeds."""
     proc = subprocess.run([BIN, "--store", store, "sql", sql], capture_output=True, text=True, timeout=120)

@@ -10,7 +10,17 @@ import adbc_driver_manager.dbapi as dbapi
 import pyarrow.compute as pc
 import pytest
 
-from forkline_demo import BIN, Server, assert_same_rows, cli, cli_sql, cli_sql_fails, copy_store, demo_store
+from forkline_demo import (
+    BIN,
+    Server,
+    assert_same_rows,
+    cli,
+    cli_columns,
+    cli_sql,
+    cli_sql_fails,
+    copy_store,
+    demo_store,
+)
 
 
 @pytest.fixture(scope="module")
@@ -82,14 +92,14 @@ def tables_of(conn):
     return tables
 
 
-def test_get_objects_lists_tables_and_columns(store, conn):
+def test_get_objects_lists_tables_and_columns(store, conn, tmp_path):
     tables = tables_of(conn)
     for name in ("runs", "metrics", "metric_writes", "logs", "data", "files"):
         assert name in tables, f"{name} missing from GetObjects: {sorted(tables)}"
     assert tables["metrics"][:5] == ["run_id", "metric", "step", "value", "time"], tables["metrics"]
-    for name in ("runs", "metrics"):
-        cli_columns = list(cli_sql(store, f"SELECT * FROM {name} LIMIT 1").columns)
-        assert tables[name] == cli_columns, f"{name}: GetObjects says {tables[name]}, the CLI {cli_columns}"
+    for name in ("runs", "metrics", "metric_writes", "logs", "data", "files"):
+        expected = cli_columns(store, f"SELECT * FROM {name}", tmp_path)
+        assert tables[name] == expected, f"{name}: GetObjects says {tables[name]}, the CLI {expected}"
 
 
 def test_get_info_names_the_server(conn):

@@ -340,7 +340,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
         self.authorize(request.metadata()).await?;
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         let info = flight_info(
             &schema,
             query.as_any().encode_to_vec(),
