@@ -24,7 +24,7 @@
 # ```python
 # import adbc_driver_flightsql.dbapi
 #
-# conn = adbc_driver_flightsql.dbapi.connect("grpc://127.0.0.1:7071")
+# conn = adbc_driver_flightsql.dbapi.connect("grpc://127.0.0.1:7071", autocommit=True)
 # loss = conn.execute("SELECT * FROM family_metrics('VS-1', 'train/loss')").fetch_df()
 # ```
 #
@@ -44,6 +44,7 @@ HTTP_URI = os.environ.get("FORKLINE_HTTP", "http://127.0.0.1:7070")
 API_KEY = os.environ.get("FORKLINE_API_KEY")  # a key from `forkline keys create --project …`
 FIGURE = os.environ.get("QUICKSTART_FIGURE", "docs/stitched.png")
 AUTH = {"adbc.flight.sql.authorization_header": f"Bearer {API_KEY}"} if API_KEY else {}
+# forkline is read-only and has no transactions: `autocommit=True` saves ADBC from asking for them.
 
 # %% [markdown]
 # ## The two lines: Flight SQL into pandas
@@ -54,9 +55,9 @@ AUTH = {"adbc.flight.sql.authorization_header": f"Bearer {API_KEY}"} if API_KEY 
 # followed by its own points.
 
 # %%
-conn = adbc_driver_flightsql.dbapi.connect(FLIGHT_URI, db_kwargs=AUTH)
+conn = adbc_driver_flightsql.dbapi.connect(FLIGHT_URI, db_kwargs=AUTH, autocommit=True)
 loss = conn.execute("SELECT * FROM family_metrics('VS-1', 'train/loss')").fetch_df()
-loss.head()
+loss.sort_values(["run_id", "step"])
 
 # %% [markdown]
 # The family's runs — who forked from whom, and at which step — come from
@@ -109,6 +110,7 @@ final = (
     .group_by("run_id")
     .agg(pl.col("step").last().alias("last_step"), pl.col("value").last().alias("final_loss"))
     .join(pl.from_pandas(runs[["run_id", "display_id", "fork_step"]]), on="run_id")
+    .with_columns(pl.col("fork_step").cast(pl.Int64))  # null for the root
     .sort("final_loss")
 )
 final

@@ -126,7 +126,7 @@ class Server:
         import adbc_driver_flightsql.dbapi
 
         db_kwargs = {"adbc.flight.sql.authorization_header": f"Bearer {key}"} if key else {}
-        return adbc_driver_flightsql.dbapi.connect(self.flight, db_kwargs=db_kwargs)
+        return adbc_driver_flightsql.dbapi.connect(self.flight, db_kwargs=db_kwargs, autocommit=True)
 
     def stop(self):
         if self.proc.poll() is None:
