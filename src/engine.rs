@@ -210,13 +210,23 @@ impl Engine {
 
     /// A query session over the latest state of the store.
     pub async fn session(&self) -> Result<SessionContext> {
+        self.scoped_session(None).await
+    }
+
+    /// A query session that sees only `project`'s runs when given (see [`query::session::build`]).
+    pub async fn scoped_session(&self, project: Option<&str>) -> Result<SessionContext> {
         let snapshot = self.catalog().await?;
-        query::session::build(&self.runtime, &self.options, snapshot, &self.store).await
+        query::session::build(&self.runtime, &self.options, snapshot, &self.store, project).await
     }
 
     /// Plans a read-only SQL statement; DDL, DML, COPY and SET are refused.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
-        let ctx = self.session().await?;
+        self.scoped_sql(sql, None).await
+    }
+
+    /// As [`Engine::sql`], seeing only `project`'s runs when given.
+    pub async fn scoped_sql(&self, sql: &str, project: Option<&str>) -> Result<DataFrame> {
+        let ctx = self.scoped_session(project).await?;
         query::read_only_sql(&ctx, sql).await
     }
 

@@ -63,6 +63,17 @@ impl CatalogSnapshot {
         snap
     }
 
+    /// The same catalog with only `project`'s runs, for a caller whose key opens that project.
+    pub fn restricted_to(&self, project: &str) -> CatalogSnapshot {
+        let runs = self
+            .runs
+            .values()
+            .filter(|r| r.project == project)
+            .map(|r| Run::clone(r))
+            .collect();
+        Self::from_revisions(self.version, runs)
+    }
+
     /// Version of the `runs` table this snapshot reflects (`None` before the first commit).
     pub fn version(&self) -> Option<u64> {
         self.version

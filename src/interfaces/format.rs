@@ -7,7 +7,7 @@ use std::io::Write;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use arrow::ipc::writer::StreamWriter;
 use arrow_json_writer::{ArrayWriter, JsonArray};
@@ -146,6 +146,45 @@ pub struct Encoder {
     inner: Inner,
     buf: SharedBuf,
     rows: usize,
+    schema: SchemaRef,
+}
+
+/// CSV has no nested values: lists, structs and maps are written as their display text.
+fn flat_for_csv(batch: &RecordBatch) -> Result<RecordBatch> {
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| f.data_type().is_nested())
+    {
+        return Ok(batch.clone());
+    }
+    let options = arrow::util::display::FormatOptions::default();
+    let mut fields = Vec::new();
+    let mut columns: Vec<arrow::array::ArrayRef> = Vec::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if field.data_type().is_nested() {
+            let formatter = arrow::util::display::ArrayFormatter::try_new(column, &options)?;
+            let text: arrow::array::StringArray = (0..column.len())
+                .map(|i| column.is_valid(i).then(|| formatter.value(i).to_string()))
+                .collect();
+            fields.push(arrow::datatypes::Field::new(
+                field.name(),
+                arrow::datatypes::DataType::Utf8,
+                true,
+            ));
+            columns.push(Arc::new(text));
+        } else {
+            fields.push(field.as_ref().clone());
+            columns.push(column.clone());
+        }
+    }
+    let schema = Arc::new(arrow::datatypes::Schema::new(fields));
+    Ok(RecordBatch::try_new_with_options(
+        schema,
+        columns,
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
 }
 
 impl Encoder {
@@ -182,6 +221,7 @@ impl Encoder {
             inner,
             buf,
             rows: 0,
+            schema: schema.clone(),
         })
     }
 
@@ -190,7 +230,7 @@ impl Encoder {
         self.rows += batch.num_rows();
         match &mut self.inner {
             Inner::Table(batches) => batches.push(batch.clone()),
-            Inner::Csv(w) => w.write(batch)?,
+            Inner::Csv(w) => w.write(&flat_for_csv(batch)?)?,
             Inner::Json(w) => w.write(batch)?,
             Inner::Parquet(w) => {
                 w.write(batch)?;
@@ -210,7 +250,13 @@ impl Encoder {
                 out.push_str(&format!("{} row(s)\n", self.rows));
                 return Ok(Bytes::from(out));
             }
-            Inner::Csv(w) => drop(w),
+            Inner::Csv(mut w) => {
+                // An empty result still gets its header row.
+                if self.rows == 0 {
+                    w.write(&flat_for_csv(&RecordBatch::new_empty(self.schema))?)?;
+                }
+                drop(w)
+            }
             Inner::Json(mut w) => w.finish()?,
             Inner::Parquet(w) => {
                 w.close()?;

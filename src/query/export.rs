@@ -53,11 +53,23 @@ impl SeriesExport {
     }
 
     /// The export's query, ordered by run, metric and step, and a file stem naming it.
-    pub async fn plan(&self, engine: &Engine) -> Result<(DataFrame, String)> {
+    ///
+    /// With a `project` scope, runs of other projects do not exist.
+    pub async fn plan(
+        &self,
+        engine: &Engine,
+        project: Option<&str>,
+    ) -> Result<(DataFrame, String)> {
         if self.run.trim().is_empty() {
             return Err(Error::invalid("give the run to export"));
         }
         let run = engine.resolve_run(&self.run).await?;
+        if project.is_some_and(|p| p != run.project) {
+            return Err(Error::NotFound(format!(
+                "unknown run `{}`",
+                self.run.trim()
+            )));
+        }
         let id = run.id;
         let filter = self.metric_filter();
         let sql = match (self.stitched, self.family) {
@@ -72,7 +84,7 @@ impl SeriesExport {
             ),
         };
         let sql = format!("SELECT * FROM ({sql}) ORDER BY run_id, metric, step");
-        let df = engine.sql(&sql).await?;
+        let df = engine.scoped_sql(&sql, project).await?;
         let stem = format!(
             "{}-{}{}",
             run.display_id,

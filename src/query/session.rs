@@ -5,10 +5,13 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::MemTable;
+use datafusion::catalog::TableProvider;
 use datafusion::catalog::view::ViewTable;
+use datafusion::datasource::provider_as_source;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::logical_expr::LogicalPlanBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
 use deltalake::DeltaTable;
 
 use super::lineage_functions;
@@ -41,12 +44,22 @@ fn config(options: &EngineOptions) -> SessionConfig {
 }
 
 /// A session with `runs`, `metrics`, `logs`, `data` and the lineage table functions registered.
+///
+/// With a `project` scope the session sees that project's runs and nothing else:
+/// the catalog is restricted (so table functions cannot name other runs, and
+/// lineage never leaves a project) and every per-run table is filtered.
 pub async fn build(
     runtime: &Arc<RuntimeEnv>,
     options: &EngineOptions,
     snapshot: Arc<CatalogSnapshot>,
     store: &Store,
+    project: Option<&str>,
 ) -> Result<SessionContext> {
+    let snapshot = match project {
+        Some(project) => Arc::new(snapshot.restricted_to(project)),
+        None => snapshot,
+    };
+    let visible: Option<Vec<i64>> = project.map(|_| snapshot.runs().map(|r| r.id as i64).collect());
     let ctx = SessionContext::new_with_config_rt(config(options), runtime.clone());
     let mut writes = None;
     for kind in [
@@ -57,7 +70,10 @@ pub async fn build(
     ] {
         let table = store.refresh(kind).await?;
         table.update_datafusion_session(&ctx.state())?;
-        let provider = table.table_provider().await?;
+        let provider = match &visible {
+            Some(ids) => only_runs(table.table_provider().await?, ids)?,
+            None => table.table_provider().await?,
+        };
         if kind == TableKind::Metrics {
             writes = Some(provider);
         } else {
@@ -72,6 +88,19 @@ pub async fn build(
     ctx.register_table("runs", Arc::new(runs_table(&snapshot)?))?;
     lineage_functions::register(&ctx, snapshot, writes);
     Ok(ctx)
+}
+
+/// `provider` restricted to the rows of the runs `ids`.
+fn only_runs(provider: Arc<dyn TableProvider>, ids: &[i64]) -> Result<Arc<dyn TableProvider>> {
+    let visible = if ids.is_empty() {
+        lit(false)
+    } else {
+        col("run_id").in_list(ids.iter().map(|id| lit(*id)).collect(), false)
+    };
+    let plan = LogicalPlanBuilder::scan("scoped", provider_as_source(provider), None)?
+        .filter(visible)?
+        .build()?;
+    Ok(Arc::new(ViewTable::new(plan, None)))
 }
 
 /// Reads every row of a Delta table (used for the small `runs` table).

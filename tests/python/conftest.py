@@ -47,7 +47,10 @@ class Server:
         result = tmp_path / f"out-{os.urandom(4).hex()}.json"
         script = "import json, pluto\nout = {}\n" + textwrap.dedent(code)
         script += f"\nopen({str(result)!r}, 'w').write(json.dumps(out))\n"
-        proc = subprocess.run([sys.executable, "-c", script], env=self.env(), capture_output=True, text=True, timeout=300)
+        # Outside the repository: the SDK records `git diff` of its working directory and writes .pluto/ there.
+        proc = subprocess.run(
+            [sys.executable, "-c", script], env=self.env(), cwd=str(tmp_path), capture_output=True, text=True, timeout=300
+        )
         if expect_ok:
             assert proc.returncode == 0, proc.stderr[-3000:]
         return (json.loads(result.read_text()) if result.exists() else {}), proc

@@ -178,8 +178,30 @@ def test_api_keys(store, tmp_path):
         with pytest.raises(dbapi.Error):
             with srv.connect(key="not-" + key) as c:
                 count_runs(c)
+        # A key opens its own project only: the other project's runs and points do not exist.
+        own_runs = int(cli_sql(keyed, "SELECT count(*) AS n FROM runs WHERE project = 'vision-sweep'")["n"][0])
+        own_points = int(
+            cli_sql(
+                keyed,
+                "SELECT count(*) AS n FROM metrics JOIN runs ON metrics.run_id = runs.id WHERE project = 'vision-sweep'",
+            )["n"][0]
+        )
+        assert 0 < own_runs < expected
         with srv.connect(key=key) as c:
-            assert count_runs(c) == expected, "the key should open the store"
+            assert count_runs(c) == own_runs, "the key should open its project's runs only"
+            with c.cursor() as cur:
+                cur.execute("SELECT count(*) FROM metrics")
+                assert cur.fetchone()[0] == own_points
+                with pytest.raises(dbapi.Error, match="unknown run"):
+                    cur.execute("SELECT * FROM stitched_metrics('LP-1')")
+                    cur.fetchall()
+            tables = {
+                t["table_name"]
+                for cat in c.adbc_get_objects().read_all().to_pylist()
+                for sch in cat["catalog_db_schemas"]
+                for t in sch["db_schema_tables"]
+            }
+            assert {"runs", "metrics"} <= tables
     finally:
         srv.stop()
 

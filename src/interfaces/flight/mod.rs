@@ -39,6 +39,9 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use params::Handle;
 
+/// The project a caller's key opens; `None` when the server runs without keys.
+type Scope = Option<String>;
+
 type FlightStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send>>;
 
 /// The Flight SQL service of one engine.
@@ -58,10 +61,11 @@ impl FlightSql {
         })
     }
 
-    /// Refuses the call unless it carries a valid key (or no key exists yet).
-    async fn authorize(&self, metadata: &MetadataMap) -> std::result::Result<(), Status> {
+    /// Refuses the call unless it carries a valid key (or no key exists yet);
+    /// returns the project the key opens, which scopes everything the call sees.
+    async fn authorize(&self, metadata: &MetadataMap) -> std::result::Result<Scope, Status> {
         if !self.keys.any().await.map_err(status)? {
-            return Ok(());
+            return Ok(None);
         }
         let header = metadata
             .get("authorization")
@@ -71,20 +75,24 @@ impl FlightSql {
             })?;
         let key = key_of(header)?;
         match self.keys.check(&key).await.map_err(status)? {
-            Some(_) => Ok(()),
+            Some(grant) => Ok(Some(grant.project)),
             None => Err(Status::unauthenticated("invalid API key")),
         }
     }
 
     /// Plans `sql` (read-only rule included) and returns its result schema as sent on the wire.
-    async fn schema_of(&self, sql: &str) -> Result<SchemaRef> {
-        let df = self.engine.sql(sql).await?;
+    async fn schema_of(&self, sql: &str, scope: &Scope) -> Result<SchemaRef> {
+        let df = self.engine.scoped_sql(sql, scope.as_deref()).await?;
         Ok(flight_schema(df.schema().as_arrow()))
     }
 
     /// Executes `sql` and streams its batches as Flight data.
-    async fn stream(&self, sql: &str) -> Result<FlightStream<arrow_flight::FlightData>> {
-        let df = self.engine.sql(sql).await?;
+    async fn stream(
+        &self,
+        sql: &str,
+        scope: &Scope,
+    ) -> Result<FlightStream<arrow_flight::FlightData>> {
+        let df = self.engine.scoped_sql(sql, scope.as_deref()).await?;
         let schema = flight_schema(df.schema().as_arrow());
         let batches = df
             .execute_stream()
@@ -195,8 +203,8 @@ impl FlightSqlService for FlightSql {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        self.authorize(request.metadata()).await?;
-        let schema = self.schema_of(&query.query).await.map_err(status)?;
+        let scope = self.authorize(request.metadata()).await?;
+        let schema = self.schema_of(&query.query, &scope).await.map_err(status)?;
         let ticket = TicketStatementQuery {
             statement_handle: query.query.into_bytes().into(),
         };
@@ -213,10 +221,12 @@ impl FlightSqlService for FlightSql {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> std::result::Result<Response<FlightStream<arrow_flight::FlightData>>, Status> {
-        self.authorize(request.metadata()).await?;
+        let scope = self.authorize(request.metadata()).await?;
         let sql = String::from_utf8(ticket.statement_handle.to_vec())
             .map_err(|_| Status::invalid_argument("statement ticket is not UTF-8"))?;
-        Ok(Response::new(self.stream(&sql).await.map_err(status)?))
+        Ok(Response::new(
+            self.stream(&sql, &scope).await.map_err(status)?,
+        ))
     }
 
     async fn do_action_create_prepared_statement(
@@ -224,36 +234,37 @@ impl FlightSqlService for FlightSql {
         query: ActionCreatePreparedStatementRequest,
         request: Request<arrow_flight::Action>,
     ) -> std::result::Result<ActionCreatePreparedStatementResult, Status> {
-        self.authorize(request.metadata()).await?;
+        let scope = self.authorize(request.metadata()).await?;
         let count = params::placeholder_count(&query.query);
         // With placeholders in table-function arguments the statement only plans once
         // bound; its result schema is then announced when it is executed.
-        let (dataset, parameters) = match self.engine.sql(&query.query).await {
-            Ok(df) => {
-                let types = df.logical_plan().get_parameter_types().unwrap_or_default();
-                let fields: Vec<Field> = (1..=count)
-                    .map(|i| {
-                        let name = format!("${i}");
-                        let ty = types
-                            .get(&name)
-                            .cloned()
-                            .flatten()
-                            .unwrap_or(DataType::Null);
-                        Field::new(name, ty, true)
-                    })
-                    .collect();
-                (flight_schema(df.schema().as_arrow()), Schema::new(fields))
-            }
-            Err(e) if count == 0 => return Err(status(e)),
-            Err(_) => (
-                Arc::new(Schema::empty()),
-                Schema::new(
-                    (1..=count)
-                        .map(|i| Field::new(format!("${i}"), DataType::Null, true))
-                        .collect::<Vec<_>>(),
+        let (dataset, parameters) =
+            match self.engine.scoped_sql(&query.query, scope.as_deref()).await {
+                Ok(df) => {
+                    let types = df.logical_plan().get_parameter_types().unwrap_or_default();
+                    let fields: Vec<Field> = (1..=count)
+                        .map(|i| {
+                            let name = format!("${i}");
+                            let ty = types
+                                .get(&name)
+                                .cloned()
+                                .flatten()
+                                .unwrap_or(DataType::Null);
+                            Field::new(name, ty, true)
+                        })
+                        .collect();
+                    (flight_schema(df.schema().as_arrow()), Schema::new(fields))
+                }
+                Err(e) if count == 0 => return Err(status(e)),
+                Err(_) => (
+                    Arc::new(Schema::empty()),
+                    Schema::new(
+                        (1..=count)
+                            .map(|i| Field::new(format!("${i}"), DataType::Null, true))
+                            .collect::<Vec<_>>(),
+                    ),
                 ),
-            ),
-        };
+            };
         let handle = Handle {
             sql: query.query,
             params: None,
@@ -302,10 +313,10 @@ impl FlightSqlService for FlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        self.authorize(request.metadata()).await?;
+        let scope = self.authorize(request.metadata()).await?;
         let handle = Handle::decode(&query.prepared_statement_handle).map_err(status)?;
         let sql = handle.bound_sql().map_err(status)?;
-        let schema = self.schema_of(&sql).await.map_err(status)?;
+        let schema = self.schema_of(&sql, &scope).await.map_err(status)?;
         let info = flight_info(
             &schema,
             query.as_any().encode_to_vec(),
@@ -319,10 +330,12 @@ impl FlightSqlService for FlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> std::result::Result<Response<FlightStream<arrow_flight::FlightData>>, Status> {
-        self.authorize(request.metadata()).await?;
+        let scope = self.authorize(request.metadata()).await?;
         let handle = Handle::decode(&query.prepared_statement_handle).map_err(status)?;
         let sql = handle.bound_sql().map_err(status)?;
-        Ok(Response::new(self.stream(&sql).await.map_err(status)?))
+        Ok(Response::new(
+            self.stream(&sql, &scope).await.map_err(status)?,
+        ))
     }
 
     async fn do_action_close_prepared_statement(
@@ -331,7 +344,7 @@ impl FlightSqlService for FlightSql {
         request: Request<arrow_flight::Action>,
     ) -> std::result::Result<(), Status> {
         // Handles hold their whole state, so there is nothing to release.
-        self.authorize(request.metadata()).await
+        self.authorize(request.metadata()).await.map(|_| ())
     }
 
     async fn get_flight_info_catalogs(
@@ -354,8 +367,12 @@ impl FlightSqlService for FlightSql {
         query: CommandGetCatalogs,
         request: Request<Ticket>,
     ) -> std::result::Result<Response<FlightStream<arrow_flight::FlightData>>, Status> {
-        self.authorize(request.metadata()).await?;
-        let ctx = self.engine.session().await.map_err(status)?;
+        let scope = self.authorize(request.metadata()).await?;
+        let ctx = self
+            .engine
+            .scoped_session(scope.as_deref())
+            .await
+            .map_err(status)?;
         let batch = catalog_info::catalogs(&ctx, query).map_err(status)?;
         Ok(Response::new(batch_stream(batch)))
     }
@@ -380,8 +397,12 @@ impl FlightSqlService for FlightSql {
         query: CommandGetDbSchemas,
         request: Request<Ticket>,
     ) -> std::result::Result<Response<FlightStream<arrow_flight::FlightData>>, Status> {
-        self.authorize(request.metadata()).await?;
-        let ctx = self.engine.session().await.map_err(status)?;
+        let scope = self.authorize(request.metadata()).await?;
+        let ctx = self
+            .engine
+            .scoped_session(scope.as_deref())
+            .await
+            .map_err(status)?;
         let batch = catalog_info::schemas(&ctx, query).map_err(status)?;
         Ok(Response::new(batch_stream(batch)))
     }
@@ -406,8 +427,12 @@ impl FlightSqlService for FlightSql {
         query: CommandGetTables,
         request: Request<Ticket>,
     ) -> std::result::Result<Response<FlightStream<arrow_flight::FlightData>>, Status> {
-        self.authorize(request.metadata()).await?;
-        let ctx = self.engine.session().await.map_err(status)?;
+        let scope = self.authorize(request.metadata()).await?;
+        let ctx = self
+            .engine
+            .scoped_session(scope.as_deref())
+            .await
+            .map_err(status)?;
         let batch = catalog_info::tables(&ctx, query).await.map_err(status)?;
         Ok(Response::new(batch_stream(batch)))
     }

@@ -4,7 +4,8 @@ use axum::extract::{Query, State};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{ApiError, AppState, stream_response};
+use super::{ApiError, AppState, scope, stream_response};
+use crate::auth::Grant;
 use crate::error::Error;
 use crate::interfaces::format::Format;
 use crate::query::export::SeriesExport;
@@ -25,6 +26,7 @@ pub struct ExportParams {
 
 pub async fn export(
     State(state): State<AppState>,
+    grant: Option<axum::Extension<Grant>>,
     params: Result<Query<ExportParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) =
@@ -41,7 +43,7 @@ pub async fn export(
         stitched: params.stitched.unwrap_or(true),
         family: params.family.unwrap_or(false),
     };
-    let (df, stem) = export.plan(&state.engine).await?;
+    let (df, stem) = export.plan(&state.engine, scope(&grant)).await?;
     let filename = format!("{stem}.{}", format.extension());
     stream_response(df, format, Some(filename)).await
 }

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::format::{Format, encode_stream};
-use crate::auth::Keys;
+use crate::auth::{Grant, Keys};
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::ingest::GroupCommitter;
@@ -159,7 +159,7 @@ fn named_project(request: &Request) -> Option<String> {
 }
 
 /// Checks `Authorization: Bearer <key>` once any key exists; a key opens its own project only.
-async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if path == "/health" || pluto::is_signed_path(path) {
         return next.run(request).await;
@@ -184,7 +184,11 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
                 let body = json!({ "error": format!("this API key is for project `{}`, not `{project}`", grant.project) });
                 (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
             }
-            _ => next.run(request).await,
+            _ => {
+                // Handlers read the grant to scope what the request can see.
+                request.extensions_mut().insert(grant);
+                next.run(request).await
+            }
         },
         Ok(None) => unauthorized("Invalid API key"),
         Err(e) => ApiError(e).into_response(),
@@ -282,8 +286,14 @@ struct SqlRequest {
     sql: String,
 }
 
+/// The project a request's key opens (`None` when the server runs without keys).
+pub fn scope(grant: &Option<axum::Extension<Grant>>) -> Option<&str> {
+    grant.as_ref().map(|g| g.project.as_str())
+}
+
 async fn sql(
     State(state): State<AppState>,
+    grant: Option<axum::Extension<Grant>>,
     headers: HeaderMap,
     body: Result<axum::Json<SqlRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -291,7 +301,7 @@ async fn sql(
         body.map_err(|e| Error::invalid(format!("bad request body: {}", e.body_text())))?;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::from_accept(accept);
-    let df = state.engine.sql(&req.sql).await?;
+    let df = state.engine.scoped_sql(&req.sql, scope(&grant)).await?;
     stream_response(df, format, None).await
 }
 
