@@ -1,5 +1,7 @@
-//! The read path: session building, lineage table functions, read-only SQL.
+//! The read path: session building, lineage table functions, downsampling
+//! aggregates, read-only SQL.
 
+pub mod downsample;
 pub mod lineage_functions;
 pub mod session;
 

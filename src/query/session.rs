@@ -11,7 +11,7 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use deltalake::DeltaTable;
 
-use super::lineage_functions;
+use super::{downsample, lineage_functions};
 use crate::catalog::CatalogSnapshot;
 use crate::engine::EngineOptions;
 use crate::error::Result;
@@ -40,7 +40,8 @@ fn config(options: &EngineOptions) -> SessionConfig {
     config
 }
 
-/// A session with `runs`, `metrics`, `logs`, `data` and the lineage table functions registered.
+/// A session with `runs`, `metrics`, `logs`, `data`, the lineage table functions
+/// and the `downsample` / `lttb` aggregates registered.
 pub async fn build(
     runtime: &Arc<RuntimeEnv>,
     options: &EngineOptions,
@@ -71,6 +72,8 @@ pub async fn build(
     ctx.register_table("metrics", Arc::new(ViewTable::new(latest, None)))?;
     ctx.register_table("runs", Arc::new(runs_table(&snapshot)?))?;
     lineage_functions::register(&ctx, snapshot, writes);
+    ctx.register_udaf(downsample::downsample_udaf());
+    ctx.register_udaf(downsample::lttb_udaf());
     Ok(ctx)
 }
 
