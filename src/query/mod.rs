@@ -4,6 +4,7 @@
 pub mod downsample;
 pub mod lineage_functions;
 pub mod session;
+pub mod unnest_keys;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::Int64Type;

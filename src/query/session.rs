@@ -6,12 +6,14 @@ use arrow::array::{ArrayRef, Int64Array, ListBuilder, RecordBatch, StringArray, 
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::MemTable;
 use datafusion::catalog::view::ViewTable;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::optimizer::Optimizer;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use deltalake::DeltaTable;
 
-use super::{downsample, lineage_functions};
+use super::{downsample, lineage_functions, unnest_keys};
 use crate::catalog::CatalogSnapshot;
 use crate::engine::EngineOptions;
 use crate::error::Result;
@@ -48,7 +50,15 @@ pub async fn build(
     snapshot: Arc<CatalogSnapshot>,
     store: &Store,
 ) -> Result<SessionContext> {
-    let ctx = SessionContext::new_with_config_rt(config(options), runtime.clone());
+    // As `SessionContext::new_with_config_rt`, plus the guard that keeps
+    // `unnest` results (how `downsample` / `lttb` are read) correct.
+    let state = SessionStateBuilder::new()
+        .with_config(config(options))
+        .with_runtime_env(runtime.clone())
+        .with_default_features()
+        .with_optimizer_rules(unnest_keys::guard(Optimizer::new().rules))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     let mut writes = None;
     for kind in [
         TableKind::Metrics,
