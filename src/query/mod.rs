@@ -1,8 +1,11 @@
-//! The read path: session building, lineage table functions, read-only SQL.
+//! The read path: session building, lineage table functions, downsampling
+//! aggregates, read-only SQL.
 
+pub mod downsample;
 pub mod export;
 pub mod lineage_functions;
 pub mod session;
+pub mod unnest_keys;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::Int64Type;

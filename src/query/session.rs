@@ -4,17 +4,18 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema};
-use datafusion::catalog::MemTable;
-use datafusion::catalog::TableProvider;
 use datafusion::catalog::view::ViewTable;
+use datafusion::catalog::{MemTable, TableProvider};
 use datafusion::datasource::provider_as_source;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::LogicalPlanBuilder;
+use datafusion::optimizer::Optimizer;
 use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
 use deltalake::DeltaTable;
 
-use super::lineage_functions;
+use super::{downsample, lineage_functions, unnest_keys};
 use crate::catalog::CatalogSnapshot;
 use crate::engine::EngineOptions;
 use crate::error::Result;
@@ -43,7 +44,8 @@ fn config(options: &EngineOptions) -> SessionConfig {
     config
 }
 
-/// A session with `runs`, `metrics`, `logs`, `data` and the lineage table functions registered.
+/// A session with `runs`, `metrics`, `logs`, `data`, the lineage table functions
+/// and the `downsample` / `lttb` aggregates registered.
 ///
 /// With a `project` scope the session sees that project's runs and nothing else:
 /// the catalog is restricted (so table functions cannot name other runs, and
@@ -60,7 +62,15 @@ pub async fn build(
         None => snapshot,
     };
     let visible: Option<Vec<i64>> = project.map(|_| snapshot.runs().map(|r| r.id as i64).collect());
-    let ctx = SessionContext::new_with_config_rt(config(options), runtime.clone());
+    // As `SessionContext::new_with_config_rt`, plus the guard that keeps
+    // `unnest` results (how `downsample` / `lttb` are read) correct.
+    let state = SessionStateBuilder::new()
+        .with_config(config(options))
+        .with_runtime_env(runtime.clone())
+        .with_default_features()
+        .with_optimizer_rules(unnest_keys::guard(Optimizer::new().rules))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     let mut writes = None;
     for kind in [
         TableKind::Metrics,
@@ -87,6 +97,8 @@ pub async fn build(
     ctx.register_table("metrics", Arc::new(ViewTable::new(latest, None)))?;
     ctx.register_table("runs", Arc::new(runs_table(&snapshot)?))?;
     lineage_functions::register(&ctx, snapshot, writes);
+    ctx.register_udaf(downsample::downsample_udaf());
+    ctx.register_udaf(downsample::lttb_udaf());
     Ok(ctx)
 }
 
