@@ -374,7 +374,7 @@ pub fn stitched_plan(
 /// Stitched views of many runs at once: one scan of the owners' points, joined
 /// to the `(viewer, owner, from_step, to_step)` segment list, so an owner's data
 /// is read once however many descendants inherit it.
-fn family_plan(
+pub fn family_plan(
     metrics: &Arc<dyn TableProvider>,
     views: &[(RunId, Segment)],
     metric: Option<&MetricFilter>,
