@@ -215,7 +215,11 @@ pub struct ReportArgs {
     #[arg(long)]
     pub project: String,
     /// A run of a family to cover (repeatable or comma-separated; any member names its family).
-    #[arg(long = "family", conflicts_with = "all_families", required_unless_present = "all_families")]
+    #[arg(
+        long = "family",
+        conflicts_with = "all_families",
+        required_unless_present = "all_families"
+    )]
     pub families: Vec<String>,
     /// Cover every family of the project.
     #[arg(long)]

@@ -24,8 +24,10 @@ pub async fn report(engine: &Engine, args: ReportArgs) -> Result<()> {
     // indicatif draws nothing when standard error is not a terminal.
     let bar = ProgressBar::new(0);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} report: scan {pos}/{len} {msg} [{elapsed_precise}]")
-            .expect("static template"),
+        ProgressStyle::with_template(
+            "{spinner} report: scan {pos}/{len} {msg} [{elapsed_precise}]",
+        )
+        .expect("static template"),
     );
     bar.enable_steady_tick(Duration::from_millis(120));
     let progress = {

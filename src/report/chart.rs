@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 /// Points drawn per run part (inherited or own) at most, about.
 pub const MAX_POINTS_PER_RUN: usize = 1000;
 
-const WIDTH: u32 = 860;
-const HEIGHT: u32 = 360;
+const WIDTH: u32 = 1000;
+const HEIGHT: u32 = 380;
 
 /// A color per run, by its position in the family (repeats after ten).
 pub fn color(index: usize) -> RGBColor {
@@ -83,7 +83,15 @@ pub fn svg(section: &FamilyMetric) -> Result<Option<String>> {
     } else {
         y0.abs().max(1.0) * 0.05
     };
-    let (y0, y1) = (y0 - pad, y1 + pad);
+    // Losses span decades: a log axis when every value is positive and they do,
+    // so the late, decisive part of the curves is not flattened at the bottom.
+    let log = y0 > 0.0 && y1 / y0 > 10.0;
+    let ty = |v: f64| if log { v.log10() } else { v };
+    let (y0, y1) = if log {
+        (ty(y0) - 0.02, ty(y1) + 0.02)
+    } else {
+        (y0 - pad, y1 + pad)
+    };
     let (x0, x1) = (x0 as f64, x1 as f64);
 
     let mut out = String::new();
@@ -101,9 +109,13 @@ pub fn svg(section: &FamilyMetric) -> Result<Option<String>> {
             .light_line_style(RGBColor(238, 238, 238))
             .bold_line_style(RGBColor(215, 215, 215))
             .x_desc("step")
-            .y_desc(section.metric.as_str())
+            .y_desc(if log {
+                format!("{} (log scale)", section.metric)
+            } else {
+                section.metric.clone()
+            })
             .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| super::render::number(*y))
+            .y_label_formatter(&|y| super::render::tick(if log { 10f64.powf(*y) } else { *y }))
             .draw()
             .map_err(draw_error)?;
 
@@ -122,7 +134,7 @@ pub fn svg(section: &FamilyMetric) -> Result<Option<String>> {
         }
         for (i, (own, inherited)) in parts.iter().enumerate() {
             let to_xy = |pts: &[(u64, f64)]| -> Vec<(f64, f64)> {
-                pts.iter().map(|&(s, v)| (s as f64, v)).collect()
+                pts.iter().map(|&(s, v)| (s as f64, ty(v))).collect()
             };
             if inherited.len() > 1 {
                 chart

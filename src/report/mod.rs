@@ -142,8 +142,7 @@ fn glob_match(pattern: &str, text: &str) -> bool {
         return pattern == text;
     }
     let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last)
-    {
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
         return false;
     }
     let mut rest = &text[first.len()..text.len() - last.len()];
@@ -508,11 +507,15 @@ fn stitched(
         let to = seg
             .to_step
             .map_or(points.len(), |t| points.partition_point(|p| p.0 <= t));
-        out.extend(points[from..to.max(from)].iter().map(|&(step, value)| Point {
-            step,
-            value,
-            inherited: seg.owner != run,
-        }));
+        out.extend(
+            points[from..to.max(from)]
+                .iter()
+                .map(|&(step, value)| Point {
+                    step,
+                    value,
+                    inherited: seg.owner != run,
+                }),
+        );
     }
     Ok(out)
 }

@@ -143,7 +143,17 @@ fn best_cell(family: &FamilyReport, metric: &str) -> String {
         .unwrap_or_else(|| "–".into())
 }
 
-const RUN_COLUMNS: [&str; 13] = [
+/// A tick label: three significant digits are plenty on an axis.
+pub fn tick(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return number(v);
+    }
+    let magnitude = v.abs().log10().floor() as i32;
+    let scale = 10f64.powi(magnitude - 2);
+    number((v / scale).round() * scale)
+}
+
+const RUN_COLUMNS: [&str; 12] = [
     "run",
     "parent",
     "fork step",
@@ -156,10 +166,9 @@ const RUN_COLUMNS: [&str; 13] = [
     "area after fork",
     "points",
     "rank",
-    "",
 ];
 
-fn run_cells(r: &RunRow) -> [String; 13] {
+fn run_cells(r: &RunRow) -> [String; 12] {
     let s = &r.stats;
     let with_step = |v: Option<f64>, step: Option<u64>| match (v, step) {
         (Some(v), Some(step)) => format!("{} ({step})", number(v)),
@@ -181,8 +190,10 @@ fn run_cells(r: &RunRow) -> [String; 13] {
         } else {
             s.points.to_string()
         },
-        opt(r.rank),
-        if r.winner { "🏆 winner".into() } else { String::new() },
+        match (r.rank, r.winner) {
+            (Some(rank), true) => format!("{rank} (winner)"),
+            (rank, _) => opt(rank),
+        },
     ]
 }
 
@@ -283,7 +294,7 @@ fn esc(s: &str) -> String {
 
 const CSS: &str = "
 body { font-family: system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif; color: #222;
-       max-width: 1100px; margin: 1.5rem auto; padding: 0 1rem; line-height: 1.4; }
+       max-width: 1280px; margin: 1.5rem auto; padding: 0 1rem; line-height: 1.4; }
 h1 { font-size: 1.6rem; } h2 { font-size: 1.3rem; border-bottom: 1px solid #ddd; padding-bottom: .2rem; margin-top: 2.2rem; }
 h3 { font-size: 1.05rem; margin-bottom: .4rem; }
 table { border-collapse: collapse; margin: .5rem 0 1rem; font-size: .85rem; }
@@ -296,6 +307,7 @@ tr.winner td { background: #fff6d5; font-weight: 600; }
 .chart svg { max-width: 100%; height: auto; border: 1px solid #eee; }
 .legend { font-size: .8rem; color: #444; margin: .2rem 0 .6rem; }
 .legend span { margin-right: 1rem; }
+.scroll { overflow-x: auto; }
 section.family { page-break-before: auto; }
 @media print {
   body { max-width: none; margin: 0; font-size: 10pt; }
@@ -333,13 +345,9 @@ fn html_metric(out: &mut String, section: &FamilyMetric) -> Result<()> {
         }
         None => out.push_str("<p class=\"note\">No finite points of this metric.</p>\n"),
     }
-    out.push_str("<table>\n<tr>");
+    out.push_str("<div class=\"scroll\"><table>\n<tr>");
     for (i, h) in RUN_COLUMNS.iter().enumerate() {
-        let class = if i == 0 || i == 4 || i == 12 {
-            " class=\"l\""
-        } else {
-            ""
-        };
+        let class = if i == 0 || i == 4 { " class=\"l\"" } else { "" };
         let _ = write!(out, "<th{class}>{}</th>", esc(h));
     }
     out.push_str("</tr>\n");
@@ -358,7 +366,7 @@ fn html_metric(out: &mut String, section: &FamilyMetric) -> Result<()> {
                     chart::css_color(i),
                     esc(c)
                 );
-            } else if j == 4 || j == 12 {
+            } else if j == 4 {
                 let _ = write!(out, "<td class=\"l\">{}</td>", esc(c));
             } else {
                 let _ = write!(out, "<td>{}</td>", esc(c));
@@ -366,7 +374,7 @@ fn html_metric(out: &mut String, section: &FamilyMetric) -> Result<()> {
         }
         out.push_str("</tr>\n");
     }
-    out.push_str("</table>\n</div>\n");
+    out.push_str("</table></div>\n</div>\n");
     Ok(())
 }
 
@@ -380,7 +388,11 @@ fn html(report: &Report) -> Result<String> {
          <title>{}</title>\n<style>{CSS}</style>\n</head>\n<body>",
         esc(&title)
     );
-    let _ = writeln!(out, "<h1>Report: project <code>{}</code></h1>", esc(&report.project));
+    let _ = writeln!(
+        out,
+        "<h1>Report: project <code>{}</code></h1>",
+        esc(&report.project)
+    );
     let goals: Vec<String> = report
         .metrics
         .iter()
@@ -404,7 +416,10 @@ fn html(report: &Report) -> Result<String> {
             if f.running.is_empty() {
                 String::new()
             } else {
-                format!("<span class=\"flag\">⚠ {}</span>", esc(&f.running.join(", ")))
+                format!(
+                    "<span class=\"flag\">⚠ {}</span>",
+                    esc(&f.running.join(", "))
+                )
             }
         );
         for m in &report.metrics {

@@ -260,7 +260,12 @@ mod tests {
     #[test]
     fn non_finite_values_are_ignored() {
         let s = series(
-            &[(0, f64::NAN), (1, 2.0), (2, f64::NEG_INFINITY), (3, f64::NAN)],
+            &[
+                (0, f64::NAN),
+                (1, 2.0),
+                (2, f64::NEG_INFINITY),
+                (3, f64::NAN),
+            ],
             None,
         );
         let st = run_stats(&s, None, Goal::Min);
