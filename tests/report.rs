@@ -97,7 +97,7 @@ async fn check_against_sql(engine: &Engine, report: &Value, family: &str, metric
     );
     let by_id = |id: &str| {
         runs.iter()
-            .find(|r| r["run_id"].to_string() == id)
+            .find(|r| r["run_id"].as_u64() == id.parse::<u64>().ok())
             .unwrap_or_else(|| panic!("run {id} missing from the report"))
     };
     let fields = [

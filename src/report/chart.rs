@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 /// Points drawn per run part (inherited or own) at most, about.
 pub const MAX_POINTS_PER_RUN: usize = 1000;
 
+/// A run part's points, `(step, value)`.
+type Steps = Vec<(u64, f64)>;
+
 const WIDTH: u32 = 1000;
 const HEIGHT: u32 = 380;
 
@@ -49,7 +52,7 @@ fn draw_error<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) ->
 /// The SVG of one metric of one family; `None` when no run has a finite point.
 pub fn svg(section: &FamilyMetric) -> Result<Option<String>> {
     // (own part, inherited part) of each run, finite points only, downsampled.
-    let parts: Vec<(Vec<(u64, f64)>, Vec<(u64, f64)>)> = section
+    let parts: Vec<(Steps, Steps)> = section
         .series
         .iter()
         .map(|s| {

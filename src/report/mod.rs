@@ -336,7 +336,7 @@ pub async fn build(
     for member in families.iter().flatten() {
         let segments = catalog.segments(member.run.id)?;
         if let Some(own) = segments.last() {
-            views.push((member.run.id, own.clone()));
+            views.push((member.run.id, *own));
         }
     }
 
