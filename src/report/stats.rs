@@ -318,7 +318,7 @@ mod tests {
         );
         assert_eq!(
             ranks(&best, Goal::Max),
-            vec![Some(1), Some(4), None, Some(4), Some(2)]
+            vec![Some(1), Some(3), None, Some(3), Some(2)]
         );
         assert_eq!(winner(&best, Goal::Min), Some(1));
         assert_eq!(winner(&best, Goal::Max), Some(0));
