@@ -343,8 +343,9 @@ pub async fn build(
     progress(Progress::Start {
         scans: request.metrics.len(),
     });
-    let mut by_metric: BTreeMap<String, OwnPoints> = BTreeMap::new();
-    let mut order: Vec<String> = Vec::new();
+    // Metric by metric, so only one metric's points are in memory at a time.
+    let mut metrics: Vec<MetricGoal> = Vec::new();
+    let mut per_family: Vec<Vec<FamilyMetric>> = vec![Vec::new(); families.len()];
     for (index, spec) in request.metrics.iter().enumerate() {
         let filter = if spec.contains('*') || spec.contains('%') {
             MetricFilter::Like(spec.replace('*', "%"))
@@ -366,40 +367,36 @@ pub async fn build(
                 rows,
             });
         }
-        progress(Progress::ScanDone { index });
         if let MetricFilter::Exact(name) = &filter {
             // A named metric gets its section even where no run logged it.
             found.entry(name.clone()).or_default();
         }
-        for (name, points) in found {
-            if by_metric.contains_key(&name) {
+        for (name, mut own) in found {
+            if metrics.iter().any(|m| m.name == name) {
                 continue;
             }
-            order.push(name.clone());
-            by_metric.insert(name, points);
+            for points in own.values_mut() {
+                points.sort_unstable_by_key(|p| p.0);
+            }
+            let goal = request.goals.of(&name);
+            for (family, out) in families.iter().zip(per_family.iter_mut()) {
+                out.push(family_metric(&catalog, family, &name, goal, &own)?);
+            }
+            metrics.push(MetricGoal { name, goal });
         }
+        progress(Progress::ScanDone { index });
     }
-    if order.is_empty() {
+    if metrics.is_empty() {
         return Err(Error::invalid(format!(
             "no metric of the selected families matches {}",
             request.metrics.join(", ")
         )));
     }
-    for points in by_metric.values_mut().flat_map(|m| m.values_mut()) {
-        points.sort_unstable_by_key(|p| p.0);
-    }
-
-    let metrics: Vec<MetricGoal> = order
+    let sections = families
         .iter()
-        .map(|m| MetricGoal {
-            name: m.clone(),
-            goal: request.goals.of(m),
-        })
+        .zip(per_family)
+        .map(|(family, sections)| family_report(family, sections))
         .collect();
-    let mut sections = Vec::with_capacity(families.len());
-    for family in &families {
-        sections.push(family_report(&catalog, family, &metrics, &by_metric)?);
-    }
     Ok(Report {
         project: project.to_string(),
         metrics,
@@ -535,77 +532,87 @@ pub fn anchor(root: &str) -> String {
     format!("family-{slug}")
 }
 
-fn family_report(
+/// One metric of one family: each run's stitched series, its numbers, ranks and winner.
+fn family_metric(
     catalog: &CatalogSnapshot,
     family: &[FamilyMember],
-    metrics: &[MetricGoal],
-    by_metric: &BTreeMap<String, OwnPoints>,
-) -> Result<FamilyReport> {
-    let root = &family[0].run;
+    name: &str,
+    goal: Goal,
+    own: &OwnPoints,
+) -> Result<FamilyMetric> {
     let index: HashMap<RunId, usize> = family
         .iter()
         .enumerate()
         .map(|(i, m)| (m.run.id, i))
         .collect();
-    let empty = OwnPoints::new();
-    let mut sections = Vec::with_capacity(metrics.len());
-    let mut best = Vec::with_capacity(metrics.len());
-    for MetricGoal { name, goal } in metrics {
-        let own = by_metric.get(name).unwrap_or(&empty);
-        let series: Vec<Arc<Vec<Point>>> = family
-            .iter()
-            .map(|m| stitched(catalog, m.run.id, name, own).map(Arc::new))
-            .collect::<Result<_>>()?;
-        let mut rows: Vec<RunRow> = family
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                let parent = m
+    let series: Vec<Vec<Point>> = family
+        .iter()
+        .map(|m| stitched(catalog, m.run.id, name, own))
+        .collect::<Result<_>>()?;
+    let mut rows: Vec<RunRow> = family
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let parent = m
+                .run
+                .parent_id
+                .zip(m.run.fork_step)
+                .and_then(|(p, f)| index.get(&p).map(|&pi| (series[pi].as_slice(), f)));
+            RunRow {
+                run_id: m.run.id,
+                display_id: m.run.display_id.clone(),
+                name: m.run.name.clone(),
+                parent: m
                     .run
                     .parent_id
-                    .zip(m.run.fork_step)
-                    .and_then(|(p, f)| index.get(&p).map(|&pi| (series[pi].as_slice(), f)));
-                RunRow {
-                    run_id: m.run.id,
-                    display_id: m.run.display_id.clone(),
-                    name: m.run.name.clone(),
-                    parent: m
-                        .run
-                        .parent_id
-                        .and_then(|p| catalog.get(p))
-                        .map(|p| p.display_id.clone()),
-                    fork_step: m.run.fork_step,
-                    depth: m.depth,
-                    status: m.run.status.to_string(),
-                    stats: stats::run_stats(&series[i], parent, *goal),
-                    rank: None,
-                    winner: false,
-                }
-            })
-            .collect();
-        let bests: Vec<Option<f64>> = rows.iter().map(|r| r.stats.best_value).collect();
-        for (row, rank) in rows.iter_mut().zip(stats::ranks(&bests, *goal)) {
-            row.rank = rank;
-        }
-        let win = stats::winner(&bests, *goal);
-        if let Some(w) = win {
-            rows[w].winner = true;
-        }
-        best.push(BestRun {
-            metric: name.clone(),
-            run: win.map(|w| rows[w].display_id.clone()),
-            value: win.and_then(|w| rows[w].stats.best_value),
-            step: win.and_then(|w| rows[w].stats.best_step),
-        });
-        sections.push(FamilyMetric {
-            metric: name.clone(),
-            goal: *goal,
-            winner: win.map(|w| rows[w].display_id.clone()),
-            runs: rows,
-            series,
-        });
+                    .and_then(|p| catalog.get(p))
+                    .map(|p| p.display_id.clone()),
+                fork_step: m.run.fork_step,
+                depth: m.depth,
+                status: m.run.status.to_string(),
+                stats: stats::run_stats(&series[i], parent, goal),
+                rank: None,
+                winner: false,
+            }
+        })
+        .collect();
+    let bests: Vec<Option<f64>> = rows.iter().map(|r| r.stats.best_value).collect();
+    for (row, rank) in rows.iter_mut().zip(stats::ranks(&bests, goal)) {
+        row.rank = rank;
     }
-    Ok(FamilyReport {
+    let win = stats::winner(&bests, goal);
+    if let Some(w) = win {
+        rows[w].winner = true;
+    }
+    Ok(FamilyMetric {
+        metric: name.to_string(),
+        goal,
+        winner: win.map(|w| rows[w].display_id.clone()),
+        runs: rows,
+        // Only what the chart draws is kept: a report over many long runs
+        // must not hold every stitched series until rendering.
+        series: series
+            .iter()
+            .map(|s| Arc::new(stats::downsample_series(s, chart::MAX_POINTS_PER_RUN)))
+            .collect(),
+    })
+}
+
+fn family_report(family: &[FamilyMember], metrics: Vec<FamilyMetric>) -> FamilyReport {
+    let root = &family[0].run;
+    let best = metrics
+        .iter()
+        .map(|m| {
+            let win = m.runs.iter().find(|r| r.winner);
+            BestRun {
+                metric: m.metric.clone(),
+                run: win.map(|r| r.display_id.clone()),
+                value: win.and_then(|r| r.stats.best_value),
+                step: win.and_then(|r| r.stats.best_step),
+            }
+        })
+        .collect();
+    FamilyReport {
         root: root.display_id.clone(),
         root_id: root.id,
         experiment: root.experiment.clone(),
@@ -618,8 +625,8 @@ fn family_report(
             .map(|m| m.run.display_id.clone())
             .collect(),
         best,
-        metrics: sections,
-    })
+        metrics,
+    }
 }
 
 #[cfg(test)]

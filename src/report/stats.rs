@@ -229,6 +229,29 @@ pub fn downsample(points: &[(u64, f64)], max_points: usize) -> Vec<(u64, f64)> {
     out
 }
 
+/// [`downsample`] applied to the inherited and the own part of a stitched
+/// series separately (non-finite points dropped), for drawing.
+pub fn downsample_series(series: &[Point], max_points: usize) -> Vec<Point> {
+    let mut out = Vec::new();
+    for inherited in [true, false] {
+        let part: Vec<(u64, f64)> = series
+            .iter()
+            .filter(|p| p.inherited == inherited && p.value.is_finite())
+            .map(|p| (p.step, p.value))
+            .collect();
+        out.extend(
+            downsample(&part, max_points)
+                .into_iter()
+                .map(|(step, value)| Point {
+                    step,
+                    value,
+                    inherited,
+                }),
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
