@@ -188,13 +188,14 @@ impl ReportRequest {
 pub enum Progress {
     /// Starting: this many metric scans to run.
     Start { scans: usize },
-    /// Scanning metric spec `index` (0-based); `rows` points received so far.
+    /// Scanning metric spec `index` (0-based); `rows` points received so far
+    /// (first sent with 0 when the scan starts).
     Scan {
         index: usize,
         spec: String,
         rows: u64,
     },
-    /// One scan finished.
+    /// One scan finished; the per-run numbers of its metrics follow.
     ScanDone { index: usize },
 }
 
@@ -354,6 +355,11 @@ pub async fn build(
         };
         let plan = lineage_functions::family_plan(&writes, &views, Some(&filter))?;
         let df = DataFrame::new(ctx.state(), plan);
+        progress(Progress::Scan {
+            index,
+            spec: spec.clone(),
+            rows: 0,
+        });
         let mut stream = df.execute_stream().await?;
         let mut found: BTreeMap<String, OwnPoints> = BTreeMap::new();
         let mut rows = 0u64;
@@ -367,6 +373,7 @@ pub async fn build(
                 rows,
             });
         }
+        progress(Progress::ScanDone { index });
         if let MetricFilter::Exact(name) = &filter {
             // A named metric gets its section even where no run logged it.
             found.entry(name.clone()).or_default();
@@ -384,7 +391,6 @@ pub async fn build(
             }
             metrics.push(MetricGoal { name, goal });
         }
-        progress(Progress::ScanDone { index });
     }
     if metrics.is_empty() {
         return Err(Error::invalid(format!(
