@@ -13,8 +13,8 @@ use super::FamilyMetric;
 use super::stats::downsample;
 use crate::error::{Error, Result};
 
-/// Points drawn per run part (inherited or own) at most, about.
-pub const MAX_POINTS_PER_RUN: usize = 1000;
+/// Points drawn per run part (inherited or own) at most, about: ≤ ~1000 per run.
+pub const MAX_POINTS_PER_RUN: usize = 500;
 
 /// A run part's points, `(step, value)`.
 type Steps = Vec<(u64, f64)>;
