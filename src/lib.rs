@@ -14,6 +14,7 @@ pub mod import;
 pub mod ingest;
 pub mod interfaces;
 pub mod query;
+pub mod report;
 pub mod store;
 
 pub use engine::{Engine, EngineOptions, ForkOutcome};

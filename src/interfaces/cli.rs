@@ -55,6 +55,8 @@ pub enum Command {
     Import(ImportArgs),
     /// Write a run's or a family's (stitched) metrics to a Parquet, Arrow, CSV or JSON file.
     Export(ExportArgs),
+    /// Compare the runs of forked experiment families: charts and tables as HTML, Markdown, JSON or CSV.
+    Report(ReportArgs),
     /// Start the HTTP and Arrow Flight SQL servers.
     Serve(ServeArgs),
     /// Manage API keys.
@@ -206,6 +208,36 @@ pub struct ExportArgs {
     pub output: String,
 }
 
+/// Arguments of `report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Project whose families to report on.
+    #[arg(long)]
+    pub project: String,
+    /// A run of a family to cover (repeatable or comma-separated; any member names its family).
+    #[arg(
+        long = "family",
+        conflicts_with = "all_families",
+        required_unless_present = "all_families"
+    )]
+    pub families: Vec<String>,
+    /// Cover every family of the project.
+    #[arg(long)]
+    pub all_families: bool,
+    /// Comma-separated metric names or patterns (`*` matches any text).
+    #[arg(long, required = true)]
+    pub metrics: String,
+    /// `min` or `max` for every metric, or per metric: `train/loss=min,val/acc=max` (default min).
+    #[arg(long)]
+    pub goal: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "html")]
+    pub format: crate::report::ReportFormat,
+    /// Write the report here (standard output when absent).
+    #[arg(short = 'o', long)]
+    pub out: Option<PathBuf>,
+}
+
 /// Arguments of `serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -304,6 +336,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Report(args) => super::report::report(&engine, args).await,
         Command::Import(args) => {
             let n = crate::import::import_file(&engine, &args.run, &args.file).await?;
             println!("imported {n} point(s) into {}", args.run);

@@ -5,3 +5,4 @@ pub mod export;
 pub mod flight;
 pub mod format;
 pub mod http;
+pub mod report;

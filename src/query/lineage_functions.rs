@@ -1,4 +1,5 @@
-//! Lineage table functions: `lineage`, `stitched_metrics`, `family_runs`, `family_metrics`.
+//! Lineage table functions: `lineage`, `stitched_metrics`, `family_runs`,
+//! `family_metrics`, `project_metrics`.
 //!
 //! Each call resolves lineage from the catalog snapshot the session was built
 //! with (no I/O at planning time) and returns either a small in-memory table or
@@ -35,7 +36,8 @@ pub fn register(
         Arc::new(StitchedMetrics(shared.clone())),
     );
     ctx.register_udtf("family_runs", Arc::new(FamilyRuns(shared.clone())));
-    ctx.register_udtf("family_metrics", Arc::new(FamilyMetrics(shared)));
+    ctx.register_udtf("family_metrics", Arc::new(FamilyMetrics(shared.clone())));
+    ctx.register_udtf("project_metrics", Arc::new(ProjectMetrics(shared)));
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +54,8 @@ struct StitchedMetrics(Shared);
 struct FamilyRuns(Shared);
 #[derive(Debug)]
 struct FamilyMetrics(Shared);
+#[derive(Debug)]
+struct ProjectMetrics(Shared);
 
 /// Which metrics a call selects: one name, or a `%` LIKE pattern.
 #[derive(Debug, Clone)]
@@ -294,6 +298,47 @@ impl TableFunctionImpl for FamilyMetrics {
     }
 }
 
+impl TableFunctionImpl for ProjectMetrics {
+    /// Every run of a project, each with its own stitched view: the family plan
+    /// over all the project's families at once, so each owner is read once.
+    fn call_with_args(&self, args: TableFunctionArgs) -> DFResult<Arc<dyn TableProvider>> {
+        const NAME: &str = "project_metrics";
+        let exprs = args.exprs();
+        if exprs.is_empty() || exprs.len() > 2 {
+            return plan_err!(
+                "{NAME} takes (project [, metric]), got {} argument(s)",
+                exprs.len()
+            );
+        }
+        let project = match literal(NAME, "project", &exprs[0])? {
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::Utf8View(Some(s))
+            | ScalarValue::LargeUtf8(Some(s)) => s.clone(),
+            other => {
+                return plan_err!(
+                    "{NAME}: project must be a string, got {} of type {}",
+                    other,
+                    other.data_type()
+                );
+            }
+        };
+        let metric = metric_arg(NAME, exprs.get(1))?;
+        let snapshot = &self.0.snapshot;
+        let mut views = Vec::new();
+        for run in snapshot.runs().filter(|r| r.project == project) {
+            let segments = snapshot
+                .segments(run.id)
+                .or_else(|e| plan_err!("{NAME}: {e}"))?;
+            views.extend(segments.into_iter().map(|s| (run.id, s)));
+        }
+        if views.is_empty() {
+            return plan_err!("{NAME}: unknown project `{project}`");
+        }
+        let plan = family_plan(&self.0.metrics, &views, metric.as_ref())?;
+        Ok(Arc::new(ViewTable::new(plan, None)))
+    }
+}
+
 /// The latest write of every `(run_id, metric, step)` of the raw metrics
 /// table, as `run_id, metric, step, value, time` under the qualifier `alias`.
 /// Filters on the key columns are pushed below the aggregate into the scan.
@@ -374,7 +419,7 @@ pub fn stitched_plan(
 /// Stitched views of many runs at once: one scan of the owners' points, joined
 /// to the `(viewer, owner, from_step, to_step)` segment list, so an owner's data
 /// is read once however many descendants inherit it.
-fn family_plan(
+pub fn family_plan(
     metrics: &Arc<dyn TableProvider>,
     views: &[(RunId, Segment)],
     metric: Option<&MetricFilter>,

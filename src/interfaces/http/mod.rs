@@ -3,6 +3,7 @@
 mod export;
 mod lenient_json;
 mod pluto;
+mod report;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -72,6 +73,7 @@ pub async fn router(
         .route("/health", get(health))
         .route("/api/sql", post(sql))
         .route("/api/export", get(export::export))
+        .route("/api/report", get(report::report))
         .merge(pluto::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -1,0 +1,68 @@
+//! `GET /api/report`: a report over the caller's project, in any report format.
+
+use axum::extract::{RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, AppState, scope};
+use crate::auth::Grant;
+use crate::error::Error;
+use crate::report::{self, Goals, ReportFormat, ReportRequest};
+
+fn flag(value: &str) -> Result<bool, Error> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "" | "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        other => Err(Error::invalid(format!(
+            "all_families must be true or false, got `{other}`"
+        ))),
+    }
+}
+
+/// Parameters as the CLI's: `project`, `family` (repeatable or comma-separated),
+/// `all_families`, `metrics`, `goal`, `format` (default html).
+pub async fn report(
+    State(state): State<AppState>,
+    grant: Option<axum::Extension<Grant>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let mut project = None;
+    let mut families = Vec::new();
+    let mut all_families = false;
+    let mut metrics = Vec::new();
+    let mut goal: Option<String> = None;
+    let mut format = ReportFormat::Html;
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "project" => project = Some(value.into_owned()),
+            "family" | "families" => families.push(value.into_owned()),
+            "all_families" => all_families = flag(&value)?,
+            "metrics" | "metric" => metrics.push(value.into_owned()),
+            "goal" => {
+                goal = Some(match goal {
+                    Some(g) => format!("{g},{value}"),
+                    None => value.into_owned(),
+                })
+            }
+            "format" => format = value.parse()?,
+            other => {
+                return Err(Error::invalid(format!("unknown report parameter `{other}`")).into());
+            }
+        }
+    }
+    let request = ReportRequest {
+        project: project.ok_or_else(|| Error::invalid("missing `project` parameter"))?,
+        families: ReportRequest::split_list(&families),
+        all_families,
+        metrics: ReportRequest::split_list(&metrics),
+        goals: Goals::parse(goal.as_deref())?,
+    };
+    let built = report::build(&state.engine, &request, scope(&grant), &|_| {}).await?;
+    let bytes = report::render::render(&built, format)?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, format.content_type())],
+        bytes,
+    )
+        .into_response())
+}

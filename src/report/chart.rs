@@ -1,0 +1,165 @@
+//! Inline SVG charts of a family's stitched series, drawn with `plotters`.
+//!
+//! Each run's line is drawn in two parts: the inherited part (points owned by
+//! an ancestor) faint, the run's own part solid; fork steps are dashed
+//! vertical lines. Series are reduced to at most [`MAX_POINTS_PER_RUN`] points
+//! per part (min/max per step bucket) so a chart stays a few tens of KiB
+//! however long the runs are. Text uses the SVG backend's `<text>` elements,
+//! so no font is needed at build time; the browser picks one.
+
+use plotters::prelude::*;
+
+use super::FamilyMetric;
+use super::stats::downsample;
+use crate::error::{Error, Result};
+
+/// Points drawn per run part (inherited or own) at most, about: ≤ ~1000 per run.
+pub const MAX_POINTS_PER_RUN: usize = 500;
+
+/// A run part's points, `(step, value)`.
+type Steps = Vec<(u64, f64)>;
+
+const WIDTH: u32 = 1000;
+const HEIGHT: u32 = 380;
+
+/// A color per run, by its position in the family (repeats after ten).
+pub fn color(index: usize) -> RGBColor {
+    const PALETTE: [RGBColor; 10] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+        RGBColor(188, 189, 34),
+        RGBColor(23, 190, 207),
+    ];
+    PALETTE[index % PALETTE.len()]
+}
+
+/// CSS hex of [`color`].
+pub fn css_color(index: usize) -> String {
+    let RGBColor(r, g, b) = color(index);
+    format!("#{r:02x}{g:02x}{b:02x}")
+}
+
+fn draw_error<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> Error {
+    Error::invalid(format!("chart: {e}"))
+}
+
+/// The SVG of one metric of one family; `None` when no run has a finite point.
+pub fn svg(section: &FamilyMetric) -> Result<Option<String>> {
+    // (own part, inherited part) of each run, finite points only, downsampled.
+    let parts: Vec<(Steps, Steps)> = section
+        .series
+        .iter()
+        .map(|s| {
+            let pick = |inherited: bool| -> Vec<(u64, f64)> {
+                let pts: Vec<(u64, f64)> = s
+                    .iter()
+                    .filter(|p| p.inherited == inherited && p.value.is_finite())
+                    .map(|p| (p.step, p.value))
+                    .collect();
+                downsample(&pts, MAX_POINTS_PER_RUN)
+            };
+            (pick(false), pick(true))
+        })
+        .collect();
+    let all = || parts.iter().flat_map(|(a, b)| a.iter().chain(b.iter()));
+    let Some(first) = all().next() else {
+        return Ok(None);
+    };
+    let (mut x0, mut x1, mut y0, mut y1) = (first.0, first.0, first.1, first.1);
+    for &(s, v) in all() {
+        x0 = x0.min(s);
+        x1 = x1.max(s);
+        y0 = y0.min(v);
+        y1 = y1.max(v);
+    }
+    if x1 == x0 {
+        x1 = x0 + 1;
+    }
+    let pad = if y1 > y0 {
+        (y1 - y0) * 0.05
+    } else {
+        y0.abs().max(1.0) * 0.05
+    };
+    // Losses span decades: a log axis when every value is positive and they do,
+    // so the late, decisive part of the curves is not flattened at the bottom.
+    let log = y0 > 0.0 && y1 / y0 > 10.0;
+    let ty = |v: f64| if log { v.log10() } else { v };
+    let (y0, y1) = if log {
+        (ty(y0) - 0.02, ty(y1) + 0.02)
+    } else {
+        (y0 - pad, y1 + pad)
+    };
+    let (x0, x1) = (x0 as f64, x1 as f64);
+
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_error)?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(12)
+            .x_label_area_size(34)
+            .y_label_area_size(64)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(draw_error)?;
+        chart
+            .configure_mesh()
+            .light_line_style(RGBColor(238, 238, 238))
+            .bold_line_style(RGBColor(215, 215, 215))
+            .x_desc("step")
+            .y_desc(if log {
+                format!("{} (log scale)", section.metric)
+            } else {
+                section.metric.clone()
+            })
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| super::render::tick(if log { 10f64.powf(*y) } else { *y }))
+            .draw()
+            .map_err(draw_error)?;
+
+        for (i, row) in section.runs.iter().enumerate() {
+            if let Some(fork) = row.fork_step {
+                let style = color(i).mix(0.7).stroke_width(1);
+                chart
+                    .draw_series(DashedLineSeries::new(
+                        [(fork as f64, y0), (fork as f64, y1)],
+                        6,
+                        4,
+                        style,
+                    ))
+                    .map_err(draw_error)?;
+            }
+        }
+        for (i, (own, inherited)) in parts.iter().enumerate() {
+            let to_xy = |pts: &[(u64, f64)]| -> Vec<(f64, f64)> {
+                pts.iter().map(|&(s, v)| (s as f64, ty(v))).collect()
+            };
+            if inherited.len() > 1 {
+                chart
+                    .draw_series(LineSeries::new(
+                        to_xy(inherited),
+                        color(i).mix(0.25).stroke_width(1),
+                    ))
+                    .map_err(draw_error)?;
+            }
+            let own = to_xy(own);
+            if own.len() > 1 {
+                let width = if section.runs[i].winner { 3 } else { 2 };
+                chart
+                    .draw_series(LineSeries::new(own, color(i).stroke_width(width)))
+                    .map_err(draw_error)?;
+            } else if let Some(&(x, y)) = own.first() {
+                chart
+                    .draw_series(std::iter::once(Circle::new((x, y), 3, color(i).filled())))
+                    .map_err(draw_error)?;
+            }
+        }
+        root.present().map_err(draw_error)?;
+    }
+    Ok(Some(out))
+}

@@ -1,0 +1,364 @@
+//! Per-run numbers of a report, from stitched series already in memory.
+//!
+//! Pure functions: no I/O, no catalog; the orchestration in `report/mod.rs`
+//! gathers the series, these turn them into the table's numbers.
+//!
+//! Conventions (also in the README's Reports section):
+//! - Non-finite values (NaN, ±Infinity) are ignored everywhere: they are
+//!   counted in `non_finite` but take part in no number and are not drawn.
+//!   NaN is what a diverged loss logs; letting it win a `min` or poison a sum
+//!   would hide every real result.
+//! - `delta_*` and `area_after_fork` are signed child − parent. With goal `min`
+//!   a negative number means the child is better; with `max` a positive one.
+//! - A run with no finite point of a metric has every number null and no rank.
+
+use serde::Serialize;
+
+/// Whether smaller or larger values of a metric are better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Goal {
+    /// Smaller is better (losses).
+    Min,
+    /// Larger is better (accuracies).
+    Max,
+}
+
+impl Goal {
+    /// The name used on the command line and in outputs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Goal::Min => "min",
+            Goal::Max => "max",
+        }
+    }
+
+    /// Whether `a` is strictly better than `b`.
+    pub fn better(self, a: f64, b: f64) -> bool {
+        match self {
+            Goal::Min => a < b,
+            Goal::Max => a > b,
+        }
+    }
+}
+
+impl std::str::FromStr for Goal {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "min" => Ok(Goal::Min),
+            "max" => Ok(Goal::Max),
+            other => Err(format!("goal must be `min` or `max`, got `{other}`")),
+        }
+    }
+}
+
+/// One point of a stitched series.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point {
+    /// Step.
+    pub step: u64,
+    /// Value as logged (may be non-finite).
+    pub value: f64,
+    /// Whether an ancestor owns the point.
+    pub inherited: bool,
+}
+
+/// The numbers of one run's row for one metric.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RunStats {
+    /// Finite points in the stitched series.
+    pub points: usize,
+    /// Non-finite points ignored.
+    pub non_finite: usize,
+    /// Last step with a finite value.
+    pub last_step: Option<u64>,
+    /// Value at `last_step`.
+    pub last_value: Option<f64>,
+    /// Best value by the goal (earliest step on ties).
+    pub best_value: Option<f64>,
+    /// Step of `best_value`.
+    pub best_step: Option<u64>,
+    /// Largest step with a finite value in both the run's and its parent's series.
+    pub last_common_step: Option<u64>,
+    /// Child − parent at `last_common_step`.
+    pub delta_last_common: Option<f64>,
+    /// Child's last value − the parent's value at the child's last step, or at
+    /// the parent's last step before it.
+    pub delta_at_last: Option<f64>,
+    /// Signed area (child − parent) by the trapezoid rule over the steps after
+    /// the fork present in both series; null with fewer than two such steps.
+    pub area_after_fork: Option<f64>,
+}
+
+/// The finite points of a series, in step order (input must be sorted by step).
+fn finite(series: &[Point]) -> impl Iterator<Item = (u64, f64)> + Clone + '_ {
+    series
+        .iter()
+        .filter(|p| p.value.is_finite())
+        .map(|p| (p.step, p.value))
+}
+
+/// Computes a run's numbers; `parent` is the resolved parent's stitched series
+/// and the run's fork step, `None` for a root. Series must be sorted by step.
+pub fn run_stats(series: &[Point], parent: Option<(&[Point], u64)>, goal: Goal) -> RunStats {
+    let mut stats = RunStats {
+        non_finite: series.iter().filter(|p| !p.value.is_finite()).count(),
+        ..RunStats::default()
+    };
+    let own: Vec<(u64, f64)> = finite(series).collect();
+    stats.points = own.len();
+    let Some(&(last_step, last_value)) = own.last() else {
+        return stats;
+    };
+    stats.last_step = Some(last_step);
+    stats.last_value = Some(last_value);
+    let mut best = own[0];
+    for &(step, value) in &own[1..] {
+        if goal.better(value, best.1) {
+            best = (step, value);
+        }
+    }
+    stats.best_step = Some(best.0);
+    stats.best_value = Some(best.1);
+
+    let Some((parent, fork_step)) = parent else {
+        return stats;
+    };
+    let theirs: Vec<(u64, f64)> = finite(parent).collect();
+    let common = common_steps(&own, &theirs);
+    if let Some(&(step, c, p)) = common.last() {
+        stats.last_common_step = Some(step);
+        stats.delta_last_common = Some(c - p);
+    }
+    let at_or_before = theirs.partition_point(|&(s, _)| s <= last_step);
+    if at_or_before > 0 {
+        stats.delta_at_last = Some(last_value - theirs[at_or_before - 1].1);
+    }
+    let after: Vec<&(u64, f64, f64)> = common.iter().filter(|(s, ..)| *s > fork_step).collect();
+    if after.len() >= 2 {
+        let area = after
+            .windows(2)
+            .map(|w| {
+                let (s0, c0, p0) = *w[0];
+                let (s1, c1, p1) = *w[1];
+                ((c0 - p0) + (c1 - p1)) / 2.0 * (s1 - s0) as f64
+            })
+            .sum();
+        stats.area_after_fork = Some(area);
+    }
+    stats
+}
+
+/// Steps present in both sorted series, with the child's and the parent's values.
+fn common_steps(child: &[(u64, f64)], parent: &[(u64, f64)]) -> Vec<(u64, f64, f64)> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < child.len() && j < parent.len() {
+        match child[i].0.cmp(&parent[j].0) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push((child[i].0, child[i].1, parent[j].1));
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Competition ranks ("1224") by best value per goal; `None` for runs without a value.
+pub fn ranks(best: &[Option<f64>], goal: Goal) -> Vec<Option<usize>> {
+    best.iter()
+        .map(|b| {
+            b.map(|v| {
+                1 + best
+                    .iter()
+                    .filter(|o| o.is_some_and(|o| goal.better(o, v)))
+                    .count()
+            })
+        })
+        .collect()
+}
+
+/// Index of the winning run: the best value, the first in the given order on ties.
+pub fn winner(best: &[Option<f64>], goal: Goal) -> Option<usize> {
+    let mut win: Option<(usize, f64)> = None;
+    for (i, b) in best.iter().enumerate() {
+        if let Some(v) = *b
+            && win.is_none_or(|(_, w)| goal.better(v, w))
+        {
+            win = Some((i, v));
+        }
+    }
+    win.map(|(i, _)| i)
+}
+
+/// Reduces a step-sorted series to at most about `max_points` points for
+/// drawing: per bucket of steps, the first, minimum, maximum and last point in
+/// step order, so spikes and the line's ends survive.
+pub fn downsample(points: &[(u64, f64)], max_points: usize) -> Vec<(u64, f64)> {
+    if points.len() <= max_points || max_points < 8 {
+        return points.to_vec();
+    }
+    let buckets = max_points / 4;
+    let (lo, hi) = (points[0].0, points[points.len() - 1].0);
+    let width = ((hi - lo) / buckets as u64).max(1);
+    let mut out = Vec::with_capacity(max_points);
+    let mut start = 0;
+    while start < points.len() {
+        let bucket = (points[start].0 - lo) / width;
+        let end = start + points[start..].partition_point(|p| (p.0 - lo) / width == bucket);
+        let slice = &points[start..end];
+        let (mut min_i, mut max_i) = (0, 0);
+        for (i, p) in slice.iter().enumerate() {
+            if p.1 < slice[min_i].1 {
+                min_i = i;
+            }
+            if p.1 > slice[max_i].1 {
+                max_i = i;
+            }
+        }
+        let mut picks = vec![0, min_i, max_i, slice.len() - 1];
+        picks.sort_unstable();
+        picks.dedup();
+        out.extend(picks.into_iter().map(|i| slice[i]));
+        start = end;
+    }
+    out
+}
+
+/// [`downsample`] applied to the inherited and the own part of a stitched
+/// series separately (non-finite points dropped), for drawing.
+pub fn downsample_series(series: &[Point], max_points: usize) -> Vec<Point> {
+    let mut out = Vec::new();
+    for inherited in [true, false] {
+        let part: Vec<(u64, f64)> = series
+            .iter()
+            .filter(|p| p.inherited == inherited && p.value.is_finite())
+            .map(|p| (p.step, p.value))
+            .collect();
+        out.extend(
+            downsample(&part, max_points)
+                .into_iter()
+                .map(|(step, value)| Point {
+                    step,
+                    value,
+                    inherited,
+                }),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(points: &[(u64, f64)], fork: Option<u64>) -> Vec<Point> {
+        points
+            .iter()
+            .map(|&(step, value)| Point {
+                step,
+                value,
+                inherited: fork.is_some_and(|f| step <= f),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn root_has_last_and_best_but_no_deltas() {
+        let s = series(&[(0, 5.0), (1, 3.0), (2, 3.0), (3, 4.0)], None);
+        let st = run_stats(&s, None, Goal::Min);
+        assert_eq!(st.points, 4);
+        assert_eq!((st.last_step, st.last_value), (Some(3), Some(4.0)));
+        assert_eq!((st.best_step, st.best_value), (Some(1), Some(3.0)));
+        assert_eq!(st.delta_last_common, None);
+        assert_eq!(st.area_after_fork, None);
+        let st = run_stats(&s, None, Goal::Max);
+        assert_eq!((st.best_step, st.best_value), (Some(0), Some(5.0)));
+    }
+
+    #[test]
+    fn non_finite_values_are_ignored() {
+        let s = series(
+            &[
+                (0, f64::NAN),
+                (1, 2.0),
+                (2, f64::NEG_INFINITY),
+                (3, f64::NAN),
+            ],
+            None,
+        );
+        let st = run_stats(&s, None, Goal::Min);
+        assert_eq!((st.points, st.non_finite), (1, 3));
+        assert_eq!((st.last_step, st.last_value), (Some(1), Some(2.0)));
+        assert_eq!(st.best_value, Some(2.0));
+        let empty = run_stats(&series(&[(0, f64::NAN)], None), None, Goal::Min);
+        assert_eq!(empty.last_value, None);
+        assert_eq!(empty.best_value, None);
+    }
+
+    #[test]
+    fn deltas_and_area_against_the_parent() {
+        // Parent: value = step on 0..=10. Child forks at 4 and runs to 12 with value = step + 2.
+        let parent = series(&(0..=10).map(|s| (s, s as f64)).collect::<Vec<_>>(), None);
+        let mut child_points: Vec<(u64, f64)> = (0..=4).map(|s| (s, s as f64)).collect();
+        child_points.extend((5..=12).map(|s| (s, s as f64 + 2.0)));
+        let child = series(&child_points, Some(4));
+        let st = run_stats(&child, Some((&parent, 4)), Goal::Min);
+        assert_eq!(st.last_common_step, Some(10));
+        assert_eq!(st.delta_last_common, Some(2.0));
+        // Child's last step 12 is past the parent's end: compare with the parent's step 10.
+        assert_eq!(st.delta_at_last, Some(14.0 - 10.0));
+        // Steps 5..=10 in both, difference 2 throughout: 2 × 5 step-units.
+        assert_eq!(st.area_after_fork, Some(10.0));
+    }
+
+    #[test]
+    fn area_uses_only_steps_in_both_series() {
+        let parent = series(&[(0, 0.0), (5, 0.0), (10, 0.0), (20, 0.0)], None);
+        let child = series(&[(0, 0.0), (5, -1.0), (15, -9.0), (20, -3.0)], Some(0));
+        let st = run_stats(&child, Some((&parent, 0)), Goal::Min);
+        // Common after the fork: 5 (−1) and 20 (−3): trapezoid (−1 − 3) / 2 × 15.
+        assert_eq!(st.area_after_fork, Some(-30.0));
+        assert_eq!(st.last_common_step, Some(20));
+        assert_eq!(st.delta_last_common, Some(-3.0));
+        let one = series(&[(0, 0.0), (5, -1.0)], Some(0));
+        assert_eq!(
+            run_stats(&one, Some((&parent, 0)), Goal::Min).area_after_fork,
+            None
+        );
+    }
+
+    #[test]
+    fn ranks_share_ties_and_skip_missing() {
+        let best = [Some(3.0), Some(1.0), None, Some(1.0), Some(2.0)];
+        assert_eq!(
+            ranks(&best, Goal::Min),
+            vec![Some(4), Some(1), None, Some(1), Some(3)]
+        );
+        assert_eq!(
+            ranks(&best, Goal::Max),
+            vec![Some(1), Some(3), None, Some(3), Some(2)]
+        );
+        assert_eq!(winner(&best, Goal::Min), Some(1));
+        assert_eq!(winner(&best, Goal::Max), Some(0));
+        assert_eq!(winner(&[None, None], Goal::Max), None);
+    }
+
+    #[test]
+    fn downsample_keeps_extremes_and_ends() {
+        let points: Vec<(u64, f64)> = (0..100_000u64)
+            .map(|s| (s, if s == 54_321 { 1e9 } else { (s % 7) as f64 }))
+            .collect();
+        let small = downsample(&points, 1000);
+        assert!(small.len() <= 1000 + 4, "{}", small.len());
+        assert_eq!(small.first(), points.first());
+        assert_eq!(small.last(), points.last());
+        assert!(small.contains(&(54_321, 1e9)));
+        assert!(small.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(downsample(&points[..10], 1000).len(), 10);
+    }
+}
