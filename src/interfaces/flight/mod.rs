@@ -80,6 +80,30 @@ impl FlightSql {
         }
     }
 
+    /// A FlightInfo whose ticket is the metadata command itself, after the caller is authorized.
+    async fn command_info(
+        &self,
+        schema: &Schema,
+        command: Any,
+        request: Request<FlightDescriptor>,
+    ) -> std::result::Result<Response<FlightInfo>, Status> {
+        self.authorize(request.metadata()).await?;
+        let info = flight_info(schema, command.encode_to_vec(), request.into_inner())?;
+        Ok(Response::new(info))
+    }
+
+    /// A session scoped to the caller's project, after the caller is authorized.
+    async fn session_for(
+        &self,
+        metadata: &MetadataMap,
+    ) -> std::result::Result<datafusion::prelude::SessionContext, Status> {
+        let scope = self.authorize(metadata).await?;
+        self.engine
+            .scoped_session(scope.as_deref())
+            .await
+            .map_err(status)
+    }
+
     /// Plans `sql` (read-only rule included) and returns its result schema as sent on the wire.
     async fn schema_of(&self, sql: &str, scope: &Scope) -> Result<SchemaRef> {
         let df = self.engine.scoped_sql(sql, scope.as_deref()).await?;
@@ -352,14 +376,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        self.authorize(request.metadata()).await?;
         let schema = query.into_builder().schema();
-        let info = flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?;
-        Ok(Response::new(info))
+        self.command_info(&schema, query.as_any(), request).await
     }
 
     async fn do_get_catalogs(
@@ -367,12 +385,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetCatalogs,
         request: Request<Ticket>,
     ) -> std::result::Result<Response<FlightStream<arrow_flight::FlightData>>, Status> {
-        let scope = self.authorize(request.metadata()).await?;
-        let ctx = self
-            .engine
-            .scoped_session(scope.as_deref())
-            .await
-            .map_err(status)?;
+        let ctx = self.session_for(request.metadata()).await?;
         let batch = catalog_info::catalogs(&ctx, query).map_err(status)?;
         Ok(Response::new(batch_stream(batch)))
     }
@@ -382,14 +395,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        self.authorize(request.metadata()).await?;
         let schema = query.clone().into_builder().schema();
-        let info = flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?;
-        Ok(Response::new(info))
+        self.command_info(&schema, query.as_any(), request).await
     }
 
     async fn do_get_schemas(
@@ -397,12 +404,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetDbSchemas,
         request: Request<Ticket>,
     ) -> std::result::Result<Response<FlightStream<arrow_flight::FlightData>>, Status> {
-        let scope = self.authorize(request.metadata()).await?;
-        let ctx = self
-            .engine
-            .scoped_session(scope.as_deref())
-            .await
-            .map_err(status)?;
+        let ctx = self.session_for(request.metadata()).await?;
         let batch = catalog_info::schemas(&ctx, query).map_err(status)?;
         Ok(Response::new(batch_stream(batch)))
     }
@@ -412,14 +414,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        self.authorize(request.metadata()).await?;
         let schema = query.clone().into_builder().schema();
-        let info = flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?;
-        Ok(Response::new(info))
+        self.command_info(&schema, query.as_any(), request).await
     }
 
     async fn do_get_tables(
@@ -427,12 +423,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetTables,
         request: Request<Ticket>,
     ) -> std::result::Result<Response<FlightStream<arrow_flight::FlightData>>, Status> {
-        let scope = self.authorize(request.metadata()).await?;
-        let ctx = self
-            .engine
-            .scoped_session(scope.as_deref())
-            .await
-            .map_err(status)?;
+        let ctx = self.session_for(request.metadata()).await?;
         let batch = catalog_info::tables(&ctx, query).await.map_err(status)?;
         Ok(Response::new(batch_stream(batch)))
     }
@@ -442,14 +433,9 @@ impl FlightSqlService for FlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        self.authorize(request.metadata()).await?;
         let batch = catalog_info::table_types().map_err(status)?;
-        let info = flight_info(
-            &batch.schema(),
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?;
-        Ok(Response::new(info))
+        self.command_info(&batch.schema(), query.as_any(), request)
+            .await
     }
 
     async fn do_get_table_types(
@@ -467,14 +453,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        self.authorize(request.metadata()).await?;
         let schema = query.clone().into_builder(&self.info).schema();
-        let info = flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?;
-        Ok(Response::new(info))
+        self.command_info(&schema, query.as_any(), request).await
     }
 
     async fn do_get_sql_info(
