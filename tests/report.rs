@@ -558,6 +558,11 @@ fn run_chromium(bin: &Path, profile: &Path, args: &[&str]) -> std::process::Outp
 #[tokio::test]
 async fn html_renders_in_headless_chromium() {
     let Some(bin) = chromium() else {
+        // CI installs Chromium (.ci/run): there a missing browser is a failure, not a skip.
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "chromium is not installed; .ci/run should have installed it"
+        );
         eprintln!(
             "SKIPPED: chromium is not installed (apt-get install chromium); the HTML was not rendered"
         );
