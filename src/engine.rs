@@ -68,6 +68,12 @@ impl Engine {
     pub async fn open_with(spec: &str, options: EngineOptions) -> Result<Self> {
         let store = Store::open(spec).await?;
         let runtime = query::session::runtime(&options)?;
+        // Metric scans read the store's files directly (see `query::file_scan`).
+        let location = store.location();
+        runtime.register_object_store(
+            location.object_store_url().as_ref(),
+            location.object_store.clone(),
+        );
         let engine = Self {
             store,
             catalog: RwLock::new(Arc::new(CatalogSnapshot::default())),

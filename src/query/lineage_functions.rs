@@ -14,22 +14,17 @@ use datafusion::catalog::{
     MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider, view::ViewTable,
 };
 use datafusion::common::{Column, ScalarValue, plan_err};
-use datafusion::datasource::provider_as_source;
 use datafusion::error::Result as DFResult;
-use datafusion::functions_aggregate::expr_fn::last_value;
 use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::{SessionContext, col, lit};
 
+use super::points::PointSource;
 use crate::catalog::{CatalogSnapshot, Run, RunId, Segment};
 use crate::ingest::SYSTEM_METRIC_PREFIX;
 
 /// Registers the lineage table functions on `ctx`.
-pub fn register(
-    ctx: &SessionContext,
-    snapshot: Arc<CatalogSnapshot>,
-    metrics: Arc<dyn TableProvider>,
-) {
-    let shared = Shared { snapshot, metrics };
+pub fn register(ctx: &SessionContext, snapshot: Arc<CatalogSnapshot>, points: Arc<PointSource>) {
+    let shared = Shared { snapshot, points };
     ctx.register_udtf("lineage", Arc::new(Lineage(shared.clone())));
     ctx.register_udtf(
         "stitched_metrics",
@@ -43,7 +38,7 @@ pub fn register(
 #[derive(Debug, Clone)]
 struct Shared {
     snapshot: Arc<CatalogSnapshot>,
-    metrics: Arc<dyn TableProvider>,
+    points: Arc<PointSource>,
 }
 
 #[derive(Debug)]
@@ -274,7 +269,7 @@ impl TableFunctionImpl for StitchedMetrics {
         let segments = snapshot
             .segments(run.id)
             .or_else(|e| plan_err!("stitched_metrics: {e}"))?;
-        let plan = stitched_plan(&self.0.metrics, run.id, &segments, metric.as_ref())?;
+        let plan = stitched_plan(&self.0.points, run.id, &segments, metric.as_ref())?;
         Ok(Arc::new(ViewTable::new(plan, None)))
     }
 }
@@ -293,7 +288,7 @@ impl TableFunctionImpl for FamilyMetrics {
                 .or_else(|e| plan_err!("family_metrics: {e}"))?;
             views.extend(segments.into_iter().map(|s| (member.run.id, s)));
         }
-        let plan = family_plan(&self.0.metrics, &views, metric.as_ref())?;
+        let plan = family_plan(&self.0.points, &views, metric.as_ref())?;
         Ok(Arc::new(ViewTable::new(plan, None)))
     }
 }
@@ -334,25 +329,9 @@ impl TableFunctionImpl for ProjectMetrics {
         if views.is_empty() {
             return plan_err!("{NAME}: unknown project `{project}`");
         }
-        let plan = family_plan(&self.0.metrics, &views, metric.as_ref())?;
+        let plan = family_plan(&self.0.points, &views, metric.as_ref())?;
         Ok(Arc::new(ViewTable::new(plan, None)))
     }
-}
-
-/// The latest write of every `(run_id, metric, step)` of the raw metrics
-/// table, as `run_id, metric, step, value, time` under the qualifier `alias`.
-/// Filters on the key columns are pushed below the aggregate into the scan.
-pub fn latest_points(writes: &Arc<dyn TableProvider>, alias: &str) -> DFResult<LogicalPlanBuilder> {
-    let newest_first = || vec![col("seq").sort(true, false)];
-    LogicalPlanBuilder::scan("writes", provider_as_source(writes.clone()), None)?
-        .aggregate(
-            vec![col("run_id"), col("metric"), col("step")],
-            vec![
-                last_value(col("value"), newest_first()).alias("value"),
-                last_value(col("time"), newest_first()).alias("time"),
-            ],
-        )?
-        .alias(alias)
 }
 
 /// System metrics (`sys/…`) describe the host a run ran on: never inherited.
@@ -375,16 +354,14 @@ fn stitched_projection(viewer: Expr, source: Expr, inherited: Expr, q: &str) -> 
 
 /// The stitched series of `viewer`: one pruned scan of `metrics` per segment, unioned.
 pub fn stitched_plan(
-    metrics: &Arc<dyn TableProvider>,
+    points: &PointSource,
     viewer: RunId,
     segments: &[Segment],
     metric: Option<&MetricFilter>,
 ) -> DFResult<LogicalPlan> {
     let mut branches = Vec::with_capacity(segments.len());
     for seg in segments {
-        let mut predicate = col("run_id")
-            .eq(lit(seg.owner as i64))
-            .and(col("step").gt_eq(lit(seg.from_step as i64)));
+        let mut predicate = col("step").gt_eq(lit(seg.from_step as i64));
         if let Some(to) = seg.to_step {
             predicate = predicate.and(col("step").lt_eq(lit(to as i64)));
         }
@@ -394,7 +371,8 @@ pub fn stitched_plan(
         if seg.owner != viewer {
             predicate = predicate.and(not_system_metric(col("metric")));
         }
-        let branch = latest_points(metrics, "metrics")?
+        let branch = points
+            .latest(Some(&[seg.owner as i64]), "metrics")?
             .filter(predicate)?
             .project(stitched_projection(
                 lit(viewer as i64),
@@ -420,22 +398,21 @@ pub fn stitched_plan(
 /// to the `(viewer, owner, from_step, to_step)` segment list, so an owner's data
 /// is read once however many descendants inherit it.
 pub fn family_plan(
-    metrics: &Arc<dyn TableProvider>,
+    points: &PointSource,
     views: &[(RunId, Segment)],
     metric: Option<&MetricFilter>,
 ) -> DFResult<LogicalPlan> {
     if views.is_empty() {
         return plan_err!("a family has at least one run");
     }
-    let mut owners: Vec<RunId> = views.iter().map(|(_, s)| s.owner).collect();
+    let mut owners: Vec<i64> = views.iter().map(|(_, s)| s.owner as i64).collect();
     owners.sort_unstable();
     owners.dedup();
-    let mut predicate =
-        col("run_id").in_list(owners.iter().map(|o| lit(*o as i64)).collect(), false);
+    let mut points = points.latest(Some(&owners), "m")?;
     if let Some(m) = metric {
-        predicate = predicate.and(m.expr(col("metric")));
+        points = points.filter(m.expr(col("metric")))?;
     }
-    let points = latest_points(metrics, "m")?.filter(predicate)?.build()?;
+    let points = points.build()?;
     let rows: Vec<Vec<Expr>> = views
         .iter()
         .map(|(viewer, s)| {

@@ -3,7 +3,9 @@
 
 pub mod downsample;
 pub mod export;
+pub mod file_scan;
 pub mod lineage_functions;
+pub mod points;
 pub mod session;
 pub mod unnest_keys;
 
@@ -41,9 +43,9 @@ pub async fn read_only_sql(ctx: &SessionContext, sql: &str) -> Result<DataFrame>
 /// Highest step of a stitched view over all metrics (`None` if it has no points).
 pub async fn stitched_max_step(engine: &Engine, segments: &[Segment]) -> Result<Option<u64>> {
     let ctx = engine.session().await?;
-    let metrics = ctx.table_provider(session::METRIC_WRITES).await?;
+    let points = session::points(&ctx)?;
     let viewer = segments.last().map_or(0, |s| s.owner);
-    let plan = lineage_functions::stitched_plan(&metrics, viewer, segments, None)?;
+    let plan = lineage_functions::stitched_plan(&points, viewer, segments, None)?;
     let df = DataFrame::new(
         ctx.state(),
         LogicalPlanBuilder::from(plan)

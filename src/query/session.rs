@@ -15,6 +15,7 @@ use datafusion::optimizer::Optimizer;
 use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
 use deltalake::DeltaTable;
 
+use super::points::PointSource;
 use super::{downsample, lineage_functions, unnest_keys};
 use crate::catalog::CatalogSnapshot;
 use crate::engine::EngineOptions;
@@ -41,6 +42,7 @@ fn config(options: &EngineOptions) -> SessionConfig {
     parquet.pushdown_filters = true;
     parquet.reorder_filters = true;
     parquet.enable_page_index = true;
+    parquet.max_in_list_size = super::file_scan::MAX_IN_LIST;
     config
 }
 
@@ -62,44 +64,47 @@ pub async fn build(
         None => snapshot,
     };
     let visible: Option<Vec<i64>> = project.map(|_| snapshot.runs().map(|r| r.id as i64).collect());
+    let scope = |provider| match &visible {
+        Some(ids) => only_runs(provider, ids),
+        None => Ok(provider),
+    };
+    let files = store.files(TableKind::Metrics).await?;
+    let points = Arc::new(PointSource::new(
+        &files,
+        &store.location().object_store_url(),
+        &scope,
+    )?);
     // As `SessionContext::new_with_config_rt`, plus the guard that keeps
     // `unnest` results (how `downsample` / `lttb` are read) correct.
     let state = SessionStateBuilder::new()
-        .with_config(config(options))
+        .with_config(config(options).with_extension(points.clone()))
         .with_runtime_env(runtime.clone())
         .with_default_features()
         .with_optimizer_rules(unnest_keys::guard(Optimizer::new().rules))
         .build();
     let ctx = SessionContext::new_with_state(state);
-    let mut writes = None;
-    for kind in [
-        TableKind::Metrics,
-        TableKind::Logs,
-        TableKind::Data,
-        TableKind::Files,
-    ] {
+    for kind in [TableKind::Logs, TableKind::Data, TableKind::Files] {
         let table = store.refresh(kind).await?;
         table.update_datafusion_session(&ctx.state())?;
-        let provider = match &visible {
-            Some(ids) => only_runs(table.table_provider().await?, ids)?,
-            None => table.table_provider().await?,
-        };
-        if kind == TableKind::Metrics {
-            writes = Some(provider);
-        } else {
-            ctx.register_table(kind.dir(), provider)?;
-        }
+        ctx.register_table(kind.dir(), scope(table.table_provider().await?)?)?;
     }
-    let writes = writes.expect("the metrics table is loaded above");
     // `metric_writes` is every write; `metrics` the latest write of each point.
-    ctx.register_table(METRIC_WRITES, writes.clone())?;
-    let latest = lineage_functions::latest_points(&writes, "metrics")?.build()?;
+    ctx.register_table(METRIC_WRITES, points.writes())?;
+    let latest = points.latest(None, "metrics")?.build()?;
     ctx.register_table("metrics", Arc::new(ViewTable::new(latest, None)))?;
     ctx.register_table("runs", Arc::new(runs_table(&snapshot)?))?;
-    lineage_functions::register(&ctx, snapshot, writes);
+    lineage_functions::register(&ctx, snapshot, points);
     ctx.register_udaf(downsample::downsample_udaf());
     ctx.register_udaf(downsample::lttb_udaf());
     Ok(ctx)
+}
+
+/// The point source a session built by [`build`] reads metrics from.
+pub fn points(ctx: &SessionContext) -> Result<Arc<PointSource>> {
+    ctx.state()
+        .config()
+        .get_extension::<PointSource>()
+        .ok_or_else(|| crate::error::Error::invalid("not a forkline session"))
 }
 
 /// `provider` restricted to the rows of the runs `ids`.

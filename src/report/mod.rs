@@ -26,7 +26,6 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ingest::SYSTEM_METRIC_PREFIX;
 use crate::query::lineage_functions::{self, MetricFilter};
-use crate::query::session::METRIC_WRITES;
 pub use stats::{Goal, Point, RunStats};
 
 /// Output format of a report.
@@ -331,7 +330,7 @@ pub async fn build(
         .collect::<Result<_>>()?;
 
     let ctx = engine.scoped_session(scope).await?;
-    let writes = ctx.table_provider(METRIC_WRITES).await?;
+    let points = crate::query::session::points(&ctx)?;
     // Each run's own segment only: every point is read and sent once.
     let mut views = Vec::new();
     for member in families.iter().flatten() {
@@ -353,7 +352,7 @@ pub async fn build(
         } else {
             MetricFilter::Exact(spec.clone())
         };
-        let plan = lineage_functions::family_plan(&writes, &views, Some(&filter))?;
+        let plan = lineage_functions::family_plan(&points, &views, Some(&filter))?;
         let df = DataFrame::new(ctx.state(), plan);
         progress(Progress::Scan {
             index,

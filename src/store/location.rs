@@ -76,6 +76,13 @@ impl StoreLocation {
         })
     }
 
+    /// The `scheme://authority` URL DataFusion knows the object store by.
+    pub fn object_store_url(&self) -> datafusion::execution::object_store::ObjectStoreUrl {
+        let url = format!("{}://{}", self.root.scheme(), self.root.authority());
+        datafusion::execution::object_store::ObjectStoreUrl::parse(url)
+            .expect("a scheme and an authority form an object store URL")
+    }
+
     /// URL of a table (a directory) under the store root.
     pub fn table_url(&self, name: &str) -> Url {
         self.root

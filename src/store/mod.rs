@@ -1,8 +1,11 @@
 //! The durable layer: the Delta tables (`runs`, `metrics`, `logs`, `data`, `keys`) under one store URL.
 
+pub mod files;
 pub mod location;
 pub mod records;
 pub mod schema;
+
+use std::sync::{Arc, Mutex};
 
 use arrow::record_batch::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
@@ -12,6 +15,7 @@ use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use tokio::sync::RwLock;
 
+pub use files::{DataFile, FileClass, TableFiles};
 pub use location::StoreLocation;
 
 use crate::error::{Error, Result};
@@ -72,6 +76,8 @@ pub struct Store {
     location: StoreLocation,
     /// One entry per [`TableKind`], in the order of [`TableKind::ALL`].
     tables: Vec<RwLock<DeltaTable>>,
+    /// The data files of the last version listed, per table, in the same order.
+    file_lists: Vec<Mutex<Arc<TableFiles>>>,
 }
 
 impl Store {
@@ -82,7 +88,15 @@ impl Store {
         for kind in TableKind::ALL {
             tables.push(RwLock::new(open_or_create(&location, kind).await?));
         }
-        Ok(Self { location, tables })
+        let file_lists = TableKind::ALL
+            .iter()
+            .map(|_| Mutex::new(Arc::new(TableFiles::default())))
+            .collect();
+        Ok(Self {
+            location,
+            tables,
+            file_lists,
+        })
     }
 
     /// The URL this store was opened at.
@@ -106,6 +120,37 @@ impl Store {
             }
         }
         Ok(lock.read().await.clone())
+    }
+
+    /// The data files of the table's latest version (listed once per version).
+    pub async fn files(&self, kind: TableKind) -> Result<Arc<TableFiles>> {
+        let table = self.refresh(kind).await?;
+        let slot = &self.file_lists[kind as usize];
+        let cached = slot.lock().expect("file list lock poisoned").clone();
+        if cached.version.is_some() && cached.version == table.version() {
+            return Ok(cached);
+        }
+        let url = self.location.table_url(kind.dir());
+        let prefix = object_store::path::Path::from_url_path(url.path().trim_matches('/'))
+            .map_err(|e| Error::invalid(format!("bad table location {url}: {e}")))?;
+        let mut files = Vec::new();
+        for file in table.snapshot()?.log_data().iter() {
+            files.push(DataFile::from_log(
+                &prefix,
+                &file.path(),
+                file.size(),
+                file.stats().as_deref(),
+            )?);
+        }
+        let listed = Arc::new(TableFiles {
+            version: table.version(),
+            files,
+        });
+        let mut slot = slot.lock().expect("file list lock poisoned");
+        if slot.version.is_none_or(|v| listed.version.is_some_and(|l| l >= v)) {
+            *slot = listed.clone();
+        }
+        Ok(listed)
     }
 
     /// The cached table state, without checking the store for newer versions.

@@ -1,0 +1,186 @@
+//! A table over an explicit list of Parquet files of a Delta snapshot.
+//!
+//! The read path chooses files itself (by class and by the `run_id` range the
+//! Delta statistics give each file), so every scan is a plain DataFusion
+//! Parquet scan: the session's Parquet options (page index, filter pushdown),
+//! the runtime's footer and page-index cache, and a plan any DataFusion engine
+//! can serialize.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Int64Array};
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::pruning::PruningStatistics;
+use datafusion::common::{Column, DFSchema, ScalarValue, project_schema};
+use datafusion::datasource::TableType;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::error::Result as DFResult;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+
+use crate::store::DataFile;
+
+/// Longest `run_id IN (…)` list pruned value by value: a family or project
+/// scan lists every owner, and each must still prune files and pages.
+pub const MAX_IN_LIST: usize = 100_000;
+
+/// Files of one table snapshot, read as one table.
+#[derive(Debug)]
+pub struct FileSetTable {
+    schema: SchemaRef,
+    store: ObjectStoreUrl,
+    files: Vec<DataFile>,
+}
+
+impl FileSetTable {
+    /// A table of `files` (located in the object store known as `store`), all with `schema`.
+    pub fn new(schema: SchemaRef, store: ObjectStoreUrl, files: Vec<DataFile>) -> Self {
+        Self {
+            schema,
+            store,
+            files,
+        }
+    }
+
+    /// The files a scan with `filters` may need, by their `run_id` ranges.
+    fn candidates(&self, state: &dyn Session, filters: &[Expr]) -> DFResult<Vec<&DataFile>> {
+        let Some(predicate) = conjunction(filters.iter().cloned()) else {
+            return Ok(self.files.iter().collect());
+        };
+        let df_schema = DFSchema::try_from(self.schema.clone())?;
+        let physical = state.create_physical_expr(predicate, &df_schema)?;
+        let pruning = PruningPredicateBuilder::new()
+            .with_file_schema(self.schema.clone())
+            .with_max_in_list_size(MAX_IN_LIST)
+            .try_build(physical)?;
+        let keep = pruning.prune(&RunRanges(&self.files))?;
+        Ok(self
+            .files
+            .iter()
+            .zip(keep)
+            .filter_map(|(f, keep)| keep.then_some(f))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl TableProvider for FileSetTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DFResult<Vec<TableProviderFilterPushDown>> {
+        // Used to prune files, row groups and pages; the rows are filtered again above.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        let files = self.candidates(state, filters)?;
+        if files.is_empty() {
+            let schema = project_schema(&self.schema, projection)?;
+            return Ok(Arc::new(EmptyExec::new(schema)));
+        }
+        let format =
+            ParquetFormat::default().with_options(state.default_table_options().parquet.clone());
+        let mut source = ParquetSource::new(TableSchema::from(self.schema.clone()))
+            .with_table_parquet_options(format.options().clone());
+        if let Some(predicate) = conjunction(filters.iter().cloned()) {
+            let df_schema = DFSchema::try_from(self.schema.clone())?;
+            source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+        }
+        let config = FileScanConfigBuilder::new(self.store.clone(), Arc::new(source))
+            .with_file_groups(groups(&files, state.config().target_partitions()))
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        format.create_physical_plan(state, config).await
+    }
+}
+
+/// Spreads files over at most `partitions` groups of similar byte size.
+fn groups(files: &[&DataFile], partitions: usize) -> Vec<FileGroup> {
+    let n = partitions.clamp(1, files.len());
+    let mut sized: Vec<&&DataFile> = files.iter().collect();
+    sized.sort_by_key(|f| std::cmp::Reverse(f.size));
+    let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); n];
+    for file in sized {
+        let lightest = groups
+            .iter_mut()
+            .min_by_key(|(bytes, _)| *bytes)
+            .expect("at least one group");
+        lightest.0 += file.size;
+        lightest
+            .1
+            .push(PartitionedFile::new(file.location.to_string(), file.size));
+    }
+    groups
+        .into_iter()
+        .map(|(_, files)| FileGroup::new(files))
+        .collect()
+}
+
+/// File-level `run_id` statistics for [`PruningPredicate`].
+struct RunRanges<'a>(&'a [DataFile]);
+
+impl RunRanges<'_> {
+    fn bound(&self, column: &Column, pick: fn((i64, i64)) -> i64) -> Option<ArrayRef> {
+        (column.name == "run_id").then(|| {
+            Arc::new(
+                self.0
+                    .iter()
+                    .map(|f| f.runs.map(pick))
+                    .collect::<Int64Array>(),
+            ) as ArrayRef
+        })
+    }
+}
+
+impl PruningStatistics for RunRanges<'_> {
+    fn min_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.bound(column, |r| r.0)
+    }
+
+    fn max_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.bound(column, |r| r.1)
+    }
+
+    fn num_containers(&self) -> usize {
+        self.0.len()
+    }
+
+    fn null_counts(&self, _column: &Column) -> Option<ArrayRef> {
+        None
+    }
+
+    fn row_counts(&self) -> Option<ArrayRef> {
+        None
+    }
+
+    fn contained(&self, _column: &Column, _values: &HashSet<ScalarValue>) -> Option<BooleanArray> {
+        None
+    }
+}
