@@ -6,6 +6,7 @@
 //! are the CLI and HTTP front doors over one [`engine::Engine`].
 
 pub mod auth;
+pub mod bench_data;
 pub mod catalog;
 pub mod demo;
 pub mod engine;

@@ -1,4 +1,4 @@
-//! Command-line interface: `demo`, `sql`, `run …`, `import`, `serve`.
+//! Command-line interface: `demo`, `bench-data`, `sql`, `run …`, `import`, `serve`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -46,6 +46,8 @@ pub struct Cli {
 pub enum Command {
     /// Build a demo store (two projects, forked families, >1M points) and run queries/*.sql.
     Demo(DemoArgs),
+    /// Write a synthetic benchmark store: project `bench`, forked families, ~50M points per scale unit.
+    BenchData(BenchDataArgs),
     /// Run one read-only SQL query and print its result.
     Sql(SqlArgs),
     /// Create, fork and change runs.
@@ -84,6 +86,20 @@ pub struct DemoArgs {
     /// Random seed of the generated curves.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+}
+
+/// Arguments of `bench-data`.
+#[derive(Debug, Args)]
+pub struct BenchDataArgs {
+    /// Size: round(1000 × scale) runs in families of 100, 50,000 points per run (scale 1 ≈ 50M points).
+    #[arg(long, allow_negative_numbers = true)]
+    pub scale: f64,
+    /// Seed of the generated lineage and values (same seed and scale, same store contents).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Split the same points into exactly this many small commits, in a live-ingest-like order.
+    #[arg(long)]
+    pub commits: Option<u64>,
 }
 
 /// Arguments of `sql`.
@@ -282,6 +298,14 @@ impl Cli {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
+    if let Command::BenchData(args) = &cli.command {
+        // Refuse bad input before the store is opened (and created).
+        crate::bench_data::plan(&crate::bench_data::BenchSpec {
+            scale: args.scale,
+            seed: args.seed,
+            commits: args.commits,
+        })?;
+    }
     let engine = cli.engine().await?;
     match cli.command {
         Command::Serve(args) => {
@@ -299,6 +323,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Demo(args) => crate::demo::run(&engine, &args.queries, args.seed).await,
+        Command::BenchData(args) => {
+            let spec = crate::bench_data::BenchSpec {
+                scale: args.scale,
+                seed: args.seed,
+                commits: args.commits,
+            };
+            crate::bench_data::run(&engine, &spec).await
+        }
         Command::Sql(args) => {
             let query = match (&args.query, &args.file) {
                 (Some(q), _) => q.clone(),
