@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod bench_data;
 pub mod catalog;
+pub mod compact;
 pub mod demo;
 pub mod engine;
 pub mod error;

@@ -61,6 +61,8 @@ pub enum Command {
     Report(ReportArgs),
     /// Start the HTTP and Arrow Flight SQL servers.
     Serve(ServeArgs),
+    /// Rewrite small metric files into large sorted ones; query results do not change.
+    Compact(CompactArgs),
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -254,6 +256,14 @@ pub struct ReportArgs {
     pub out: Option<PathBuf>,
 }
 
+/// Arguments of `compact`.
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// Rows per output file (runs are never split across files).
+    #[arg(long, default_value_t = 4_000_000)]
+    pub target_rows: u64,
+}
+
 /// Arguments of `serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -269,6 +279,12 @@ pub struct ServeArgs {
     /// Largest request body accepted, in MiB (larger requests get 413).
     #[arg(long, env = "FORKLINE_MAX_BODY_MB", default_value_t = 32)]
     pub max_body_mb: usize,
+    /// Check for small metric files this often and compact them (0 turns it off).
+    #[arg(long, env = "FORKLINE_COMPACT_EVERY_S", default_value_t = 60)]
+    pub compact_every_s: u64,
+    /// Compact once at least this many ingest files have gathered.
+    #[arg(long, env = "FORKLINE_COMPACT_MIN_FILES", default_value_t = 16)]
+    pub compact_min_files: usize,
 }
 
 /// Parses a `--config` value: it must be a JSON object.
@@ -319,7 +335,24 @@ pub async fn run(cli: Cli) -> Result<()> {
                 "off" => None,
                 addr => Some(tokio::net::TcpListener::bind(addr).await?),
             };
+            if args.compact_every_s > 0 {
+                let every = std::time::Duration::from_secs(args.compact_every_s);
+                let options = crate::compact::CompactOptions {
+                    min_ingest_files: args.compact_min_files.max(1),
+                    ..Default::default()
+                };
+                tokio::spawn(crate::compact::every(engine.clone(), every, options));
+            }
             super::http::serve(engine, listener, flight, options).await?;
+            Ok(())
+        }
+        Command::Compact(args) => {
+            let options = crate::compact::CompactOptions {
+                target_rows: args.target_rows.max(1),
+                ..Default::default()
+            };
+            let report = crate::compact::compact(&engine, &options).await?;
+            println!("{report}");
             Ok(())
         }
         Command::Demo(args) => crate::demo::run(&engine, &args.queries, args.seed).await,

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Int64Array};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::pruning::PruningStatistics;
@@ -46,8 +46,18 @@ pub struct FileSetTable {
 impl FileSetTable {
     /// A table of `files` (located in the object store known as `store`), all with `schema`.
     pub fn new(schema: SchemaRef, store: ObjectStoreUrl, files: Vec<DataFile>) -> Self {
+        // Strings are read as views, as DataFusion's own Parquet tables do:
+        // comparisons on `metric` then skip copying the bytes.
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
+                _ => f.as_ref().clone(),
+            })
+            .collect();
         Self {
-            schema,
+            schema: Arc::new(Schema::new(fields)),
             store,
             files,
         }

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use arrow::record_batch::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
-use deltalake::kernel::transaction::{CommitProperties, TransactionError};
-use deltalake::kernel::{StructType, Version};
-use deltalake::protocol::SaveMode;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
+use deltalake::kernel::{Action, Add, Remove, StructType, Version};
+use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use tokio::sync::RwLock;
 
@@ -178,6 +178,46 @@ impl Store {
             Err(Error::Storage(e)) if is_lost_race(&e) => Ok(CommitOutcome::Lost),
             Err(e) => Err(e),
         }
+    }
+
+    /// Swaps files in one commit on top of `base` (compaction): `added` are
+    /// already written under the table directory, `removed` are paths of
+    /// `base`'s files. Concurrent appends are fine; a concurrent removal of the
+    /// same files fails this commit.
+    pub async fn replace_files(
+        &self,
+        kind: TableKind,
+        base: &DeltaTable,
+        added: Vec<Add>,
+        removed: &[DataFile],
+    ) -> Result<Version> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut actions: Vec<Action> = added.into_iter().map(Action::Add).collect();
+        actions.extend(removed.iter().map(|f| {
+            Action::Remove(Remove {
+                path: f.relative.clone(),
+                data_change: false,
+                deletion_timestamp: Some(now),
+                extended_file_metadata: Some(true),
+                partition_values: Some(Default::default()),
+                size: Some(f.size as i64),
+                tags: None,
+                deletion_vector: None,
+                base_row_id: None,
+                default_row_commit_version: None,
+            })
+        }));
+        let operation = DeltaOperation::Optimize {
+            predicate: None,
+            target_size: 0,
+        };
+        let committed = CommitBuilder::from(CommitProperties::default())
+            .with_actions(actions)
+            .build(Some(base.snapshot()?), base.log_store(), operation)
+            .await?;
+        let version = committed.version();
+        self.refresh(kind).await?;
+        Ok(version)
     }
 
     async fn install(&self, kind: TableKind, written: DeltaTable) -> Result<Version> {

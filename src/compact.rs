@@ -1,0 +1,358 @@
+//! Compaction of the metrics table: small ingest files become large files
+//! sorted by `(run_id, metric, step)` without changing any query result.
+//!
+//! Every ingest file is rewritten together with the latest files of the same
+//! runs. Each output chunk is a run range: its newest write of every key goes to
+//! a `compacted-latest-…` file (run-disjoint from every other latest file, no
+//! key twice, so reads of those runs skip last-write-wins), and the writes it
+//! supersedes go to a `compacted-superseded-…` file that only `metric_writes`
+//! reads. New files are written first and swapped in by one Delta commit, so a
+//! crash leaves the table as it was (plus unreferenced files).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{AsArray, RecordBatch, UInt64Array};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{Int64Type, UInt64Type};
+use bytes::Bytes;
+use datafusion::prelude::SessionContext;
+use deltalake::kernel::Add;
+use futures::TryStreamExt;
+use object_store::{ObjectStoreExt, PutPayload};
+use object_store::path::Path;
+use parquet::arrow::ArrowWriter;
+use rand::Rng;
+use serde_json::json;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::query::file_scan::FileSetTable;
+use crate::store::files::{LATEST_PREFIX, SUPERSEDED_PREFIX};
+use crate::store::schema::{arrow_schema, writer_properties};
+use crate::store::{DataFile, FileClass, TableKind};
+
+/// Knobs of a compaction.
+#[derive(Debug, Clone)]
+pub struct CompactOptions {
+    /// Rows per output file (a chunk never splits a run, so files may be larger).
+    pub target_rows: u64,
+    /// Do nothing while fewer ingest files than this exist.
+    pub min_ingest_files: usize,
+}
+
+impl Default for CompactOptions {
+    fn default() -> Self {
+        Self {
+            target_rows: 4_000_000,
+            min_ingest_files: 1,
+        }
+    }
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Default)]
+pub struct CompactReport {
+    /// Files rewritten (ingest files and the latest files of the same runs).
+    pub files_in: usize,
+    /// Files written.
+    pub files_out: usize,
+    /// Rows read.
+    pub rows: u64,
+    /// Of them, superseded writes set aside for `metric_writes`.
+    pub superseded: u64,
+    /// Table version of the swap, `None` when there was nothing to do.
+    pub version: Option<u64>,
+    /// Wall time in seconds.
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for CompactReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.version {
+            None => write!(f, "nothing to compact"),
+            Some(v) => write!(
+                f,
+                "compacted {} files into {} ({} rows, {} superseded writes kept aside) as metrics version {v} in {:.1} s",
+                self.files_in, self.files_out, self.rows, self.superseded, self.seconds
+            ),
+        }
+    }
+}
+
+/// Compacts the metrics table of `engine`'s store.
+pub async fn compact(engine: &Engine, options: &CompactOptions) -> Result<CompactReport> {
+    let started = Instant::now();
+    let store = engine.store();
+    let base = store.refresh(TableKind::Metrics).await?;
+    let files = store.files(TableKind::Metrics).await?;
+    if files.version != base.version() {
+        return Err(Error::Conflict(
+            "the metrics table moved while compaction started; try again".into(),
+        ));
+    }
+    let ingest = files.of_class(FileClass::Ingest).count();
+    if ingest == 0 || ingest < options.min_ingest_files {
+        return Ok(CompactReport::default());
+    }
+    let touched = files.ingest_runs();
+    let inputs: Vec<DataFile> = files
+        .files
+        .iter()
+        .filter(|f| match f.class {
+            FileClass::Ingest => true,
+            FileClass::Latest => touched.iter().any(|&(lo, hi)| f.overlaps(lo, hi)),
+            FileClass::Superseded => false,
+        })
+        .cloned()
+        .collect();
+    // Latest files left alone: no output chunk may straddle one of them.
+    let mut fences: Vec<i64> = files
+        .of_class(FileClass::Latest)
+        .filter(|f| !inputs.iter().any(|i| i.location == f.location))
+        .filter_map(|f| f.runs.map(|r| r.0))
+        .collect();
+    fences.sort_unstable();
+
+    let ctx = engine.session().await?;
+    ctx.register_table(
+        "compaction_input",
+        Arc::new(FileSetTable::new(
+            arrow_schema(TableKind::Metrics),
+            store.location().object_store_url(),
+            inputs.clone(),
+        )),
+    )?;
+    let counts = run_counts(&ctx).await?;
+    let chunks = chunk(&counts, &fences, options.target_rows);
+
+    let table_dir = Path::from_url_path(
+        store
+            .location()
+            .table_url(TableKind::Metrics.dir())
+            .path()
+            .trim_matches('/'),
+    )
+    .map_err(|e| Error::invalid(format!("bad table location: {e}")))?;
+    let tag: u32 = rand::rng().random();
+    let mut report = CompactReport {
+        files_in: inputs.len(),
+        ..Default::default()
+    };
+    let mut added = Vec::new();
+    let mut written = Vec::new();
+    let outcome: Result<()> = async {
+        for (n, &(lo, hi)) in chunks.iter().enumerate() {
+            let (latest, superseded) = dedup_chunk(&ctx, lo, hi).await?;
+            report.rows += rows(&latest) + rows(&superseded);
+            report.superseded += rows(&superseded);
+            for (prefix, batches) in [(LATEST_PREFIX, latest), (SUPERSEDED_PREFIX, superseded)] {
+                if rows(&batches) == 0 {
+                    continue;
+                }
+                let name = format!("{prefix}{:08x}-{n:05}.parquet", tag);
+                let location = Path::parse(format!("{table_dir}/{name}"))
+                    .map_err(|e| Error::invalid(format!("bad file name {name}: {e}")))?;
+                let add = write_file(engine, &location, &name, &batches).await?;
+                written.push(location);
+                added.push(add);
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let committed = match outcome {
+        Ok(()) => {
+            store
+                .replace_files(TableKind::Metrics, &base, added, &inputs)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match committed {
+        Ok(version) => {
+            report.files_out = written.len();
+            report.version = Some(version as u64);
+            report.seconds = started.elapsed().as_secs_f64();
+            Ok(report)
+        }
+        Err(e) => {
+            // Nothing references them; remove them so a failed run leaves no trace.
+            for location in written {
+                let _ = store.location().object_store.delete(&location).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Compacts whenever enough ingest files have gathered, checking every `every`,
+/// for as long as the server runs. Failures (a concurrent compaction won, the
+/// store is unreachable) are logged and retried at the next tick.
+pub async fn every(engine: Arc<Engine>, every: std::time::Duration, options: CompactOptions) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        match compact(&engine, &options).await {
+            Ok(report) if report.version.is_some() => tracing::info!("{report}"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("compaction failed, will retry: {e}"),
+        }
+    }
+}
+
+fn rows(batches: &[RecordBatch]) -> u64 {
+    batches.iter().map(|b| b.num_rows() as u64).sum()
+}
+
+/// Rows per run of the input, by run.
+async fn run_counts(ctx: &SessionContext) -> Result<Vec<(i64, u64)>> {
+    let batches = ctx
+        .sql("SELECT run_id, count(*) AS n FROM compaction_input GROUP BY run_id ORDER BY run_id")
+        .await?
+        .collect()
+        .await?;
+    let mut counts = Vec::new();
+    for b in &batches {
+        let runs = b.column(0).as_primitive::<Int64Type>();
+        let n = b.column(1).as_primitive::<Int64Type>();
+        counts.extend((0..b.num_rows()).map(|i| (runs.value(i), n.value(i) as u64)));
+    }
+    Ok(counts)
+}
+
+/// Consecutive runs grouped into `(first, last)` ranges of about `target` rows,
+/// cut before any fence (the first run of a latest file kept as it is).
+fn chunk(counts: &[(i64, u64)], fences: &[i64], target: u64) -> Vec<(i64, i64)> {
+    let mut chunks = Vec::new();
+    let mut current: Option<(i64, i64, u64)> = None;
+    for &(run, n) in counts {
+        if let Some((lo, hi, rows)) = current {
+            let fenced = fences.iter().any(|&f| lo < f && f <= run);
+            if fenced || rows >= target {
+                chunks.push((lo, hi));
+                current = None;
+            }
+        }
+        current = Some(match current {
+            Some((lo, _, rows)) => (lo, run, rows + n),
+            None => (run, run, n),
+        });
+    }
+    if let Some((lo, hi, _)) = current {
+        chunks.push((lo, hi));
+    }
+    chunks
+}
+
+/// The chunk's rows sorted by key, split into the newest write of each key and the rest.
+async fn dedup_chunk(
+    ctx: &SessionContext,
+    lo: i64,
+    hi: i64,
+) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
+    let sql = format!(
+        "SELECT run_id, metric, step, value, time, seq, \
+           row_number() OVER (PARTITION BY run_id, metric, step ORDER BY seq DESC) AS version_rank \
+         FROM compaction_input WHERE run_id BETWEEN {lo} AND {hi} \
+         ORDER BY run_id, metric, step, seq DESC"
+    );
+    let schema = arrow_schema(TableKind::Metrics);
+    let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
+    let (mut latest, mut superseded) = (Vec::new(), Vec::new());
+    while let Some(batch) = stream.try_next().await? {
+        let rank: &UInt64Array = batch.column(6).as_primitive::<UInt64Type>();
+        let newest = arrow::compute::kernels::cmp::eq(rank, &UInt64Array::new_scalar(1))?;
+        let older = arrow::compute::not(&newest)?;
+        let mut columns = batch.columns()[..6].to_vec();
+        columns[1] = arrow::compute::cast(&columns[1], &arrow::datatypes::DataType::Utf8)?;
+        let stored = RecordBatch::try_new(schema.clone(), columns)?;
+        let keep = filter_record_batch(&stored, &newest)?;
+        if keep.num_rows() > 0 {
+            latest.push(keep);
+        }
+        if older.true_count() > 0 {
+            superseded.push(filter_record_batch(&stored, &older)?);
+        }
+    }
+    Ok((latest, superseded))
+}
+
+/// Writes `batches` (sorted) as one Parquet file and describes it for the Delta log.
+async fn write_file(
+    engine: &Engine,
+    location: &Path,
+    name: &str,
+    batches: &[RecordBatch],
+) -> Result<Add> {
+    let schema = arrow_schema(TableKind::Metrics);
+    let mut writer = ArrowWriter::try_new(
+        Vec::new(),
+        schema.clone(),
+        Some(writer_properties(TableKind::Metrics)),
+    )?;
+    for batch in batches {
+        writer.write(batch)?;
+    }
+    let bytes = Bytes::from(writer.into_inner()?);
+    let size = bytes.len() as i64;
+    engine
+        .store()
+        .location()
+        .object_store
+        .put(location, PutPayload::from_bytes(bytes))
+        .await?;
+    Ok(Add {
+        path: name.to_string(),
+        partition_values: Default::default(),
+        size,
+        modification_time: chrono::Utc::now().timestamp_millis(),
+        data_change: false,
+        stats: Some(stats(batches).to_string()),
+        tags: None,
+        deletion_vector: None,
+        base_row_id: None,
+        default_row_commit_version: None,
+        clustering_provider: None,
+    })
+}
+
+/// Delta file statistics for the integer key columns (what readers prune by).
+fn stats(batches: &[RecordBatch]) -> serde_json::Value {
+    let range = |column: usize| {
+        let mut bounds: Option<(i64, i64)> = None;
+        for b in batches {
+            let a = b.column(column).as_primitive::<Int64Type>();
+            if let (Some(lo), Some(hi)) = (
+                arrow::compute::min(a),
+                arrow::compute::max(a),
+            ) {
+                bounds = Some(bounds.map_or((lo, hi), |(l, h)| (l.min(lo), h.max(hi))));
+            }
+        }
+        bounds.unwrap_or((0, 0))
+    };
+    let (run, step, seq) = (range(0), range(2), range(5));
+    let zero = json!({"run_id": 0, "metric": 0, "step": 0, "value": 0, "time": 0, "seq": 0});
+    json!({
+        "numRecords": rows(batches),
+        "minValues": {"run_id": run.0, "step": step.0, "seq": seq.0},
+        "maxValues": {"run_id": run.1, "step": step.1, "seq": seq.1},
+        "nullCount": zero,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk;
+
+    #[test]
+    fn chunks_keep_runs_whole_and_stop_at_fences() {
+        let counts = [(1, 5), (2, 5), (3, 5), (7, 5), (8, 1)];
+        assert_eq!(chunk(&counts, &[], 10), vec![(1, 2), (3, 7), (8, 8)]);
+        assert_eq!(chunk(&counts, &[5], 100), vec![(1, 3), (7, 8)]);
+        assert_eq!(chunk(&counts, &[], 1), vec![(1, 1), (2, 2), (3, 3), (7, 7), (8, 8)]);
+    }
+}
