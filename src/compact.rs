@@ -19,8 +19,8 @@ use bytes::Bytes;
 use datafusion::prelude::SessionContext;
 use deltalake::kernel::Add;
 use futures::TryStreamExt;
-use object_store::{ObjectStoreExt, PutPayload};
 use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
 use rand::Rng;
 use serde_json::json;
@@ -325,10 +325,7 @@ fn stats(batches: &[RecordBatch]) -> serde_json::Value {
         let mut bounds: Option<(i64, i64)> = None;
         for b in batches {
             let a = b.column(column).as_primitive::<Int64Type>();
-            if let (Some(lo), Some(hi)) = (
-                arrow::compute::min(a),
-                arrow::compute::max(a),
-            ) {
+            if let (Some(lo), Some(hi)) = (arrow::compute::min(a), arrow::compute::max(a)) {
                 bounds = Some(bounds.map_or((lo, hi), |(l, h)| (l.min(lo), h.max(hi))));
             }
         }
@@ -353,6 +350,9 @@ mod tests {
         let counts = [(1, 5), (2, 5), (3, 5), (7, 5), (8, 1)];
         assert_eq!(chunk(&counts, &[], 10), vec![(1, 2), (3, 7), (8, 8)]);
         assert_eq!(chunk(&counts, &[5], 100), vec![(1, 3), (7, 8)]);
-        assert_eq!(chunk(&counts, &[], 1), vec![(1, 1), (2, 2), (3, 3), (7, 7), (8, 8)]);
+        assert_eq!(
+            chunk(&counts, &[], 1),
+            vec![(1, 1), (2, 2), (3, 3), (7, 7), (8, 8)]
+        );
     }
 }

@@ -57,8 +57,9 @@ pub struct DataFile {
 impl DataFile {
     /// Parses one entry of a Delta snapshot; `table` is the table directory's location.
     pub fn from_log(table: &Path, relative: &str, size: i64, stats: Option<&str>) -> Result<Self> {
-        let location = Path::parse(format!("{table}/{relative}"))
-            .map_err(|e| Error::invalid(format!("bad file path {relative} in the Delta log: {e}")))?;
+        let location = Path::parse(format!("{table}/{relative}")).map_err(|e| {
+            Error::invalid(format!("bad file path {relative} in the Delta log: {e}"))
+        })?;
         let stats: Option<Value> = stats.and_then(|s| serde_json::from_str(s).ok());
         let rows = stats
             .as_ref()
@@ -135,10 +136,14 @@ mod tests {
     fn classes_come_from_the_file_name() {
         let table = Path::from("store/metrics");
         let stats = r#"{"numRecords":3,"minValues":{"run_id":4},"maxValues":{"run_id":9}}"#;
-        let f = DataFile::from_log(&table, "compacted-latest-1-0.parquet", 10, Some(stats)).unwrap();
+        let f =
+            DataFile::from_log(&table, "compacted-latest-1-0.parquet", 10, Some(stats)).unwrap();
         assert_eq!(f.class, FileClass::Latest);
         assert_eq!((f.rows, f.runs), (Some(3), Some((4, 9))));
-        assert_eq!(f.location.as_ref(), "store/metrics/compacted-latest-1-0.parquet");
+        assert_eq!(
+            f.location.as_ref(),
+            "store/metrics/compacted-latest-1-0.parquet"
+        );
         let f = DataFile::from_log(&table, "part-00000-x.zstd.parquet", 10, None).unwrap();
         assert_eq!((f.class, f.runs), (FileClass::Ingest, None));
         assert!(f.overlaps(1, 1));

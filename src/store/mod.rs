@@ -147,7 +147,10 @@ impl Store {
             files,
         });
         let mut slot = slot.lock().expect("file list lock poisoned");
-        if slot.version.is_none_or(|v| listed.version.is_some_and(|l| l >= v)) {
+        if slot
+            .version
+            .is_none_or(|v| listed.version.is_some_and(|l| l >= v))
+        {
             *slot = listed.clone();
         }
         Ok(listed)

@@ -1,0 +1,249 @@
+//! Compaction leaves every query result unchanged: a store that is compacted
+//! (fully, then incrementally after more writes) answers exactly as a twin store
+//! that received the same writes and was never compacted.
+
+mod common;
+
+use common::{cli, product_docs, rows, temp_store};
+use forkline::catalog::NewRun;
+use forkline::compact::{CompactOptions, compact};
+use forkline::ingest::MetricPoint;
+use forkline::store::{FileClass, TableKind};
+use forkline::{Engine, Result};
+
+/// Points with a fixed time, so twin stores hold identical rows.
+fn points(metric: &str, steps: std::ops::RangeInclusive<u64>, value: f64) -> Vec<MetricPoint> {
+    steps
+        .map(|s| MetricPoint {
+            metric: metric.into(),
+            step: s,
+            value: value + s as f64,
+            time_us: Some(1_700_000_000_000_000 + s as i64),
+        })
+        .collect()
+}
+
+/// The same writes, in the same order, on every engine.
+async fn write(engines: &[&Engine], run: &str, batch: Vec<MetricPoint>) -> Result<()> {
+    for engine in engines {
+        engine.write_points(run, batch.clone()).await?;
+    }
+    Ok(())
+}
+
+/// Queries over every table and table function that reads metrics; `time`
+/// and `seq` are left out where twin stores differ (the fixture logs "now").
+fn queries(a: &str, b: &str, c: &str) -> Vec<String> {
+    let mut q = vec![
+        "SELECT run_id, metric, step, value FROM metrics ORDER BY 1, 2, 3".to_string(),
+        "SELECT run_id, metric, step, value FROM metric_writes ORDER BY 1, 2, 3, 4".into(),
+        "SELECT metric, count(*), round(sum(value), 6), min(step), max(step) FROM metrics GROUP BY metric ORDER BY 1".into(),
+        format!("SELECT run_id, source_run_id, metric, step, value, inherited FROM family_metrics('{a}') ORDER BY 1, 3, 4"),
+        format!("SELECT run_id, step, value FROM family_metrics('{a}', 'loss') WHERE step BETWEEN 45 AND 155 ORDER BY 1, 2"),
+        "SELECT run_id, metric, step, value FROM project_metrics('product-docs') ORDER BY 1, 2, 3".into(),
+        "SELECT run_id, step, value FROM project_metrics('other', 'sys/%') ORDER BY 1, 2".into(),
+    ];
+    for run in [a, b, c, "OTH-1"] {
+        q.push(format!(
+            "SELECT run_id, source_run_id, metric, step, value, inherited FROM stitched_metrics('{run}') ORDER BY metric, step"
+        ));
+        q.push(format!(
+            "SELECT step, value FROM stitched_metrics('{run}', 'loss') WHERE step > 40 ORDER BY step"
+        ));
+    }
+    q
+}
+
+async fn answers(engine: &Engine, queries: &[String]) -> Vec<Vec<Vec<String>>> {
+    let mut out = Vec::new();
+    for q in queries {
+        out.push(rows(engine, q).await.unwrap_or_else(|e| panic!("{q}: {e}")));
+    }
+    out
+}
+
+async fn assert_same(compacted: &Engine, twin: &Engine, queries: &[String], when: &str) {
+    let (x, y) = (
+        answers(compacted, queries).await,
+        answers(twin, queries).await,
+    );
+    for ((q, x), y) in queries.iter().zip(&x).zip(&y) {
+        assert!(!y.is_empty() || q.contains("sys/"), "{when}: {q} is empty");
+        assert_eq!(x, y, "{when}: {q}");
+    }
+}
+
+async fn classes(engine: &Engine) -> Vec<(String, FileClass, Option<(i64, i64)>)> {
+    let files = engine.store().files(TableKind::Metrics).await.unwrap();
+    files
+        .files
+        .iter()
+        .map(|f| (f.relative.clone(), f.class, f.runs))
+        .collect()
+}
+
+async fn plan(engine: &Engine, sql: &str) -> String {
+    let batches = engine.collect(&format!("EXPLAIN {sql}")).await.unwrap();
+    common::render(&batches)
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_changes_no_result() {
+    let (_d1, s1) = temp_store();
+    let (_d2, s2) = temp_store();
+    let store = Engine::open(&s1).await.unwrap();
+    let twin = Engine::open(&s2).await.unwrap();
+    let docs = product_docs(&store).await.unwrap();
+    product_docs(&twin).await.unwrap();
+    let (a, b, c) = (
+        docs.a.display_id.clone(),
+        docs.b.display_id.clone(),
+        docs.c.display_id.clone(),
+    );
+    let both = [&store, &twin];
+    // Overwrites: the later write of a point wins, the earlier stays in metric_writes.
+    write(&both, &a, points("loss", 90..=100, 5000.0))
+        .await
+        .unwrap();
+    write(&both, &b, points("loss", 60..=60, 7000.0))
+        .await
+        .unwrap();
+    write(&both, &b, points("loss", 60..=60, 8000.0))
+        .await
+        .unwrap();
+    // Another project, logged in many small commits, with a system metric.
+    for engine in both {
+        engine
+            .create_run(NewRun {
+                project: "other".into(),
+                name: "O".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    for chunk in 0..10u64 {
+        write(
+            &both,
+            "OTH-1",
+            points("loss", chunk * 5..=chunk * 5 + 4, 0.5),
+        )
+        .await
+        .unwrap();
+        write(
+            &both,
+            "OTH-1",
+            points("sys/gpu", chunk * 5..=chunk * 5 + 4, 0.1),
+        )
+        .await
+        .unwrap();
+    }
+    let queries = queries(&a, &b, &c);
+    assert_same(&store, &twin, &queries, "before compaction").await;
+    let exact = [
+        "SELECT * FROM metrics ORDER BY run_id, metric, step".to_string(),
+        "SELECT * FROM metric_writes ORDER BY run_id, metric, step, seq".into(),
+    ];
+    let before_exact = answers(&store, &exact).await;
+    let stitched_a = format!("SELECT * FROM stitched_metrics('{a}', 'loss')");
+    assert!(plan(&store, &stitched_a).await.contains("AggregateExec"));
+
+    // One file per run, so a later compaction can leave some files alone.
+    let options = CompactOptions {
+        target_rows: 1,
+        min_ingest_files: 1,
+    };
+    let report = compact(&store, &options).await.unwrap();
+    assert!(report.version.is_some(), "{report}");
+    assert_eq!(report.superseded, 11 + 2, "{report}");
+    let files = classes(&store).await;
+    assert!(files.iter().all(|f| f.1 != FileClass::Ingest), "{files:?}");
+    let latest: Vec<_> = files.iter().filter(|f| f.1 == FileClass::Latest).collect();
+    assert_eq!(latest.len(), 4, "one latest file per run: {files:?}");
+    assert_same(&store, &twin, &queries, "after compaction").await;
+    assert_eq!(
+        answers(&store, &exact).await,
+        before_exact,
+        "rows, times and write sequence numbers are kept"
+    );
+    // Runs held only by latest files are read without last-write-wins.
+    assert!(!plan(&store, &stitched_a).await.contains("AggregateExec"));
+    assert!(
+        compact(&store, &options).await.unwrap().version.is_none(),
+        "a compacted store has nothing to compact"
+    );
+
+    // New writes on top: C overwrites some of its compacted points, A gains steps.
+    write(&both, &c, points("loss", 170..=175, 9000.0))
+        .await
+        .unwrap();
+    write(&both, &c, points("acc", 151..=160, 0.25))
+        .await
+        .unwrap();
+    assert_same(&store, &twin, &queries, "compacted files plus new writes").await;
+    let report = compact(&store, &options).await.unwrap();
+    assert_eq!(report.superseded, 6, "{report}");
+    assert_eq!(
+        report.files_in, 3,
+        "two ingest files and C's latest file: {report}"
+    );
+    let after = classes(&store).await;
+    for kept in latest
+        .iter()
+        .filter(|f| f.2 != Some((docs.c.id as i64, docs.c.id as i64)))
+    {
+        assert!(after.contains(kept), "{kept:?} was left alone");
+    }
+    assert_same(&store, &twin, &queries, "after a second compaction").await;
+}
+
+#[test]
+fn cli_compacts_and_then_has_nothing_to_do() {
+    let (_dir, store) = temp_store();
+    let (ok, _, err) = cli(
+        &store,
+        &["run", "create", "--project", "vision", "--name", "r"],
+    );
+    assert!(ok, "{err}");
+    let csv = "metric,step,value\nloss,0,1.0\nloss,1,0.5\n";
+    let path = std::env::temp_dir().join(format!("forkline-compact-{}.csv", std::process::id()));
+    std::fs::write(&path, csv).unwrap();
+    for _ in 0..2 {
+        let (ok, _, err) = cli(
+            &store,
+            &["import", "--run", "VIS-1", path.to_str().unwrap()],
+        );
+        assert!(ok, "{err}");
+    }
+    let before = cli(
+        &store,
+        &[
+            "sql",
+            "SELECT * FROM metrics ORDER BY step",
+            "--format",
+            "csv",
+        ],
+    );
+    let (ok, out, err) = cli(&store, &["compact"]);
+    assert!(
+        ok && out.starts_with("compacted 2 files into 2"),
+        "{out}{err}"
+    );
+    let (ok, out, _) = cli(&store, &["compact"]);
+    assert!(ok && out.trim() == "nothing to compact", "{out}");
+    let after = cli(
+        &store,
+        &[
+            "sql",
+            "SELECT * FROM metrics ORDER BY step",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(before, after);
+    std::fs::remove_file(path).ok();
+}
