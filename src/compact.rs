@@ -65,10 +65,15 @@ pub struct CompactReport {
     pub version: Option<u64>,
     /// Wall time in seconds.
     pub seconds: f64,
+    /// `runs` files merged into one (0 when there were few).
+    pub runs_files_merged: usize,
 }
 
 impl std::fmt::Display for CompactReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.runs_files_merged > 0 {
+            write!(f, "merged {} runs files into one; ", self.runs_files_merged)?;
+        }
         match self.version {
             None => write!(f, "nothing to compact"),
             Some(v) => write!(
@@ -80,8 +85,77 @@ impl std::fmt::Display for CompactReport {
     }
 }
 
-/// Compacts the metrics table of `engine`'s store.
+/// Compacts the metrics table of `engine`'s store, and merges the `runs` log
+/// into one file once it has [`RUNS_FILES`] (every run change adds a file, and
+/// every process start reads them all).
 pub async fn compact(engine: &Engine, options: &CompactOptions) -> Result<CompactReport> {
+    let runs_merged = merge_runs(engine).await?;
+    let mut report = compact_metrics(engine, options).await?;
+    report.runs_files_merged = runs_merged;
+    Ok(report)
+}
+
+/// How many `runs` files make them worth merging.
+pub const RUNS_FILES: usize = 32;
+
+async fn merge_runs(engine: &Engine) -> Result<usize> {
+    let kind = TableKind::Runs;
+    let store = engine.store();
+    let base = store.refresh(kind).await?;
+    let files = store.files(kind).await?;
+    if files.version != base.version() || files.files.len() < RUNS_FILES {
+        return Ok(0);
+    }
+    let ctx = private_context(engine);
+    let schema = arrow_schema(kind);
+    let input = FileSetTable::new(
+        schema.clone(),
+        store.location().object_store_url(),
+        files.files.clone(),
+    );
+    let mut batches = Vec::new();
+    for batch in ctx.read_table(Arc::new(input))?.collect().await? {
+        // Strings come back as views; store them as the table's own types.
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        batches.push(RecordBatch::try_new(schema.clone(), columns)?);
+    }
+    let tag: u32 = rand::rng().random();
+    let name = format!("compacted-{tag:08x}.parquet");
+    let location = Path::parse(format!("{}/{name}", table_dir(engine, kind)?))
+        .map_err(|e| Error::invalid(format!("bad file name {name}: {e}")))?;
+    let stats = json!({ "numRecords": rows(&batches) });
+    let add = write_file(engine, kind, &location, &name, &batches, stats).await?;
+    if let Err(e) = store
+        .replace_files(kind, &base, vec![add], &files.files)
+        .await
+    {
+        let _ = store.location().object_store.delete(&location).await;
+        return Err(e);
+    }
+    Ok(files.files.len())
+}
+
+/// A bare context on the engine's runtime, so compaction's own tables never
+/// appear in the sessions queries share.
+fn private_context(engine: &Engine) -> SessionContext {
+    SessionContext::new_with_config_rt(
+        datafusion::prelude::SessionConfig::new(),
+        engine.runtime().clone(),
+    )
+}
+
+fn table_dir(engine: &Engine, kind: TableKind) -> Result<Path> {
+    let url = engine.store().location().table_url(kind.dir());
+    Path::from_url_path(url.path().trim_matches('/'))
+        .map_err(|e| Error::invalid(format!("bad table location {url}: {e}")))
+}
+
+async fn compact_metrics(engine: &Engine, options: &CompactOptions) -> Result<CompactReport> {
     let started = Instant::now();
     let store = engine.store();
     let base = store.refresh(TableKind::Metrics).await?;
@@ -114,7 +188,7 @@ pub async fn compact(engine: &Engine, options: &CompactOptions) -> Result<Compac
         .collect();
     fences.sort_unstable();
 
-    let ctx = engine.session().await?;
+    let ctx = private_context(engine);
     ctx.register_table(
         "compaction_input",
         Arc::new(FileSetTable::new(
@@ -126,14 +200,7 @@ pub async fn compact(engine: &Engine, options: &CompactOptions) -> Result<Compac
     let counts = run_counts(&ctx).await?;
     let chunks = chunk(&counts, &fences, options.target_rows);
 
-    let table_dir = Path::from_url_path(
-        store
-            .location()
-            .table_url(TableKind::Metrics.dir())
-            .path()
-            .trim_matches('/'),
-    )
-    .map_err(|e| Error::invalid(format!("bad table location: {e}")))?;
+    let table_dir = table_dir(engine, TableKind::Metrics)?;
     let tag: u32 = rand::rng().random();
     let mut report = CompactReport {
         files_in: inputs.len(),
@@ -153,7 +220,15 @@ pub async fn compact(engine: &Engine, options: &CompactOptions) -> Result<Compac
                 let name = format!("{prefix}{:08x}-{n:05}.parquet", tag);
                 let location = Path::parse(format!("{table_dir}/{name}"))
                     .map_err(|e| Error::invalid(format!("bad file name {name}: {e}")))?;
-                let add = write_file(engine, &location, &name, &batches).await?;
+                let add = write_file(
+                    engine,
+                    TableKind::Metrics,
+                    &location,
+                    &name,
+                    &batches,
+                    stats(&batches),
+                )
+                .await?;
                 written.push(location);
                 added.push(add);
             }
@@ -283,15 +358,16 @@ async fn dedup_chunk(
 /// Writes `batches` (sorted) as one Parquet file and describes it for the Delta log.
 async fn write_file(
     engine: &Engine,
+    kind: TableKind,
     location: &Path,
     name: &str,
     batches: &[RecordBatch],
+    stats: serde_json::Value,
 ) -> Result<Add> {
-    let schema = arrow_schema(TableKind::Metrics);
     let mut writer = ArrowWriter::try_new(
         Vec::new(),
-        schema.clone(),
-        Some(writer_properties(TableKind::Metrics)),
+        arrow_schema(kind),
+        Some(writer_properties(kind)),
     )?;
     for batch in batches {
         writer.write(batch)?;
@@ -310,7 +386,7 @@ async fn write_file(
         size,
         modification_time: chrono::Utc::now().timestamp_millis(),
         data_change: false,
-        stats: Some(stats(batches).to_string()),
+        stats: Some(stats.to_string()),
         tags: None,
         deletion_vector: None,
         base_row_id: None,

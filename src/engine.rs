@@ -1,5 +1,6 @@
 //! The engine: a store, its catalog snapshot, and the operations every interface shares.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use arrow::array::RecordBatch;
@@ -26,6 +27,9 @@ pub struct EngineOptions {
     pub memory_limit: usize,
     /// Parallelism of query plans.
     pub target_partitions: usize,
+    /// Reads trust a table state checked this recently; commits by other
+    /// processes become visible within it (this process's own at once).
+    pub refresh_interval: std::time::Duration,
 }
 
 impl Default for EngineOptions {
@@ -33,6 +37,7 @@ impl Default for EngineOptions {
         Self {
             memory_limit: 2 << 30,
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            refresh_interval: std::time::Duration::from_millis(250),
         }
     }
 }
@@ -56,7 +61,21 @@ pub struct Engine {
     catalog_writes: tokio::sync::Mutex<()>,
     runtime: Arc<RuntimeEnv>,
     options: EngineOptions,
+    /// The last session built per project scope, reused while no table moved.
+    sessions: SessionCache,
 }
+
+#[derive(Default)]
+struct SessionCache(std::sync::Mutex<HashMap<Option<String>, (SessionKey, SessionContext)>>);
+
+impl std::fmt::Debug for SessionCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionCache")
+    }
+}
+
+/// Versions a session was built from: `runs`, `metrics`, `logs`, `data`, `files`.
+type SessionKey = [Option<deltalake::kernel::Version>; 5];
 
 impl Engine {
     /// Opens (creating if needed) the store at `spec` with default limits.
@@ -80,6 +99,7 @@ impl Engine {
             catalog_writes: tokio::sync::Mutex::new(()),
             runtime,
             options,
+            sessions: Default::default(),
         };
         engine.catalog().await?;
         Ok(engine)
@@ -99,9 +119,27 @@ impl Engine {
         self.catalog.read().expect("catalog lock poisoned").clone()
     }
 
+    /// The runtime every query of this engine runs in (memory pool, object stores, caches).
+    pub fn runtime(&self) -> &Arc<RuntimeEnv> {
+        &self.runtime
+    }
+
     /// The catalog as of the latest `runs` version, reloaded only when it moved.
     pub async fn catalog(&self) -> Result<Arc<CatalogSnapshot>> {
         let table = self.store.refresh(TableKind::Runs).await?;
+        self.catalog_of(table).await
+    }
+
+    /// The catalog for reading: as of a `runs` state at most `refresh_interval` old.
+    async fn read_catalog(&self) -> Result<Arc<CatalogSnapshot>> {
+        let table = self
+            .store
+            .refresh_within(TableKind::Runs, self.options.refresh_interval)
+            .await?;
+        self.catalog_of(table).await
+    }
+
+    async fn catalog_of(&self, table: deltalake::DeltaTable) -> Result<Arc<CatalogSnapshot>> {
         let cached = self.cached_catalog();
         if cached.version() == table.version() {
             return Ok(cached);
@@ -220,9 +258,44 @@ impl Engine {
     }
 
     /// A query session that sees only `project`'s runs when given (see [`query::session::build`]).
+    ///
+    /// Sessions are reused while no table has moved, so a warm server plans a
+    /// query without rebuilding tables, functions and providers.
     pub async fn scoped_session(&self, project: Option<&str>) -> Result<SessionContext> {
-        let snapshot = self.catalog().await?;
-        query::session::build(&self.runtime, &self.options, snapshot, &self.store, project).await
+        let snapshot = self.read_catalog().await?;
+        let mut key: SessionKey = [snapshot.version(), None, None, None, None];
+        for (slot, kind) in key[1..].iter_mut().zip([
+            TableKind::Metrics,
+            TableKind::Logs,
+            TableKind::Data,
+            TableKind::Files,
+        ]) {
+            *slot = self
+                .store
+                .refresh_within(kind, self.options.refresh_interval)
+                .await?
+                .version();
+        }
+        let scope = project.map(str::to_string);
+        let reusable = {
+            let sessions = self.sessions.0.lock().expect("session cache poisoned");
+            sessions
+                .get(&scope)
+                .filter(|(built, _)| *built == key)
+                .map(|(_, ctx)| ctx.clone())
+        };
+        if let Some(ctx) = reusable {
+            return Ok(ctx);
+        }
+        let ctx =
+            query::session::build(&self.runtime, &self.options, snapshot, &self.store, project)
+                .await?;
+        self.sessions
+            .0
+            .lock()
+            .expect("session cache poisoned")
+            .insert(scope, (key, ctx.clone()));
+        Ok(ctx)
     }
 
     /// Plans a read-only SQL statement; DDL, DML, COPY and SET are refused.

@@ -31,9 +31,10 @@ use datafusion::physical_plan::empty::EmptyExec;
 
 use crate::store::DataFile;
 
-/// Longest `run_id IN (…)` list pruned value by value: a family or project
-/// scan lists every owner, and each must still prune files and pages.
-pub const MAX_IN_LIST: usize = 100_000;
+/// Longest `run_id IN (…)` list that prunes files value by value: a family or
+/// project scan lists every owner. (Row groups and pages keep DataFusion's
+/// default limit: expanding a long list there costs more than it saves.)
+const MAX_IN_LIST: usize = 100_000;
 
 /// Files of one table snapshot, read as one table.
 #[derive(Debug)]

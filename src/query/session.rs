@@ -42,7 +42,8 @@ fn config(options: &EngineOptions) -> SessionConfig {
     parquet.pushdown_filters = true;
     parquet.reorder_filters = true;
     parquet.enable_page_index = true;
-    parquet.max_in_list_size = super::file_scan::MAX_IN_LIST;
+    // We write no bloom filters; probing for them costs a read per row group.
+    parquet.bloom_filter_on_read = false;
     config
 }
 
@@ -68,6 +69,9 @@ pub async fn build(
         Some(ids) => only_runs(provider, ids),
         None => Ok(provider),
     };
+    store
+        .refresh_within(TableKind::Metrics, options.refresh_interval)
+        .await?;
     let files = store.files(TableKind::Metrics).await?;
     let points = Arc::new(PointSource::new(
         &files,
@@ -84,7 +88,7 @@ pub async fn build(
         .build();
     let ctx = SessionContext::new_with_state(state);
     for kind in [TableKind::Logs, TableKind::Data, TableKind::Files] {
-        let table = store.refresh(kind).await?;
+        let table = store.refresh_within(kind, options.refresh_interval).await?;
         table.update_datafusion_session(&ctx.state())?;
         ctx.register_table(kind.dir(), scope(table.table_provider().await?)?)?;
     }

@@ -6,6 +6,7 @@ pub mod records;
 pub mod schema;
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
@@ -78,6 +79,8 @@ pub struct Store {
     tables: Vec<RwLock<DeltaTable>>,
     /// The data files of the last version listed, per table, in the same order.
     file_lists: Vec<Mutex<Arc<TableFiles>>>,
+    /// When each table was last checked for newer versions.
+    checked: Vec<Mutex<Option<Instant>>>,
 }
 
 impl Store {
@@ -92,10 +95,12 @@ impl Store {
             .iter()
             .map(|_| Mutex::new(Arc::new(TableFiles::default())))
             .collect();
+        let checked = TableKind::ALL.iter().map(|_| Mutex::new(None)).collect();
         Ok(Self {
             location,
             tables,
             file_lists,
+            checked,
         })
     }
 
@@ -110,6 +115,7 @@ impl Store {
 
     /// Brings the cached table state up to the latest committed version and returns it.
     pub async fn refresh(&self, kind: TableKind) -> Result<DeltaTable> {
+        let started = Instant::now();
         let lock = self.table(kind);
         let current = lock.read().await.version();
         let latest = lock.read().await.get_latest_version().await?;
@@ -119,12 +125,35 @@ impl Store {
                 table.update_incremental(None).await?;
             }
         }
+        {
+            let mut checked = self.checked[kind as usize]
+                .lock()
+                .expect("check time lock poisoned");
+            if checked.is_none_or(|t| t < started) {
+                *checked = Some(started);
+            }
+        }
         Ok(lock.read().await.clone())
     }
 
-    /// The data files of the table's latest version (listed once per version).
+    /// As [`Store::refresh`], but trusting the cached state if it was checked
+    /// less than `max_age` ago: reads see other processes' commits within that
+    /// interval (this process's own commits at once), and a burst of queries
+    /// does not list the log once per query.
+    pub async fn refresh_within(&self, kind: TableKind, max_age: Duration) -> Result<DeltaTable> {
+        let checked = *self.checked[kind as usize]
+            .lock()
+            .expect("check time lock poisoned");
+        if checked.is_some_and(|t| t.elapsed() < max_age) {
+            return Ok(self.cached(kind).await);
+        }
+        self.refresh(kind).await
+    }
+
+    /// The data files of the cached table state (listed once per version);
+    /// refresh the table first to see the latest.
     pub async fn files(&self, kind: TableKind) -> Result<Arc<TableFiles>> {
-        let table = self.refresh(kind).await?;
+        let table = self.cached(kind).await;
         let slot = &self.file_lists[kind as usize];
         let cached = slot.lock().expect("file list lock poisoned").clone();
         if cached.version.is_some() && cached.version == table.version() {
