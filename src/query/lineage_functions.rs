@@ -352,46 +352,49 @@ fn stitched_projection(viewer: Expr, source: Expr, inherited: Expr, q: &str) -> 
     ]
 }
 
-/// The stitched series of `viewer`: one pruned scan of `metrics` per segment, unioned.
+/// The stitched series of `viewer`: one scan of the owners' points whose
+/// predicate is the segment list itself, `(run_id = owner AND step in range)`
+/// ORed, so statistics and the page index prune to exactly the segments' pages
+/// and no join is needed (each stored point belongs to at most one segment).
 pub fn stitched_plan(
     points: &PointSource,
     viewer: RunId,
     segments: &[Segment],
     metric: Option<&MetricFilter>,
 ) -> DFResult<LogicalPlan> {
-    let mut branches = Vec::with_capacity(segments.len());
-    for seg in segments {
-        let mut predicate = col("step").gt_eq(lit(seg.from_step as i64));
-        if let Some(to) = seg.to_step {
-            predicate = predicate.and(col("step").lt_eq(lit(to as i64)));
-        }
-        if let Some(m) = metric {
-            predicate = predicate.and(m.expr(col("metric")));
-        }
-        if seg.owner != viewer {
-            predicate = predicate.and(not_system_metric(col("metric")));
-        }
-        let branch = points
-            .latest(Some(&[seg.owner as i64]), "metrics")?
-            .filter(predicate)?
-            .project(stitched_projection(
-                lit(viewer as i64),
-                col("metrics.run_id"),
-                lit(seg.owner != viewer),
-                "metrics",
-            ))?
-            .build()?;
-        branches.push(branch);
-    }
-    let mut branches = branches.into_iter();
-    let first = branches
-        .next()
+    let q = |name: &str| Expr::Column(Column::new(Some("metrics"), name));
+    let in_segments = segments
+        .iter()
+        .map(|seg| {
+            let mut predicate = q("run_id")
+                .eq(lit(seg.owner as i64))
+                .and(q("step").gt_eq(lit(seg.from_step as i64)));
+            if let Some(to) = seg.to_step {
+                predicate = predicate.and(q("step").lt_eq(lit(to as i64)));
+            }
+            if seg.owner != viewer {
+                predicate = predicate.and(not_system_metric(q("metric")));
+            }
+            predicate
+        })
+        .reduce(Expr::or)
         .map_or_else(|| plan_err!("a lineage has at least one segment"), Ok)?;
-    branches
-        .try_fold(LogicalPlanBuilder::from(first), |builder, plan| {
-            builder.union(plan)
-        })?
-        .build()
+    let mut owners: Vec<i64> = segments.iter().map(|s| s.owner as i64).collect();
+    owners.sort_unstable();
+    owners.dedup();
+    let mut scan = points
+        .latest(Some(&owners), "metrics")?
+        .filter(in_segments)?;
+    if let Some(m) = metric {
+        scan = scan.filter(m.expr(q("metric")))?;
+    }
+    scan.project(stitched_projection(
+        lit(viewer as i64),
+        q("run_id"),
+        q("run_id").not_eq(lit(viewer as i64)),
+        "metrics",
+    ))?
+    .build()
 }
 
 /// Stitched views of many runs at once: one scan of the owners' points, joined

@@ -146,7 +146,22 @@ fn scan(provider: &Arc<dyn TableProvider>) -> DFResult<LogicalPlanBuilder> {
     LogicalPlanBuilder::scan("points", provider_as_source(provider.clone()), None)
 }
 
+/// `run_id` among `runs`: ranges of consecutive ids where they are few (a
+/// project's runs usually are one range), which prune files, row groups and
+/// pages and cost nothing per row; else an IN list.
 fn in_runs(runs: &[i64]) -> Expr {
+    let mut ranges: Vec<(i64, i64)> = runs.iter().map(|r| (*r, *r)).collect();
+    crate::store::files::merge_ranges(&mut ranges);
+    if ranges.len() <= MAX_RANGES {
+        return ranges
+            .into_iter()
+            .map(|(lo, hi)| match lo == hi {
+                true => col("run_id").eq(lit(lo)),
+                false => col("run_id").between(lit(lo), lit(hi)),
+            })
+            .reduce(Expr::or)
+            .unwrap_or(lit(false));
+    }
     col("run_id").in_list(runs.iter().map(|r| lit(*r)).collect(), false)
 }
 
