@@ -247,3 +247,99 @@ fn cli_compacts_and_then_has_nothing_to_do() {
     assert_eq!(before, after);
     std::fs::remove_file(path).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_log_merges_into_one_file_and_the_catalog_is_unchanged() {
+    let (_dir, store) = temp_store();
+    let engine = Engine::open(&store).await.unwrap();
+    let runs = forkline::compact::RUNS_FILES + 3;
+    for n in 0..runs {
+        engine
+            .create_run(NewRun {
+                project: "many".into(),
+                name: format!("r{n}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let tags = forkline::catalog::RunUpdate::AddTags(vec!["kept".into()]);
+    engine.update_run("MAN-2", tags).await.unwrap();
+    let all = "SELECT id, project, display_id, name, status, config, tags FROM runs ORDER BY id";
+    let before = rows(&engine, all).await.unwrap();
+    let report = compact(&engine, &CompactOptions::default()).await.unwrap();
+    assert!(report.runs_files_merged > runs, "{report}");
+    assert_eq!(classes_of(&engine, TableKind::Runs).await, 1);
+    // A fresh process sees the same catalog, and numbering goes on after it.
+    drop(engine);
+    let engine = Engine::open(&store).await.unwrap();
+    assert_eq!(rows(&engine, all).await.unwrap(), before);
+    let next = engine
+        .create_run(NewRun {
+            project: "many".into(),
+            name: "after".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(next.display_id, format!("MAN-{}", runs + 1));
+}
+
+async fn classes_of(engine: &Engine, kind: TableKind) -> usize {
+    engine.store().refresh(kind).await.unwrap();
+    engine.store().files(kind).await.unwrap().files.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_compacts_by_itself() {
+    let (_dir, store) = temp_store();
+    let (ok, _, err) = cli(
+        &store,
+        &["run", "create", "--project", "vision", "--name", "r"],
+    );
+    assert!(ok, "{err}");
+    let _server = common::spawn_server_with(
+        &store,
+        &["--compact-every-s", "1", "--compact-min-files", "3"],
+    );
+    let path = std::env::temp_dir().join(format!("forkline-auto-{}.csv", std::process::id()));
+    for i in 0..3 {
+        std::fs::write(
+            &path,
+            format!("metric,step,value\nloss,{i},{i}.5\nloss,9,{i}\n"),
+        )
+        .unwrap();
+        let (ok, _, err) = cli(
+            &store,
+            &["import", "--run", "VIS-1", path.to_str().unwrap()],
+        );
+        assert!(ok, "{err}");
+    }
+    std::fs::remove_file(&path).ok();
+    let engine = Engine::open(&store).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        engine.store().refresh(TableKind::Metrics).await.unwrap();
+        let files = engine.store().files(TableKind::Metrics).await.unwrap();
+        if files.files.iter().all(|f| f.class != FileClass::Ingest) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not compacted: {files:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let got = rows(&engine, "SELECT step, value FROM metrics ORDER BY step")
+        .await
+        .unwrap();
+    let want: Vec<Vec<String>> = [("0", "0.5"), ("1", "1.5"), ("2", "2.5"), ("9", "2.0")]
+        .iter()
+        .map(|(s, v)| vec![s.to_string(), v.to_string()])
+        .collect();
+    assert_eq!(got, want, "the last import of step 9 wins");
+    let writes = rows(&engine, "SELECT count(*) FROM metric_writes")
+        .await
+        .unwrap();
+    assert_eq!(writes, vec![vec!["6".to_string()]]);
+}
