@@ -39,6 +39,8 @@ pub struct CompactOptions {
     pub target_rows: u64,
     /// Do nothing while fewer ingest files than this exist.
     pub min_ingest_files: usize,
+    /// Rewrite every file, latest ones included (after a layout change).
+    pub full: bool,
 }
 
 impl Default for CompactOptions {
@@ -46,6 +48,7 @@ impl Default for CompactOptions {
         Self {
             target_rows: 4_000_000,
             min_ingest_files: 1,
+            full: false,
         }
     }
 }
@@ -166,10 +169,14 @@ async fn compact_metrics(engine: &Engine, options: &CompactOptions) -> Result<Co
         ));
     }
     let ingest = files.of_class(FileClass::Ingest).count();
-    if ingest == 0 || ingest < options.min_ingest_files {
+    let due = ingest > 0 && ingest >= options.min_ingest_files;
+    if !due && !(options.full && files.of_class(FileClass::Latest).count() > 0) {
         return Ok(CompactReport::default());
     }
-    let touched = files.ingest_runs();
+    let touched = match options.full {
+        true => vec![(i64::MIN, i64::MAX)],
+        false => files.ingest_runs(),
+    };
     let inputs: Vec<DataFile> = files
         .files
         .iter()

@@ -156,6 +156,7 @@ async fn compaction_changes_no_result() {
     let options = CompactOptions {
         target_rows: 1,
         min_ingest_files: 1,
+        full: false,
     };
     let report = compact(&store, &options).await.unwrap();
     assert!(report.version.is_some(), "{report}");

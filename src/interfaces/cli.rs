@@ -262,6 +262,9 @@ pub struct CompactArgs {
     /// Rows per output file (runs are never split across files).
     #[arg(long, default_value_t = 4_000_000)]
     pub target_rows: u64,
+    /// Rewrite every file, already compacted ones included (after a layout change).
+    #[arg(long)]
+    pub full: bool,
 }
 
 /// Arguments of `serve`.
@@ -349,6 +352,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Compact(args) => {
             let options = crate::compact::CompactOptions {
                 target_rows: args.target_rows.max(1),
+                full: args.full,
                 ..Default::default()
             };
             let report = crate::compact::compact(&engine, &options).await?;
