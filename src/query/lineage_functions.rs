@@ -335,8 +335,13 @@ impl TableFunctionImpl for ProjectMetrics {
 }
 
 /// System metrics (`sys/…`) describe the host a run ran on: never inherited.
-fn not_system_metric(metric: Expr) -> Expr {
-    metric.not_like(lit(format!("{SYSTEM_METRIC_PREFIX}%")))
+/// With one named metric the answer is known at planning time, which spares
+/// a string comparison on every inherited row.
+fn not_system_metric(metric: Expr, filter: Option<&MetricFilter>) -> Expr {
+    match filter {
+        Some(MetricFilter::Exact(m)) => lit(!m.starts_with(SYSTEM_METRIC_PREFIX)),
+        _ => metric.not_like(lit(format!("{SYSTEM_METRIC_PREFIX}%"))),
+    }
 }
 
 fn stitched_projection(viewer: Expr, source: Expr, inherited: Expr, q: &str) -> Vec<Expr> {
@@ -373,7 +378,7 @@ pub fn stitched_plan(
                 predicate = predicate.and(q("step").lt_eq(lit(to as i64)));
             }
             if seg.owner != viewer {
-                predicate = predicate.and(not_system_metric(q("metric")));
+                predicate = predicate.and(not_system_metric(q("metric"), metric));
             }
             predicate
         })
@@ -450,7 +455,7 @@ pub fn family_plan(
                 m("step").between(s("from_step"), s("to_step")).and(
                     s("viewer")
                         .eq(m("run_id"))
-                        .or(not_system_metric(m("metric"))),
+                        .or(not_system_metric(m("metric"), metric)),
                 ),
             ),
         )?
