@@ -170,7 +170,8 @@ async fn compact_metrics(engine: &Engine, options: &CompactOptions) -> Result<Co
     }
     let ingest = files.of_class(FileClass::Ingest).count();
     let due = ingest > 0 && ingest >= options.min_ingest_files;
-    if !due && !(options.full && files.of_class(FileClass::Latest).count() > 0) {
+    let rewrite_all = options.full && files.of_class(FileClass::Latest).count() > 0;
+    if !(due || rewrite_all) {
         return Ok(CompactReport::default());
     }
     let touched = match options.full {
@@ -254,7 +255,7 @@ async fn compact_metrics(engine: &Engine, options: &CompactOptions) -> Result<Co
     match committed {
         Ok(version) => {
             report.files_out = written.len();
-            report.version = Some(version as u64);
+            report.version = Some(version);
             report.seconds = started.elapsed().as_secs_f64();
             Ok(report)
         }
