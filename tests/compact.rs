@@ -200,6 +200,15 @@ async fn compaction_changes_no_result() {
         assert!(after.contains(kept), "{kept:?} was left alone");
     }
     assert_same(&store, &twin, &queries, "after a second compaction").await;
+
+    // A full rewrite (after a layout change) keeps every answer too.
+    let full = CompactOptions {
+        full: true,
+        ..options
+    };
+    let report = compact(&store, &full).await.unwrap();
+    assert!(report.version.is_some() && report.files_in >= 4, "{report}");
+    assert_same(&store, &twin, &queries, "after a full rewrite").await;
 }
 
 #[test]
