@@ -57,6 +57,12 @@ def files_of(store):
     return len(DeltaTable(os.path.join(store, "metrics")).file_uris())
 
 
+def commits_of(store):
+    from deltalake import DeltaTable
+
+    return DeltaTable(os.path.join(store, "metrics")).version()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", required=True, help="store written in one batch (then compacted)")
@@ -91,9 +97,10 @@ def main():
             s.stop()
     lines = [
         f"stores: batch {stores['batch']} ({files_of(stores['batch'])} files), "
-        f"small {stores['small']} ({files_of(stores['small'])} files); p50 of {args.reps} interleaved rounds",
+        f"small {stores['small']} ({files_of(stores['small'])} files, metrics table version "
+        f"{commits_of(stores['small'])}); p50 of {args.reps} interleaved rounds",
         "",
-        "| query | one batch, compacted | 10,000 commits, compacted | small / batch |",
+        "| query | one batch, compacted | small commits, compacted | small / batch |",
         "|---|---:|---:|---:|",
     ]
     for q in QUERIES:
