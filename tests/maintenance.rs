@@ -240,6 +240,9 @@ async fn vacuum_removes_exactly_the_replaced_files() {
     assert_eq!(answers(&store), before);
 }
 
+/// A request to a write route: path, headers, body.
+type Write<'a> = (&'a str, Vec<(&'a str, &'a str)>, String);
+
 struct Api {
     base: String,
     client: reqwest::Client,
@@ -328,7 +331,7 @@ async fn read_only_server_refuses_writes_and_answers_reads() {
     assert!(points > 0);
 
     let json_ct = ("content-type", "application/json");
-    let writes: Vec<(&str, Vec<(&str, &str)>, String)> = vec![
+    let writes: Vec<Write> = vec![
         (
             "/api/runs/create",
             vec![json_ct],
