@@ -284,6 +284,7 @@ pub struct VacuumArgs {
     pub dry_run: bool,
     /// Also delete files no commit ever referenced (left by crashed writers),
     /// once older than the retention period; never in `files/`, which holds uploads.
+    /// With a short retention, use it only while nothing writes to the store.
     #[arg(long)]
     pub orphans: bool,
 }
