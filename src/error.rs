@@ -20,6 +20,9 @@ pub enum Error {
     /// The store could not take the write now; the caller may retry.
     #[error("{0}")]
     Unavailable(String),
+    /// The store is damaged: a file a table snapshot references is missing or unreadable.
+    #[error("{0}")]
+    Damaged(String),
     /// SQL planning or execution failed.
     #[error("{0}")]
     Query(#[from] DataFusionError),

@@ -1,4 +1,5 @@
-//! Command-line interface: `demo`, `bench-data`, `sql`, `run …`, `import`, `serve`.
+//! Command-line interface: `demo`, `bench-data`, `sql`, `run …`, `import`, `serve`,
+//! and the maintenance verbs `compact`, `check`, `vacuum`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -63,6 +64,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Rewrite small metric files into large sorted ones; query results do not change.
     Compact(CompactArgs),
+    /// Verify that every file the tables' current snapshots reference exists and is readable Parquet.
+    Check,
+    /// Delete files that no table snapshot within the retention period needs (e.g. files compaction replaced).
+    Vacuum(VacuumArgs),
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -267,6 +272,23 @@ pub struct CompactArgs {
     pub full: bool,
 }
 
+/// Arguments of `vacuum`.
+#[derive(Debug, Args)]
+pub struct VacuumArgs {
+    /// Keep files removed from a table less than this many hours ago (readers of
+    /// recent snapshots may still need them); 0 deletes every replaced file.
+    #[arg(long, default_value_t = crate::maintenance::vacuum::DEFAULT_RETENTION_HOURS)]
+    pub retention_hours: u64,
+    /// Only list what would be deleted.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also delete files no commit ever referenced (left by crashed writers),
+    /// once older than the retention period; never in `files/`, which holds uploads.
+    /// With a short retention, use it only while nothing writes to the store.
+    #[arg(long)]
+    pub orphans: bool,
+}
+
 /// Arguments of `serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -288,6 +310,9 @@ pub struct ServeArgs {
     /// Compact once at least this many ingest files have gathered.
     #[arg(long, env = "FORKLINE_COMPACT_MIN_FILES", default_value_t = 16)]
     pub compact_min_files: usize,
+    /// Serve as a read replica: write routes answer 403, no compaction runs.
+    #[arg(long, env = "FORKLINE_READ_ONLY")]
+    pub read_only: bool,
 }
 
 /// Parses a `--config` value: it must be a JSON object.
@@ -333,12 +358,13 @@ pub async fn run(cli: Cli) -> Result<()> {
             let options = super::http::ServerOptions {
                 commit_window: std::time::Duration::from_millis(args.commit_window_ms.min(10_000)),
                 max_body: args.max_body_mb.max(1) << 20,
+                read_only: args.read_only,
             };
             let flight = match args.flight_listen.as_str() {
                 "off" => None,
                 addr => Some(tokio::net::TcpListener::bind(addr).await?),
             };
-            if args.compact_every_s > 0 {
+            if args.compact_every_s > 0 && !args.read_only {
                 let every = std::time::Duration::from_secs(args.compact_every_s);
                 let options = crate::compact::CompactOptions {
                     min_ingest_files: args.compact_min_files.max(1),
@@ -356,6 +382,28 @@ pub async fn run(cli: Cli) -> Result<()> {
                 ..Default::default()
             };
             let report = crate::compact::compact(&engine, &options).await?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::Check => {
+            let report = crate::maintenance::check(engine.store()).await?;
+            print!("{report}");
+            if report.ok() {
+                return Ok(());
+            }
+            Err(Error::Damaged(format!(
+                "store check failed: {}",
+                report.problems().join("; ")
+            )))
+        }
+        Command::Vacuum(args) => {
+            let hours = args.retention_hours;
+            let options = crate::maintenance::VacuumOptions {
+                retention: std::time::Duration::from_secs(hours.saturating_mul(3600)),
+                dry_run: args.dry_run,
+                orphans: args.orphans,
+            };
+            let report = crate::maintenance::vacuum(engine.store(), &options).await?;
             println!("{report}");
             Ok(())
         }

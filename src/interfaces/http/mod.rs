@@ -35,6 +35,8 @@ pub struct ServerOptions {
     pub commit_window: Duration,
     /// Largest request body accepted, in bytes (larger ones get 413).
     pub max_body: usize,
+    /// A read replica: every route that would change the store answers 403.
+    pub read_only: bool,
 }
 
 impl Default for ServerOptions {
@@ -42,6 +44,7 @@ impl Default for ServerOptions {
         Self {
             commit_window: Duration::from_millis(100),
             max_body: 32 << 20,
+            read_only: false,
         }
     }
 }
@@ -69,12 +72,18 @@ pub async fn router(
         keys,
         signer,
     };
+    // Every route that changes the store is in this one group, gated here.
+    let mut writes = pluto::write_routes();
+    if options.read_only {
+        writes = writes.route_layer(axum::middleware::from_fn(refuse_writes));
+    }
     Ok(Router::new()
         .route("/health", get(health))
         .route("/api/sql", post(sql))
         .route("/api/export", get(export::export))
         .route("/api/report", get(report::report))
-        .merge(pluto::routes())
+        .merge(pluto::read_routes())
+        .merge(writes)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -123,7 +132,7 @@ pub async fn serve(
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     }
-    tracing::info!(%addr, commit_window_ms = options.commit_window.as_millis() as u64, "forkline HTTP listening");
+    tracing::info!(%addr, commit_window_ms = options.commit_window.as_millis() as u64, read_only = options.read_only, "forkline HTTP listening");
     let http = async {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
@@ -138,6 +147,18 @@ pub async fn serve(
         None => http.await?,
     }
     Ok(())
+}
+
+/// The answer of a read-only server to every write route.
+async fn refuse_writes(request: Request, _next: Next) -> Response {
+    let body = json!({
+        "error": format!(
+            "this forkline server is read-only: {} {} changes the store; send writes to a writable server",
+            request.method(),
+            request.uri().path()
+        )
+    });
+    (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
 }
 
 fn unauthorized(message: &str) -> Response {

@@ -17,20 +17,28 @@ use super::AppState;
 use crate::catalog::{CatalogSnapshot, Run, RunId};
 use crate::error::{Error, Result};
 
-/// Routes of the SDK's write and read paths.
-pub fn routes() -> Router<AppState> {
+/// Routes of the SDK that change the store: run lifecycle, ingest, file uploads.
+/// A read-only server refuses all of them (see `super::router`).
+pub fn write_routes() -> Router<AppState> {
     Router::new()
-        .route("/api/slug", post(runs::slug))
         .route("/api/runs/create", post(runs::create))
         .route("/api/runs/resume", post(runs::resume))
-        .route("/api/runs/trigger", post(runs::trigger))
-        .route("/api/runs/logName/add", post(runs::log_names))
         .route("/api/runs/status/update", post(runs::status))
         .route("/api/runs/tags/update", post(runs::tags))
         .route("/api/runs/config/update", post(runs::config))
         .route("/ingest/metrics", post(ingest::metrics))
         .route("/ingest/logs", post(ingest::logs))
         .route("/ingest/data", post(ingest::data))
+        .route("/files", post(files::presign))
+        .route("/files/upload/{run}/{file}", put(files::upload))
+}
+
+/// Routes of the SDK that only read (some are POSTs that check a run and change nothing).
+pub fn read_routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/slug", post(runs::slug))
+        .route("/api/runs/trigger", post(runs::trigger))
+        .route("/api/runs/logName/add", post(runs::log_names))
         .route("/api/runs/projects", get(query::projects))
         .route("/api/runs/list", get(query::list))
         .route(
@@ -45,8 +53,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/runs/leaderboard", get(query::leaderboard))
         .route("/api/runs/logs", get(query::logs))
         .route("/api/runs/files", get(query::files))
-        .route("/files", post(files::presign))
-        .route("/files/upload/{run}/{file}", put(files::upload))
         .route("/files/download/{run}/{file}", get(files::download))
 }
 
