@@ -30,6 +30,8 @@ pub struct EngineOptions {
     /// Reads trust a table state checked this recently; commits by other
     /// processes become visible within it (this process's own at once).
     pub refresh_interval: std::time::Duration,
+    /// Object-store settings the store URL does not carry (S3 endpoint, …).
+    pub store: crate::store::StoreOptions,
 }
 
 impl Default for EngineOptions {
@@ -38,6 +40,7 @@ impl Default for EngineOptions {
             memory_limit: 2 << 30,
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
             refresh_interval: std::time::Duration::from_millis(250),
+            store: Default::default(),
         }
     }
 }
@@ -85,7 +88,7 @@ impl Engine {
 
     /// Opens the store at `spec` with the given limits.
     pub async fn open_with(spec: &str, options: EngineOptions) -> Result<Self> {
-        let store = Store::open(spec).await?;
+        let store = Store::open_with(spec, &options.store).await?;
         let runtime = query::session::runtime(&options)?;
         // Metric scans read the store's files directly (see `query::file_scan`).
         let location = store.location();

@@ -18,7 +18,8 @@ use crate::error::{Error, Result};
 #[derive(Debug, Parser)]
 #[command(name = "forkline", version, about)]
 pub struct Cli {
-    /// Store URL: a local path, memory://, or s3://bucket/prefix.
+    /// Store URL: a local path, memory://, s3://bucket/prefix, gs://bucket/prefix or
+    /// az://container/prefix (credentials from the standard AWS_*, GOOGLE_*, AZURE_* variables).
     #[arg(
         long,
         global = true,
@@ -26,6 +27,37 @@ pub struct Cli {
         default_value = "./data/warehouse"
     )]
     pub store: String,
+    /// S3 endpoint of an S3-compatible server [default: AWS_ENDPOINT_URL, else AWS].
+    #[arg(long, global = true, env = "FORKLINE_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [default: AWS_REGION, else us-east-1].
+    #[arg(long, global = true, env = "FORKLINE_S3_REGION", value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// Permit a plain-HTTP S3 endpoint [default: AWS_ALLOW_HTTP, else false].
+    #[arg(
+        long,
+        global = true,
+        env = "FORKLINE_S3_ALLOW_HTTP",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub s3_allow_http: Option<bool>,
+    /// Path-style S3 requests (endpoint/bucket/key, the default); `=false` for
+    /// virtual-hosted ones (bucket.endpoint/key) [default: AWS_VIRTUAL_HOSTED_STYLE_REQUEST].
+    #[arg(
+        long,
+        global = true,
+        env = "FORKLINE_S3_PATH_STYLE",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub s3_path_style: Option<bool>,
     /// Memory pool for query execution in MiB; sorts and joins spill beyond it.
     #[arg(
         long,
@@ -331,6 +363,12 @@ impl Cli {
     async fn engine(&self) -> Result<Engine> {
         let mut options = EngineOptions {
             memory_limit: self.memory_mb.max(16) << 20,
+            store: crate::store::StoreOptions {
+                s3_endpoint: self.s3_endpoint.clone(),
+                s3_region: self.s3_region.clone(),
+                s3_allow_http: self.s3_allow_http,
+                s3_path_style: self.s3_path_style,
+            },
             ..EngineOptions::default()
         };
         if let Some(threads) = self.threads {

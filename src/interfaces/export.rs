@@ -17,7 +17,7 @@ use super::format::{Format, encode_stream};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::query::export::SeriesExport;
-use crate::store::location::StoreLocation;
+use crate::store::location::{StoreLocation, StoreOptions};
 
 /// What one export wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +42,7 @@ enum Sink {
 
 impl Sink {
     /// Opens `target`: a local path, or a URL such as `s3://bucket/key`.
-    async fn open(target: &str) -> Result<Self> {
+    async fn open(target: &str, options: &StoreOptions) -> Result<Self> {
         let is_url = url::Url::parse(target).is_ok_and(|u| u.scheme().len() > 1);
         if !is_url {
             let target = std::path::PathBuf::from(target);
@@ -63,7 +63,7 @@ impl Sink {
             .rsplit_once('/')
             .filter(|(_, name)| !name.is_empty())
             .ok_or_else(|| Error::invalid(format!("{target} names no file")))?;
-        let location = StoreLocation::parse(dir)?;
+        let location = StoreLocation::parse_with(dir, options)?;
         let path = ObjectPath::from(format!("{}{name}", location.root.path()));
         Ok(Sink::Object(BufWriter::new(location.object_store, path)))
     }
@@ -139,7 +139,7 @@ pub async fn export_to(
     });
     let stream: SendableRecordBatchStream =
         Box::pin(RecordBatchStreamAdapter::new(schema, counted));
-    let mut sink = Sink::open(target).await?;
+    let mut sink = Sink::open(target, &engine.options().store).await?;
     let mut chunks = std::pin::pin!(encode_stream(format, stream)?);
     let mut written = Written { rows: 0, bytes: 0 };
     let copied: Result<()> = async {

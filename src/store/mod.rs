@@ -17,7 +17,7 @@ use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use tokio::sync::RwLock;
 
 pub use files::{DataFile, FileClass, TableFiles};
-pub use location::StoreLocation;
+pub use location::{StoreLocation, StoreOptions};
 
 use crate::error::{Error, Result};
 
@@ -86,7 +86,16 @@ pub struct Store {
 impl Store {
     /// Opens the store at `spec`, creating the tables if they do not exist yet.
     pub async fn open(spec: &str) -> Result<Self> {
-        let location = StoreLocation::parse(spec)?;
+        Self::open_with(spec, &StoreOptions::default()).await
+    }
+
+    /// As [`Store::open`], with object-store settings the URL does not carry.
+    /// A network store must honour conditional puts (checked first).
+    pub async fn open_with(spec: &str, options: &StoreOptions) -> Result<Self> {
+        let location = StoreLocation::parse_with(spec, options)?;
+        if location.is_remote() {
+            location.check_conditional_put().await?;
+        }
         let mut tables = Vec::with_capacity(TableKind::ALL.len());
         for kind in TableKind::ALL {
             tables.push(RwLock::new(open_or_create(&location, kind).await?));

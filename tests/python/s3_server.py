@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.request
 
 from moto.moto_server.werkzeug_app import (
@@ -57,9 +58,11 @@ def start(bucket: str) -> tuple[BaseWSGIServer, str]:
     endpoint = f"http://127.0.0.1:{server.server_port}"
     # moto does not check signatures: a plain PUT creates the bucket.
     request = urllib.request.Request(f"{endpoint}/{bucket}", method="PUT", data=b"")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        if response.status != 200:
-            raise SystemExit(f"creating bucket {bucket}: HTTP {response.status}")
+    try:
+        urllib.request.urlopen(request, timeout=10).close()
+    except urllib.error.HTTPError as e:
+        server.shutdown()
+        raise SystemExit(f"creating bucket {bucket}: HTTP {e.code}: {e.read().decode()}")
     return server, endpoint
 
 
