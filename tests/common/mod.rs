@@ -105,11 +105,57 @@ pub fn render(batches: &[arrow::array::RecordBatch]) -> Vec<Vec<String>> {
     out
 }
 
-/// A fresh on-disk store in a temporary directory.
+/// The S3-compatible server the tests run against, if any: `FORKLINE_TEST_S3`
+/// (its endpoint) and `FORKLINE_TEST_S3_BUCKET` (default `forkline-test`), as
+/// `tests/python/s3_server.py -- cargo test …` sets them. In-process engines
+/// reach it through the standard `AWS_ENDPOINT_URL` / `AWS_ALLOW_HTTP` /
+/// `AWS_REGION` that the helper also sets; spawned binaries through the
+/// `--s3-*` flags (see [`forkline_command`]).
+pub fn test_s3() -> Option<(String, String)> {
+    let endpoint = std::env::var("FORKLINE_TEST_S3")
+        .ok()
+        .filter(|e| !e.is_empty())?;
+    let bucket =
+        std::env::var("FORKLINE_TEST_S3_BUCKET").unwrap_or_else(|_| "forkline-test".into());
+    assert_eq!(
+        std::env::var("AWS_ENDPOINT_URL").ok().as_deref(),
+        Some(endpoint.as_str()),
+        "FORKLINE_TEST_S3 is set: set AWS_ENDPOINT_URL (and AWS_ALLOW_HTTP=true) to the same \
+         endpoint too, or run the tests under tests/python/s3_server.py"
+    );
+    Some((endpoint, bucket))
+}
+
+/// A fresh store: a directory in a temporary directory, or, when
+/// [`test_s3`] names a server, a fresh prefix of its bucket (the temporary
+/// directory then only makes the prefix unique and holds scratch files).
 pub fn temp_store() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
+    if let Some((_, bucket)) = test_s3() {
+        let unique = dir.path().file_name().unwrap().to_string_lossy();
+        let url = format!(
+            "s3://{bucket}/{}-{}",
+            std::process::id(),
+            unique.trim_start_matches('.')
+        );
+        return (dir, url);
+    }
     let path = dir.path().join("warehouse").to_string_lossy().into_owned();
     (dir, path)
+}
+
+/// The real binary, pointed at the tests' S3 server (if any) by its own flags
+/// rather than by the `AWS_*` variables, which it does not inherit then.
+pub fn forkline_command() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_forkline"));
+    if let Some((endpoint, _)) = test_s3() {
+        command
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("AWS_ALLOW_HTTP")
+            .args(["--s3-endpoint", &endpoint, "--s3-allow-http"])
+            .args(["--s3-region", "us-east-1"]);
+    }
+    command
 }
 
 /// A `forkline serve` process on a free loopback port, killed on drop.
@@ -133,7 +179,7 @@ pub fn spawn_server(store: &str) -> Server {
 /// As [`spawn_server`], with extra `serve` flags.
 pub fn spawn_server_with(store: &str, extra: &[&str]) -> Server {
     use std::io::{BufRead, BufReader};
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_forkline"))
+    let mut child = forkline_command()
         .args(["--store", store, "serve", "--listen", "127.0.0.1:0"])
         .args(["--flight-listen", "127.0.0.1:0"])
         .args(extra)
@@ -154,7 +200,7 @@ pub fn spawn_server_with(store: &str, extra: &[&str]) -> Server {
 
 /// Runs the real binary with `args`, returning (success, stdout, stderr).
 pub fn cli(store: &str, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_forkline"))
+    let out = forkline_command()
         .arg("--store")
         .arg(store)
         .args(args)

@@ -5,8 +5,9 @@
 Starts moto's S3 on 127.0.0.1 (a port the OS picks), creates the bucket, then
 either prints the endpoint (`http://127.0.0.1:PORT`) on stdout and serves until
 SIGINT/SIGTERM, or, given a command after `--`, runs it with
-`FORKLINE_TEST_S3=<endpoint>`, `FORKLINE_TEST_S3_BUCKET=<bucket>` and dummy
-`AWS_*` credentials in its environment, stops the server and exits with the
+`FORKLINE_TEST_S3=<endpoint>`, `FORKLINE_TEST_S3_BUCKET=<bucket>`,
+`AWS_ENDPOINT_URL=<endpoint>`, `AWS_ALLOW_HTTP=true`, `AWS_REGION=us-east-1` and
+dummy credentials in its environment, stops the server and exits with the
 command's status. Needs `moto[server]==5.2.5` in the running interpreter.
 
 moto checks `If-None-Match: *` and `If-Match` on PutObject and
@@ -83,6 +84,10 @@ def main() -> int:
             env.update(
                 FORKLINE_TEST_S3=endpoint,
                 FORKLINE_TEST_S3_BUCKET=args.bucket,
+                # For in-process stores (tests/common/mod.rs); spawned binaries get --s3-* flags.
+                AWS_ENDPOINT_URL=endpoint,
+                AWS_ALLOW_HTTP="true",
+                AWS_REGION="us-east-1",
                 AWS_ACCESS_KEY_ID=env.get("AWS_ACCESS_KEY_ID", "forkline-test"),
                 AWS_SECRET_ACCESS_KEY=env.get("AWS_SECRET_ACCESS_KEY", "forkline-test"),
             )
