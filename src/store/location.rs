@@ -270,3 +270,43 @@ impl LogStoreFactory for ConditionalPutLogStore {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s3(endpoint: &str, allow_http: Option<bool>) -> Result<StoreLocation> {
+        StoreLocation::parse_with(
+            "s3://bucket/prefix",
+            &StoreOptions {
+                s3_endpoint: Some(endpoint.into()),
+                s3_region: Some("us-east-1".into()),
+                s3_allow_http: allow_http,
+                s3_path_style: Some(true),
+            },
+        )
+    }
+
+    #[test]
+    fn plain_http_endpoint_needs_allow_http() {
+        if std::env::var("AWS_ALLOW_HTTP").is_ok() {
+            return; // the variable would allow it
+        }
+        let err = s3("http://127.0.0.1:1", None).unwrap_err().to_string();
+        assert!(err.contains("--s3-allow-http"), "{err}");
+        let location = s3("http://127.0.0.1:1", Some(true)).unwrap();
+        assert_eq!(location.root.as_str(), "s3://bucket/prefix/");
+        assert!(location.is_remote());
+        assert!(s3("https://example.com", None).is_ok());
+    }
+
+    #[test]
+    fn unknown_schemes_name_the_supported_ones() {
+        let err = StoreLocation::parse("ftp://host/x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("s3://, gs:// or az://"), "{err}");
+        assert!(StoreLocation::parse("s3:///nobucket").is_err());
+        assert!(!StoreLocation::parse("memory://").unwrap().is_remote());
+    }
+}
