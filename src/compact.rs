@@ -129,7 +129,7 @@ async fn merge_runs(engine: &Engine) -> Result<usize> {
     }
     let tag: u32 = rand::rng().random();
     let name = format!("compacted-{tag:08x}.parquet");
-    let location = Path::parse(format!("{}/{name}", table_dir(engine, kind)?))
+    let location = Path::parse(format!("{}/{name}", engine.store().table_path(kind)?))
         .map_err(|e| Error::invalid(format!("bad file name {name}: {e}")))?;
     let stats = json!({ "numRecords": rows(&batches) });
     let add = write_file(engine, kind, &location, &name, &batches, stats).await?;
@@ -150,12 +150,6 @@ fn private_context(engine: &Engine) -> SessionContext {
         datafusion::prelude::SessionConfig::new(),
         engine.runtime().clone(),
     )
-}
-
-fn table_dir(engine: &Engine, kind: TableKind) -> Result<Path> {
-    let url = engine.store().location().table_url(kind.dir());
-    Path::from_url_path(url.path().trim_matches('/'))
-        .map_err(|e| Error::invalid(format!("bad table location {url}: {e}")))
 }
 
 async fn compact_metrics(engine: &Engine, options: &CompactOptions) -> Result<CompactReport> {
@@ -208,7 +202,7 @@ async fn compact_metrics(engine: &Engine, options: &CompactOptions) -> Result<Co
     let counts = run_counts(&ctx).await?;
     let chunks = chunk(&counts, &fences, options.target_rows);
 
-    let table_dir = table_dir(engine, TableKind::Metrics)?;
+    let table_dir = engine.store().table_path(TableKind::Metrics)?;
     let tag: u32 = rand::rng().random();
     let mut report = CompactReport {
         files_in: inputs.len(),

@@ -159,6 +159,13 @@ impl Store {
         self.refresh(kind).await
     }
 
+    /// The table's directory as a path in the store's object store.
+    pub fn table_path(&self, kind: TableKind) -> Result<object_store::path::Path> {
+        let url = self.location.table_url(kind.dir());
+        object_store::path::Path::from_url_path(url.path().trim_matches('/'))
+            .map_err(|e| Error::invalid(format!("bad table location {url}: {e}")))
+    }
+
     /// The data files of the cached table state (listed once per version);
     /// refresh the table first to see the latest.
     pub async fn files(&self, kind: TableKind) -> Result<Arc<TableFiles>> {
@@ -168,9 +175,7 @@ impl Store {
         if cached.version.is_some() && cached.version == table.version() {
             return Ok(cached);
         }
-        let url = self.location.table_url(kind.dir());
-        let prefix = object_store::path::Path::from_url_path(url.path().trim_matches('/'))
-            .map_err(|e| Error::invalid(format!("bad table location {url}: {e}")))?;
+        let prefix = self.table_path(kind)?;
         let mut files = Vec::new();
         for file in table.snapshot()?.log_data().iter() {
             files.push(DataFile::from_log(
