@@ -130,7 +130,7 @@ impl Engine {
     /// The catalog as of the latest `runs` version, reloaded only when it moved.
     pub async fn catalog(&self) -> Result<Arc<CatalogSnapshot>> {
         let table = self.store.refresh(TableKind::Runs).await?;
-        self.catalog_of(table).await
+        self.catalog_of(&table).await
     }
 
     /// The catalog for reading: as of a `runs` state at most `refresh_interval` old.
@@ -139,15 +139,17 @@ impl Engine {
             .store
             .refresh_within(TableKind::Runs, self.options.refresh_interval)
             .await?;
-        self.catalog_of(table).await
+        self.catalog_of(&table).await
     }
 
-    async fn catalog_of(&self, table: deltalake::DeltaTable) -> Result<Arc<CatalogSnapshot>> {
+    /// The catalog as of exactly `table`'s version (never a newer one, which a
+    /// writer planning on top of `table` must not see).
+    async fn catalog_of(&self, table: &deltalake::DeltaTable) -> Result<Arc<CatalogSnapshot>> {
         let cached = self.cached_catalog();
         if cached.version() == table.version() {
             return Ok(cached);
         }
-        let batches = query::session::scan_all(&self.runtime, &table).await?;
+        let batches = query::session::scan_all(&self.runtime, table).await?;
         let mut revisions = Vec::new();
         for batch in &batches {
             revisions.extend(runs_from_batch(batch)?);
@@ -157,7 +159,7 @@ impl Engine {
         if slot.version() < snapshot.version() {
             *slot = snapshot.clone();
         }
-        Ok(slot.clone())
+        Ok(snapshot)
     }
 
     /// Commits the run record that `plan` derives from the latest catalog,
@@ -169,8 +171,12 @@ impl Engine {
     {
         let _guard = self.catalog_writes.lock().await;
         for _ in 0..CATALOG_COMMIT_ATTEMPTS {
-            let snapshot = self.catalog().await?;
-            let base = self.store.cached(TableKind::Runs).await;
+            // Plan on the catalog of the very version the commit is conditional
+            // on: a concurrent reader may move the cached table to another
+            // process's newer commit between two separate reads, and a plan
+            // from the older catalog would then commit a duplicate display id.
+            let base = self.store.refresh(TableKind::Runs).await?;
+            let snapshot = self.catalog_of(&base).await?;
             let run = plan(snapshot).await?;
             let batch = runs_to_batch(std::slice::from_ref(&run))?;
             match self
@@ -179,8 +185,12 @@ impl Engine {
                 .await?
             {
                 CommitOutcome::Committed(_) => {
-                    let snapshot = self.catalog().await?;
-                    return Ok(snapshot.require(run.id)?.clone());
+                    // The run is durable: a failed reload (store gone again)
+                    // must not turn its acknowledgement into an error.
+                    return match self.catalog().await {
+                        Ok(snapshot) => Ok(snapshot.require(run.id)?.clone()),
+                        Err(_) => Ok(Arc::new(run)),
+                    };
                 }
                 CommitOutcome::Lost => continue,
             }
@@ -201,6 +211,9 @@ impl Engine {
 
     /// Forks a run at a step, attaching the new run to the resolved parent.
     pub async fn fork_run(&self, req: ForkRequest) -> Result<ForkOutcome> {
+        // The fork step is checked against the forked run's logged steps, which
+        // another process may have committed moments ago: read the latest.
+        self.store.refresh(TableKind::Metrics).await?;
         let run = self
             .commit_run(|snap| {
                 let req = &req;
@@ -212,7 +225,8 @@ impl Engine {
                 }
             })
             .await?;
-        let snapshot = self.catalog().await?;
+        // The parent was in the catalog the fork was planned on; no reload needed.
+        let snapshot = self.cached_catalog();
         let parent_id = run.parent_id.expect("a fork has a parent");
         Ok(ForkOutcome {
             parent: snapshot.require(parent_id)?.clone(),

@@ -49,6 +49,27 @@ impl Error {
         Error::InvalidInput(msg.into())
     }
 
+    /// Whether the store could not be reached or refused service: the
+    /// operation may succeed if retried (HTTP 503). A failed object-store
+    /// request deep inside a query or a Parquet read counts too; a missing
+    /// object does not, as a table that references one is damaged.
+    pub fn is_unavailable(&self) -> bool {
+        if matches!(
+            self,
+            Error::Storage(_) | Error::ObjectStore(_) | Error::Unavailable(_)
+        ) {
+            return true;
+        }
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if let Some(e) = e.downcast_ref::<object_store::Error>() {
+                return !matches!(e, object_store::Error::NotFound { .. });
+            }
+            cause = e.source();
+        }
+        false
+    }
+
     /// Whether the caller, not the server, is at fault.
     pub fn is_user_error(&self) -> bool {
         match self {
@@ -72,5 +93,43 @@ pub fn is_user_query_error(e: &DataFusionError) -> bool {
             .downcast_ref::<Error>()
             .is_some_and(Error::is_user_error),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parquet::errors::ParquetError;
+
+    fn store_error(not_found: bool) -> object_store::Error {
+        let source = Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        if not_found {
+            object_store::Error::NotFound {
+                path: "t/part-0.parquet".into(),
+                source,
+            }
+        } else {
+            object_store::Error::Generic {
+                store: "S3",
+                source,
+            }
+        }
+    }
+
+    /// How a failed GET reaches us from a query: DataFusion → Parquet → object store.
+    fn inside_a_query(e: object_store::Error) -> Error {
+        let parquet = ParquetError::External(Box::new(e));
+        Error::Query(DataFusionError::ParquetError(Box::new(parquet)).context("scanning metrics"))
+    }
+
+    #[test]
+    fn a_store_failure_anywhere_in_the_chain_is_unavailable() {
+        assert!(inside_a_query(store_error(false)).is_unavailable());
+        assert!(Error::ObjectStore(store_error(false)).is_unavailable());
+        assert!(!inside_a_query(store_error(true)).is_unavailable());
+        assert!(!inside_a_query(store_error(false)).is_user_error());
+        let plan = Error::Query(DataFusionError::Plan("no such column".into()));
+        assert!(!plan.is_unavailable() && plan.is_user_error());
+        assert!(!Error::Damaged("missing file".into()).is_unavailable());
     }
 }

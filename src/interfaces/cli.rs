@@ -58,6 +58,27 @@ pub struct Cli {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub s3_path_style: Option<bool>,
+    /// Seconds a request to a network store is retried (connection refused,
+    /// 5xx) before the operation fails with 503; a longer outage fails fast.
+    #[arg(
+        long,
+        global = true,
+        env = "FORKLINE_STORE_RETRY_S",
+        value_name = "SECONDS",
+        default_value_t = crate::store::location::DEFAULT_RETRY_TIMEOUT.as_secs_f64(),
+        value_parser = positive_seconds
+    )]
+    pub store_retry_s: f64,
+    /// Reads trust table versions checked this recently: commits by other
+    /// processes on the same store become visible within this interval.
+    #[arg(
+        long,
+        global = true,
+        env = "FORKLINE_REFRESH_INTERVAL_MS",
+        value_name = "MS",
+        default_value_t = 250
+    )]
+    pub refresh_interval_ms: u64,
     /// Memory pool for query execution in MiB; sorts and joins spill beyond it.
     #[arg(
         long,
@@ -347,6 +368,13 @@ pub struct ServeArgs {
     pub read_only: bool,
 }
 
+fn positive_seconds(text: &str) -> std::result::Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 3600.0 => Ok(s),
+        _ => Err(format!("expected seconds in (0, 3600], got `{text}`")),
+    }
+}
+
 /// Parses a `--config` value: it must be a JSON object.
 pub fn parse_config(text: Option<&str>) -> Result<Map<String, Value>> {
     let Some(text) = text else {
@@ -368,7 +396,9 @@ impl Cli {
                 s3_region: self.s3_region.clone(),
                 s3_allow_http: self.s3_allow_http,
                 s3_path_style: self.s3_path_style,
+                retry_timeout: Some(std::time::Duration::from_secs_f64(self.store_retry_s)),
             },
+            refresh_interval: std::time::Duration::from_millis(self.refresh_interval_ms),
             ..EngineOptions::default()
         };
         if let Some(threads) = self.threads {

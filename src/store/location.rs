@@ -3,6 +3,7 @@
 //! place that builds object stores.
 
 use std::sync::{Arc, Once};
+use std::time::Duration;
 
 use deltalake::logstore::{
     LogStore, LogStoreFactory, StorageConfig, default_logstore, logstore_factories,
@@ -14,7 +15,9 @@ use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{
+    BackoffConfig, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+};
 use url::Url;
 
 use crate::error::{Error, Result};
@@ -33,6 +36,32 @@ pub struct StoreOptions {
     /// Path-style requests (`endpoint/bucket/key`, what most S3-compatible
     /// servers want) rather than virtual-hosted ones (`bucket.endpoint/key`).
     pub s3_path_style: Option<bool>,
+    /// How long one request to a network store is retried (connection
+    /// refused, 5xx, throttling) before the operation fails; `None` means
+    /// [`DEFAULT_RETRY_TIMEOUT`].
+    pub retry_timeout: Option<Duration>,
+}
+
+/// A store outage longer than this fails requests (HTTP 503) instead of
+/// holding them: the SDK gives up on a request after 32 s and sends it again,
+/// so retrying much longer on the server would only pile up duplicate work.
+pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl StoreOptions {
+    /// Retries of network-store requests: exponential backoff capped at 2 s,
+    /// bounded by the retry timeout rather than by a count.
+    fn retry_config(&self) -> RetryConfig {
+        let timeout = self.retry_timeout.unwrap_or(DEFAULT_RETRY_TIMEOUT);
+        RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(2).min(timeout),
+                base: 2.0,
+            },
+            max_retries: usize::MAX,
+            retry_timeout: timeout,
+        }
+    }
 }
 
 /// Where every durable byte of a forkline store lives.
@@ -78,7 +107,9 @@ impl StoreLocation {
             "s3" | "s3a" => {
                 register_conditional_put_logstore();
                 let bucket = bucket_of(&url)?;
-                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                let mut builder = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_retry(options.retry_config());
                 if let Some(endpoint) = options
                     .s3_endpoint
                     .clone()
@@ -100,14 +131,16 @@ impl StoreLocation {
             }
             "gs" => {
                 register_conditional_put_logstore();
-                let builder =
-                    GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket_of(&url)?);
+                let builder = GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(bucket_of(&url)?)
+                    .with_retry(options.retry_config());
                 Arc::new(builder.build()?)
             }
             "az" => {
                 register_conditional_put_logstore();
-                let builder =
-                    MicrosoftAzureBuilder::from_env().with_container_name(bucket_of(&url)?);
+                let builder = MicrosoftAzureBuilder::from_env()
+                    .with_container_name(bucket_of(&url)?)
+                    .with_retry(options.retry_config());
                 Arc::new(builder.build()?)
             }
             other => {
@@ -283,6 +316,7 @@ mod tests {
                 s3_region: Some("us-east-1".into()),
                 s3_allow_http: allow_http,
                 s3_path_style: Some(true),
+                ..Default::default()
             },
         )
     }

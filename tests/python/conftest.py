@@ -14,15 +14,21 @@ BIN = os.environ.get("FORKLINE_BIN", os.path.join(ROOT, "target", "debug", "fork
 
 
 class Server:
-    def __init__(self, store):
+    """`forkline serve` on a free loopback port; `args` go after `serve`, `log` gets its stderr."""
+
+    def __init__(self, store, args=(), log=None, env=None):
         self.store = store
+        self.log = log or store + ".log"
         self.proc = subprocess.Popen(
-            [BIN, "--store", store, "serve", "--listen", "127.0.0.1:0", "--flight-listen", "off", "--commit-window-ms", "50"],
+            [BIN, "--store", store, "serve", "--listen", "127.0.0.1:0", "--flight-listen", "off", "--commit-window-ms", "50", *args],
             stdout=subprocess.PIPE,
-            stderr=open(store + ".log", "w"),
+            stderr=open(self.log, "w"),
             text=True,
+            env=env,
         )
         line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"forkline serve did not start: {open(self.log).read()[-3000:]}")
         self.base = next(w for w in line.split() if w.startswith("http://"))
 
     def env(self):

@@ -16,12 +16,19 @@ two concurrent conditional puts of one key can both succeed (seen with moto
 5.2.5's threaded server). Delta commits rely on put-if-absent being atomic, so
 this server runs every request that can change state (anything but GET/HEAD)
 under one lock; reads stay concurrent.
+
+Outages, for fault tests: in the serving mode, SIGUSR1 takes the server down as
+a crashed S3 endpoint would look (the port refuses connections and every open
+connection is reset, mid-request or idle in a client's pool) and SIGUSR2 brings
+it back on the same port with every object intact. `S3Server.down()` / `.up()`
+do the same in-process.
 """
 
 import argparse
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -51,20 +58,65 @@ class SerializedWrites:
             return list(self.app(environ, start_response))
 
 
-def start(bucket: str) -> tuple[BaseWSGIServer, str]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    app = SerializedWrites(DomainDispatcherApplication(create_backend_app))
-    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    endpoint = f"http://127.0.0.1:{server.server_port}"
-    # moto does not check signatures: a plain PUT creates the bucket.
-    request = urllib.request.Request(f"{endpoint}/{bucket}", method="PUT", data=b"")
-    try:
-        urllib.request.urlopen(request, timeout=10).close()
-    except urllib.error.HTTPError as e:
+class _TrackedHandler(MotoRequestHandler):
+    """Registers each open connection with its server, so an outage can reset them."""
+
+    def setup(self):
+        super().setup()
+        with self.server.live_lock:
+            self.server.live.add(self.connection)
+
+    def finish(self):
+        with self.server.live_lock:
+            self.server.live.discard(self.connection)
+        super().finish()
+
+
+class S3Server:
+    """moto's S3 on one loopback port that can be taken down and brought back."""
+
+    def __init__(self, bucket: str):
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self.app = SerializedWrites(DomainDispatcherApplication(create_backend_app))
+        self.port = 0
+        self.server: BaseWSGIServer | None = None
+        self.up()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        # moto does not check signatures: a plain PUT creates the bucket.
+        request = urllib.request.Request(f"{self.endpoint}/{bucket}", method="PUT", data=b"")
+        try:
+            urllib.request.urlopen(request, timeout=10).close()
+        except urllib.error.HTTPError as e:
+            self.down()
+            raise SystemExit(f"creating bucket {bucket}: HTTP {e.code}: {e.read().decode()}")
+
+    def up(self) -> None:
+        if self.server is not None:
+            return
+        server = make_server("127.0.0.1", self.port, self.app, threaded=True, request_handler=_TrackedHandler)
+        server.live, server.live_lock = set(), threading.Lock()
+        # Closing must not wait for handlers of connections idle in a client's pool.
+        server.block_on_close = False
+        server.daemon_threads = True
+        self.port = server.server_port
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.server = server
+        print(f"S3 up on port {self.port}", file=sys.stderr, flush=True)
+
+    def down(self) -> None:
+        server, self.server = self.server, None
+        if server is None:
+            return
         server.shutdown()
-        raise SystemExit(f"creating bucket {bucket}: HTTP {e.code}: {e.read().decode()}")
-    return server, endpoint
+        server.server_close()
+        with server.live_lock:
+            live = list(server.live)
+        for conn in live:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        print(f"S3 down: port {self.port} closed, {len(live)} open connections reset", file=sys.stderr, flush=True)
 
 
 def main() -> int:
@@ -77,7 +129,8 @@ def main() -> int:
     parser.add_argument("--bucket", default="forkline-test")
     args = parser.parse_args(argv)
 
-    server, endpoint = start(args.bucket)
+    s3 = S3Server(args.bucket)
+    endpoint = s3.endpoint
     try:
         if command:
             env = dict(os.environ)
@@ -93,13 +146,22 @@ def main() -> int:
             )
             return subprocess.call(command, env=env)
         print(endpoint, flush=True)
-        stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        stop.wait()
-        return 0
+        # Handlers only queue the request: down() waits for serve_forever,
+        # which must not run inside a signal handler.
+        wanted: list[str] = []
+        changed = threading.Event()
+        for sig, what in ((signal.SIGINT, "stop"), (signal.SIGTERM, "stop"), (signal.SIGUSR1, "down"), (signal.SIGUSR2, "up")):
+            signal.signal(sig, lambda *_, what=what: (wanted.append(what), changed.set()))
+        while True:
+            changed.wait()
+            changed.clear()
+            while wanted:
+                what = wanted.pop(0)
+                if what == "stop":
+                    return 0
+                getattr(s3, what)()
     finally:
-        server.shutdown()
+        s3.down()
 
 
 if __name__ == "__main__":

@@ -170,10 +170,8 @@ fn status(e: Error) -> Status {
     match &e {
         Error::NotFound(_) => Status::not_found(e.to_string()),
         Error::Conflict(_) => Status::aborted(e.to_string()),
+        e if e.is_unavailable() => Status::unavailable(e.to_string()),
         e if e.is_user_error() => Status::invalid_argument(e.to_string()),
-        Error::Storage(_) | Error::ObjectStore(_) | Error::Unavailable(_) => {
-            Status::unavailable(e.to_string())
-        }
         _ => {
             tracing::error!(error = %e, "flight request failed");
             Status::internal(e.to_string())

@@ -252,10 +252,8 @@ pub fn status_of(e: &Error) -> StatusCode {
     match e {
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Conflict(_) => StatusCode::CONFLICT,
+        e if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
         e if e.is_user_error() => StatusCode::BAD_REQUEST,
-        Error::Storage(_) | Error::ObjectStore(_) | Error::Unavailable(_) => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
