@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{cli, temp_store};
+use common::{cli, commit_versions, is_local, list_objects, temp_store};
 
 /// Scale 0.02: one family of 20 runs, 20 × 20 × 2,500 points.
 const SCALE: &str = "0.02";
@@ -44,14 +44,7 @@ fn points(store: &str) -> String {
 
 /// Latest version of the metrics table, from its Delta log.
 fn metrics_version(store: &str) -> u64 {
-    std::fs::read_dir(std::path::Path::new(store).join("metrics/_delta_log"))
-        .unwrap()
-        .filter_map(|e| {
-            let name = e.unwrap().file_name().into_string().unwrap();
-            name.strip_suffix(".json")?.parse::<u64>().ok()
-        })
-        .max()
-        .unwrap()
+    *commit_versions(store, "metrics").last().unwrap()
 }
 
 #[test]
@@ -146,8 +139,13 @@ fn bench_data_refuses_bad_input() {
     }
     let (ok, _, err) = cli(&store, &["bench-data", "--scale", "0.01", "--commits", "0"]);
     assert!(!ok && err.contains("--commits"), "{err}");
-    // Nothing was written: no store at all, so no `bench` project.
-    assert!(!std::path::Path::new(&store).exists());
+    // Nothing was written: no store at all (not even its directory, when
+    // local), so no `bench` project.
+    let written: Vec<String> = list_objects(&store, "").into_keys().collect();
+    assert!(written.is_empty(), "{written:?}");
+    if is_local(&store) {
+        assert!(!std::path::Path::new(&store).exists());
+    }
 
     generate(&store, &[]);
     let (ok, _, err) = cli(&store, &["bench-data", "--scale", SCALE]);

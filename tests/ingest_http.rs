@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{spawn_server_with, temp_store};
+use common::{commit_versions, spawn_server_with, temp_store};
 use serde_json::{Value, json};
 
 struct Api {
@@ -211,25 +211,13 @@ async fn bad_ingest_is_refused_whole() {
 
 #[tokio::test]
 async fn concurrent_ingest_shares_commits() {
-    let (dir, store) = temp_store();
+    let (_dir, store) = temp_store();
     let api = api(&store, &["--commit-window-ms", "200"]);
     let (_, run) = api
         .create(json!({"runName": "r", "projectName": "group"}))
         .await;
     let id = run["runId"].as_u64().unwrap().to_string();
-    let log = dir.path().join("warehouse/metrics/_delta_log");
-    let commits = || {
-        std::fs::read_dir(&log)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "json")
-            })
-            .count()
-    };
+    let commits = || commit_versions(&store, "metrics").len();
     let before = commits();
     let requests = (0..32).map(|i| {
         let body = (0..50)

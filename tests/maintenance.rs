@@ -5,41 +5,29 @@
 
 mod common;
 
-use std::collections::BTreeSet;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
 
-use common::{cli, product_docs, spawn_server_with, temp_store};
+use common::{
+    cli, delete_object, list_objects, object_size, product_docs, read_object, spawn_server_with,
+    temp_store, truncate_object, write_object,
+};
 use forkline::Engine;
 use forkline::store::{TableFiles, TableKind};
 use serde_json::{Value, json};
 
-/// Every file under `dir`, as paths relative to it.
-fn tree(dir: &Path) -> BTreeSet<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                let rel = path.strip_prefix(root).unwrap();
-                out.insert(rel.to_string_lossy().into_owned());
-            }
-        }
-    }
-    let mut out = BTreeSet::new();
-    walk(dir, dir, &mut out);
-    out
+/// The Parquet files of a table (the Delta log left out), by path relative to
+/// the table directory, with their sizes.
+fn parquet_files(store: &str, table: &str) -> BTreeMap<String, u64> {
+    list_objects(store, table)
+        .into_iter()
+        .filter(|(f, _)| f.ends_with(".parquet"))
+        .map(|(f, meta)| (f, meta.size))
+        .collect()
 }
 
-/// The Parquet files in a table directory (the Delta log left out).
-fn parquet_files(store: &str, table: &str) -> BTreeSet<String> {
-    tree(&Path::new(store).join(table))
-        .into_iter()
-        .filter(|f| f.ends_with(".parquet"))
-        .collect()
+/// The names of a table's Parquet files.
+fn parquet_names(store: &str, table: &str) -> BTreeSet<String> {
+    parquet_files(store, table).into_keys().collect()
 }
 
 /// The current snapshot's files of a table, as a fresh process sees them.
@@ -90,7 +78,7 @@ async fn check_counts_files_and_names_a_missing_one() {
     let bytes: u64 = files.files.iter().map(|f| f.size).sum();
     // The Delta file list is what is on disk: nothing more, nothing less.
     let listed: BTreeSet<String> = files.files.iter().map(|f| f.relative.clone()).collect();
-    assert_eq!(listed, parquet_files(&store, "metrics"));
+    assert_eq!(listed, parquet_names(&store, "metrics"));
 
     let (ok, out, err) = cli(&store, &["check"]);
     assert!(ok, "{out}{err}");
@@ -116,7 +104,7 @@ async fn check_counts_files_and_names_a_missing_one() {
 
     // One referenced file gone: non-zero exit naming it.
     let victim = &files.files[1];
-    std::fs::remove_file(format!("/{}", victim.location)).unwrap();
+    delete_object(&store, &format!("metrics/{}", victim.relative));
     let (ok, out, err) = cli(&store, &["check"]);
     assert!(!ok, "{out}");
     assert!(
@@ -135,9 +123,11 @@ async fn check_counts_files_and_names_a_missing_one() {
 
     // A truncated file is unreadable, and named too.
     let other = &files.files[0];
-    let path = format!("/{}", other.location);
-    let bytes = std::fs::read(&path).unwrap();
-    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    truncate_object(
+        &store,
+        &format!("metrics/{}", other.relative),
+        other.size as usize / 2,
+    );
     let (ok, _, err) = cli(&store, &["check"]);
     assert!(!ok);
     assert!(
@@ -160,11 +150,12 @@ async fn vacuum_removes_exactly_the_replaced_files() {
     let answers =
         |store: &str| -> Vec<String> { queries.iter().map(|q| sql_csv(store, q)).collect() };
     let before = answers(&store);
-    let ingest_files = parquet_files(&store, "metrics");
+    let ingest_files = parquet_names(&store, "metrics");
 
     let (ok, out, err) = cli(&store, &["compact"]);
     assert!(ok, "{out}{err}");
     let compacted = parquet_files(&store, "metrics");
+    let compacted_names: BTreeSet<String> = compacted.keys().cloned().collect();
     let referenced: BTreeSet<String> = snapshot(&store, TableKind::Metrics)
         .await
         .files
@@ -173,16 +164,9 @@ async fn vacuum_removes_exactly_the_replaced_files() {
         .collect();
     // Compaction replaced every ingest file and left them on disk.
     assert!(referenced.is_disjoint(&ingest_files));
-    let unreferenced: BTreeSet<String> = compacted.difference(&referenced).cloned().collect();
+    let unreferenced: BTreeSet<String> = compacted_names.difference(&referenced).cloned().collect();
     assert_eq!(unreferenced, ingest_files);
-    let unreferenced_bytes: u64 = unreferenced
-        .iter()
-        .map(|f| {
-            std::fs::metadata(Path::new(&store).join("metrics").join(f))
-                .unwrap()
-                .len()
-        })
-        .sum();
+    let unreferenced_bytes: u64 = unreferenced.iter().map(|f| compacted[f]).sum();
 
     // A dry run lists them and deletes nothing; the default retention keeps them.
     let (ok, out, err) = cli(&store, &["vacuum", "--retention-hours", "0", "--dry-run"]);
@@ -194,14 +178,14 @@ async fn vacuum_removes_exactly_the_replaced_files() {
             unreferenced.len()
         )
     );
-    assert_eq!(parquet_files(&store, "metrics"), compacted);
+    assert_eq!(parquet_names(&store, "metrics"), compacted_names);
     let (ok, out, err) = cli(&store, &["vacuum"]);
     assert!(ok, "{err}");
     assert!(
         out.contains("total    removed 0 file(s), 0 byte(s)"),
         "{out}"
     );
-    assert_eq!(parquet_files(&store, "metrics"), compacted);
+    assert_eq!(parquet_names(&store, "metrics"), compacted_names);
 
     // With no retention, exactly the unreferenced files go.
     let (ok, out, err) = cli(&store, &["vacuum", "--retention-hours", "0"]);
@@ -213,7 +197,7 @@ async fn vacuum_removes_exactly_the_replaced_files() {
             unreferenced.len()
         )
     );
-    assert_eq!(parquet_files(&store, "metrics"), referenced);
+    assert_eq!(parquet_names(&store, "metrics"), referenced);
     let (ok, out, err) = cli(&store, &["check"]);
     assert!(ok, "{out}{err}");
     assert_eq!(answers(&store), before);
@@ -223,18 +207,18 @@ async fn vacuum_removes_exactly_the_replaced_files() {
     assert!(ok && out.contains("total    removed 0 file(s)"), "{out}");
 
     // A file no commit references is left alone unless --orphans is given.
-    let stray = Path::new(&store).join("metrics").join("stray.parquet");
-    std::fs::write(&stray, b"not parquet").unwrap();
+    let stray = "metrics/stray.parquet";
+    write_object(&store, stray, b"not parquet");
     let (ok, _, _) = cli(&store, &["vacuum", "--retention-hours", "0"]);
-    assert!(ok && stray.exists());
+    assert!(ok && object_size(&store, stray) == Some(11));
     let (ok, out, err) = cli(&store, &["vacuum", "--retention-hours", "0", "--orphans"]);
     assert!(ok, "{err}");
-    assert!(!stray.exists(), "{out}");
+    assert_eq!(object_size(&store, stray), None, "{out}");
     assert_eq!(
         line(&out, "metrics"),
         "metrics  removed 1 file(s), 11 byte(s)"
     );
-    assert_eq!(parquet_files(&store, "metrics"), referenced);
+    assert_eq!(parquet_names(&store, "metrics"), referenced);
     let (ok, out, err) = cli(&store, &["check"]);
     assert!(ok, "{out}{err}");
     assert_eq!(answers(&store), before);
@@ -297,19 +281,23 @@ async fn read_only_server_refuses_writes_and_answers_reads() {
         let url = urls["doc"][0]["notes.txt"].as_str().unwrap().to_string();
         let put = api.client.put(url).body("abc").send().await.unwrap();
         assert_eq!(put.status().as_u16(), 200);
-        Path::new(&store).join("files").join(run).join("notes.txt")
+        format!("files/{run}/notes.txt")
     };
-    assert!(blob.exists());
+    assert_eq!(read_object(&store, &blob), b"abc");
     let (ok, _, err) = cli(&store, &["vacuum", "--retention-hours", "0", "--orphans"]);
     assert!(ok, "{err}");
-    assert!(blob.exists(), "vacuum deleted an uploaded file");
+    assert_eq!(
+        object_size(&store, &blob),
+        Some(3),
+        "vacuum deleted an uploaded file"
+    );
     let (ok, out, err) = cli(&store, &["check"]);
     assert!(
         ok && line(&out, "files").contains("1 file(s)"),
         "{out}{err}"
     );
 
-    let everything = tree(Path::new(&store));
+    let everything = list_objects(&store, "");
     // Compaction would be due at once if it ran: it must not.
     let server = spawn_server_with(
         &store,
@@ -412,5 +400,5 @@ async fn read_only_server_refuses_writes_and_answers_reads() {
     let (_, rows) = api.sql("SELECT count(*) AS n FROM metric_writes").await;
     assert_eq!(rows[0]["n"].as_i64().unwrap(), points);
     drop(server);
-    assert_eq!(tree(Path::new(&store)), everything);
+    assert_eq!(list_objects(&store, ""), everything);
 }

@@ -1,11 +1,16 @@
 //! Fixtures shared by the integration tests: real stores, real Delta tables.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use forkline::catalog::{ForkRequest, NewRun};
 use forkline::ingest::MetricPoint;
+use forkline::store::StoreLocation;
 use forkline::{Engine, Result};
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use serde_json::json;
 
 /// Ids of the product-docs lineage: A → B (fork at 50) → C (fork at 150).
@@ -211,4 +216,161 @@ pub fn cli(store: &str, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+// The store's objects, reached through the object store forkline builds for the
+// store URL (`StoreLocation::parse`), so the same test reads and damages a
+// local directory or an S3 prefix alike. Paths are relative to the store root
+// (`metrics/_delta_log/00000000000000000000.json`). The helpers block: each
+// runs its I/O on a runtime of its own in a thread of its own, so plain
+// `#[test]`s and async tests call them the same way.
+
+/// Runs `future` to completion on a fresh current-thread runtime in a scoped
+/// thread (a panic inside is re-raised as it was).
+fn block_on<F>(future: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(future)
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Whether `store` is a local directory rather than a URL.
+pub fn is_local(store: &str) -> bool {
+    !store.contains("://")
+}
+
+/// The store's object store and the path of its root in it.
+fn open_objects(store: &str) -> (Arc<dyn ObjectStore>, ObjectPath) {
+    let location = StoreLocation::parse(store).unwrap();
+    let root = ObjectPath::from_url_path(location.root.path().trim_matches('/')).unwrap();
+    (location.object_store, root)
+}
+
+/// `relative` (a path under the store root) in the store's object store.
+fn object_path(root: &ObjectPath, relative: &str) -> ObjectPath {
+    let relative = relative.trim_matches('/');
+    match (root.as_ref().is_empty(), relative.is_empty()) {
+        (_, true) => root.clone(),
+        (true, false) => ObjectPath::parse(relative).unwrap(),
+        (false, false) => ObjectPath::parse(format!("{root}/{relative}")).unwrap(),
+    }
+}
+
+/// Every object under `under` (a directory of the store, `""` for all of it),
+/// by path relative to `under`. A local store that does not exist has none
+/// (and is not created).
+pub fn list_objects(store: &str, under: &str) -> BTreeMap<String, ObjectMeta> {
+    if is_local(store) && !std::path::Path::new(store).exists() {
+        return BTreeMap::new();
+    }
+    let (objects, root) = open_objects(store);
+    let prefix = object_path(&root, under);
+    block_on(async move {
+        let listed: Vec<ObjectMeta> = objects
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .unwrap_or_else(|e| panic!("listing {prefix}: {e}"));
+        listed
+            .into_iter()
+            .map(|meta| {
+                let relative = meta
+                    .location
+                    .prefix_match(&prefix)
+                    .unwrap_or_else(|| panic!("{} is not under {prefix}", meta.location))
+                    .map(|part| part.as_ref().to_string())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                (relative, meta)
+            })
+            .collect()
+    })
+}
+
+/// Size of an object, or `None` when there is none at `relative`.
+pub fn object_size(store: &str, relative: &str) -> Option<u64> {
+    let (objects, root) = open_objects(store);
+    let path = object_path(&root, relative);
+    block_on(async move {
+        match objects.head(&path).await {
+            Ok(meta) => Some(meta.size),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => panic!("head {path}: {e}"),
+        }
+    })
+}
+
+/// The bytes of an object.
+pub fn read_object(store: &str, relative: &str) -> Vec<u8> {
+    let (objects, root) = open_objects(store);
+    let path = object_path(&root, relative);
+    block_on(async move {
+        let result = objects
+            .get(&path)
+            .await
+            .unwrap_or_else(|e| panic!("get {path}: {e}"));
+        result.bytes().await.unwrap().to_vec()
+    })
+}
+
+/// Creates or replaces an object.
+pub fn write_object(store: &str, relative: &str, bytes: &[u8]) {
+    let (objects, root) = open_objects(store);
+    let path = object_path(&root, relative);
+    let payload = bytes::Bytes::copy_from_slice(bytes);
+    block_on(async move {
+        objects
+            .put(&path, payload.into())
+            .await
+            .unwrap_or_else(|e| panic!("put {path}: {e}"));
+    })
+}
+
+/// Deletes an object, which must exist.
+pub fn delete_object(store: &str, relative: &str) {
+    assert!(
+        object_size(store, relative).is_some(),
+        "no object {relative} in {store}"
+    );
+    let (objects, root) = open_objects(store);
+    let path = object_path(&root, relative);
+    block_on(async move {
+        objects
+            .delete(&path)
+            .await
+            .unwrap_or_else(|e| panic!("delete {path}: {e}"));
+    })
+}
+
+/// Replaces an object with its first `len` bytes.
+pub fn truncate_object(store: &str, relative: &str, len: usize) {
+    let bytes = read_object(store, relative);
+    assert!(
+        len < bytes.len(),
+        "{relative} has only {} bytes",
+        bytes.len()
+    );
+    write_object(store, relative, &bytes[..len]);
+}
+
+/// Versions of the commits in a table's Delta log (`<table>/_delta_log/N.json`), ascending.
+pub fn commit_versions(store: &str, table: &str) -> Vec<u64> {
+    list_objects(store, &format!("{table}/_delta_log"))
+        .keys()
+        .filter_map(|name| name.strip_suffix(".json")?.parse().ok())
+        .collect::<std::collections::BTreeSet<u64>>()
+        .into_iter()
+        .collect()
 }
