@@ -275,6 +275,8 @@ pub async fn every(engine: Arc<Engine>, every: std::time::Duration, options: Com
         match compact(&engine, &options).await {
             Ok(report) if report.version.is_some() => tracing::info!("{report}"),
             Ok(_) => {}
+            // Another process sharing the store compacted the same files first.
+            Err(e @ Error::Conflict(_)) => tracing::info!("compaction skipped: {e}"),
             Err(e) => tracing::warn!("compaction failed, will retry: {e}"),
         }
     }

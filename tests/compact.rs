@@ -353,3 +353,51 @@ async fn serve_compacts_by_itself() {
         .unwrap();
     assert_eq!(writes, vec![vec!["6".to_string()]]);
 }
+
+/// Two processes compacting the same files at once: Delta's own conflict
+/// check ignores removals without data change, so without a check of ours both
+/// commits land and every compacted row is stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_compactions_never_duplicate_rows() {
+    let (_dir, store) = temp_store();
+    let a = Engine::open(&store).await.unwrap();
+    let b = Engine::open(&store).await.unwrap();
+    let run = a
+        .create_run(NewRun {
+            project: "race".into(),
+            name: "r".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut written = 0;
+    for n in 0..40u64 {
+        let batch = points("loss", n * 10..=n * 10 + 9, n as f64);
+        written += batch.len();
+        a.write_points(&run.display_id, batch).await.unwrap();
+    }
+    let options = CompactOptions {
+        min_ingest_files: 1,
+        ..Default::default()
+    };
+    let (ra, rb) = tokio::join!(compact(&a, &options), compact(&b, &options));
+    // Either may lose the race (an error) or find nothing left to do; not both may rewrite.
+    let committed = [&ra, &rb]
+        .iter()
+        .filter(|r| r.as_ref().is_ok_and(|r| r.version.is_some()))
+        .count();
+    assert_eq!(committed, 1, "{ra:?} {rb:?}");
+    for engine in [&a, &b] {
+        engine.store().refresh(TableKind::Metrics).await.unwrap();
+        let files = engine.store().files(TableKind::Metrics).await.unwrap();
+        let stored: u64 = files.files.iter().map(|f| f.rows.unwrap_or(0)).sum();
+        assert_eq!(
+            stored, written as u64,
+            "rows in the table's files after {ra:?} / {rb:?}"
+        );
+        let count = rows(engine, "SELECT count(*) FROM metric_writes")
+            .await
+            .unwrap();
+        assert_eq!(count, vec![vec![written.to_string()]]);
+    }
+}

@@ -62,6 +62,9 @@ impl TableKind {
     ];
 }
 
+/// How often a file replacement is re-based over concurrent appends.
+const REPLACE_ATTEMPTS: usize = 16;
+
 /// Outcome of a commit that asked for optimistic concurrency.
 #[derive(Debug)]
 pub enum CommitOutcome {
@@ -228,8 +231,9 @@ impl Store {
 
     /// Swaps files in one commit on top of `base` (compaction): `added` are
     /// already written under the table directory, `removed` are paths of
-    /// `base`'s files. Concurrent appends are fine; a concurrent removal of the
-    /// same files fails this commit.
+    /// `base`'s files. Concurrent appends are fine; if another writer removed
+    /// any of the same files first (a compaction in another process), this
+    /// commit is refused with [`Error::Conflict`].
     pub async fn replace_files(
         &self,
         kind: TableKind,
@@ -253,17 +257,51 @@ impl Store {
                 default_row_commit_version: None,
             })
         }));
-        let operation = DeltaOperation::Optimize {
-            predicate: None,
-            target_size: 0,
-        };
-        let committed = CommitBuilder::from(CommitProperties::default())
-            .with_actions(actions)
-            .build(Some(base.snapshot()?), base.log_store(), operation)
-            .await?;
-        let version = committed.version();
-        self.refresh(kind).await?;
-        Ok(version)
+        // delta-rs's conflict check skips removals without data change, so two
+        // compactions of the same files would both land and store every row
+        // twice: commit without its retries and check for ourselves.
+        let mut base = base.clone();
+        for _ in 0..REPLACE_ATTEMPTS {
+            let operation = DeltaOperation::Optimize {
+                predicate: None,
+                target_size: 0,
+            };
+            let committed = CommitBuilder::from(CommitProperties::default().with_max_retries(0))
+                .with_actions(actions.clone())
+                .build(Some(base.snapshot()?), base.log_store(), operation)
+                .await;
+            match committed {
+                Ok(committed) => {
+                    let version = committed.version();
+                    self.refresh(kind).await?;
+                    return Ok(version);
+                }
+                Err(e) if is_lost_race(&e) => {
+                    base = self.refresh(kind).await?;
+                    let live = self.files(kind).await?;
+                    if live.version != base.version() {
+                        continue;
+                    }
+                    let gone = removed
+                        .iter()
+                        .filter(|f| !live.files.iter().any(|l| l.relative == f.relative))
+                        .count();
+                    if gone > 0 {
+                        return Err(Error::Conflict(format!(
+                            "{gone} of the {} files being replaced in `{}` were replaced \
+                             concurrently (another compaction?); nothing was committed",
+                            removed.len(),
+                            kind.dir()
+                        )));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Conflict(format!(
+            "`{}` kept moving while its files were being replaced; try again",
+            kind.dir()
+        )))
     }
 
     async fn install(&self, kind: TableKind, written: DeltaTable) -> Result<Version> {
