@@ -32,6 +32,8 @@ pub struct EngineOptions {
     pub refresh_interval: std::time::Duration,
     /// Object-store settings the store URL does not carry (S3 endpoint, …).
     pub store: crate::store::StoreOptions,
+    /// Whether opening may create the store, and whether the engine may write.
+    pub open: crate::store::OpenMode,
 }
 
 impl Default for EngineOptions {
@@ -41,6 +43,7 @@ impl Default for EngineOptions {
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
             refresh_interval: std::time::Duration::from_millis(250),
             store: Default::default(),
+            open: Default::default(),
         }
     }
 }
@@ -86,9 +89,10 @@ impl Engine {
         Self::open_with(spec, EngineOptions::default()).await
     }
 
-    /// Opens the store at `spec` with the given limits.
+    /// Opens the store at `spec` with the given limits, creating it only
+    /// where `options.open` allows.
     pub async fn open_with(spec: &str, options: EngineOptions) -> Result<Self> {
-        let store = Store::open_with(spec, &options.store).await?;
+        let store = Store::open_in(spec, &options.store, options.open).await?;
         let runtime = query::session::runtime(&options)?;
         // Metric scans read the store's files directly (see `query::file_scan`).
         let location = store.location();

@@ -5,13 +5,7 @@ use forkline::interfaces::cli::{Cli, run};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FORKLINE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,forkline=info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    forkline::logging::init();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -13,6 +13,7 @@ use super::format::{Encoder, Format};
 use crate::catalog::{ForkRequest, NewRun, RunStatus, RunUpdate};
 use crate::engine::{Engine, EngineOptions};
 use crate::error::{Error, Result};
+use crate::store::OpenMode;
 
 /// forkline: SQL over forked ML experiment runs, stored as Delta Lake tables.
 #[derive(Debug, Parser)]
@@ -375,6 +376,26 @@ fn positive_seconds(text: &str) -> std::result::Result<f64, String> {
     }
 }
 
+impl Command {
+    /// The verb on the command line.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Demo(_) => "demo",
+            Command::BenchData(_) => "bench-data",
+            Command::Sql(_) => "sql",
+            Command::Run(_) => "run",
+            Command::Import(_) => "import",
+            Command::Export(_) => "export",
+            Command::Report(_) => "report",
+            Command::Serve(_) => "serve",
+            Command::Compact(_) => "compact",
+            Command::Check => "check",
+            Command::Vacuum(_) => "vacuum",
+            Command::Keys(_) => "keys",
+        }
+    }
+}
+
 /// Parses a `--config` value: it must be a JSON object.
 pub fn parse_config(text: Option<&str>) -> Result<Map<String, Value>> {
     let Some(text) = text else {
@@ -388,7 +409,28 @@ pub fn parse_config(text: Option<&str>) -> Result<Map<String, Value>> {
 }
 
 impl Cli {
+    /// What the command may do to a store that does not exist: only the
+    /// commands that put something in it create it; the reading ones (and a
+    /// read-only server) write nothing at all, so a typo in `--store` is an
+    /// error rather than a new empty store.
+    pub fn open_mode(&self) -> OpenMode {
+        match &self.command {
+            Command::Serve(args) if args.read_only => OpenMode::ReadOnly,
+            Command::Sql(_) | Command::Check | Command::Export(_) | Command::Report(_) => {
+                OpenMode::ReadOnly
+            }
+            Command::Compact(_) | Command::Vacuum(_) => OpenMode::Existing,
+            Command::Serve(_)
+            | Command::Demo(_)
+            | Command::BenchData(_)
+            | Command::Run(_)
+            | Command::Import(_)
+            | Command::Keys(_) => OpenMode::Create,
+        }
+    }
+
     async fn engine(&self) -> Result<Engine> {
+        let open = self.open_mode();
         let mut options = EngineOptions {
             memory_limit: self.memory_mb.max(16) << 20,
             store: crate::store::StoreOptions {
@@ -399,12 +441,28 @@ impl Cli {
                 retry_timeout: Some(std::time::Duration::from_secs_f64(self.store_retry_s)),
             },
             refresh_interval: std::time::Duration::from_millis(self.refresh_interval_ms),
+            open,
             ..EngineOptions::default()
         };
         if let Some(threads) = self.threads {
             options.target_partitions = threads.max(1);
         }
-        Engine::open_with(&self.store, options).await
+        match Engine::open_with(&self.store, options).await {
+            Err(Error::NotFound(why)) if open != OpenMode::Create => {
+                let hint = match &self.command {
+                    Command::Serve(_) => "a read-only server does not create one: check --store, \
+                         or start a writer (`forkline serve` without --read-only) on it first"
+                        .to_string(),
+                    command => format!(
+                        "`forkline {}` does not create one: check --store \
+                         (default ./data/warehouse, which `forkline demo` builds)",
+                        command.name()
+                    ),
+                };
+                Err(Error::NotFound(format!("{why}; {hint}")))
+            }
+            opened => opened,
+        }
     }
 }
 

@@ -87,13 +87,23 @@ impl StoreLocation {
     /// applies `options` over them. `gs://` reads `GOOGLE_*` and `az://` the
     /// `AZURE_*` variables.
     pub fn parse_with(spec: &str, options: &StoreOptions) -> Result<Self> {
+        Self::parse_inner(spec, options, true)
+    }
+
+    /// As [`StoreLocation::parse_with`], but a local directory that does not
+    /// exist is refused ([`Error::NotFound`]) rather than created.
+    pub fn parse_existing(spec: &str, options: &StoreOptions) -> Result<Self> {
+        Self::parse_inner(spec, options, false)
+    }
+
+    fn parse_inner(spec: &str, options: &StoreOptions, create_local: bool) -> Result<Self> {
         let spec = spec.trim();
         if spec.is_empty() {
             return Err(Error::invalid("store URL is empty"));
         }
         let url = match Url::parse(spec) {
             Ok(url) if url.scheme().len() > 1 => url,
-            _ => return Self::local(spec),
+            _ => return Self::local(spec, create_local),
         };
         let root = with_trailing_slash(url.clone());
         let object_store: Arc<dyn ObjectStore> = match url.scheme() {
@@ -101,7 +111,7 @@ impl StoreLocation {
                 let path = url
                     .to_file_path()
                     .map_err(|_| Error::invalid(format!("store URL {url} is not a local path")))?;
-                return Self::local(&path.to_string_lossy());
+                return Self::local(&path.to_string_lossy(), create_local);
             }
             "memory" => Arc::new(InMemory::new()),
             "s3" | "s3a" => {
@@ -153,8 +163,14 @@ impl StoreLocation {
         Ok(Self { root, object_store })
     }
 
-    fn local(path: &str) -> Result<Self> {
-        std::fs::create_dir_all(path)?;
+    fn local(path: &str, create: bool) -> Result<Self> {
+        if create {
+            std::fs::create_dir_all(path)?;
+        } else if !std::path::Path::new(path).is_dir() {
+            return Err(Error::NotFound(format!(
+                "no forkline store at {path} (no such directory)"
+            )));
+        }
         let abs = std::fs::canonicalize(path)?;
         let root = Url::from_directory_path(&abs)
             .map_err(|_| Error::invalid(format!("cannot use {path} as a store path")))?;

@@ -74,10 +74,27 @@ pub enum CommitOutcome {
     Lost,
 }
 
+/// What opening a store may do when its tables do not exist yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OpenMode {
+    /// Create the store (a local directory, the missing tables): writers, `demo`.
+    #[default]
+    Create,
+    /// Refuse a store without tables, but write to one that exists
+    /// (compaction and vacuum: a typo in the URL must not create a store).
+    Existing,
+    /// Never write: refuse a store that lacks any table, create no directory,
+    /// skip the conditional-put probe (it writes), and refuse every commit.
+    /// For read replicas and the reading CLI commands.
+    ReadOnly,
+}
+
 /// Handle on the store: its location and the latest loaded state of each table.
 #[derive(Debug)]
 pub struct Store {
     location: StoreLocation,
+    /// Opened with [`OpenMode::ReadOnly`]: every commit is refused.
+    read_only: bool,
     /// One entry per [`TableKind`], in the order of [`TableKind::ALL`].
     tables: Vec<RwLock<DeltaTable>>,
     /// The data files of the last version listed, per table, in the same order.
@@ -95,13 +112,59 @@ impl Store {
     /// As [`Store::open`], with object-store settings the URL does not carry.
     /// A network store must honour conditional puts (checked first).
     pub async fn open_with(spec: &str, options: &StoreOptions) -> Result<Self> {
-        let location = StoreLocation::parse_with(spec, options)?;
-        if location.is_remote() {
+        Self::open_in(spec, options, OpenMode::Create).await
+    }
+
+    /// Opens an existing store without writing anything to it (see
+    /// [`OpenMode::ReadOnly`]); a URL without a forkline store is refused.
+    pub async fn open_read_only(spec: &str, options: &StoreOptions) -> Result<Self> {
+        Self::open_in(spec, options, OpenMode::ReadOnly).await
+    }
+
+    /// Opens the store at `spec` in `mode`. A store that is missing where
+    /// `mode` does not create one is refused with [`Error::NotFound`] naming
+    /// the URL.
+    pub async fn open_in(spec: &str, options: &StoreOptions, mode: OpenMode) -> Result<Self> {
+        let location = if mode == OpenMode::Create {
+            StoreLocation::parse_with(spec, options)?
+        } else {
+            StoreLocation::parse_existing(spec, options)?
+        };
+        // Readers commit nothing, so they need no conditional puts (and the probe writes).
+        if location.is_remote() && mode != OpenMode::ReadOnly {
             location.check_conditional_put().await?;
         }
-        let mut tables = Vec::with_capacity(TableKind::ALL.len());
+        let mut found = Vec::with_capacity(TableKind::ALL.len());
         for kind in TableKind::ALL {
-            tables.push(RwLock::new(open_or_create(&location, kind).await?));
+            found.push(open_existing(&location, kind).await?);
+        }
+        let missing: Vec<&str> = TableKind::ALL
+            .iter()
+            .zip(&found)
+            .filter(|(_, t)| t.is_none())
+            .map(|(kind, _)| kind.dir())
+            .collect();
+        if missing.len() == TableKind::ALL.len() && mode != OpenMode::Create {
+            return Err(Error::NotFound(format!(
+                "no forkline store at {} (no Delta tables under it)",
+                location.root
+            )));
+        }
+        if !missing.is_empty() && mode == OpenMode::ReadOnly {
+            return Err(Error::NotFound(format!(
+                "the forkline store at {} lacks the table(s) {} (made by an older forkline?); \
+                 opening it once for writing creates them",
+                location.root,
+                missing.join(", ")
+            )));
+        }
+        let mut tables = Vec::with_capacity(TableKind::ALL.len());
+        for (kind, table) in TableKind::ALL.into_iter().zip(found) {
+            let table = match table {
+                Some(table) => table,
+                None => create(&location, kind).await?,
+            };
+            tables.push(RwLock::new(table));
         }
         let file_lists = TableKind::ALL
             .iter()
@@ -110,6 +173,7 @@ impl Store {
         let checked = TableKind::ALL.iter().map(|_| Mutex::new(None)).collect();
         Ok(Self {
             location,
+            read_only: mode == OpenMode::ReadOnly,
             tables,
             file_lists,
             checked,
@@ -119,6 +183,22 @@ impl Store {
     /// The URL this store was opened at.
     pub fn location(&self) -> &StoreLocation {
         &self.location
+    }
+
+    /// Whether the store was opened with [`OpenMode::ReadOnly`].
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Refuses a write to a store opened read-only.
+    pub fn ensure_writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::invalid(format!(
+                "the store {} is opened read-only: nothing may be written to it",
+                self.location.root
+            )));
+        }
+        Ok(())
     }
 
     fn table(&self, kind: TableKind) -> &RwLock<DeltaTable> {
@@ -209,6 +289,7 @@ impl Store {
 
     /// Appends `batches` as one atomic commit, letting concurrent appends interleave.
     pub async fn append(&self, kind: TableKind, batches: Vec<RecordBatch>) -> Result<Version> {
+        self.ensure_writable()?;
         let table = self.cached(kind).await;
         let written = write(table, kind, batches, CommitProperties::default()).await?;
         self.install(kind, written).await
@@ -221,6 +302,7 @@ impl Store {
         base: &DeltaTable,
         batches: Vec<RecordBatch>,
     ) -> Result<CommitOutcome> {
+        self.ensure_writable()?;
         let props = CommitProperties::default().with_max_retries(0);
         match write(base.clone(), kind, batches, props).await {
             Ok(table) => Ok(CommitOutcome::Committed(self.install(kind, table).await?)),
@@ -241,6 +323,7 @@ impl Store {
         added: Vec<Add>,
         removed: &[DataFile],
     ) -> Result<Version> {
+        self.ensure_writable()?;
         let now = chrono::Utc::now().timestamp_millis();
         let mut actions: Vec<Action> = added.into_iter().map(Action::Add).collect();
         actions.extend(removed.iter().map(|f| {
@@ -342,17 +425,24 @@ async fn write(
         .await?)
 }
 
-async fn open_or_create(location: &StoreLocation, kind: TableKind) -> Result<DeltaTable> {
+fn table_builder(location: &StoreLocation, kind: TableKind) -> Result<DeltaTableBuilder> {
     let url = location.table_url(kind.dir());
-    let builder = || {
-        DeltaTableBuilder::from_url(url.clone())
-            .map(|b| b.with_storage_backend(location.object_store.clone(), url.clone()))
-    };
-    let mut table = builder()?.build()?;
-    if table.verify_deltatable_existence().await? {
-        table.load().await?;
-        return Ok(table);
+    Ok(DeltaTableBuilder::from_url(url.clone())?
+        .with_storage_backend(location.object_store.clone(), url))
+}
+
+/// The table, loaded, or `None` where it does not exist; writes nothing.
+async fn open_existing(location: &StoreLocation, kind: TableKind) -> Result<Option<DeltaTable>> {
+    let mut table = table_builder(location, kind)?.build()?;
+    if !table.verify_deltatable_existence().await? {
+        return Ok(None);
     }
+    table.load().await?;
+    Ok(Some(table))
+}
+
+async fn create(location: &StoreLocation, kind: TableKind) -> Result<DeltaTable> {
+    let table = table_builder(location, kind)?.build()?;
     let columns: StructType = schema::arrow_schema(kind).as_ref().try_into_kernel()?;
     let created = table
         .create()
@@ -363,12 +453,9 @@ async fn open_or_create(location: &StoreLocation, kind: TableKind) -> Result<Del
     match created {
         Ok(table) => Ok(table),
         // Another process may have created it between our check and our commit.
-        Err(create_error) => {
-            let mut table = builder()?.build()?;
-            match table.load().await {
-                Ok(()) => Ok(table),
-                Err(_) => Err(create_error.into()),
-            }
-        }
+        Err(create_error) => match open_existing(location, kind).await {
+            Ok(Some(table)) => Ok(table),
+            _ => Err(create_error.into()),
+        },
     }
 }

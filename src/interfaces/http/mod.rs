@@ -64,8 +64,8 @@ pub async fn router(
     keys: Arc<Keys>,
     options: &ServerOptions,
 ) -> crate::Result<Router> {
+    let signer = Arc::new(pluto::Signer::shared(engine.store(), !options.read_only).await?);
     let committer = GroupCommitter::spawn(engine.clone(), options.commit_window);
-    let signer = Arc::new(pluto::Signer::random());
     let state = AppState {
         engine,
         committer,

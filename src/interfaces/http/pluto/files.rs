@@ -10,8 +10,8 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use object_store::ObjectStoreExt;
 use object_store::path::Path as StorePath;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use ring::hmac;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -20,8 +20,8 @@ use super::{header_run, json_body};
 use crate::catalog::RunId;
 use crate::error::{Error, Result};
 use crate::interfaces::http::{ApiError, AppState};
-use crate::store::TableKind;
 use crate::store::records::FileRecord;
+use crate::store::{Store, TableKind};
 
 type Reply = std::result::Result<Json<Value>, ApiError>;
 
@@ -30,15 +30,71 @@ const URL_LIFETIME_S: u64 = 3600;
 /// Largest file accepted.
 const MAX_FILE: u64 = 1 << 30;
 
-/// Signs URLs with a key known only to this process.
+/// Where under the store root the shared URL-signing secret lives.
+pub const SECRET_PATH: &str = "_forkline/file-url-secret";
+/// Length of the secret in bytes (stored hex-encoded).
+const SECRET_LEN: usize = 32;
+
+/// Signs URLs with a key shared by every server of the store (see [`Signer::shared`]).
 pub struct Signer(hmac::Key);
 
 impl Signer {
-    /// A signer with a fresh random key.
+    /// A signer with a fresh random key, known only to this process.
     pub fn random() -> Self {
-        let mut key = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
-        Self(hmac::Key::new(hmac::HMAC_SHA256, &key))
+        Self::from_secret(&random_secret())
+    }
+
+    fn from_secret(secret: &[u8]) -> Self {
+        Self(hmac::Key::new(hmac::HMAC_SHA256, secret))
+    }
+
+    /// The signer of every server on `store`, so that a URL one process signs
+    /// is honoured by all of them (behind one load balancer, say).
+    ///
+    /// The key is the object [`SECRET_PATH`] under the store root. The first
+    /// writer to start creates it with put-if-absent; one that loses that race
+    /// reads the winner's. With `may_write` false (a read replica) a missing
+    /// secret is not created: the signer falls back to a key of this process
+    /// alone and says so in a warning.
+    pub async fn shared(store: &Store, may_write: bool) -> Result<Self> {
+        let path = StorePath::from_url_path(store.location().root.path())
+            .map_err(|e| Error::invalid(format!("bad store path: {e}")))?
+            .join("_forkline")
+            .join("file-url-secret");
+        let objects = &store.location().object_store;
+        if let Some(secret) = read_secret(store, &path).await? {
+            return Ok(Self::from_secret(&secret));
+        }
+        if !may_write || store.is_read_only() {
+            tracing::warn!(
+                store = %store.location().root,
+                "no file-URL signing secret ({SECRET_PATH}) in the store yet and a read-only \
+                 server does not create one: file URLs this server signs work only on this \
+                 process; start a writer on the store once to create the shared secret"
+            );
+            return Ok(Self::random());
+        }
+        let secret = random_secret();
+        let put = objects
+            .put_opts(
+                &path,
+                PutPayload::from(hex::encode(secret)),
+                PutOptions::from(PutMode::Create),
+            )
+            .await;
+        match put {
+            Ok(_) => Ok(Self::from_secret(&secret)),
+            // Another process created it first: use theirs.
+            Err(object_store::Error::AlreadyExists { .. }) => read_secret(store, &path)
+                .await?
+                .map(|s| Self::from_secret(&s))
+                .ok_or_else(|| {
+                    Error::Unavailable(format!(
+                        "{path} was created by another process but cannot be read"
+                    ))
+                }),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn sign(&self, method: &str, path: &str, query: &str) -> String {
@@ -80,6 +136,31 @@ impl Signer {
             return Err(denied());
         }
         Ok(())
+    }
+}
+
+fn random_secret() -> [u8; SECRET_LEN] {
+    let mut key = [0u8; SECRET_LEN];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+    key
+}
+
+/// The shared secret, or `None` where no process has created it yet.
+async fn read_secret(store: &Store, path: &StorePath) -> Result<Option<Vec<u8>>> {
+    let bytes = match store.location().object_store.get(path).await {
+        Ok(found) => found.bytes().await?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    match std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|text| hex::decode(text.trim()).ok())
+    {
+        Some(secret) if secret.len() >= SECRET_LEN => Ok(Some(secret)),
+        _ => Err(Error::Damaged(format!(
+            "the file-URL signing secret {path} is not {SECRET_LEN} hex-encoded bytes; \
+             delete it and restart the servers to have a new one made"
+        ))),
     }
 }
 
@@ -189,6 +270,7 @@ pub(super) async fn upload(
     body: Bytes,
 ) -> Reply {
     check_file_name(&file_name)?;
+    state.engine.store().ensure_writable()?;
     state.signer.verify(
         "PUT",
         &format!("/files/upload/{run}/{file_name}"),

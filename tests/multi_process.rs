@@ -1,0 +1,254 @@
+//! Several forkline processes on one store (issue #7): a read-only process
+//! never creates a store, file URLs signed by one server work on another, and
+//! lost commit races are not logged as warnings.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{cli, forkline_command, spawn_server_with, temp_store, test_s3};
+use futures::TryStreamExt;
+use serde_json::{Value, json};
+
+/// Whether nothing at all exists at `store` (no directory, no object under the prefix).
+async fn nothing_at(store: &str) -> bool {
+    if test_s3().is_none() {
+        return !std::path::Path::new(store).exists();
+    }
+    let location = forkline::store::StoreLocation::parse(store).unwrap();
+    let prefix =
+        object_store::path::Path::from_url_path(location.root.path().trim_matches('/')).unwrap();
+    let listed: Vec<_> = location
+        .object_store
+        .list(Some(&prefix))
+        .try_collect()
+        .await
+        .unwrap();
+    listed.is_empty()
+}
+
+/// Runs the binary to its end, failing the test if it is still running after a minute
+/// (a read-only server that wrongly starts would serve forever).
+fn run_to_exit(args: &[&str]) -> (bool, String) {
+    let mut child = forkline_command()
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn forkline");
+    let started = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            return (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            );
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "forkline {args:?} still running after 60 s: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn read_only_commands_refuse_a_missing_store_and_create_nothing() {
+    let (_dir, store) = temp_store();
+    let (ok, err) = run_to_exit(&[
+        "--store",
+        &store,
+        "serve",
+        "--read-only",
+        "--listen",
+        "127.0.0.1:0",
+        "--flight-listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!ok, "a read-only server started on a missing store: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("no forkline store at")
+            && err.contains("a read-only server does not create one"),
+        "{err}"
+    );
+    assert!(
+        nothing_at(&store).await,
+        "a read-only server wrote to {store}"
+    );
+
+    // The reading commands (and the maintenance ones) do not create a store from a typo either.
+    for args in [
+        vec!["sql", "SELECT 1"],
+        vec!["check"],
+        vec!["export", "X-1", "-o", "/dev/null"],
+        vec![
+            "report",
+            "--project",
+            "p",
+            "--all-families",
+            "--metrics",
+            "m",
+        ],
+        vec!["compact"],
+        vec!["vacuum"],
+    ] {
+        let (ok, _, err) = cli(&store, &args);
+        assert!(!ok, "{args:?} succeeded on a missing store");
+        assert!(
+            err.contains("no forkline store at")
+                && err.contains(&format!("`forkline {}` does not create one", args[0])),
+            "{args:?}: {err}"
+        );
+        assert!(nothing_at(&store).await, "{args:?} wrote to {store}");
+    }
+
+    // An existing but empty directory is no store either, and stays empty.
+    if test_s3().is_none() {
+        std::fs::create_dir_all(&store).unwrap();
+        let (ok, err) = run_to_exit(&["--store", &store, "serve", "--read-only"]);
+        assert!(!ok && err.contains("no Delta tables under it"), "{err}");
+        assert_eq!(std::fs::read_dir(&store).unwrap().count(), 0);
+    }
+
+    // Writing commands still create the store, so a read-only server then starts.
+    let (ok, _, err) = cli(
+        &store,
+        &["run", "create", "--project", "p", "--name", "first"],
+    );
+    assert!(ok, "{err}");
+    let server = spawn_server_with(&store, &["--read-only"]);
+    let rows: Value = reqwest::Client::new()
+        .post(format!("{}/api/sql", server.base))
+        .json(&json!({"sql": "SELECT count(*) AS n FROM runs"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rows[0]["n"], 1, "{rows}");
+    // Nor does it create the file-URL signing secret (it falls back to a key of its own).
+    if test_s3().is_none() {
+        let secret = std::path::Path::new(&store).join("_forkline/file-url-secret");
+        assert!(!secret.exists(), "a read-only server wrote {secret:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_urls_signed_by_one_server_work_on_another() {
+    let (_dir, store) = temp_store();
+    let (ok, _, err) = cli(&store, &["run", "create", "--project", "p", "--name", "r"]);
+    assert!(ok, "{err}");
+    // Two writers starting together: both race to create the shared secret.
+    let flags = ["--compact-every-s", "0"];
+    let (a, b) = {
+        let (sa, sb) = (store.clone(), store.clone());
+        let a = std::thread::spawn(move || spawn_server_with(&sa, &flags));
+        let b = std::thread::spawn(move || spawn_server_with(&sb, &flags));
+        (a.join().unwrap(), b.join().unwrap())
+    };
+    let client = reqwest::Client::new();
+
+    // Presign on A (as the SDK does), upload through B.
+    let spec = json!({"files": [{"fileName": "notes.txt", "fileSize": 3, "fileType": "txt",
+                                  "time": 1, "logName": "doc", "step": 1}]});
+    let reply = client
+        .post(format!("{}/files", a.base))
+        .header("x-run-id", "1")
+        .header("content-type", "application/json")
+        .body(spec.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let urls: Value = reply.json().await.unwrap();
+    let upload = urls["doc"][0]["notes.txt"].as_str().unwrap();
+    assert!(upload.starts_with(&a.base), "{upload}");
+    let on_b = upload.replacen(&a.base, &b.base, 1);
+    let status = |url: String, put: bool| {
+        let client = client.clone();
+        async move {
+            let req = if put {
+                client.put(url).body("abc")
+            } else {
+                client.get(url)
+            };
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    // A tampered signature is refused on B as on A.
+    let (sig_at, last) = (on_b.len() - 1, on_b.chars().last().unwrap());
+    let tampered = format!("{}{}", &on_b[..sig_at], if last == '0' { '1' } else { '0' });
+    assert_eq!(status(tampered, true).await.0, 400);
+    let (code, body) = status(on_b, true).await;
+    assert_eq!(code, 200, "B refused an upload URL A signed: {body}");
+
+    // A download URL from A's file listing works on B; and a read replica
+    // started later signs with the same secret.
+    let replica = spawn_server_with(&store, &["--read-only"]);
+    for (signer, fetcher) in [(&a, &b), (&replica, &a)] {
+        let listing: Value = client
+            .get(format!(
+                "{}/api/runs/files?runId=1&projectName=p",
+                signer.base
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let download = listing["files"][0]["downloadUrl"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no download URL in {listing}"));
+        let download = download.replacen(&signer.base, &fetcher.base, 1);
+        assert_eq!(status(download.clone(), false).await, (200, "abc".into()));
+        let tampered = download.replace("&sig=", "&sig=00");
+        assert_eq!(status(tampered, false).await.0, 400);
+    }
+}
+
+#[test]
+fn lost_commit_races_are_not_logged_as_warnings() {
+    let (_dir, store) = temp_store();
+    let (ok, _, err) = cli(&store, &["run", "create", "--project", "p", "--name", "r"]);
+    assert!(ok, "{err}");
+    // Catalog writes of four processes race; the losers retry on the new version.
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut logged = String::new();
+                for i in 0..5 {
+                    let name = format!("w{w}-{i}");
+                    let (ok, _, err) = cli(
+                        &store,
+                        &["run", "create", "--project", "p", "--name", &name],
+                    );
+                    assert!(ok, "{err}");
+                    logged.push_str(&err);
+                }
+                logged
+            })
+        })
+        .collect();
+    let logged: String = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    let warnings: Vec<&str> = logged
+        .lines()
+        .filter(|l| (l.contains("WARN") || l.contains("ERROR")) && l.contains("deltalake"))
+        .collect();
+    assert!(warnings.is_empty(), "{}", warnings.join("\n"));
+    let (ok, out, err) = cli(
+        &store,
+        &["sql", "SELECT count(*) AS n FROM runs", "--format", "csv"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().nth(1), Some("21"), "{out}");
+}
