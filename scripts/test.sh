@@ -19,4 +19,4 @@ FORKLINE_BIN="$PWD/target/debug/forkline" .venv/bin/python -m pytest -q tests/py
 # second run would test nothing new.
 .venv/bin/python tests/python/s3_server.py -- \
   cargo test --test lineage_docs --test compact --test http --test cli --test export --test crash \
-  --test report --test maintenance --test ingest_http --test bench_data
+  --test report --test maintenance --test ingest_http --test bench_data --test multi_process

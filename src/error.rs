@@ -2,6 +2,9 @@
 
 use datafusion::error::DataFusionError;
 
+/// How DataFusion displays an object-store error inside its own.
+const OBJECT_STORE_ERROR: &str = "Object Store error: ";
+
 /// Crate-wide result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -61,13 +64,22 @@ impl Error {
             return true;
         }
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        let mut last = None;
         while let Some(e) = cause {
             if let Some(e) = e.downcast_ref::<object_store::Error>() {
                 return !matches!(e, object_store::Error::NotFound { .. });
             }
+            last = Some(e);
             cause = e.source();
         }
-        false
+        // DataFusion's Parquet reader flattens a failed metadata fetch into a
+        // string ("Failed to fetch metadata for file …: Object Store error: …"),
+        // so the chain ends in text; object_store says "not found" for a
+        // missing object.
+        last.is_some_and(|e| {
+            let text = e.to_string();
+            text.contains(OBJECT_STORE_ERROR) && !text.contains(" not found")
+        })
     }
 
     /// Whether the caller, not the server, is at fault.
@@ -122,8 +134,17 @@ mod tests {
         Error::Query(DataFusionError::ParquetError(Box::new(parquet)).context("scanning metrics"))
     }
 
+    /// As DataFusion's Parquet reader reports a failed footer fetch: as text.
+    fn flattened(e: object_store::Error) -> Error {
+        let e = DataFusionError::ObjectStore(Box::new(e));
+        let parquet = ParquetError::General(format!("Failed to fetch metadata for file x: {e}"));
+        Error::Query(DataFusionError::ParquetError(Box::new(parquet)))
+    }
+
     #[test]
     fn a_store_failure_anywhere_in_the_chain_is_unavailable() {
+        assert!(flattened(store_error(false)).is_unavailable());
+        assert!(!flattened(store_error(true)).is_unavailable());
         assert!(inside_a_query(store_error(false)).is_unavailable());
         assert!(Error::ObjectStore(store_error(false)).is_unavailable());
         assert!(!inside_a_query(store_error(true)).is_unavailable());
