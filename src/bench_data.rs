@@ -84,6 +84,9 @@ pub struct BenchSpec {
     pub seed: u64,
     /// Split the points into exactly this many small commits (live-ingest order).
     pub commits: Option<u64>,
+    /// With `commits`: compact after every this many commits, as `serve`
+    /// does while clients log, so the table never holds thousands of files.
+    pub compact_every: Option<u64>,
 }
 
 /// One planned run.
@@ -306,6 +309,15 @@ pub fn check(spec: &BenchSpec) -> Result<usize> {
     if spec.commits == Some(0) {
         return Err(Error::invalid("--commits must be at least 1"));
     }
+    match (spec.compact_every, spec.commits) {
+        (Some(0), _) => return Err(Error::invalid("--compact-every must be at least 1")),
+        (Some(_), None) => {
+            return Err(Error::invalid(
+                "--compact-every needs --commits (one-batch stores have few files)",
+            ));
+        }
+        _ => {}
+    }
     Ok(runs)
 }
 
@@ -375,7 +387,13 @@ pub async fn run(engine: &Engine, spec: &BenchSpec) -> Result<()> {
     let mut ids: Vec<Vec<Option<RunId>>> = (0..families)
         .map(|f| vec![None; planned.iter().filter(|r| r.family == f).count()])
         .collect();
-    let mut commits = 0u64;
+    let mut writer = Writer {
+        engine,
+        bar: &bar,
+        commits: 0,
+        compact_every: spec.compact_every,
+        compactions: 0,
+    };
     let mut level_start = 0;
     for level in 0..levels {
         bar.set_message(format!("level {level}"));
@@ -400,10 +418,10 @@ pub async fn run(engine: &Engine, spec: &BenchSpec) -> Result<()> {
                     r.points(r.first_step, r.last_step() + 1, &mut buf);
                     batch.extend(id, buf.drain(..))?;
                     if batch.len() >= COMMIT_POINTS {
-                        commits += flush(engine, &mut batch, &bar).await?;
+                        writer.flush(&mut batch).await?;
                     }
                 }
-                commits += flush(engine, &mut batch, &bar).await?;
+                writer.flush(&mut batch).await?;
             }
             Some(per_level) => {
                 let n = per_level[level];
@@ -427,7 +445,7 @@ pub async fn run(engine: &Engine, spec: &BenchSpec) -> Result<()> {
                             batch.extend(id, buf.drain(..take))?;
                             emitted += take as u64;
                             if emitted == boundary(next) {
-                                commits += flush(engine, &mut batch, &bar).await?;
+                                writer.flush(&mut batch).await?;
                                 next += 1;
                             }
                         }
@@ -440,11 +458,13 @@ pub async fn run(engine: &Engine, spec: &BenchSpec) -> Result<()> {
     }
     bar.finish_and_clear();
     println!(
-        "bench store written to {}: {} runs in {families} famil{}, {} points, {commits} commits, {:.1} s",
+        "bench store written to {}: {} runs in {families} famil{}, {} points, {} commits, {} compactions, {:.1} s",
         engine.store().location().root,
         planned.len(),
         if families == 1 { "y" } else { "ies" },
         bar.position(),
+        writer.commits,
+        writer.compactions,
         started.elapsed().as_secs_f64()
     );
     Ok(())
@@ -487,14 +507,37 @@ async fn create(engine: &Engine, r: &PlannedRun, ids: &[Vec<Option<RunId>>]) -> 
     }
 }
 
-async fn flush(engine: &Engine, batch: &mut PointBatch, bar: &ProgressBar) -> Result<u64> {
-    if batch.is_empty() {
-        return Ok(0);
+/// Commits batches and counts them, compacting every `compact_every` commits.
+struct Writer<'a> {
+    engine: &'a Engine,
+    bar: &'a ProgressBar,
+    commits: u64,
+    compact_every: Option<u64>,
+    compactions: u64,
+}
+
+impl Writer<'_> {
+    async fn flush(&mut self, batch: &mut PointBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(batch);
+        let n = self.engine.write_batch(batch).await?;
+        self.bar.inc(n as u64);
+        self.commits += 1;
+        if self
+            .compact_every
+            .is_some_and(|every| self.commits % every == 0)
+        {
+            let options = crate::compact::CompactOptions {
+                min_ingest_files: 1,
+                ..Default::default()
+            };
+            crate::compact::compact(self.engine, &options).await?;
+            self.compactions += 1;
+        }
+        Ok(())
     }
-    let batch = std::mem::take(batch);
-    let n = engine.write_batch(batch).await?;
-    bar.inc(n as u64);
-    Ok(1)
 }
 
 #[cfg(test)]
@@ -507,6 +550,7 @@ mod tests {
             scale: 0.25,
             seed: 7,
             commits: None,
+            compact_every: None,
         };
         let a = plan(&spec).unwrap();
         let b = plan(&spec).unwrap();

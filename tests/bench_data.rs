@@ -118,14 +118,24 @@ fn bench_data_is_deterministic_deep_and_complete() {
     );
     assert_eq!(leaked, "n\n0\n");
 
-    // The same rows split into 50 commits in live-ingest order.
+    // The same rows split into 50 commits in live-ingest order, compacted
+    // after every 20th as a serving process would.
     let (_d_dir, d) = temp_store();
-    let out = generate(&d, &["--commits", "50"]);
-    assert!(out.contains("50 commits"), "{out}");
+    let out = generate(&d, &["--commits", "50", "--compact-every", "20"]);
+    assert!(out.contains("50 commits, 2 compactions"), "{out}");
     assert_eq!(structure(&d), runs);
     assert!(points(&d) == rows, "--commits 50 changed the rows");
-    // Version 0 creates the table; each commit adds one.
-    assert!(metrics_version(&d) >= 50, "{}", metrics_version(&d));
+    // Version 0 creates the table; each commit and each compaction adds one.
+    assert!(metrics_version(&d) >= 52, "{}", metrics_version(&d));
+    // 10 ingest files since the last compaction, and what the two compactions wrote.
+    let (ok, check, err) = cli(&d, &["check"]);
+    assert!(ok, "{err}");
+    let files: usize = check
+        .lines()
+        .find(|l| l.starts_with("metrics "))
+        .and_then(|l| l.split(": ").nth(1)?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{check}"));
+    assert!((11..=14).contains(&files), "{check}");
     assert!(metrics_version(&a) < 50);
 }
 
@@ -139,6 +149,14 @@ fn bench_data_refuses_bad_input() {
     }
     let (ok, _, err) = cli(&store, &["bench-data", "--scale", "0.01", "--commits", "0"]);
     assert!(!ok && err.contains("--commits"), "{err}");
+    for bad in [
+        &["--compact-every", "5"][..],
+        &["--commits", "10", "--compact-every", "0"],
+    ] {
+        let args = [&["bench-data", "--scale", "0.01"][..], bad].concat();
+        let (ok, _, err) = cli(&store, &args);
+        assert!(!ok && err.contains("--compact-every"), "{bad:?}: {err}");
+    }
     // Nothing was written: no store at all (not even its directory, when
     // local), so no `bench` project.
     let written: Vec<String> = list_objects(&store, "").into_keys().collect();

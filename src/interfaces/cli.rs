@@ -161,6 +161,9 @@ pub struct BenchDataArgs {
     /// Split the same points into exactly this many small commits, in a live-ingest-like order.
     #[arg(long)]
     pub commits: Option<u64>,
+    /// With --commits: compact after every this many commits, as `serve` does while clients log.
+    #[arg(long, value_name = "COMMITS")]
+    pub compact_every: Option<u64>,
 }
 
 /// Arguments of `sql`.
@@ -474,6 +477,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             scale: args.scale,
             seed: args.seed,
             commits: args.commits,
+            compact_every: args.compact_every,
         })?;
     }
     let engine = cli.engine().await?;
@@ -539,6 +543,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 scale: args.scale,
                 seed: args.seed,
                 commits: args.commits,
+                compact_every: args.compact_every,
             };
             crate::bench_data::run(&engine, &spec).await
         }
