@@ -527,7 +527,7 @@ impl Writer<'_> {
         self.commits += 1;
         if self
             .compact_every
-            .is_some_and(|every| self.commits % every == 0)
+            .is_some_and(|every| self.commits.is_multiple_of(every))
         {
             let options = crate::compact::CompactOptions {
                 min_ingest_files: 1,
