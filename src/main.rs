@@ -1,13 +1,11 @@
 //! The `forkline` binary: parses the command line and reports errors in one line.
 
-use clap::Parser;
 use forkline::interfaces::cli::{Cli, run};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     forkline::logging::init();
-    let cli = Cli::parse();
-    match run(cli).await {
+    match async { run(Cli::parse_with_config_file()?).await }.await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", e.to_string().replace('\n', " "));

@@ -201,3 +201,96 @@ fn readme_import_example_works() {
     assert!(ok, "{err}");
     assert_eq!(field(&out, "parent_display_id"), "VIS-1");
 }
+
+/// `--config-file` carries the global options (here the store and, on S3, the
+/// endpoint settings); a flag or a `FORKLINE_*` variable beats the file.
+#[test]
+fn config_file_supplies_global_options_and_flags_win() {
+    let (dir, store) = temp_store();
+    let (_other_dir, other) = temp_store();
+    let (_env_dir, from_env) = temp_store();
+    let mut text = format!("# forkline settings\nstore = {store:?}\nrefresh-interval-ms = 100\n");
+    if let Some((endpoint, _)) = common::test_s3() {
+        text += &format!(
+            "s3-endpoint = {endpoint:?}\ns3-allow-http = true\ns3-region = \"us-east-1\"\n"
+        );
+    }
+    let file = dir.path().join("forkline.toml");
+    std::fs::write(&file, text).unwrap();
+    // The plain binary: no --s3-* flags, no AWS endpoint variables; only the file.
+    let forkline = |args: &[&str], env: &[(&str, &str)]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_forkline"))
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("AWS_ALLOW_HTTP")
+            .env_remove("FORKLINE_STORE")
+            .envs(env.iter().copied())
+            .arg("--config-file")
+            .arg(&file)
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{args:?}: {err}");
+    };
+    let create = |name: &'static str| ["run", "create", "--project", "cfg", "--name", name];
+    forkline(&create("from-file"), &[]);
+    forkline(
+        &[&["--store", other.as_str()][..], &create("from-flag")].concat(),
+        &[],
+    );
+    forkline(
+        &create("from-env"),
+        &[("FORKLINE_STORE", from_env.as_str())],
+    );
+    let names = |store: &str| {
+        let (ok, out, err) = cli(
+            store,
+            &[
+                "sql",
+                "--format",
+                "csv",
+                "SELECT name FROM runs ORDER BY name",
+            ],
+        );
+        assert!(ok, "{err}");
+        out.lines().skip(1).map(str::to_string).collect::<Vec<_>>()
+    };
+    assert_eq!(names(&store), ["from-file"]);
+    assert_eq!(names(&other), ["from-flag"]);
+    assert_eq!(names(&from_env), ["from-env"]);
+
+    // Mistakes are named, and nothing runs.
+    for (content, says) in [
+        ("s3-endpiont = \"http://x\"\n", "s3-endpiont"),
+        ("store-retry-s = 0\n", "store-retry-s"),
+        ("store = 3\n", "store"),
+    ] {
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, content).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_forkline"))
+            .args(["--config-file"])
+            .arg(&bad)
+            .args(["sql", "SELECT 1"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{content} was accepted");
+        assert!(
+            err.contains("bad.toml") && err.contains(says),
+            "{content}: {err}"
+        );
+    }
+    let (ok, _, err) = cli(
+        &store,
+        &[
+            "--config-file",
+            "/nonexistent/forkline.toml",
+            "sql",
+            "SELECT 1",
+        ],
+    );
+    assert!(
+        !ok && err.contains("cannot read config file /nonexistent/forkline.toml"),
+        "{err}"
+    );
+}

@@ -28,6 +28,10 @@ pub struct Cli {
         default_value = "./data/warehouse"
     )]
     pub store: String,
+    /// TOML file with any of the global options below (and `store`), keyed by
+    /// their long names; flags and `FORKLINE_*` variables win over it.
+    #[arg(long, global = true, env = "FORKLINE_CONFIG_FILE", value_name = "PATH")]
+    pub config_file: Option<PathBuf>,
     /// S3 endpoint of an S3-compatible server [default: AWS_ENDPOINT_URL, else AWS].
     #[arg(long, global = true, env = "FORKLINE_S3_ENDPOINT", value_name = "URL")]
     pub s3_endpoint: Option<String>,
