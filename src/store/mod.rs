@@ -210,10 +210,13 @@ impl Store {
         let started = Instant::now();
         let lock = self.table(kind);
         let current = lock.read().await.version();
-        let latest = lock.read().await.get_latest_version().await?;
-        if Some(latest) != current {
+        let moved = match current {
+            Some(version) => self.committed_after(kind, version).await?,
+            None => true,
+        };
+        if moved {
             let mut table = lock.write().await;
-            if table.version().is_none_or(|v| v < latest) {
+            if table.version() == current {
                 table.update_incremental(None).await?;
             }
         }
@@ -226,6 +229,23 @@ impl Store {
             }
         }
         Ok(lock.read().await.clone())
+    }
+
+    /// Whether a version after `version` has been committed. Delta versions
+    /// are consecutive, so one HEAD of the next commit file answers it, where
+    /// listing the log costs time in its length (a local directory is listed
+    /// whole: 10 ms a query on a 10,000-commit table).
+    async fn committed_after(&self, kind: TableKind, version: Version) -> Result<bool> {
+        use object_store::ObjectStoreExt;
+        let next = self
+            .table_path(kind)?
+            .join("_delta_log")
+            .join(format!("{:020}.json", version + 1).as_str());
+        match self.location.object_store.head(&next).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// As [`Store::refresh`], but trusting the cached state if it was checked

@@ -153,7 +153,9 @@ def main() -> int:
         for sig, what in ((signal.SIGINT, "stop"), (signal.SIGTERM, "stop"), (signal.SIGUSR1, "down"), (signal.SIGUSR2, "up")):
             signal.signal(sig, lambda *_, what=what: (wanted.append(what), changed.set()))
         while True:
-            changed.wait()
+            # A signal may land on a server thread; Python runs its handler only
+            # when the main thread next executes bytecode, so wake up often.
+            changed.wait(timeout=0.05)
             changed.clear()
             while wanted:
                 what = wanted.pop(0)
