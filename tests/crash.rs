@@ -27,15 +27,12 @@ async fn acknowledged_points_survive_kill_9() {
     let (_dir, store) = temp_store();
     let mut server = spawn_server_with(&store, &["--commit-window-ms", "20"]);
     let client = reqwest::Client::new();
-    let run: Value = client
-        .post(format!("{}/api/runs/create", server.base))
-        .json(&json!({"runName": "crash", "projectName": "crash-test"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let run = server
+        .post_json(
+            "/api/runs/create",
+            &json!({"runName": "crash", "projectName": "crash-test"}),
+        )
+        .await;
     let run_id = run["runId"].as_u64().unwrap().to_string();
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));

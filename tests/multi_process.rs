@@ -110,15 +110,12 @@ async fn read_only_commands_refuse_a_missing_store_and_create_nothing() {
     );
     assert!(ok, "{err}");
     let server = spawn_server_with(&store, &["--read-only"]);
-    let rows: Value = reqwest::Client::new()
-        .post(format!("{}/api/sql", server.base))
-        .json(&json!({"sql": "SELECT count(*) AS n FROM runs"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rows = server
+        .post_json(
+            "/api/sql",
+            &json!({"sql": "SELECT count(*) AS n FROM runs"}),
+        )
+        .await;
     assert_eq!(rows[0]["n"], 1, "{rows}");
     // Nor does it create the file-URL signing secret (it falls back to a key of its own).
     assert_eq!(
@@ -182,17 +179,9 @@ async fn file_urls_signed_by_one_server_work_on_another() {
     // started later signs with the same secret.
     let replica = spawn_server_with(&store, &["--read-only"]);
     for (signer, fetcher) in [(&a, &b), (&replica, &a)] {
-        let listing: Value = client
-            .get(format!(
-                "{}/api/runs/files?runId=1&projectName=p",
-                signer.base
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let listing = signer
+            .get_json("/api/runs/files?runId=1&projectName=p")
+            .await;
         let download = listing["files"][0]["downloadUrl"]
             .as_str()
             .unwrap_or_else(|| panic!("no download URL in {listing}"));
