@@ -294,3 +294,45 @@ fn config_file_supplies_global_options_and_flags_win() {
         "{err}"
     );
 }
+
+/// `DATAFUSION_*` variables tune the query engine, except the settings
+/// forkline's plans rely on; a bad value is refused with its name.
+#[test]
+fn datafusion_variables_tune_the_engine_but_not_forklines_settings() {
+    let (_dir, store) = temp_store();
+    let (ok, _, err) = cli(&store, &["run", "create", "--project", "p", "--name", "a"]);
+    assert!(ok, "{err}");
+    let settings = "SELECT name, value FROM information_schema.df_settings WHERE name IN \
+         ('datafusion.execution.batch_size', 'datafusion.execution.parquet.pushdown_filters') \
+         ORDER BY name";
+    let run = |vars: &[(&str, &str)], sql: &str| {
+        let out = common::forkline_command()
+            .envs(vars.iter().copied())
+            .args(["--store", &store, "sql", "--format", "csv", sql])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = run(
+        &[
+            ("DATAFUSION_EXECUTION_BATCH_SIZE", "1000"),
+            ("DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS", "false"),
+        ],
+        settings,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "name,value\ndatafusion.execution.batch_size,1000\n\
+         datafusion.execution.parquet.pushdown_filters,true\n"
+    );
+    let (ok, _, err) = run(&[("DATAFUSION_EXECUTION_BATCH_SIZE", "many")], "SELECT 1");
+    assert!(
+        !ok && err.contains("datafusion.execution.batch_size"),
+        "{err}"
+    );
+}

@@ -33,8 +33,10 @@ pub fn runtime(options: &EngineOptions) -> Result<Arc<RuntimeEnv>> {
         .build_arc()?)
 }
 
-fn config(options: &EngineOptions) -> SessionConfig {
-    let mut config = SessionConfig::new()
+fn config(options: &EngineOptions) -> Result<SessionConfig> {
+    // `DATAFUSION_*` variables tune the engine (`DATAFUSION_EXECUTION_BATCH_SIZE`,
+    // …); the settings below, which forkline's plans rely on, win over them.
+    let mut config = SessionConfig::from_env()?
         .with_target_partitions(options.target_partitions.max(1))
         .with_information_schema(true);
     let parquet = &mut config.options_mut().execution.parquet;
@@ -44,7 +46,7 @@ fn config(options: &EngineOptions) -> SessionConfig {
     parquet.enable_page_index = true;
     // We write no bloom filters; probing for them costs a read per row group.
     parquet.bloom_filter_on_read = false;
-    config
+    Ok(config)
 }
 
 /// A session with `runs`, `metrics`, `logs`, `data`, the lineage table functions
@@ -81,7 +83,7 @@ pub async fn build(
     // As `SessionContext::new_with_config_rt`, plus the guard that keeps
     // `unnest` results (how `downsample` / `lttb` are read) correct.
     let state = SessionStateBuilder::new()
-        .with_config(config(options).with_extension(points.clone()))
+        .with_config(config(options)?.with_extension(points.clone()))
         .with_runtime_env(runtime.clone())
         .with_default_features()
         .with_optimizer_rules(unnest_keys::guard(Optimizer::new().rules))
