@@ -20,9 +20,11 @@ import polars as pl
 #   q1 join 19.9 ms / union 32.4 ms;  q2 join 137.8 / union 48.6;
 #   q3 join 94.1 / union 1,054;       q4 join 41.2 / union 1,789;
 #   q6 join 106.0 / union 2,301.
-# Re-check at scale 1 with --try-variants.
+# Re-checked at scale 1 (1,000 runs, 50M points, 13 files; --try-variants
+# --reps 7, 2026-11-23): q1 join 67.3 / union 31.3; q2 join 557.1 / union
+# 49.6; q3 join 129.3 / union 1,054 (q4, q6 not re-run: see compare.py).
 DEFAULT = {
-    "q1": "join",
+    "q1": "union",
     "q2": "union",
     "q3": "join",
     "q4": "join",

@@ -74,7 +74,10 @@ PREFERRED_METRIC = "train/loss"
 #   q1 join 13.2 ms / union 28.3 ms;  q2 join 44.8 / union 57.6;
 #   q3 join 98.7 / union 1,756;       q4 join 71.7 / union 1,605;
 #   q6 join 96.3 / union 2,067.
-# The join wins everywhere; re-check at scale 1 with --try-variants.
+# The join wins everywhere. Re-checked at scale 1 (1,000 runs, 50M points, 13
+# files; --try-variants --reps 7, 2026-11-23): q1 join 19.8 / union 29.4;
+# q2 join 28.6 / union 35.5; q3 join 75.2 / union 1,883; q4 join 657.6 (the
+# 1,000-run union of q4 ran over 10 minutes and was stopped; q6 not re-run).
 DUCKDB_DEFAULT = {
     "q1": "join",
     "q2": "join",
