@@ -392,7 +392,6 @@ pub async fn run(engine: &Engine, spec: &BenchSpec) -> Result<()> {
         bar: &bar,
         commits: 0,
         compact_every: spec.compact_every,
-        compactions: 0,
     };
     let mut level_start = 0;
     for level in 0..levels {
@@ -464,7 +463,7 @@ pub async fn run(engine: &Engine, spec: &BenchSpec) -> Result<()> {
         if families == 1 { "y" } else { "ies" },
         bar.position(),
         writer.commits,
-        writer.compactions,
+        spec.compact_every.map_or(0, |every| writer.commits / every),
         started.elapsed().as_secs_f64()
     );
     Ok(())
@@ -513,7 +512,6 @@ struct Writer<'a> {
     bar: &'a ProgressBar,
     commits: u64,
     compact_every: Option<u64>,
-    compactions: u64,
 }
 
 impl Writer<'_> {
@@ -534,7 +532,6 @@ impl Writer<'_> {
                 ..Default::default()
             };
             crate::compact::compact(self.engine, &options).await?;
-            self.compactions += 1;
         }
         Ok(())
     }

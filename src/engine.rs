@@ -66,6 +66,8 @@ pub struct Engine {
     catalog: RwLock<Arc<CatalogSnapshot>>,
     catalog_writes: tokio::sync::Mutex<()>,
     runtime: Arc<RuntimeEnv>,
+    /// Settings of every query session (see [`query::session::config`]).
+    session_config: datafusion::prelude::SessionConfig,
     options: EngineOptions,
     /// The last session built per project scope, reused while no table moved.
     sessions: SessionCache,
@@ -94,6 +96,7 @@ impl Engine {
     pub async fn open_with(spec: &str, options: EngineOptions) -> Result<Self> {
         let store = Store::open_in(spec, &options.store, options.open).await?;
         let runtime = query::session::runtime(&options)?;
+        let session_config = query::session::config(&options)?;
         // Metric scans read the store's files directly (see `query::file_scan`).
         let location = store.location();
         runtime.register_object_store(
@@ -105,6 +108,7 @@ impl Engine {
             catalog: RwLock::new(Arc::new(CatalogSnapshot::default())),
             catalog_writes: tokio::sync::Mutex::new(()),
             runtime,
+            session_config,
             options,
             sessions: Default::default(),
         };
@@ -308,9 +312,15 @@ impl Engine {
         if let Some(ctx) = reusable {
             return Ok(ctx);
         }
-        let ctx =
-            query::session::build(&self.runtime, &self.options, snapshot, &self.store, project)
-                .await?;
+        let ctx = query::session::build(
+            &self.runtime,
+            &self.session_config,
+            &self.options,
+            snapshot,
+            &self.store,
+            project,
+        )
+        .await?;
         self.sessions
             .0
             .lock()

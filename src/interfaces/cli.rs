@@ -377,9 +377,19 @@ pub struct ServeArgs {
 }
 
 fn positive_seconds(text: &str) -> std::result::Result<f64, String> {
-    match text.trim().parse::<f64>() {
-        Ok(s) if s > 0.0 && s <= 3600.0 => Ok(s),
-        _ => Err(format!("expected seconds in (0, 3600], got `{text}`")),
+    let seconds = text
+        .trim()
+        .parse::<f64>()
+        .map_err(|_| format!("expected seconds, got `{text}`"))?;
+    check_retry_seconds(seconds)
+}
+
+/// The range `--store-retry-s` (flag, variable or config file) accepts.
+pub(super) fn check_retry_seconds(seconds: f64) -> std::result::Result<f64, String> {
+    if seconds > 0.0 && seconds <= 3600.0 {
+        Ok(seconds)
+    } else {
+        Err(format!("expected seconds in (0, 3600], got {seconds}"))
     }
 }
 

@@ -36,13 +36,13 @@ impl ConfigFile {
         })?;
         let file: ConfigFile = toml::from_str(&text)
             .map_err(|e| Error::invalid(format!("config file {}: {e}", path.display())))?;
-        if let Some(s) = file.store_retry_s
-            && !(s > 0.0 && s <= 3600.0)
-        {
-            return Err(Error::invalid(format!(
-                "config file {}: store-retry-s must be in (0, 3600], got {s}",
-                path.display()
-            )));
+        if let Some(s) = file.store_retry_s {
+            super::cli::check_retry_seconds(s).map_err(|why| {
+                Error::invalid(format!(
+                    "config file {}: store-retry-s: {why}",
+                    path.display()
+                ))
+            })?;
         }
         Ok(file)
     }

@@ -33,9 +33,11 @@ pub fn runtime(options: &EngineOptions) -> Result<Arc<RuntimeEnv>> {
         .build_arc()?)
 }
 
-fn config(options: &EngineOptions) -> Result<SessionConfig> {
-    // `DATAFUSION_*` variables tune the engine (`DATAFUSION_EXECUTION_BATCH_SIZE`,
-    // …); the settings below, which forkline's plans rely on, win over them.
+/// The settings of every query session of an engine, made once when it opens
+/// (so a bad variable fails at start-up, and sessions do not re-read them).
+/// `DATAFUSION_*` variables tune the engine (`DATAFUSION_EXECUTION_BATCH_SIZE`,
+/// …); the settings below, which forkline's plans rely on, win over them.
+pub fn config(options: &EngineOptions) -> Result<SessionConfig> {
     let mut config = SessionConfig::from_env()?
         .with_target_partitions(options.target_partitions.max(1))
         .with_information_schema(true);
@@ -57,6 +59,7 @@ fn config(options: &EngineOptions) -> Result<SessionConfig> {
 /// lineage never leaves a project) and every per-run table is filtered.
 pub async fn build(
     runtime: &Arc<RuntimeEnv>,
+    config: &SessionConfig,
     options: &EngineOptions,
     snapshot: Arc<CatalogSnapshot>,
     store: &Store,
@@ -83,7 +86,7 @@ pub async fn build(
     // As `SessionContext::new_with_config_rt`, plus the guard that keeps
     // `unnest` results (how `downsample` / `lttb` are read) correct.
     let state = SessionStateBuilder::new()
-        .with_config(config(options)?.with_extension(points.clone()))
+        .with_config(config.clone().with_extension(points.clone()))
         .with_runtime_env(runtime.clone())
         .with_default_features()
         .with_optimizer_rules(unnest_keys::guard(Optimizer::new().rules))

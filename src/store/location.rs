@@ -180,6 +180,17 @@ impl StoreLocation {
         })
     }
 
+    /// The object-store path of `relative` (slash-separated, not
+    /// percent-encoded) under the store root.
+    pub fn path(&self, relative: &str) -> Result<ObjectPath> {
+        let root = ObjectPath::from_url_path(self.root.path())
+            .map_err(|e| Error::invalid(format!("bad store location {}: {e}", self.root)))?;
+        Ok(relative
+            .split('/')
+            .filter(|part| !part.is_empty())
+            .fold(root, |path, part| path.join(part)))
+    }
+
     /// Whether the store is shared through a network object store, where other
     /// processes may commit concurrently and commits rely on conditional puts.
     pub fn is_remote(&self) -> bool {
@@ -195,11 +206,10 @@ impl StoreLocation {
     /// to be refused, then deletes it.
     pub async fn check_conditional_put(&self) -> Result<()> {
         let suffix: u64 = rand::random();
-        let probe = ObjectPath::from(format!(
-            "{}_forkline/put-if-absent-probe-{}-{suffix:016x}",
-            self.root.path(),
+        let probe = self.path(&format!(
+            "_forkline/put-if-absent-probe-{}-{suffix:016x}",
             std::process::id()
-        ));
+        ))?;
         let create = || PutOptions::from(PutMode::Create);
         let unsafe_store = |why: String| {
             Error::Unavailable(format!(

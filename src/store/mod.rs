@@ -237,10 +237,11 @@ impl Store {
     /// whole: 10 ms a query on a 10,000-commit table).
     async fn committed_after(&self, kind: TableKind, version: Version) -> Result<bool> {
         use object_store::ObjectStoreExt;
-        let next = self
-            .table_path(kind)?
-            .join("_delta_log")
-            .join(format!("{:020}.json", version + 1).as_str());
+        let next = self.location.path(&format!(
+            "{}/_delta_log/{:020}.json",
+            kind.dir(),
+            version + 1
+        ))?;
         match self.location.object_store.head(&next).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
@@ -264,9 +265,7 @@ impl Store {
 
     /// The table's directory as a path in the store's object store.
     pub fn table_path(&self, kind: TableKind) -> Result<object_store::path::Path> {
-        let url = self.location.table_url(kind.dir());
-        object_store::path::Path::from_url_path(url.path().trim_matches('/'))
-            .map_err(|e| Error::invalid(format!("bad table location {url}: {e}")))
+        self.location.path(kind.dir())
     }
 
     /// The data files of the cached table state (listed once per version);

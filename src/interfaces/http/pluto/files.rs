@@ -57,10 +57,7 @@ impl Signer {
     /// secret is not created: the signer falls back to a key of this process
     /// alone and says so in a warning.
     pub async fn shared(store: &Store, may_write: bool) -> Result<Self> {
-        let path = StorePath::from_url_path(store.location().root.path())
-            .map_err(|e| Error::invalid(format!("bad store path: {e}")))?
-            .join("_forkline")
-            .join("file-url-secret");
+        let path = store.location().path(SECRET_PATH)?;
         let objects = &store.location().object_store;
         if let Some(secret) = read_secret(store, &path).await? {
             return Ok(Self::from_secret(&secret));
