@@ -211,7 +211,7 @@ async fn check(ops: Vec<Op>) {
         .collect();
     for root in roots {
         let members: Vec<usize> = (0..ids.len()).filter(|r| oracle.root(*r) == root).collect();
-        for filter in [None, Some("val/loss")] {
+        for filter in [None, Some("val/loss"), Some("sys/gpu")] {
             let mut expected: Vec<Vec<String>> = members
                 .iter()
                 .flat_map(|m| expected_rows(&oracle, &ids, *m, filter))
@@ -229,6 +229,22 @@ async fn check(ops: Vec<Op>) {
                 got, expected,
                 "family_metrics of root {root} filter {filter:?}"
             );
+            // Of one metric the stitching operator declares its output ordered
+            // by (run_id, step), which spares the sort: the order must be real.
+            if filter.is_some() {
+                let number = |row: &Vec<String>, i: usize| row[i].parse::<u64>().unwrap();
+                expected.sort_by_key(|row| (number(row, 0), number(row, 3)));
+                let got = rows(
+                    &engine,
+                    &format!(
+                        "SELECT {cols} FROM family_metrics({}{arg}) ORDER BY run_id, step",
+                        ids[root]
+                    ),
+                )
+                .await
+                .unwrap();
+                assert_eq!(got, expected, "ordered family_metrics of root {root}");
+            }
         }
         let family = rows(
             &engine,

@@ -14,11 +14,13 @@ use datafusion::catalog::{
     MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider, view::ViewTable,
 };
 use datafusion::common::{Column, ScalarValue, plan_err};
+use datafusion::datasource::provider_as_source;
 use datafusion::error::Result as DFResult;
 use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::{SessionContext, col, lit};
 
 use super::points::PointSource;
+use super::stitch::{StitchedTable, Views};
 use crate::catalog::{CatalogSnapshot, Run, RunId, Segment};
 use crate::ingest::SYSTEM_METRIC_PREFIX;
 
@@ -402,9 +404,11 @@ pub fn stitched_plan(
     .build()
 }
 
-/// Stitched views of many runs at once: one scan of the owners' points, joined
-/// to the `(viewer, owner, from_step, to_step)` segment list, so an owner's data
-/// is read once however many descendants inherit it.
+/// Stitched views of many runs at once, reading an owner's data once however
+/// many descendants inherit it. Of one metric, the stitching operator slices
+/// the owners' sorted points per segment (`stitch`); of several, one scan of
+/// the owners' points is joined to the `(viewer, owner, from_step, to_step)`
+/// segment list, which streams however many points the metrics hold.
 pub fn family_plan(
     points: &PointSource,
     views: &[(RunId, Segment)],
@@ -421,6 +425,12 @@ pub fn family_plan(
         points = points.filter(m.expr(col("metric")))?;
     }
     let points = points.build()?;
+    if let Some(MetricFilter::Exact(name)) = metric {
+        let own_only = name.starts_with(SYSTEM_METRIC_PREFIX);
+        let table = StitchedTable::try_new(points, name, Views::new(views, own_only))?;
+        return LogicalPlanBuilder::scan("stitched", provider_as_source(Arc::new(table)), None)?
+            .build();
+    }
     let rows: Vec<Vec<Expr>> = views
         .iter()
         .map(|(viewer, s)| {

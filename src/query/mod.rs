@@ -7,6 +7,7 @@ pub mod file_scan;
 pub mod lineage_functions;
 pub mod points;
 pub mod session;
+pub mod stitch;
 pub mod unnest_keys;
 
 use arrow::array::{Array, AsArray};
