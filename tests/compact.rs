@@ -401,3 +401,76 @@ async fn concurrent_compactions_never_duplicate_rows() {
         assert_eq!(count, vec![vec![written.to_string()]]);
     }
 }
+
+/// A number as EXPLAIN ANALYZE prints it (`1.95 M`, `60.0 K`, `812`).
+fn humanized(text: &str) -> f64 {
+    let mut parts = text.split_whitespace();
+    let value: f64 = parts.next().unwrap().parse().unwrap();
+    match parts.next() {
+        Some("K") => value * 1e3,
+        Some("M") => value * 1e6,
+        _ => value,
+    }
+}
+
+/// `(total, matched)` of a `name=X total → Y matched` metric of EXPLAIN ANALYZE.
+fn pruning(explained: &str, name: &str) -> (f64, f64) {
+    let start = explained.find(&format!("{name}=")).unwrap() + name.len() + 1;
+    let text = &explained[start..];
+    let text = &text[..text.find(" matched").unwrap()];
+    let (total, matched) = text.split_once(" total → ").unwrap();
+    (humanized(total), humanized(matched))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lineage_scans_of_compacted_files_prune_to_their_segments() {
+    let (_dir, store) = temp_store();
+    let engine = Engine::open(&store).await.unwrap();
+    let root = engine
+        .create_run(NewRun {
+            project: "prune".into(),
+            name: "root".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for metric in ["acc", "loss", "lr"] {
+        write(
+            &[&engine],
+            &root.display_id,
+            points(metric, 0..=19_999, 1.0),
+        )
+        .await
+        .unwrap();
+    }
+    let fork = engine
+        .fork_run(forkline::catalog::ForkRequest::new(
+            root.display_id.clone(),
+            15_000,
+        ))
+        .await
+        .unwrap()
+        .run;
+    write(
+        &[&engine],
+        &fork.display_id,
+        points("loss", 15_001..=15_100, 2.0),
+    )
+    .await
+    .unwrap();
+    compact(&engine, &CompactOptions::default()).await.unwrap();
+
+    let sql = format!(
+        "SELECT step, value FROM stitched_metrics('{}', 'loss')",
+        fork.display_id
+    );
+    let explained = plan(&engine, &format!("ANALYZE {sql}")).await;
+    // 60,100 stored points; the view is 15,001 of the root's plus 100 own.
+    assert_eq!(rows(&engine, &sql).await.unwrap().len(), 15_101);
+    let (total, matched) = pruning(&explained, "page_index_rows_pruned");
+    assert!(total >= 60_000.0, "{explained}");
+    assert!(
+        matched < total / 2.0,
+        "the segments' predicate prunes pages: {matched} of {total} rows kept\n{explained}"
+    );
+}

@@ -23,7 +23,7 @@ use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, Pa
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::Result as DFResult;
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::utils::{conjunction, split_conjunction};
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::ExecutionPlan;
@@ -66,7 +66,7 @@ impl FileSetTable {
 
     /// The files a scan with `filters` may need, by their `run_id` ranges.
     fn candidates(&self, state: &dyn Session, filters: &[Expr]) -> DFResult<Vec<&DataFile>> {
-        let Some(predicate) = predicate(filters) else {
+        let Some(predicate) = conjunction(filters.iter().cloned()) else {
             return Ok(self.files.iter().collect());
         };
         let df_schema = DFSchema::try_from(self.schema.clone())?;
@@ -117,12 +117,12 @@ impl TableProvider for FileSetTable {
         }
         let format =
             ParquetFormat::default().with_options(state.default_table_options().parquet.clone());
-        let mut source = ParquetSource::new(TableSchema::from(self.schema.clone()))
+        // No predicate here: the filters stay above the scan (inexact) and
+        // DataFusion's physical filter pushdown hands them to the Parquet
+        // source, which prunes row groups and pages and filters rows with
+        // them. Setting them here as well had every row test them twice.
+        let source = ParquetSource::new(TableSchema::from(self.schema.clone()))
             .with_table_parquet_options(format.options().clone());
-        if let Some(predicate) = predicate(filters) {
-            let df_schema = DFSchema::try_from(self.schema.clone())?;
-            source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
-        }
         let config = FileScanConfigBuilder::new(self.store.clone(), Arc::new(source))
             .with_file_groups(groups(&files, state.config().target_partitions()))
             .with_projection_indices(projection.cloned())?
@@ -130,20 +130,6 @@ impl TableProvider for FileSetTable {
             .build();
         format.create_physical_plan(state, config).await
     }
-}
-
-/// The conjunction of `filters`, each conjunct once. The optimizer pushes a
-/// filter it keeps above an inexact scan again on its next pass, so the same
-/// conjuncts arrive repeatedly; evaluated per row, each copy costs as much as
-/// the original.
-fn predicate(filters: &[Expr]) -> Option<Expr> {
-    let mut conjuncts: Vec<&Expr> = Vec::new();
-    for conjunct in filters.iter().flat_map(split_conjunction) {
-        if !conjuncts.contains(&conjunct) {
-            conjuncts.push(conjunct);
-        }
-    }
-    conjunction(conjuncts.into_iter().cloned())
 }
 
 /// Spreads files over at most `partitions` groups of similar byte size.
