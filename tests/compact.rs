@@ -467,6 +467,23 @@ async fn lineage_scans_of_compacted_files_prune_to_their_segments() {
     let explained = plan(&engine, &format!("ANALYZE {sql}")).await;
     // 60,100 stored points; the view is 15,001 of the root's plus 100 own.
     assert_eq!(rows(&engine, &sql).await.unwrap().len(), 15_101);
+    // The stitching operator emits each view in key order and says so: the
+    // sorts these queries ask for are planned away (the property tests in
+    // `lineage_props` check that the order is real).
+    for ordered in [
+        format!(
+            "SELECT metric, step, value FROM stitched_metrics('{}') ORDER BY metric, step",
+            fork.display_id
+        ),
+        format!(
+            "SELECT run_id, step, value FROM family_metrics('{}', 'loss') ORDER BY run_id, step",
+            root.display_id
+        ),
+    ] {
+        let explained = plan(&engine, &ordered).await;
+        assert!(explained.contains("StitchExec"), "{explained}");
+        assert!(!explained.contains("SortExec"), "{explained}");
+    }
     let (total, matched) = pruning(&explained, "page_index_rows_pruned");
     assert!(total >= 60_000.0, "{explained}");
     assert!(

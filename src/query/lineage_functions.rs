@@ -359,16 +359,16 @@ fn stitched_projection(viewer: Expr, source: Expr, inherited: Expr, q: &str) -> 
     ]
 }
 
-/// The stitched series of `viewer`: one scan of the owners' points whose
-/// predicate is the segment list itself, `(run_id = owner AND step in range)`
-/// ORed, so statistics and the page index prune to exactly the segments' pages
-/// and no join is needed (each stored point belongs to at most one segment).
-pub fn stitched_plan(
+/// The points of `viewer`'s stitched series: one scan of the owners' points
+/// whose predicate is the segment list itself, `(run_id = owner AND step in
+/// range)` ORed, so statistics and the page index prune to exactly the
+/// segments' pages (each stored point belongs to at most one segment).
+pub fn segment_points(
     points: &PointSource,
     viewer: RunId,
     segments: &[Segment],
     metric: Option<&MetricFilter>,
-) -> DFResult<LogicalPlan> {
+) -> DFResult<LogicalPlanBuilder> {
     let q = |name: &str| Expr::Column(Column::new(Some("metrics"), name));
     let in_segments = segments
         .iter()
@@ -395,13 +395,34 @@ pub fn stitched_plan(
     if let Some(m) = metric {
         scan = scan.filter(m.expr(q("metric")))?;
     }
-    scan.project(stitched_projection(
-        lit(viewer as i64),
-        q("run_id"),
-        q("run_id").not_eq(lit(viewer as i64)),
-        "metrics",
-    ))?
-    .build()
+    Ok(scan)
+}
+
+/// The stitched series of `viewer`: its segment points, stitched (the
+/// operator holds one run's series, which is the answer's size).
+pub fn stitched_plan(
+    points: &PointSource,
+    viewer: RunId,
+    segments: &[Segment],
+    metric: Option<&MetricFilter>,
+) -> DFResult<LogicalPlan> {
+    let owners = segment_points(points, viewer, segments, metric)?.build()?;
+    let views: Vec<(RunId, Segment)> = segments.iter().map(|s| (viewer, *s)).collect();
+    stitch(owners, metric, &views)
+}
+
+/// The stitching operator over `owners`, as a plan.
+fn stitch(
+    owners: LogicalPlan,
+    metric: Option<&MetricFilter>,
+    views: &[(RunId, Segment)],
+) -> DFResult<LogicalPlan> {
+    let exact = match metric {
+        Some(MetricFilter::Exact(name)) => Some(name.as_str()),
+        _ => None,
+    };
+    let table = StitchedTable::try_new(owners, exact, Views::new(views))?;
+    LogicalPlanBuilder::scan("stitched", provider_as_source(Arc::new(table)), None)?.build()
 }
 
 /// Stitched views of many runs at once, reading an owner's data once however
@@ -425,11 +446,8 @@ pub fn family_plan(
         points = points.filter(m.expr(col("metric")))?;
     }
     let points = points.build()?;
-    if let Some(MetricFilter::Exact(name)) = metric {
-        let own_only = name.starts_with(SYSTEM_METRIC_PREFIX);
-        let table = StitchedTable::try_new(points, name, Views::new(views, own_only))?;
-        return LogicalPlanBuilder::scan("stitched", provider_as_source(Arc::new(table)), None)?
-            .build();
+    if let Some(MetricFilter::Exact(_)) = metric {
+        return stitch(points, metric, views);
     }
     let rows: Vec<Vec<Expr>> = views
         .iter()

@@ -14,7 +14,6 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::Int64Type;
 use datafusion::error::DataFusionError;
 use datafusion::functions_aggregate::expr_fn::max;
-use datafusion::logical_expr::LogicalPlanBuilder;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionContext, col};
 
 use crate::catalog::Segment;
@@ -46,10 +45,9 @@ pub async fn stitched_max_step(engine: &Engine, segments: &[Segment]) -> Result<
     let ctx = engine.session().await?;
     let points = session::points(&ctx)?;
     let viewer = segments.last().map_or(0, |s| s.owner);
-    let plan = lineage_functions::stitched_plan(&points, viewer, segments, None)?;
     let df = DataFrame::new(
         ctx.state(),
-        LogicalPlanBuilder::from(plan)
+        lineage_functions::segment_points(&points, viewer, segments, None)?
             .aggregate(
                 Vec::<datafusion::prelude::Expr>::new(),
                 vec![max(col("step")).alias("max_step")],

@@ -1,26 +1,30 @@
-//! The stitching operator: the stitched series of many runs of one metric,
-//! produced by slicing each owner's step-sorted points once per segment.
+//! The stitching operator: stitched series produced by slicing each owner's
+//! sorted points once per segment.
 //!
 //! A family shares its owners: a root's points are inherited by every
 //! descendant. Joining points to the segment list and sorting the fanned-out
 //! rows costs a hash probe per owner point and a sort of every output row.
-//! Here the owners' points are read once, ordered by `(run_id, step)` (which
-//! compacted files already are, so ordering is a check), and each segment of
-//! each viewer becomes a contiguous slice of one owner's rows. The output
-//! comes out ordered by `(run_id, step)` and says so, so an `ORDER BY run_id,
-//! step` above costs nothing and grouping by run streams.
+//! Here the owners' points are read once, ordered by `(run_id, metric, step)`
+//! (which compacted files already are, so ordering is a check), and each
+//! segment of each viewer becomes a contiguous slice of one owner's rows. The
+//! output comes out ordered by `(run_id, metric, step)` and says so, so an
+//! `ORDER BY` on that key (or on `metric, step` of one run, or `run_id, step`
+//! of one metric) costs nothing and grouping by run streams.
 //!
-//! One metric only: then each owner has at most one point per step and the
-//! points held in memory are bounded by owners × steps. Calls over several
-//! metrics keep the join plan, which streams.
+//! The owners' points are held in memory (accounted to the memory pool), so
+//! the planner uses this operator where they are bounded by what is asked
+//! for: one run's series (the output itself), or one metric of many runs.
 
 use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, RecordBatchOptions, UInt32Array,
+    ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, RecordBatchOptions, StringArray,
+    UInt32Array,
 };
-use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take, take_record_batch};
+use arrow::compute::{
+    SortColumn, cast, concat_batches, lexsort_to_indices, take, take_record_batch,
+};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
@@ -45,6 +49,7 @@ use datafusion::prelude::col;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::catalog::{RunId, Segment};
+use crate::ingest::SYSTEM_METRIC_PREFIX;
 
 /// The columns of a stitched view, in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,46 +90,53 @@ impl Out {
     }
 }
 
-/// Every viewer's segments, viewers ascending.
+/// Every viewer's segments, viewers ascending, segments by step.
 #[derive(Debug)]
-pub struct Views {
-    views: Vec<(RunId, Vec<Segment>)>,
-    /// System metrics are never inherited: only a viewer's own segment counts.
-    own_only: bool,
-}
+pub struct Views(Vec<(RunId, Vec<Segment>)>);
 
 impl Views {
-    /// `(viewer, segment)` pairs in any order; `own_only` drops inherited segments.
-    pub fn new(pairs: &[(RunId, Segment)], own_only: bool) -> Self {
-        let mut views: Vec<(RunId, Vec<Segment>)> = Vec::new();
+    /// `(viewer, segment)` pairs in any order.
+    pub fn new(pairs: &[(RunId, Segment)]) -> Self {
         let mut sorted: Vec<&(RunId, Segment)> = pairs.iter().collect();
         sorted.sort_by_key(|(viewer, s)| (*viewer, s.from_step));
+        let mut views: Vec<(RunId, Vec<Segment>)> = Vec::new();
         for (viewer, segment) in sorted {
-            if own_only && segment.owner != *viewer {
-                continue;
-            }
             match views.last_mut() {
                 Some((last, segments)) if last == viewer => segments.push(*segment),
                 _ => views.push((*viewer, vec![*segment])),
             }
         }
-        Self { views, own_only }
+        Self(views)
+    }
+
+    /// The one viewer, if there is one.
+    fn single(&self) -> Option<RunId> {
+        match self.0.as_slice() {
+            [(viewer, _)] => Some(*viewer),
+            _ => None,
+        }
     }
 }
 
-/// The stitched views of many runs over one metric, as a table.
+/// System metrics describe the host a run ran on: never inherited.
+fn inheritable(metric: &str) -> bool {
+    !metric.starts_with(SYSTEM_METRIC_PREFIX)
+}
+
+/// Stitched views of many runs, as a table.
 #[derive(Debug)]
 pub struct StitchedTable {
     schema: SchemaRef,
-    /// The owners' latest points of the metric: `run_id, metric, step, value, time`.
+    /// The owners' latest points: `run_id, metric, step, value, time`.
     owners: LogicalPlan,
-    metric: String,
+    /// The one metric `owners` holds, when the call named one.
+    metric: Option<String>,
     views: Arc<Views>,
 }
 
 impl StitchedTable {
-    /// A table of `views` over `owners` (already filtered to `metric`).
-    pub fn try_new(owners: LogicalPlan, metric: &str, views: Views) -> DFResult<Self> {
+    /// A table of `views` over `owners` (filtered to `metric` when one is named).
+    pub fn try_new(owners: LogicalPlan, metric: Option<&str>, views: Views) -> DFResult<Self> {
         let owner_schema = owners.schema().as_arrow().clone();
         let field =
             |name: &str| -> DFResult<Field> { Ok(owner_schema.field_with_name(name)?.clone()) };
@@ -140,7 +152,7 @@ impl StitchedTable {
         Ok(Self {
             schema,
             owners,
-            metric: metric.to_string(),
+            metric: metric.map(str::to_string),
             views: Arc::new(views),
         })
     }
@@ -167,9 +179,13 @@ impl TableProvider for StitchedTable {
             Some(p) => p.iter().map(|&i| OUTPUTS[i]).collect(),
             None => OUTPUTS.to_vec(),
         };
-        // Segments are located by `run_id` and `step`; other owner columns
-        // are read only when asked for.
+        // Segments are located by `run_id`, `metric` and `step` (the metric
+        // is known when one is named); other owner columns are read only
+        // when asked for.
         let mut needed = vec!["run_id", "step"];
+        if self.metric.is_none() {
+            needed.push("metric");
+        }
         for name in outputs.iter().filter_map(|o| o.owner_column()) {
             if !needed.contains(&name) {
                 needed.push(name);
@@ -183,20 +199,20 @@ impl TableProvider for StitchedTable {
         Ok(Arc::new(StitchExec::try_new(
             owners,
             self.views.clone(),
-            &self.metric,
+            self.metric.clone(),
             schema,
             outputs,
         )?))
     }
 }
 
-/// Stitches one metric's owner points into every viewer's series (one output
-/// partition, ordered by `(run_id, step)`).
+/// Stitches owner points into every viewer's series (one output partition,
+/// ordered by `(run_id, metric, step)`).
 #[derive(Debug)]
 pub struct StitchExec {
     owners: Arc<dyn ExecutionPlan>,
     views: Arc<Views>,
-    metric: String,
+    metric: Option<String>,
     schema: SchemaRef,
     outputs: Vec<Out>,
     properties: Arc<PlanProperties>,
@@ -206,7 +222,7 @@ impl StitchExec {
     fn try_new(
         owners: Arc<dyn ExecutionPlan>,
         views: Arc<Views>,
-        metric: &str,
+        metric: Option<String>,
         schema: SchemaRef,
         outputs: Vec<Out>,
     ) -> DFResult<Self> {
@@ -214,26 +230,42 @@ impl StitchExec {
             let i = outputs.iter().position(|o| *o == out)?;
             Some(Arc::new(PhysicalColumn::new(schema.field(i).name(), i)))
         };
-        let ordering: Vec<PhysicalSortExpr> = [Out::RunId, Out::Step]
-            .into_iter()
-            .map_while(column)
-            .map(PhysicalSortExpr::new_default)
-            .collect();
+        // A key column left out of the projection keeps the order of the
+        // columns after it only where it is constant.
+        let constant = |out: Out| match out {
+            Out::RunId => views.single().is_some(),
+            Out::Metric => metric.is_some(),
+            _ => false,
+        };
+        let mut ordering = Vec::new();
+        for out in [Out::RunId, Out::Metric, Out::Step] {
+            match column(out) {
+                Some(c) => ordering.push(PhysicalSortExpr::new_default(c)),
+                None if constant(out) => {}
+                None => break,
+            }
+        }
         let mut equivalences = EquivalenceProperties::new(schema.clone());
         if !ordering.is_empty() {
             equivalences.add_ordering(ordering);
         }
-        if let Some(metric_column) = column(Out::Metric) {
-            let value = match metric_column.data_type(&schema)? {
-                DataType::Utf8View => ScalarValue::Utf8View(Some(metric.to_string())),
-                DataType::LargeUtf8 => ScalarValue::LargeUtf8(Some(metric.to_string())),
-                _ => ScalarValue::Utf8(Some(metric.to_string())),
-            };
-            equivalences.add_constants([ConstExpr::new(
-                metric_column,
-                AcrossPartitions::Uniform(Some(value)),
-            )])?;
+        let mut constants = Vec::new();
+        if let (Some(c), Some(viewer)) = (column(Out::RunId), views.single()) {
+            constants.push((c, ScalarValue::Int64(Some(viewer as i64))));
         }
+        if let (Some(c), Some(m)) = (column(Out::Metric), &metric) {
+            let value = match c.data_type(&schema)? {
+                DataType::Utf8View => ScalarValue::Utf8View(Some(m.clone())),
+                DataType::LargeUtf8 => ScalarValue::LargeUtf8(Some(m.clone())),
+                _ => ScalarValue::Utf8(Some(m.clone())),
+            };
+            constants.push((c, value));
+        }
+        equivalences.add_constants(
+            constants
+                .into_iter()
+                .map(|(c, v)| ConstExpr::new(c, AcrossPartitions::Uniform(Some(v)))),
+        )?;
         let properties = PlanProperties::new(
             equivalences,
             Partitioning::UnknownPartitioning(1),
@@ -243,7 +275,7 @@ impl StitchExec {
         Ok(Self {
             owners,
             views,
-            metric: metric.to_string(),
+            metric,
             schema,
             outputs,
             properties: Arc::new(properties),
@@ -255,10 +287,9 @@ impl DisplayAs for StitchExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(
             f,
-            "StitchExec: metric={}, viewers={}, own_only={}",
-            self.metric,
-            self.views.views.len(),
-            self.views.own_only
+            "StitchExec: metric={}, viewers={}",
+            self.metric.as_deref().unwrap_or("*"),
+            self.views.0.len(),
         )
     }
 }
@@ -292,7 +323,7 @@ impl ExecutionPlan for StitchExec {
         Ok(Arc::new(Self::try_new(
             owners,
             self.views.clone(),
-            &self.metric,
+            self.metric.clone(),
             self.schema.clone(),
             self.outputs.clone(),
         )?))
@@ -308,13 +339,14 @@ impl ExecutionPlan for StitchExec {
         }
         let owners = self.owners.clone();
         let views = self.views.clone();
+        let metric = self.metric.clone();
         let outputs = self.outputs.clone();
         let schema = self.schema.clone();
         let batch_size = context.session_config().batch_size();
         let collected = async move {
             let reservation = MemoryConsumer::new("StitchExec").register(context.memory_pool());
             let points = OwnerPoints::collect(owners, context, reservation).await?;
-            let pieces = pieces(&points, &views);
+            let pieces = points.pieces(&views, metric.as_deref());
             Ok::<_, datafusion::error::DataFusionError>(futures::stream::iter(Batches {
                 points,
                 pieces,
@@ -332,12 +364,22 @@ impl ExecutionPlan for StitchExec {
     }
 }
 
-/// The owners' points of one metric in one batch ordered by `(run_id, step)`,
-/// with each owner's row range.
+/// The rows of one owner and metric.
+struct Group {
+    owner: i64,
+    /// `None` when the points hold one named metric and its column was not read.
+    metric: Option<String>,
+    start: usize,
+    end: usize,
+}
+
+/// The owners' points in one batch ordered by `(run_id, metric, step)`,
+/// grouped by owner and metric.
 struct OwnerPoints {
     batch: RecordBatch,
-    /// `(owner, first row, end row)`, owners ascending.
-    ranges: Vec<(i64, usize, usize)>,
+    step: usize,
+    /// Groups ascending by `(owner, metric)`.
+    groups: Vec<Group>,
     /// Held while the points are.
     _reservation: MemoryReservation,
 }
@@ -360,68 +402,140 @@ impl OwnerPoints {
         }
         let run = schema.index_of("run_id")?;
         let step = schema.index_of("step")?;
+        let metric = schema.index_of("metric").ok();
         // Compacted files are sorted and disjoint in run: ordered by their
         // first row, the batches usually concatenate into sorted order.
-        let first = |b: &RecordBatch| {
-            (
+        let mut firsts = Vec::with_capacity(batches.len());
+        for (i, b) in batches.iter().enumerate() {
+            let names = metric
+                .map(|m| texts(&b.column(m).slice(0, 1)))
+                .transpose()?;
+            firsts.push((
                 b.column(run).as_primitive::<Int64Type>().value(0),
+                names.map(|n| n.value(0).to_string()),
                 b.column(step).as_primitive::<Int64Type>().value(0),
-            )
-        };
-        batches.sort_by_key(first);
-        let mut batch = concat_batches(&schema, &batches)?;
+                i,
+            ));
+        }
+        firsts.sort();
+        let ordered: Vec<&RecordBatch> = firsts.iter().map(|f| &batches[f.3]).collect();
+        let mut batch = concat_batches(&schema, ordered)?;
         drop(batches);
         reservation.try_grow(batch.get_array_memory_size())?;
-        if !is_sorted(&batch, run, step) {
-            let indices = lexsort_to_indices(
-                &[run, step].map(|c| SortColumn {
+        let keys: Vec<usize> = [Some(run), metric, Some(step)]
+            .into_iter()
+            .flatten()
+            .collect();
+        let names = metric.map(|m| texts(batch.column(m))).transpose()?;
+        if !is_sorted(&batch, run, names.as_ref(), step) {
+            let columns: Vec<SortColumn> = keys
+                .iter()
+                .map(|&c| SortColumn {
                     values: batch.column(c).clone(),
                     options: None,
-                }),
-                None,
-            )?;
-            batch = take_record_batch(&batch, &indices)?;
+                })
+                .collect();
+            batch = take_record_batch(&batch, &lexsort_to_indices(&columns, None)?)?;
         }
+        let names = metric.map(|m| texts(batch.column(m))).transpose()?;
         let runs = batch.column(run).as_primitive::<Int64Type>().values();
-        let mut ranges: Vec<(i64, usize, usize)> = Vec::new();
+        let same = |i: usize, j: usize| {
+            runs[i] == runs[j] && names.as_ref().is_none_or(|n| n.value(i) == n.value(j))
+        };
+        let mut groups = Vec::new();
         let mut start = 0;
         for i in 1..=runs.len() {
-            if i == runs.len() || runs[i] != runs[start] {
-                ranges.push((runs[start], start, i));
+            if i == runs.len() || !same(i, start) {
+                groups.push(Group {
+                    owner: runs[start],
+                    metric: names.as_ref().map(|n| n.value(start).to_string()),
+                    start,
+                    end: i,
+                });
                 start = i;
             }
         }
         Ok(Self {
             batch,
-            ranges,
+            step,
+            groups,
             _reservation: reservation,
         })
     }
 
-    /// Rows of `owner` with a step in the segment.
-    fn rows(&self, owner: i64, segment: &Segment, step_column: usize) -> (usize, usize) {
-        let Ok(i) = self.ranges.binary_search_by_key(&owner, |r| r.0) else {
-            return (0, 0);
-        };
-        let (_, start, end) = self.ranges[i];
+    /// The groups of `owner`.
+    fn of_owner(&self, owner: i64) -> &[Group] {
+        let from = self.groups.partition_point(|g| g.owner < owner);
+        let to = self.groups.partition_point(|g| g.owner <= owner);
+        &self.groups[from..to]
+    }
+
+    /// Rows of `group` with a step in `segment`.
+    fn rows(&self, group: &Group, segment: &Segment) -> (usize, usize) {
         let steps = &self
             .batch
-            .column(step_column)
+            .column(self.step)
             .as_primitive::<Int64Type>()
-            .values()[start..end];
+            .values()[group.start..group.end];
         let from = steps.partition_point(|&s| s < segment.from_step as i64);
         let to = match segment.to_step {
             Some(to) => steps.partition_point(|&s| s <= to as i64),
             None => steps.len(),
         };
-        (start + from, start + to.max(from))
+        (group.start + from, group.start + to.max(from))
+    }
+
+    /// Every viewer's series as owner row ranges, in output order: by viewer,
+    /// then metric, then segment. `metric` names the one metric the points
+    /// hold when their metric column was not read.
+    fn pieces(&self, views: &Views, metric: Option<&str>) -> Vec<Piece> {
+        let name = |g: &Group| -> String {
+            g.metric
+                .clone()
+                .or_else(|| metric.map(str::to_string))
+                .unwrap_or_default()
+        };
+        let mut out = Vec::new();
+        for (viewer, segments) in &views.0 {
+            let viewer = *viewer as i64;
+            // (metric, segment index, group) of every piece of this viewer.
+            let mut found: Vec<(String, usize, &Group)> = Vec::new();
+            for (i, segment) in segments.iter().enumerate() {
+                let owner = segment.owner as i64;
+                for group in self.of_owner(owner) {
+                    let metric = name(group);
+                    if owner == viewer || inheritable(&metric) {
+                        found.push((metric, i, group));
+                    }
+                }
+            }
+            found.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+            for (_, i, group) in found {
+                let (start, end) = self.rows(group, &segments[i]);
+                if start < end {
+                    out.push(Piece {
+                        viewer,
+                        owner: group.owner,
+                        start,
+                        end,
+                    });
+                }
+            }
+        }
+        out
     }
 }
 
-fn is_sorted(batch: &RecordBatch, run: usize, step: usize) -> bool {
+/// A string column's values, whichever string type it is read as.
+fn texts(column: &ArrayRef) -> DFResult<StringArray> {
+    Ok(cast(column, &DataType::Utf8)?.as_string::<i32>().clone())
+}
+
+fn is_sorted(batch: &RecordBatch, run: usize, names: Option<&StringArray>, step: usize) -> bool {
     let runs = batch.column(run).as_primitive::<Int64Type>().values();
     let steps = batch.column(step).as_primitive::<Int64Type>().values();
-    (1..runs.len()).all(|i| (runs[i - 1], steps[i - 1]) < (runs[i], steps[i]))
+    let name = |i: usize| names.map(|n| n.value(i));
+    (1..runs.len()).all(|i| (runs[i - 1], name(i - 1), steps[i - 1]) < (runs[i], name(i), steps[i]))
 }
 
 /// A contiguous run of owner rows in one viewer's output.
@@ -430,30 +544,6 @@ struct Piece {
     owner: i64,
     start: usize,
     end: usize,
-}
-
-/// Every viewer's segments as owner row ranges, in output order.
-fn pieces(points: &OwnerPoints, views: &Views) -> Vec<Piece> {
-    let step = points
-        .batch
-        .schema()
-        .index_of("step")
-        .expect("owner points carry step");
-    let mut out = Vec::new();
-    for (viewer, segments) in &views.views {
-        for segment in segments {
-            let (start, end) = points.rows(segment.owner as i64, segment, step);
-            if start < end {
-                out.push(Piece {
-                    viewer: *viewer as i64,
-                    owner: segment.owner as i64,
-                    start,
-                    end,
-                });
-            }
-        }
-    }
-    out
 }
 
 /// Output batches cut from the pieces, `batch_size` rows at a time.
@@ -466,7 +556,6 @@ struct Batches {
     schema: SchemaRef,
     outputs: Vec<Out>,
 }
-
 impl Iterator for Batches {
     type Item = DFResult<RecordBatch>;
 
