@@ -427,10 +427,21 @@ fn stitch(
 
 /// Stitched views of many runs at once, reading an owner's data once however
 /// many descendants inherit it. Of one metric, the stitching operator slices
-/// the owners' sorted points per segment (`stitch`); of several, one scan of
-/// the owners' points is joined to the `(viewer, owner, from_step, to_step)`
-/// segment list, which streams however many points the metrics hold.
+/// the owners' sorted points per segment (`stitch`); of several, the joined
+/// plan streams however many points the metrics hold.
 pub fn family_plan(
+    points: &PointSource,
+    views: &[(RunId, Segment)],
+    metric: Option<&MetricFilter>,
+) -> DFResult<LogicalPlan> {
+    match metric {
+        Some(MetricFilter::Exact(_)) => stitch(owner_points(points, views, metric)?, metric, views),
+        _ => joined_plan(points, views, metric),
+    }
+}
+
+/// The latest points of every owner of `views`, of `metric`.
+fn owner_points(
     points: &PointSource,
     views: &[(RunId, Segment)],
     metric: Option<&MetricFilter>,
@@ -445,10 +456,18 @@ pub fn family_plan(
     if let Some(m) = metric {
         points = points.filter(m.expr(col("metric")))?;
     }
-    let points = points.build()?;
-    if let Some(MetricFilter::Exact(_)) = metric {
-        return stitch(points, metric, views);
-    }
+    points.build()
+}
+
+/// Stitched views of many runs as one scan of the owners' points joined to
+/// the `(viewer, owner, from_step, to_step)` segment list: it streams, holding
+/// no more than a batch whatever the views cover.
+pub fn joined_plan(
+    points: &PointSource,
+    views: &[(RunId, Segment)],
+    metric: Option<&MetricFilter>,
+) -> DFResult<LogicalPlan> {
+    let points = owner_points(points, views, metric)?;
     let rows: Vec<Vec<Expr>> = views
         .iter()
         .map(|(viewer, s)| {

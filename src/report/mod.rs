@@ -352,7 +352,8 @@ pub async fn build(
         } else {
             MetricFilter::Exact(spec.clone())
         };
-        let plan = lineage_functions::family_plan(&points, &views, Some(&filter))?;
+        // Joined, not stitched: it streams, and the report keeps the points itself.
+        let plan = lineage_functions::joined_plan(&points, &views, Some(&filter))?;
         let df = DataFrame::new(ctx.state(), plan);
         progress(Progress::Scan {
             index,
