@@ -7,9 +7,11 @@ mod common;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Float32Type, Float64Type};
+use arrow::datatypes::{DataType, Float32Type, Float64Type, Int64Type};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::common::collect as common_collect;
 use datafusion::physical_plan::{ExecutionPlan, collect};
@@ -18,7 +20,7 @@ use forkline::Engine;
 use forkline::catalog::NewRun;
 use forkline::compact::{CompactOptions, compact};
 use forkline::ingest::MetricPoint;
-use forkline::query::run_aggregate::RULE_NAME;
+use forkline::query::run_aggregate::{FALLBACK_METRIC, MIN_MEAN_RUN, RULE_NAME, RunAggregate};
 
 /// Values DataFusion's float min/max/sum treat specially, and plain ones.
 const SPECIALS: [f64; 12] = [
@@ -114,7 +116,14 @@ async fn store(runs: usize, file_per_run: bool) -> (tempfile::TempDir, Engine) {
 /// repartitioning would interleave batches of several files into a
 /// partition by timing, and with it the order in which NaNs, ±0 and float
 /// sums are folded (DataFusion's answers then vary from run to run).
-async fn sessions(engine: &Engine, batch_size: usize) -> (SessionContext, SessionContext) {
+/// In forkline's, the rule hands partitions whose runs average under
+/// `min_mean_run` rows to DataFusion's aggregate (0: never, so that the run
+/// path is what short-run test data exercises).
+async fn sessions(
+    engine: &Engine,
+    batch_size: usize,
+    min_mean_run: usize,
+) -> (SessionContext, SessionContext) {
     let state = engine.session().await.unwrap().state();
     // Not a fresh default catalog over the one holding forkline's tables.
     let mut config = state
@@ -126,8 +135,20 @@ async fn sessions(engine: &Engine, batch_size: usize) -> (SessionContext, Sessio
         .options_mut()
         .optimizer
         .enable_round_robin_repartition = false;
+    let with_rules = state
+        .physical_optimizers()
+        .iter()
+        .map(|r| {
+            if r.name() == RULE_NAME {
+                Arc::new(RunAggregate::with_min_mean_run(min_mean_run)) as _
+            } else {
+                Arc::clone(r)
+            }
+        })
+        .collect();
     let with = SessionStateBuilder::new_from_existing(state.clone())
         .with_config(config.clone())
+        .with_physical_optimizer_rules(with_rules)
         .build();
     let rules = state
         .physical_optimizers()
@@ -255,11 +276,14 @@ async fn same_answers_with_and_without_the_rewrite() {
     // min/max around NaNs, and in the last bits of float sums).
     let (_dir, engine) = store(1, false).await;
     // Runs cut by batch boundaries, and long enough for the lanes of the
-    // float min/max fast path.
+    // float min/max fast path; the run path forced, and as chosen by default
+    // (which gives the short runs of NULL keys to DataFusion's aggregate).
     for batch_size in [7, 8192] {
-        let (with, without) = sessions(&engine, batch_size).await;
-        for sql in REWRITTEN {
-            assert_same_answer(&with, &without, sql).await;
+        for min_mean_run in [0, MIN_MEAN_RUN] {
+            let (with, without) = sessions(&engine, batch_size, min_mean_run).await;
+            for sql in REWRITTEN {
+                assert_same_answer(&with, &without, sql).await;
+            }
         }
     }
     let with = engine.session().await.unwrap();
@@ -299,7 +323,7 @@ async fn same_partial_states_in_every_partition() {
     // they go (DataFusion 55), so each partition runs alone on a fresh plan,
     // where it reads its own files then its sibling's, in a fixed order.
     let (_dir, engine) = store(5, true).await;
-    let (with, without) = sessions(&engine, 7).await;
+    let (with, without) = sessions(&engine, 7, 0).await;
     for sql in REWRITTEN {
         let partitions = partial(&physical(&with, sql).await)
             .unwrap()
@@ -350,4 +374,105 @@ async fn rewrites_only_shapes_it_computes() {
     for sql in kept {
         assert!(!uses_rule(&physical(&with, sql).await), "rewritten: {sql}");
     }
+}
+
+/// How many partitions of the run aggregate in `plan` (executed) were handed
+/// to DataFusion's aggregate.
+fn fallbacks(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    let node = partial(plan).unwrap();
+    assert_eq!(node.name(), "RunAggregateExec");
+    node.metrics()
+        .unwrap()
+        .sum_by_name(FALLBACK_METRIC)
+        .map_or(0, |m| m.as_usize())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_runs_go_to_datafusions_aggregate() {
+    let (_dir, engine) = store(1, false).await;
+    // A key per row, and runs of 2: short; Q5's metric runs (3 to 91 rows,
+    // cut by 7-row batches): long.
+    let short = [
+        "SELECT k, count(*), sum(value), min(value), max(value) FROM \
+         (SELECT arrow_cast(CAST(step AS VARCHAR), 'Utf8View') AS k, value FROM metrics) \
+         GROUP BY k ORDER BY k",
+        "SELECT k, count(*), sum(value), min(value), max(value) FROM \
+         (SELECT arrow_cast(concat(metric, CAST(step / 2 AS VARCHAR)), 'Utf8View') AS k, value \
+         FROM metrics) GROUP BY k ORDER BY k",
+    ];
+    for batch_size in [7, 8192] {
+        let (with, without) = sessions(&engine, batch_size, MIN_MEAN_RUN).await;
+        for (sql, short) in short
+            .iter()
+            .map(|s| (*s, true))
+            .chain([(REWRITTEN[0], false)])
+        {
+            let plan = physical(&with, sql).await;
+            let a = exact(&collect(Arc::clone(&plan), with.task_ctx()).await.unwrap());
+            let b = physical(&without, sql).await;
+            assert!(!uses_rule(&b), "{sql}");
+            let b = exact(&collect(b, without.task_ctx()).await.unwrap());
+            assert!(!a.is_empty(), "{sql}");
+            assert_eq!(a, b, "{sql}");
+            let n = fallbacks(&plan);
+            assert_eq!(n > 0, short, "{sql}: {n} partitions fell back");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_state_is_reserved_and_emitted_when_the_pool_is_full() {
+    let (_dir, engine) = store(1, false).await;
+    let (with, _) = sessions(&engine, 7, 0).await;
+    let total = with
+        .sql("SELECT count(*) FROM metrics")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap()[0]
+        .column(0)
+        .as_primitive::<Int64Type>()
+        .value(0);
+    // 90 groups, each coming back every 10 rows (forced onto the run path),
+    // in a pool too small for them all.
+    let sql = "SELECT k, count(*), sum(value) FROM \
+               (SELECT arrow_cast(concat(metric, CAST(step % 10 AS VARCHAR)), 'Utf8View') AS k, \
+               value FROM metrics) GROUP BY k";
+    for (limit, early) in [(4096, true), (1 << 30, false)] {
+        let pool = Arc::new(GreedyMemoryPool::new(limit));
+        let runtime = RuntimeEnvBuilder::from_runtime_env(&with.runtime_env())
+            .with_memory_pool(Arc::clone(&pool) as Arc<dyn MemoryPool>)
+            .build_arc()
+            .unwrap();
+        let ctx = SessionStateBuilder::new_from_existing(with.state())
+            .with_runtime_env(runtime)
+            .build()
+            .task_ctx();
+        // Partition 0 alone reads every file (see above).
+        let plan = partial(&physical(&with, sql).await).unwrap();
+        assert_eq!(plan.name(), "RunAggregateExec");
+        let states = common_collect(plan.execute(0, ctx).unwrap()).await.unwrap();
+        let rows: usize = states.iter().map(|b| b.num_rows()).sum();
+        let counted: i64 = states
+            .iter()
+            .flat_map(|b| b.column(1).as_primitive::<Int64Type>().values().to_vec())
+            .sum();
+        assert_eq!(counted, total, "limit {limit}");
+        // Groups emitted more than once only when the pool ran short.
+        let distinct = rows_distinct(&states);
+        assert_eq!(
+            rows > distinct,
+            early,
+            "limit {limit}: {rows} rows, {distinct} groups"
+        );
+        assert_eq!(pool.reserved(), 0, "limit {limit}: released at the end");
+    }
+}
+
+fn rows_distinct(states: &[RecordBatch]) -> usize {
+    let mut keys: Vec<String> = exact(states).into_iter().map(|r| r[0].clone()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.len()
 }

@@ -44,6 +44,9 @@ pub trait RunAccumulator: Send {
 
     /// The partial state of every group, in group order, and a fresh start.
     fn take_state(&mut self) -> Vec<ArrayRef>;
+
+    /// Bytes held for the groups' state (allocated capacity).
+    fn size(&self) -> usize;
 }
 
 /// `count(x)`: the rows where `x` is not null (all of them for `count(*)`).
@@ -78,6 +81,10 @@ impl RunAccumulator for Count {
 
     fn take_state(&mut self) -> Vec<ArrayRef> {
         vec![Arc::new(Int64Array::from(std::mem::take(&mut self.counts)))]
+    }
+
+    fn size(&self) -> usize {
+        self.counts.capacity() * size_of::<i64>()
     }
 }
 
@@ -298,6 +305,10 @@ where
         let array = PrimitiveArray::<T>::new(values.into(), Some(nulls))
             .with_data_type(self.data_type.clone());
         vec![Arc::new(array)]
+    }
+
+    fn size(&self) -> usize {
+        self.values.capacity() * size_of::<T::Native>() + self.seen.capacity()
     }
 }
 
