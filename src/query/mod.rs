@@ -6,6 +6,7 @@ pub mod export;
 pub mod file_scan;
 pub mod lineage_functions;
 pub mod points;
+pub mod run_aggregate;
 pub mod session;
 pub mod stitch;
 pub mod unnest_keys;

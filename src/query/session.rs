@@ -12,11 +12,12 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::LogicalPlanBuilder;
 use datafusion::optimizer::Optimizer;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
 use deltalake::DeltaTable;
 
 use super::points::PointSource;
-use super::{downsample, lineage_functions, unnest_keys};
+use super::{downsample, lineage_functions, run_aggregate, unnest_keys};
 use crate::catalog::CatalogSnapshot;
 use crate::engine::EngineOptions;
 use crate::error::Result;
@@ -84,12 +85,14 @@ pub async fn build(
         &scope,
     )?);
     // As `SessionContext::new_with_config_rt`, plus the guard that keeps
-    // `unnest` results (how `downsample` / `lttb` are read) correct.
+    // `unnest` results (how `downsample` / `lttb` are read) correct and the
+    // run-at-a-time partial aggregate for sorted string keys.
     let state = SessionStateBuilder::new()
         .with_config(config.clone().with_extension(points.clone()))
         .with_runtime_env(runtime.clone())
         .with_default_features()
         .with_optimizer_rules(unnest_keys::guard(Optimizer::new().rules))
+        .with_physical_optimizer_rules(run_aggregate::with_rule(PhysicalOptimizer::new().rules))
         .build();
     let ctx = SessionContext::new_with_state(state);
     for kind in [TableKind::Logs, TableKind::Data, TableKind::Files] {
