@@ -18,12 +18,14 @@
 use std::fmt;
 use std::sync::Arc;
 
+use arrow::array::make_comparator;
 use arrow::array::{
     ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, RecordBatchOptions, StringArray,
     UInt32Array,
 };
+use arrow::compute::kernels::cmp::distinct;
 use arrow::compute::{
-    SortColumn, cast, concat_batches, lexsort_to_indices, take, take_record_batch,
+    SortColumn, SortOptions, cast, concat_batches, lexsort_to_indices, take, take_record_batch,
 };
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use async_trait::async_trait;
@@ -31,7 +33,7 @@ use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{ScalarValue, internal_err, project_schema};
 use datafusion::datasource::TableType;
-use datafusion::error::Result as DFResult;
+use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::TaskContext;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
@@ -347,7 +349,7 @@ impl ExecutionPlan for StitchExec {
             let reservation = MemoryConsumer::new("StitchExec").register(context.memory_pool());
             let points = OwnerPoints::collect(owners, context, reservation).await?;
             let pieces = points.pieces(&views, metric.as_deref());
-            Ok::<_, datafusion::error::DataFusionError>(futures::stream::iter(Batches {
+            Ok::<_, DataFusionError>(futures::stream::iter(Batches {
                 points,
                 pieces,
                 next: (0, 0),
@@ -422,33 +424,38 @@ impl OwnerPoints {
         let mut batch = concat_batches(&schema, ordered)?;
         drop(batches);
         reservation.try_grow(batch.get_array_memory_size())?;
-        let keys: Vec<usize> = [Some(run), metric, Some(step)]
-            .into_iter()
-            .flatten()
-            .collect();
-        let names = metric.map(|m| texts(batch.column(m))).transpose()?;
-        if !is_sorted(&batch, run, names.as_ref(), step) {
-            let columns: Vec<SortColumn> = keys
-                .iter()
-                .map(|&c| SortColumn {
+        if !is_sorted(&batch, run, metric, step)? {
+            let columns: Vec<SortColumn> = [Some(run), metric, Some(step)]
+                .into_iter()
+                .flatten()
+                .map(|c| SortColumn {
                     values: batch.column(c).clone(),
                     options: None,
                 })
                 .collect();
             batch = take_record_batch(&batch, &lexsort_to_indices(&columns, None)?)?;
         }
-        let names = metric.map(|m| texts(batch.column(m))).transpose()?;
         let runs = batch.column(run).as_primitive::<Int64Type>().values();
-        let same = |i: usize, j: usize| {
-            runs[i] == runs[j] && names.as_ref().is_none_or(|n| n.value(i) == n.value(j))
-        };
+        let renamed = metric_changes(&batch, metric)?;
         let mut groups = Vec::new();
         let mut start = 0;
         for i in 1..=runs.len() {
-            if i == runs.len() || !same(i, start) {
+            let boundary = i == runs.len()
+                || runs[i] != runs[i - 1]
+                || renamed.as_ref().is_some_and(|c| c.value(i - 1));
+            if boundary {
+                let name = metric
+                    .map(|m| {
+                        Ok::<_, DataFusionError>(
+                            texts(&batch.column(m).slice(start, 1))?
+                                .value(0)
+                                .to_string(),
+                        )
+                    })
+                    .transpose()?;
                 groups.push(Group {
                     owner: runs[start],
-                    metric: names.as_ref().map(|n| n.value(start).to_string()),
+                    metric: name,
                     start,
                     end: i,
                 });
@@ -531,11 +538,42 @@ fn texts(column: &ArrayRef) -> DFResult<StringArray> {
     Ok(cast(column, &DataType::Utf8)?.as_string::<i32>().clone())
 }
 
-fn is_sorted(batch: &RecordBatch, run: usize, names: Option<&StringArray>, step: usize) -> bool {
+/// Whether each row's metric differs from the next one's (vectorized: rows
+/// are compared as strings only where this says they differ).
+fn metric_changes(batch: &RecordBatch, metric: Option<usize>) -> DFResult<Option<BooleanArray>> {
+    let Some(m) = metric else { return Ok(None) };
+    let column = batch.column(m);
+    if column.len() < 2 {
+        return Ok(Some(BooleanArray::from(Vec::<bool>::new())));
+    }
+    let n = column.len() - 1;
+    Ok(Some(distinct(&column.slice(0, n), &column.slice(1, n))?))
+}
+
+/// Whether the rows are strictly ascending by `(run_id, metric, step)`.
+fn is_sorted(
+    batch: &RecordBatch,
+    run: usize,
+    metric: Option<usize>,
+    step: usize,
+) -> DFResult<bool> {
     let runs = batch.column(run).as_primitive::<Int64Type>().values();
     let steps = batch.column(step).as_primitive::<Int64Type>().values();
-    let name = |i: usize| names.map(|n| n.value(i));
-    (1..runs.len()).all(|i| (runs[i - 1], name(i - 1), steps[i - 1]) < (runs[i], name(i), steps[i]))
+    let renamed = metric_changes(batch, metric)?;
+    let names = metric
+        .map(|m| make_comparator(batch.column(m), batch.column(m), SortOptions::default()))
+        .transpose()?;
+    Ok((1..runs.len()).all(|i| {
+        if runs[i] != runs[i - 1] {
+            return runs[i] > runs[i - 1];
+        }
+        match (&renamed, &names) {
+            (Some(renamed), Some(names)) if renamed.value(i - 1) => {
+                names(i - 1, i) == std::cmp::Ordering::Less
+            }
+            _ => steps[i] > steps[i - 1],
+        }
+    }))
 }
 
 /// A contiguous run of owner rows in one viewer's output.
