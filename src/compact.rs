@@ -29,7 +29,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::query::file_scan::FileSetTable;
 use crate::store::files::{LATEST_PREFIX, SUPERSEDED_PREFIX};
-use crate::store::schema::{arrow_schema, writer_properties};
+use crate::store::schema::{MAX_PAGE_ROWS, arrow_schema, writer_properties};
 use crate::store::{DataFile, FileClass, TableKind};
 
 /// Knobs of a compaction.
@@ -359,6 +359,69 @@ async fn dedup_chunk(
     Ok((latest, superseded))
 }
 
+/// Writes sorted metric batches with one call per `(run_id, metric)` block,
+/// a block cut by a batch boundary included, so data pages end on block
+/// boundaries (see `schema::MIN_PAGE_ROWS`).
+fn write_by_block(writer: &mut ArrowWriter<Vec<u8>>, batches: &[RecordBatch]) -> Result<()> {
+    let keys = |b: &RecordBatch| -> Result<[arrow::array::ArrayRef; 2]> {
+        Ok([
+            b.column(b.schema().index_of("run_id")?).clone(),
+            b.column(b.schema().index_of("metric")?).clone(),
+        ])
+    };
+    // The last block of the previous batch, which the next batch may continue.
+    let mut open: Option<RecordBatch> = None;
+    for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+        let ranges = arrow::compute::partition(&keys(batch)?)?.ranges();
+        let last = ranges.len() - 1;
+        for (i, range) in ranges.into_iter().enumerate() {
+            let mut block = batch.slice(range.start, range.end - range.start);
+            if i == 0
+                && let Some(previous) = open.take()
+            {
+                if same_block(&keys(&previous)?, &keys(&block)?)? {
+                    block = arrow::compute::concat_batches(&block.schema(), [&previous, &block])?;
+                } else {
+                    write_block(writer, &previous)?;
+                }
+            }
+            if i == last {
+                open = Some(block);
+            } else {
+                write_block(writer, &block)?;
+            }
+        }
+    }
+    if let Some(block) = open {
+        write_block(writer, &block)?;
+    }
+    Ok(())
+}
+
+/// Writes one block in equal calls of at most `MAX_PAGE_ROWS` rows: a long
+/// block's last page is then not a short remainder (below `MIN_PAGE_ROWS` it
+/// would run on into the next block).
+fn write_block(writer: &mut ArrowWriter<Vec<u8>>, block: &RecordBatch) -> Result<()> {
+    let rows = block.num_rows();
+    let calls = rows.div_ceil(MAX_PAGE_ROWS).max(1);
+    let size = rows.div_ceil(calls);
+    for start in (0..rows).step_by(size.max(1)) {
+        writer.write(&block.slice(start, size.min(rows - start)))?;
+    }
+    Ok(())
+}
+
+/// Whether the last row of `a` and the first of `b` have the same keys.
+fn same_block(a: &[arrow::array::ArrayRef; 2], b: &[arrow::array::ArrayRef; 2]) -> Result<bool> {
+    for (x, y) in a.iter().zip(b) {
+        let compare = arrow::array::make_comparator(x, y, Default::default())?;
+        if compare(x.len() - 1, 0) != std::cmp::Ordering::Equal {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Writes `batches` (sorted) as one Parquet file and describes it for the Delta log.
 async fn write_file(
     engine: &Engine,
@@ -373,8 +436,12 @@ async fn write_file(
         arrow_schema(kind),
         Some(writer_properties(kind)),
     )?;
-    for batch in batches {
-        writer.write(batch)?;
+    if kind == TableKind::Metrics {
+        write_by_block(&mut writer, batches)?;
+    } else {
+        for batch in batches {
+            writer.write(batch)?;
+        }
     }
     let bytes = Bytes::from(writer.into_inner()?);
     let size = bytes.len() as i64;

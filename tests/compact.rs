@@ -491,3 +491,58 @@ async fn lineage_scans_of_compacted_files_prune_to_their_segments() {
         "the segments' predicate prunes pages: {matched} of {total} rows kept\n{explained}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_pages_start_at_run_and_metric_blocks() {
+    use forkline::store::schema::{MAX_PAGE_ROWS, MIN_PAGE_ROWS};
+    use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+
+    let (_dir, store) = temp_store();
+    let engine = Engine::open(&store).await.unwrap();
+    // Blocks longer than a minimum page and shorter than a maximum one: each
+    // must start a page of its own, whatever the fixed page size would cut.
+    let block = (MIN_PAGE_ROWS + MAX_PAGE_ROWS) / 2;
+    assert!(block > MIN_PAGE_ROWS && block < MAX_PAGE_ROWS);
+    for name in ["a", "b"] {
+        let run = engine
+            .create_run(NewRun {
+                project: "pages".into(),
+                name: name.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        for metric in ["acc", "loss", "lr"] {
+            let batch = points(metric, 0..=(block as u64 - 1), 1.0);
+            write(&[&engine], &run.display_id, batch).await.unwrap();
+        }
+    }
+    compact(&engine, &CompactOptions::default()).await.unwrap();
+    let files = classes(&engine).await;
+    let latest: Vec<&String> = files
+        .iter()
+        .filter(|(_, class, _)| *class == FileClass::Latest)
+        .map(|(name, _, _)| name)
+        .collect();
+    assert_eq!(latest.len(), 1, "{files:?}");
+    let bytes = bytes::Bytes::from(common::read_object(
+        &store,
+        &format!("metrics/{}", latest[0]),
+    ));
+    let metadata = ParquetMetaDataReader::new()
+        .with_page_index_policy(PageIndexPolicy::Required)
+        .parse_and_finish(&bytes)
+        .unwrap();
+    let offsets = metadata.offset_index().unwrap();
+    for (group, columns) in offsets.iter().enumerate() {
+        for (column, index) in columns.iter().enumerate() {
+            let starts: Vec<i64> = index
+                .page_locations()
+                .iter()
+                .map(|p| p.first_row_index)
+                .collect();
+            let blocks: Vec<i64> = (0..6).map(|i| (i * block) as i64).collect();
+            assert_eq!(starts, blocks, "row group {group}, column {column}");
+        }
+    }
+}

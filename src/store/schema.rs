@@ -106,6 +106,19 @@ pub fn arrow_schema(kind: TableKind) -> SchemaRef {
     }
 }
 
+/// A data page of metrics ends where a write call ends once it holds this
+/// many rows. Compaction writes each `(run_id, metric)` block with its own
+/// calls (a long block in equal parts of at most [`MAX_PAGE_ROWS`]), so a
+/// page holds whole blocks or one part of a long one, and the page index
+/// prunes a lineage scan to its blocks' rows rather than to fixed-size pages
+/// around them. Blocks shorter than this share pages, so tiny runs do not
+/// make tiny pages; it is half the maximum so a long block's parts all reach it.
+pub const MIN_PAGE_ROWS: usize = MAX_PAGE_ROWS / 2;
+
+/// The most rows a write call of compaction puts in one page (the writer's
+/// mini-batch size, after which it checks whether to end the page).
+pub const MAX_PAGE_ROWS: usize = 8192;
+
 /// Parquet writer settings per table.
 ///
 /// Metrics files are sorted by `(run_id, metric, step)`: `run_id` and `metric`
@@ -133,7 +146,8 @@ pub fn writer_properties(kind: TableKind) -> WriterProperties {
             .set_column_encoding(ColumnPath::from("time"), Encoding::DELTA_BINARY_PACKED)
             .set_column_encoding(ColumnPath::from("seq"), Encoding::DELTA_BINARY_PACKED)
             .set_column_encoding(ColumnPath::from("value"), Encoding::BYTE_STREAM_SPLIT)
-            .set_data_page_row_count_limit(8192)
+            .set_data_page_row_count_limit(MIN_PAGE_ROWS)
+            .set_write_batch_size(MAX_PAGE_ROWS)
             .set_sorting_columns(Some(
                 (0..3)
                     .map(|column_idx| SortingColumn {
