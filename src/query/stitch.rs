@@ -423,7 +423,7 @@ impl OwnerPoints {
         let ordered: Vec<&RecordBatch> = firsts.iter().map(|f| &batches[f.3]).collect();
         let mut batch = concat_batches(&schema, ordered)?;
         drop(batches);
-        reservation.try_grow(batch.get_array_memory_size())?;
+        reservation.try_resize(batch.get_array_memory_size())?;
         if !is_sorted(&batch, run, metric, step)? {
             let columns: Vec<SortColumn> = [Some(run), metric, Some(step)]
                 .into_iter()
@@ -434,6 +434,7 @@ impl OwnerPoints {
                 })
                 .collect();
             batch = take_record_batch(&batch, &lexsort_to_indices(&columns, None)?)?;
+            reservation.try_resize(batch.get_array_memory_size())?;
         }
         let runs = batch.column(run).as_primitive::<Int64Type>().values();
         let renamed = metric_changes(&batch, metric)?;
