@@ -347,8 +347,9 @@ impl ExecutionPlan for StitchExec {
         let batch_size = context.session_config().batch_size();
         let collected = async move {
             let reservation = MemoryConsumer::new("StitchExec").register(context.memory_pool());
-            let points = OwnerPoints::collect(owners, context, reservation).await?;
-            let pieces = points.pieces(&views, metric.as_deref());
+            let points =
+                OwnerPoints::collect(owners, metric.as_deref(), context, reservation).await?;
+            let pieces = points.pieces(&views);
             Ok::<_, DataFusionError>(futures::stream::iter(Batches {
                 points,
                 pieces,
@@ -369,8 +370,7 @@ impl ExecutionPlan for StitchExec {
 /// The rows of one owner and metric.
 struct Group {
     owner: i64,
-    /// `None` when the points hold one named metric and its column was not read.
-    metric: Option<String>,
+    metric: String,
     start: usize,
     end: usize,
 }
@@ -387,8 +387,11 @@ struct OwnerPoints {
 }
 
 impl OwnerPoints {
+    /// The points `plan` yields, which hold only `named` when it is given
+    /// (their metric column may then be left unread).
     async fn collect(
         plan: Arc<dyn ExecutionPlan>,
+        named: Option<&str>,
         context: Arc<TaskContext>,
         reservation: MemoryReservation,
     ) -> DFResult<Self> {
@@ -424,7 +427,8 @@ impl OwnerPoints {
         let mut batch = concat_batches(&schema, ordered)?;
         drop(batches);
         reservation.try_resize(batch.get_array_memory_size())?;
-        if !is_sorted(&batch, run, metric, step)? {
+        let mut renamed = metric_changes(&batch, metric)?;
+        if !is_sorted(&batch, run, metric, renamed.as_ref(), step)? {
             let columns: Vec<SortColumn> = [Some(run), metric, Some(step)]
                 .into_iter()
                 .flatten()
@@ -435,9 +439,9 @@ impl OwnerPoints {
                 .collect();
             batch = take_record_batch(&batch, &lexsort_to_indices(&columns, None)?)?;
             reservation.try_resize(batch.get_array_memory_size())?;
+            renamed = metric_changes(&batch, metric)?;
         }
         let runs = batch.column(run).as_primitive::<Int64Type>().values();
-        let renamed = metric_changes(&batch, metric)?;
         let mut groups = Vec::new();
         let mut start = 0;
         for i in 1..=runs.len() {
@@ -445,15 +449,12 @@ impl OwnerPoints {
                 || runs[i] != runs[i - 1]
                 || renamed.as_ref().is_some_and(|c| c.value(i - 1));
             if boundary {
-                let name = metric
-                    .map(|m| {
-                        Ok::<_, DataFusionError>(
-                            texts(&batch.column(m).slice(start, 1))?
-                                .value(0)
-                                .to_string(),
-                        )
-                    })
-                    .transpose()?;
+                let name = match metric {
+                    Some(m) => texts(&batch.column(m).slice(start, 1))?
+                        .value(0)
+                        .to_string(),
+                    None => named.unwrap_or_default().to_string(),
+                };
                 groups.push(Group {
                     owner: runs[start],
                     metric: name,
@@ -494,30 +495,22 @@ impl OwnerPoints {
     }
 
     /// Every viewer's series as owner row ranges, in output order: by viewer,
-    /// then metric, then segment. `metric` names the one metric the points
-    /// hold when their metric column was not read.
-    fn pieces(&self, views: &Views, metric: Option<&str>) -> Vec<Piece> {
-        let name = |g: &Group| -> String {
-            g.metric
-                .clone()
-                .or_else(|| metric.map(str::to_string))
-                .unwrap_or_default()
-        };
+    /// then metric, then segment.
+    fn pieces(&self, views: &Views) -> Vec<Piece> {
         let mut out = Vec::new();
         for (viewer, segments) in &views.0 {
             let viewer = *viewer as i64;
             // (metric, segment index, group) of every piece of this viewer.
-            let mut found: Vec<(String, usize, &Group)> = Vec::new();
+            let mut found: Vec<(&str, usize, &Group)> = Vec::new();
             for (i, segment) in segments.iter().enumerate() {
                 let owner = segment.owner as i64;
                 for group in self.of_owner(owner) {
-                    let metric = name(group);
-                    if owner == viewer || inheritable(&metric) {
-                        found.push((metric, i, group));
+                    if owner == viewer || inheritable(&group.metric) {
+                        found.push((&group.metric, i, group));
                     }
                 }
             }
-            found.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+            found.sort_by_key(|(metric, i, _)| (*metric, *i));
             for (_, i, group) in found {
                 let (start, end) = self.rows(group, &segments[i]);
                 if start < end {
@@ -556,11 +549,11 @@ fn is_sorted(
     batch: &RecordBatch,
     run: usize,
     metric: Option<usize>,
+    renamed: Option<&BooleanArray>,
     step: usize,
 ) -> DFResult<bool> {
     let runs = batch.column(run).as_primitive::<Int64Type>().values();
     let steps = batch.column(step).as_primitive::<Int64Type>().values();
-    let renamed = metric_changes(batch, metric)?;
     let names = metric
         .map(|m| make_comparator(batch.column(m), batch.column(m), SortOptions::default()))
         .transpose()?;
@@ -568,7 +561,7 @@ fn is_sorted(
         if runs[i] != runs[i - 1] {
             return runs[i] > runs[i - 1];
         }
-        match (&renamed, &names) {
+        match (renamed, &names) {
             (Some(renamed), Some(names)) if renamed.value(i - 1) => {
                 names(i - 1, i) == std::cmp::Ordering::Less
             }
