@@ -234,7 +234,7 @@ fn main() {
             }
         };
         let started = Instant::now();
-        let built = report::build(&engine, &request, None, &on_progress)
+        let built = report::build(&engine, &request, &forkline::scope::Projects::All, &on_progress)
             .await
             .unwrap();
         let scan_s = scanning.lock().unwrap().1;

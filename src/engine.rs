@@ -15,7 +15,11 @@ use crate::catalog::{
 use crate::error::{Error, Result};
 use crate::ingest::{MetricPoint, PointBatch};
 use crate::query;
+use crate::scope::Projects;
 use crate::store::{CommitOutcome, Store, TableKind};
+
+/// Sessions kept for reuse, one per project scope.
+const MAX_CACHED_SESSIONS: usize = 64;
 
 /// How often a catalog mutation is retried after losing a commit race.
 const CATALOG_COMMIT_ATTEMPTS: usize = 32;
@@ -71,10 +75,12 @@ pub struct Engine {
     options: EngineOptions,
     /// The last session built per project scope, reused while no table moved.
     sessions: SessionCache,
+    /// The latest catalog restricted per project scope, reused while `runs` did not move.
+    scoped_catalogs: std::sync::Mutex<HashMap<Projects, Arc<CatalogSnapshot>>>,
 }
 
 #[derive(Default)]
-struct SessionCache(std::sync::Mutex<HashMap<Option<String>, (SessionKey, SessionContext)>>);
+struct SessionCache(std::sync::Mutex<HashMap<Projects, (SessionKey, SessionContext)>>);
 
 impl std::fmt::Debug for SessionCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -111,6 +117,7 @@ impl Engine {
             session_config,
             options,
             sessions: Default::default(),
+            scoped_catalogs: Default::default(),
         };
         engine.catalog().await?;
         Ok(engine)
@@ -139,6 +146,32 @@ impl Engine {
     pub async fn catalog(&self) -> Result<Arc<CatalogSnapshot>> {
         let table = self.store.refresh(TableKind::Runs).await?;
         self.catalog_of(&table).await
+    }
+
+    /// The latest catalog as a request of `scope` sees it: runs of other
+    /// projects are not in it, so looking one up is "unknown run".
+    pub async fn scoped_catalog(&self, scope: &Projects) -> Result<Arc<CatalogSnapshot>> {
+        let full = self.catalog().await?;
+        if *scope == Projects::All {
+            return Ok(full);
+        }
+        let cached = {
+            let cache = self.scoped_catalogs.lock().expect("scope cache poisoned");
+            cache
+                .get(scope)
+                .filter(|c| c.version() == full.version())
+                .cloned()
+        };
+        if let Some(c) = cached {
+            return Ok(c);
+        }
+        let restricted = scope.restrict(full);
+        let mut cache = self.scoped_catalogs.lock().expect("scope cache poisoned");
+        if cache.len() >= MAX_CACHED_SESSIONS {
+            cache.clear();
+        }
+        cache.insert(scope.clone(), restricted.clone());
+        Ok(restricted)
     }
 
     /// The catalog for reading: as of a `runs` state at most `refresh_interval` old.
@@ -279,14 +312,14 @@ impl Engine {
 
     /// A query session over the latest state of the store.
     pub async fn session(&self) -> Result<SessionContext> {
-        self.scoped_session(None).await
+        self.scoped_session(&Projects::All).await
     }
 
-    /// A query session that sees only `project`'s runs when given (see [`query::session::build`]).
+    /// A query session that sees only the runs of `projects` (see [`query::session::build`]).
     ///
     /// Sessions are reused while no table has moved, so a warm server plans a
     /// query without rebuilding tables, functions and providers.
-    pub async fn scoped_session(&self, project: Option<&str>) -> Result<SessionContext> {
+    pub async fn scoped_session(&self, projects: &Projects) -> Result<SessionContext> {
         let snapshot = self.read_catalog().await?;
         let mut key: SessionKey = [snapshot.version(), None, None, None, None];
         for (slot, kind) in key[1..].iter_mut().zip([
@@ -301,11 +334,10 @@ impl Engine {
                 .await?
                 .version();
         }
-        let scope = project.map(str::to_string);
         let reusable = {
             let sessions = self.sessions.0.lock().expect("session cache poisoned");
             sessions
-                .get(&scope)
+                .get(projects)
                 .filter(|(built, _)| *built == key)
                 .map(|(_, ctx)| ctx.clone())
         };
@@ -318,25 +350,26 @@ impl Engine {
             &self.options,
             snapshot,
             &self.store,
-            project,
+            projects,
         )
         .await?;
-        self.sessions
-            .0
-            .lock()
-            .expect("session cache poisoned")
-            .insert(scope, (key, ctx.clone()));
+        let mut sessions = self.sessions.0.lock().expect("session cache poisoned");
+        // Bounded: key scopes are few, but glob lists are the caller's to vary.
+        if sessions.len() >= MAX_CACHED_SESSIONS {
+            sessions.clear();
+        }
+        sessions.insert(projects.clone(), (key, ctx.clone()));
         Ok(ctx)
     }
 
     /// Plans a read-only SQL statement; DDL, DML, COPY and SET are refused.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
-        self.scoped_sql(sql, None).await
+        self.scoped_sql(sql, &Projects::All).await
     }
 
-    /// As [`Engine::sql`], seeing only `project`'s runs when given.
-    pub async fn scoped_sql(&self, sql: &str, project: Option<&str>) -> Result<DataFrame> {
-        let ctx = self.scoped_session(project).await?;
+    /// As [`Engine::sql`], seeing only the runs of `projects`.
+    pub async fn scoped_sql(&self, sql: &str, projects: &Projects) -> Result<DataFrame> {
+        let ctx = self.scoped_session(projects).await?;
         query::read_only_sql(&ctx, sql).await
     }
 

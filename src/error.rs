@@ -14,6 +14,15 @@ pub enum Error {
     /// The caller sent something we refuse (bad argument, out-of-range step, …).
     #[error("{0}")]
     InvalidInput(String),
+    /// The caller's key is missing or not a key of this installation.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller's key does not open what the request names, or cannot write.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request is larger than a documented limit allows.
+    #[error("{0}")]
+    TooLarge(String),
     /// The caller named a run (or other object) that does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -85,7 +94,11 @@ impl Error {
     /// Whether the caller, not the server, is at fault.
     pub fn is_user_error(&self) -> bool {
         match self {
-            Error::InvalidInput(_) | Error::NotFound(_) => true,
+            Error::InvalidInput(_)
+            | Error::NotFound(_)
+            | Error::Unauthenticated(_)
+            | Error::Forbidden(_)
+            | Error::TooLarge(_) => true,
             Error::Query(e) => is_user_query_error(e),
             _ => false,
         }

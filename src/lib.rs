@@ -19,6 +19,7 @@ pub mod logging;
 pub mod maintenance;
 pub mod query;
 pub mod report;
+pub mod scope;
 pub mod store;
 
 pub use engine::{Engine, EngineOptions, ForkOutcome};

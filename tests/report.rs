@@ -415,7 +415,8 @@ async fn http_answers_the_cli_json_scoped_by_key() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 404);
+    // A project named in the query must lie inside the key's scope.
+    assert_eq!(resp.status(), 403);
     let resp = client
         .get(format!(
             "{}/api/report?project=other&all_families=true&metrics=loss&format=json",

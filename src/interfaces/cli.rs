@@ -134,11 +134,24 @@ pub enum Command {
 /// `keys` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Issue a key for a project; it is printed once and stored only as a hash.
+    /// Issue a key; it is printed once and stored only as a hash. Without
+    /// `--project` it opens every project, existing or new (as Pluto's keys).
     Create {
-        /// Project the key opens.
+        /// A project the key opens: a name or a glob (`vision-*`); repeatable
+        /// or comma-separated. Default: all projects.
+        #[arg(long, value_delimiter = ',')]
+        project: Vec<String>,
+        /// Reads only: SQL, exports, reports and the SDK's read API; no writes.
         #[arg(long)]
-        project: String,
+        read_only: bool,
+    },
+    /// List issued keys: id (hash prefix), scope, created, last used, revoked.
+    List,
+    /// Revoke a key by its id (at least 6 hex digits of it, see `keys list`);
+    /// servers refuse it within their refresh interval.
+    Revoke {
+        /// The key's id or a unique prefix of it.
+        id: String,
     },
 }
 
@@ -365,6 +378,11 @@ pub struct ServeArgs {
     /// Largest request body accepted, in MiB (larger requests get 413).
     #[arg(long, env = "FORKLINE_MAX_BODY_MB", default_value_t = 32)]
     pub max_body_mb: usize,
+    /// Base URL clients reach this server at (`https://forkline.example.com`),
+    /// used in the run and file URLs it hands out; default: the listening
+    /// address. A request's `Host` header is never used for them.
+    #[arg(long, env = "FORKLINE_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
     /// Check for small metric files this often and compact them (0 turns it off).
     #[arg(long, env = "FORKLINE_COMPACT_EVERY_S", default_value_t = 60)]
     pub compact_every_s: u64,
@@ -411,6 +429,22 @@ impl Command {
             Command::Keys(_) => "keys",
         }
     }
+}
+
+/// `--public-url` must be an absolute http(s) URL without query or fragment.
+fn check_public_url(text: &str) -> Result<String> {
+    let url = url::Url::parse(text.trim())
+        .map_err(|e| Error::invalid(format!("--public-url `{text}` is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host_str().is_none()
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(Error::invalid(format!(
+            "--public-url `{text}` must be an http(s) URL like https://forkline.example.com"
+        )));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
 /// Parses a `--config` value: it must be a JSON object.
@@ -502,6 +536,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             let options = super::http::ServerOptions {
                 commit_window: std::time::Duration::from_millis(args.commit_window_ms.min(10_000)),
                 max_body: args.max_body_mb.max(1) << 20,
+                public_url: args
+                    .public_url
+                    .as_deref()
+                    .map(check_public_url)
+                    .transpose()?,
                 read_only: args.read_only,
             };
             let flight = match args.flight_listen.as_str() {
@@ -605,13 +644,51 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Run(cmd) => run_command(&engine, cmd).await,
-        Command::Keys(KeysCommand::Create { project }) => {
-            let key = crate::auth::create_key(&engine, &project).await?;
+        Command::Keys(cmd) => keys_command(&engine, cmd).await,
+    }
+}
+
+async fn keys_command(engine: &Engine, cmd: KeysCommand) -> Result<()> {
+    match cmd {
+        KeysCommand::Create { project, read_only } => {
+            let projects = crate::scope::Projects::from_patterns(&project)?;
+            let (key, id) = crate::auth::create_key(engine, &projects, read_only).await?;
             println!("{key}");
-            eprintln!("key for project `{project}` created; it is shown only once");
-            Ok(())
+            eprintln!(
+                "key {id} for {}{} created; it is shown only once",
+                projects.describe(),
+                if read_only { ", read-only" } else { "" }
+            );
+        }
+        KeysCommand::List => {
+            let when = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                t.map_or("-".to_string(), |t| {
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                })
+            };
+            println!("id\tscope\taccess\tcreated\tlast_used\trevoked");
+            for k in crate::auth::list_keys(engine).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    k.id,
+                    k.projects.describe(),
+                    if k.read_only {
+                        "read-only"
+                    } else {
+                        "read-write"
+                    },
+                    when(Some(k.created_at)),
+                    when(k.last_used),
+                    when(k.revoked_at)
+                );
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            let id = crate::auth::revoke_key(engine, &id).await?;
+            println!("revoked {id}");
         }
     }
+    Ok(())
 }
 
 async fn run_command(engine: &Engine, cmd: RunCommand) -> Result<()> {

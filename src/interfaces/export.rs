@@ -117,7 +117,7 @@ pub async fn export_to(
             "export formats are parquet, arrow, csv and json",
         ));
     }
-    let (df, _) = export.plan(engine, None).await?;
+    let (df, _) = export.plan(engine, &crate::scope::Projects::All).await?;
     let batches = df.execute_stream().await?;
     let schema = batches.schema();
     let bar = ProgressBar::new_spinner();

@@ -38,7 +38,7 @@ pub async fn report(engine: &Engine, args: ReportArgs) -> Result<()> {
             Progress::ScanDone { index } => bar.set_position(index as u64 + 1),
         }
     };
-    let built = report::build(engine, &request, None, &progress).await;
+    let built = report::build(engine, &request, &crate::scope::Projects::All, &progress).await;
     bar.finish_and_clear();
     let bytes = report::render::render(&built?, args.format)?;
     match args.out {

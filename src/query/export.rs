@@ -4,6 +4,7 @@ use datafusion::prelude::DataFrame;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::scope::Projects;
 
 /// What to export.
 #[derive(Debug, Clone)]
@@ -54,22 +55,16 @@ impl SeriesExport {
 
     /// The export's query, ordered by run, metric and step, and a file stem naming it.
     ///
-    /// With a `project` scope, runs of other projects do not exist.
-    pub async fn plan(
-        &self,
-        engine: &Engine,
-        project: Option<&str>,
-    ) -> Result<(DataFrame, String)> {
+    /// Runs outside `scope` do not exist.
+    pub async fn plan(&self, engine: &Engine, scope: &Projects) -> Result<(DataFrame, String)> {
         if self.run.trim().is_empty() {
             return Err(Error::invalid("give the run to export"));
         }
-        let run = engine.resolve_run(&self.run).await?;
-        if project.is_some_and(|p| p != run.project) {
-            return Err(Error::NotFound(format!(
-                "unknown run `{}`",
-                self.run.trim()
-            )));
-        }
+        let run = engine
+            .scoped_catalog(scope)
+            .await?
+            .lookup(&self.run)?
+            .clone();
         let id = run.id;
         let filter = self.metric_filter();
         let sql = match (self.stitched, self.family) {
@@ -84,7 +79,7 @@ impl SeriesExport {
             ),
         };
         let sql = format!("SELECT * FROM ({sql}) ORDER BY run_id, metric, step");
-        let df = engine.scoped_sql(&sql, project).await?;
+        let df = engine.scoped_sql(&sql, scope).await?;
         let stem = format!(
             "{}-{}{}",
             run.display_id,

@@ -21,6 +21,7 @@ use super::{downsample, lineage_functions, run_aggregate, unnest_keys};
 use crate::catalog::CatalogSnapshot;
 use crate::engine::EngineOptions;
 use crate::error::Result;
+use crate::scope::Projects;
 use crate::store::schema::{timestamp_type, timestamps};
 use crate::store::{Store, TableKind};
 
@@ -55,8 +56,8 @@ pub fn config(options: &EngineOptions) -> Result<SessionConfig> {
 /// A session with `runs`, `metrics`, `logs`, `data`, the lineage table functions
 /// and the `downsample` / `lttb` aggregates registered.
 ///
-/// With a `project` scope the session sees that project's runs and nothing else:
-/// the catalog is restricted (so table functions cannot name other runs, and
+/// A session scoped to some projects sees their runs and nothing else: the
+/// catalog is restricted (so table functions cannot name other runs, and
 /// lineage never leaves a project) and every per-run table is filtered.
 pub async fn build(
     runtime: &Arc<RuntimeEnv>,
@@ -64,13 +65,13 @@ pub async fn build(
     options: &EngineOptions,
     snapshot: Arc<CatalogSnapshot>,
     store: &Store,
-    project: Option<&str>,
+    projects: &Projects,
 ) -> Result<SessionContext> {
-    let snapshot = match project {
-        Some(project) => Arc::new(snapshot.restricted_to(project)),
-        None => snapshot,
+    let snapshot = projects.restrict(snapshot);
+    let visible: Option<Vec<i64>> = match projects {
+        Projects::All => None,
+        Projects::Matching(_) => Some(snapshot.runs().map(|r| r.id as i64).collect()),
     };
-    let visible: Option<Vec<i64>> = project.map(|_| snapshot.runs().map(|r| r.id as i64).collect());
     let scope = |provider| match &visible {
         Some(ids) => only_runs(provider, ids),
         None => Ok(provider),

@@ -26,6 +26,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ingest::SYSTEM_METRIC_PREFIX;
 use crate::query::lineage_functions::{self, MetricFilter};
+use crate::scope::Projects;
 pub use stats::{Goal, Point, RunStats};
 
 /// Output format of a report.
@@ -299,18 +300,14 @@ pub struct Report {
 /// Each run's own points of one metric, by run, sorted by step.
 type OwnPoints = HashMap<RunId, Vec<(u64, f64)>>;
 
-/// Computes a report. `scope` is the project an API key opens (`None`: all).
+/// Computes a report over the runs of `scope` (the projects the caller's key opens).
 pub async fn build(
     engine: &Engine,
     request: &ReportRequest,
-    scope: Option<&str>,
+    scope: &Projects,
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<Report> {
-    let catalog = engine.catalog().await?;
-    let catalog = match scope {
-        Some(p) => Arc::new(catalog.restricted_to(p)),
-        None => catalog,
-    };
+    let catalog = engine.scoped_catalog(scope).await?;
     let project = request.project.trim();
     if project.is_empty() {
         return Err(Error::invalid("give the project to report on"));

@@ -436,8 +436,12 @@ async fn write(
     batches: Vec<RecordBatch>,
     props: CommitProperties,
 ) -> Result<DeltaTable> {
-    Ok(table
-        .write(batches)
+    let mut builder = table.write(batches);
+    if kind == TableKind::Keys {
+        // Keys tables made before key scopes lack their columns.
+        builder = builder.with_schema_mode(deltalake::operations::write::SchemaMode::Merge);
+    }
+    Ok(builder
         .with_save_mode(SaveMode::Append)
         .with_writer_properties(schema::writer_properties(kind))
         .with_commit_properties(props)

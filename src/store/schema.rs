@@ -72,11 +72,19 @@ static DATA: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+/// API keys, append-only: one row when a key is issued, one more (with
+/// `revoked_at`) when it is revoked. `projects`, `read_only` and `revoked_at`
+/// came later; keys tables without them are extended on the next write
+/// (their old rows read as one-project, read-write keys).
 static KEYS: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         Field::new("key_hash", DataType::Utf8, false),
         Field::new("project", DataType::Utf8, false),
         Field::new("created_at", timestamp_type(), false),
+        // JSON array of project names or globs; `["*"]` is every project.
+        Field::new("projects", DataType::Utf8, true),
+        Field::new("read_only", DataType::Boolean, true),
+        Field::new("revoked_at", timestamp_type(), true),
     ]))
 });
 

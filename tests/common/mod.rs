@@ -167,6 +167,8 @@ pub fn forkline_command() -> std::process::Command {
 pub struct Server {
     pub child: std::process::Child,
     pub base: String,
+    /// The Flight SQL endpoint (`http://addr`), when the server started one.
+    pub flight: Option<String>,
 }
 
 impl Server {
@@ -214,14 +216,37 @@ pub fn spawn_server_with(store: &str, extra: &[&str]) -> Server {
         .spawn()
         .expect("spawn forkline serve");
     let stdout = child.stdout.take().unwrap();
+    let mut reader = BufReader::new(stdout);
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
+    reader.read_line(&mut line).unwrap();
     let base = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string();
-    Server { child, base }
+    let flight_off = extra
+        .windows(2)
+        .any(|w| w[0] == "--flight-listen" && w[1] == "off");
+    let flight = (!flight_off)
+        .then(|| {
+            let mut line = String::new();
+            reader.read_line(&mut line).ok()?;
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix("grpc://"))
+                .map(|addr| format!("http://{addr}"))
+        })
+        .flatten();
+    // Keep the pipe open: a server whose later output hit a closed pipe would fail.
+    std::thread::spawn(move || {
+        for line in reader.lines().map_while(std::result::Result::ok) {
+            eprintln!("[forkline serve stdout] {line}");
+        }
+    });
+    Server {
+        child,
+        base,
+        flight,
+    }
 }
 
 /// Runs the real binary with `args`, returning (success, stdout, stderr).

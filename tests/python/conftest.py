@@ -16,8 +16,9 @@ BIN = os.environ.get("FORKLINE_BIN", os.path.join(ROOT, "target", "debug", "fork
 class Server:
     """`forkline serve` on a free loopback port; `args` go after `serve`, `log` gets its stderr."""
 
-    def __init__(self, store, args=(), log=None, env=None):
+    def __init__(self, store, args=(), log=None, env=None, api_key="local-test-key"):
         self.store = store
+        self.api_key = api_key
         self.log = log or store + ".log"
         self.proc = subprocess.Popen(
             [BIN, "--store", store, "serve", "--listen", "127.0.0.1:0", "--flight-listen", "off", "--commit-window-ms", "50", *args],
@@ -35,7 +36,7 @@ class Server:
         env = dict(os.environ)
         for k in ("APP", "API", "INGEST", "PY"):
             env[f"PLUTO_URL_{k}"] = self.base
-        env["PLUTO_API_KEY"] = "local-test-key"
+        env["PLUTO_API_KEY"] = self.api_key
         env["PLUTO_DISABLE_TELEMETRY"] = "1"
         return env
 
@@ -43,7 +44,7 @@ class Server:
         req = urllib.request.Request(
             self.base + "/api/sql",
             data=json.dumps({"sql": query}).encode(),
-            headers={"content-type": "application/json"},
+            headers={"content-type": "application/json", "authorization": f"Bearer {self.api_key}"},
         )
         with urllib.request.urlopen(req) as resp:
             return json.loads(resp.read())

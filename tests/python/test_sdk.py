@@ -190,3 +190,55 @@ def test_files_upload_and_download(server, family):
     # Both files are recorded for this run only.
     (row,) = server.sql(f"SELECT count(*) AS n FROM files WHERE run_id = {out['id']}")
     assert row["n"] == 2
+
+
+def test_an_all_projects_key_logs_to_two_projects_and_a_project_key_to_one(tmp_path):
+    """As with Pluto's organization keys: `keys create` without `--project`
+    opens every project, and `init(project="new")` creates it."""
+    import subprocess
+
+    from conftest import BIN, Server
+
+    store = str(tmp_path / "keyed")
+
+    def key(*args):
+        out = subprocess.run([BIN, "--store", store, "keys", "create", *args], capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+
+    everywhere, only_one = key(), key("--project", "keyed-one")
+    srv = Server(store, api_key=everywhere)
+    try:
+        out, _ = srv.sdk(
+            """
+            for project in ("keyed-one", "keyed-two"):
+                run = pluto.init(project=project, name=f"run-{project}")
+                for i in range(5):
+                    run.log({"loss": float(i)}, step=i)
+                run.finish()
+                out[project] = run.id
+            """,
+            tmp_path,
+        )
+        rows = srv.sql("SELECT r.project, count(*) AS n FROM metrics m JOIN runs r ON m.run_id = r.id "
+                       "WHERE m.metric = 'loss' GROUP BY r.project ORDER BY r.project")
+        assert rows == [{"project": "keyed-one", "n": 5}, {"project": "keyed-two", "n": 5}]
+        # A key of one project logs there, and cannot reach the other.
+        srv.api_key = only_one
+        out, proc = srv.sdk(
+            """
+            run = pluto.init(project="keyed-one", name="scoped")
+            run.log({"loss": 1.0}, step=0)
+            run.finish()
+            out["id"] = run.id
+            try:
+                pluto.init(project="keyed-two", name="denied")
+                out["denied"] = False
+            except Exception as e:
+                out["denied"] = True
+            """,
+            tmp_path,
+        )
+        assert out["id"] and out["denied"] is True, proc.stderr[-2000:]
+        assert srv.sql("SELECT DISTINCT project FROM runs ORDER BY project") == [{"project": "keyed-one"}]
+    finally:
+        srv.stop()

@@ -22,13 +22,13 @@ use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
     CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
-    CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
+    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
     TicketStatementQuery,
 };
 use arrow_flight::{
     FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
 };
-use base64::Engine as _;
 use futures::{Stream, TryStreamExt};
 use prost::Message;
 use tonic::metadata::MetadataMap;
@@ -37,10 +37,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::Keys;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::scope::Scope;
 use params::Handle;
-
-/// The project a caller's key opens; `None` when the server runs without keys.
-type Scope = Option<String>;
 
 type FlightStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send>>;
 
@@ -62,22 +60,21 @@ impl FlightSql {
     }
 
     /// Refuses the call unless it carries a valid key (or no key exists yet);
-    /// returns the project the key opens, which scopes everything the call sees.
+    /// returns the key's scope, which restricts everything the call sees.
     async fn authorize(&self, metadata: &MetadataMap) -> std::result::Result<Scope, Status> {
-        if !self.keys.any().await.map_err(status)? {
-            return Ok(None);
-        }
         let header = metadata
             .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                Status::unauthenticated("missing API key: send `authorization: Bearer <key>`")
-            })?;
-        let key = key_of(header)?;
-        match self.keys.check(&key).await.map_err(status)? {
-            Some(grant) => Ok(Some(grant.project)),
-            None => Err(Status::unauthenticated("invalid API key")),
-        }
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        self.keys.scope_for(header.as_deref()).await.map_err(status)
+    }
+
+    /// Flight SQL only reads: a write is refused, after the key is checked
+    /// like on every other call.
+    async fn refuse_write(&self, metadata: &MetadataMap) -> std::result::Result<i64, Status> {
+        self.authorize(metadata).await?;
+        Err(Status::permission_denied(
+            "forkline's Flight SQL endpoint is read-only: log through the SDK's HTTP API",
+        ))
     }
 
     /// A FlightInfo whose ticket is the metadata command itself, after the caller is authorized.
@@ -99,14 +96,14 @@ impl FlightSql {
     ) -> std::result::Result<datafusion::prelude::SessionContext, Status> {
         let scope = self.authorize(metadata).await?;
         self.engine
-            .scoped_session(scope.as_deref())
+            .scoped_session(&scope.projects)
             .await
             .map_err(status)
     }
 
     /// Plans `sql` (read-only rule included) and returns its result schema as sent on the wire.
     async fn schema_of(&self, sql: &str, scope: &Scope) -> Result<SchemaRef> {
-        let df = self.engine.scoped_sql(sql, scope.as_deref()).await?;
+        let df = self.engine.scoped_sql(sql, &scope.projects).await?;
         Ok(flight_schema(df.schema().as_arrow()))
     }
 
@@ -116,7 +113,7 @@ impl FlightSql {
         sql: &str,
         scope: &Scope,
     ) -> Result<FlightStream<arrow_flight::FlightData>> {
-        let df = self.engine.scoped_sql(sql, scope.as_deref()).await?;
+        let df = self.engine.scoped_sql(sql, &scope.projects).await?;
         let schema = flight_schema(df.schema().as_arrow());
         let batches = df
             .execute_stream()
@@ -131,25 +128,6 @@ impl FlightSql {
             });
         Ok(Box::pin(encoded))
     }
-}
-
-/// The key of an `authorization` header: `Bearer <key>`, or `Basic` with the key as password.
-fn key_of(header: &str) -> std::result::Result<String, Status> {
-    if let Some(key) = header.strip_prefix("Bearer ") {
-        return Ok(key.trim().to_string());
-    }
-    if let Some(encoded) = header.strip_prefix("Basic ") {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| Status::unauthenticated("malformed basic credentials"))?;
-        let (_, password) = decoded.split_once(':').unwrap_or(("", &decoded));
-        return Ok(password.to_string());
-    }
-    Err(Status::unauthenticated(
-        "unsupported authorization scheme: use `Bearer <key>`",
-    ))
 }
 
 /// Dictionary columns are sent hydrated, so the advertised schema says so too.
@@ -168,6 +146,9 @@ fn flight_schema(schema: &Schema) -> SchemaRef {
 /// The one mapping from crate errors to gRPC statuses (mirrors HTTP's `status_of`).
 fn status(e: Error) -> Status {
     match &e {
+        Error::Unauthenticated(_) => Status::unauthenticated(e.to_string()),
+        Error::Forbidden(_) => Status::permission_denied(e.to_string()),
+        Error::TooLarge(_) => Status::resource_exhausted(e.to_string()),
         Error::NotFound(_) => Status::not_found(e.to_string()),
         Error::Conflict(_) => Status::aborted(e.to_string()),
         e if e.is_unavailable() => Status::unavailable(e.to_string()),
@@ -212,7 +193,7 @@ impl FlightSqlService for FlightSql {
                 Ok(HandshakeResponse::default())
             })));
         if let Some(header) = header {
-            let bearer = format!("Bearer {}", key_of(&header)?);
+            let bearer = format!("Bearer {}", crate::auth::key_of(&header).map_err(status)?);
             if let Ok(value) = bearer.parse() {
                 response.metadata_mut().insert("authorization", value);
             }
@@ -261,7 +242,7 @@ impl FlightSqlService for FlightSql {
         // With placeholders in table-function arguments the statement only plans once
         // bound; its result schema is then announced when it is executed.
         let (dataset, parameters) =
-            match self.engine.scoped_sql(&query.query, scope.as_deref()).await {
+            match self.engine.scoped_sql(&query.query, &scope.projects).await {
                 Ok(df) => {
                     let types = df.logical_plan().get_parameter_types().unwrap_or_default();
                     let fields: Vec<Field> = (1..=count)
@@ -477,6 +458,30 @@ impl FlightSqlService for FlightSql {
             "forkline does not serve `{}`",
             message.type_url
         )))
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        _command: CommandStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> std::result::Result<i64, Status> {
+        self.refuse_write(request.metadata()).await
+    }
+
+    async fn do_put_statement_ingest(
+        &self,
+        _command: CommandStatementIngest,
+        request: Request<PeekableFlightDataStream>,
+    ) -> std::result::Result<i64, Status> {
+        self.refuse_write(request.metadata()).await
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        _command: CommandPreparedStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> std::result::Result<i64, Status> {
+        self.refuse_write(request.metadata()).await
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

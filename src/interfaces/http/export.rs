@@ -4,11 +4,11 @@ use axum::extract::{Query, State};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{ApiError, AppState, scope, stream_response};
-use crate::auth::Grant;
+use super::{ApiError, AppState, stream_response};
 use crate::error::Error;
 use crate::interfaces::format::Format;
 use crate::query::export::SeriesExport;
+use crate::scope::Scope;
 
 /// Query parameters of `/api/export`.
 #[derive(Debug, Deserialize)]
@@ -26,7 +26,7 @@ pub struct ExportParams {
 
 pub async fn export(
     State(state): State<AppState>,
-    grant: Option<axum::Extension<Grant>>,
+    axum::Extension(scope): axum::Extension<Scope>,
     params: Result<Query<ExportParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) =
@@ -43,7 +43,7 @@ pub async fn export(
         stitched: params.stitched.unwrap_or(true),
         family: params.family.unwrap_or(false),
     };
-    let (df, stem) = export.plan(&state.engine, scope(&grant)).await?;
+    let (df, stem) = export.plan(&state.engine, &scope.projects).await?;
     let filename = format!("{stem}.{}", format.extension());
     stream_response(df, format, Some(filename)).await
 }

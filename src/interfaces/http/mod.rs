@@ -5,6 +5,7 @@ mod lenient_json;
 mod pluto;
 mod report;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,10 +23,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::format::{Format, encode_stream};
-use crate::auth::{Grant, Keys};
+use crate::auth::Keys;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::ingest::GroupCommitter;
+use crate::scope::Scope;
 use tower_http::catch_panic::CatchPanicLayer;
 
 /// Server settings.
@@ -37,6 +39,9 @@ pub struct ServerOptions {
     pub max_body: usize,
     /// A read replica: every route that would change the store answers 403.
     pub read_only: bool,
+    /// Base URL clients reach this server at, for the URLs it hands out (run
+    /// pages, file uploads and downloads); the listening address when unset.
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -45,6 +50,7 @@ impl Default for ServerOptions {
             commit_window: Duration::from_millis(100),
             max_body: 32 << 20,
             read_only: false,
+            public_url: None,
         }
     }
 }
@@ -56,6 +62,70 @@ pub struct AppState {
     committer: GroupCommitter,
     keys: Arc<Keys>,
     signer: Arc<pluto::Signer>,
+    /// Base of every URL the server hands out (`--public-url`), never the request's `Host`.
+    public_url: String,
+}
+
+/// Who may call a route: the layers every route of a group gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteAccess {
+    /// No key, no scope (health).
+    Public,
+    /// A key of any scope, read-only ones included.
+    Read,
+    /// A key that may write; refused by read-only keys and read-only servers.
+    Write,
+    /// No key: the URL carries its own signature (the SDK sends no key there).
+    Signed,
+}
+
+/// One route of the HTTP API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// The method it answers.
+    pub method: axum::http::Method,
+    /// The path pattern, as axum writes it (`/api/runs/details/{id}`).
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: RouteAccess,
+}
+
+type Route = (RouteSpec, axum::routing::MethodRouter<AppState>);
+
+/// Every route of the server: the router is built from this list and the
+/// scope tests enumerate it, so a new route cannot miss either.
+fn routes() -> Vec<Route> {
+    use axum::http::Method;
+    let mut all: Vec<Route> = vec![
+        (
+            spec(Method::GET, "/health", RouteAccess::Public),
+            get(health),
+        ),
+        (spec(Method::POST, "/api/sql", RouteAccess::Read), post(sql)),
+        (
+            spec(Method::GET, "/api/export", RouteAccess::Read),
+            get(export::export),
+        ),
+        (
+            spec(Method::GET, "/api/report", RouteAccess::Read),
+            get(report::report),
+        ),
+    ];
+    all.extend(pluto::routes());
+    all
+}
+
+fn spec(method: axum::http::Method, path: &'static str, access: RouteAccess) -> RouteSpec {
+    RouteSpec {
+        method,
+        path,
+        access,
+    }
+}
+
+/// The routes of the HTTP API, for tests and documentation.
+pub fn route_specs() -> Vec<RouteSpec> {
+    routes().into_iter().map(|(spec, _)| spec).collect()
 }
 
 /// The application router; spawns the group committer, so call it inside a runtime.
@@ -71,23 +141,41 @@ pub async fn router(
         committer,
         keys,
         signer,
+        public_url: options
+            .public_url
+            .clone()
+            .unwrap_or_else(|| "http://127.0.0.1".into())
+            .trim_end_matches('/')
+            .to_string(),
     };
-    // Every route that changes the store is in this one group, gated here.
-    let mut writes = pluto::write_routes();
+    let mut groups: HashMap<RouteAccess, Router<AppState>> = HashMap::new();
+    for (spec, handler) in routes() {
+        let group = groups.remove(&spec.access).unwrap_or_default();
+        groups.insert(spec.access, group.route(spec.path, handler));
+    }
+    let mut group = |access| groups.remove(&access).unwrap_or_default();
+    let public = group(RouteAccess::Public);
+    let signed = group(RouteAccess::Signed);
+    let read = group(RouteAccess::Read).route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        authenticate,
+    ));
+    // Every route that changes the store is in this one group, gated here:
+    // the key must be allowed to write, and so must the server.
+    let mut writes = group(RouteAccess::Write)
+        .route_layer(axum::middleware::from_fn(require_write_scope))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ));
     if options.read_only {
         writes = writes.route_layer(axum::middleware::from_fn(refuse_writes));
     }
     Ok(Router::new()
-        .route("/health", get(health))
-        .route("/api/sql", post(sql))
-        .route("/api/export", get(export::export))
-        .route("/api/report", get(report::report))
-        .merge(pluto::read_routes())
+        .merge(public)
+        .merge(signed)
+        .merge(read)
         .merge(writes)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            authenticate,
-        ))
         .layer(DefaultBodyLimit::max(options.max_body))
         .layer(axum::middleware::map_response(json_rejections))
         .layer(CatchPanicLayer::custom(panic_response))
@@ -109,13 +197,17 @@ pub async fn serve(
     let flight_addr = flight.as_ref().map(|l| l.local_addr()).transpose()?;
     let engine_root = engine.store().location().root.clone();
     let keys = Arc::new(Keys::load(engine.clone()).await?);
+    let mut options = options;
+    options
+        .public_url
+        .get_or_insert_with(|| format!("http://{addr}"));
     let app = router(engine.clone(), keys.clone(), &options).await?;
     if !keys.any().await? {
         for a in std::iter::once(addr).chain(flight_addr) {
             if !a.ip().is_loopback() {
                 return Err(Error::invalid(format!(
                     "no API keys exist, so forkline only serves on a loopback address (not {a}); \
-                     create one with `forkline keys create --project P`"
+                     create one with `forkline keys create`"
                 )));
             }
         }
@@ -161,61 +253,64 @@ async fn refuse_writes(request: Request, _next: Next) -> Response {
     (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
 }
 
-fn unauthorized(message: &str) -> Response {
-    let body = json!({ "error": "Unauthorized", "message": message });
-    (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
+/// Refuses a write through a read-only key (runs inside `authenticate`).
+async fn require_write_scope(request: Request, next: Next) -> Response {
+    match request.extensions().get::<Scope>() {
+        Some(scope) => match scope.require_write() {
+            Ok(()) => next.run(request).await,
+            Err(e) => ApiError(e).into_response(),
+        },
+        None => ApiError(Error::Unauthenticated("no API key scope".into())).into_response(),
+    }
 }
 
-/// The project a request names, in `X-Project-Name` or a `projectName` query parameter.
-fn named_project(request: &Request) -> Option<String> {
-    let header = request
+/// Every project a request names outside its body: `X-Project-Name` and each
+/// `projectName` query parameter.
+fn named_projects(request: &Request) -> Vec<String> {
+    let mut named: Vec<String> = request
         .headers()
-        .get("x-project-name")
-        .and_then(|v| v.to_str().ok());
-    if let Some(p) = header.filter(|p| !p.is_empty()) {
-        return Some(p.to_string());
+        .get_all("x-project-name")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string())
+        .collect();
+    if let Some(query) = request.uri().query() {
+        named.extend(
+            url::form_urlencoded::parse(query.as_bytes())
+                .filter(|(k, _)| k == "projectName")
+                .map(|(_, v)| v.trim().to_string()),
+        );
     }
-    let query = request.uri().query()?;
-    url::form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "projectName")
-        .map(|(_, v)| v.into_owned())
+    named.retain(|p| !p.is_empty());
+    named
 }
 
-/// Checks `Authorization: Bearer <key>` once any key exists; a key opens its own project only.
+/// Attaches the request's [`Scope`], from its key alone, to every keyed
+/// route: handlers take it as a required extension, so none can run without
+/// it. Projects named in the header or query must lie inside it (403) and
+/// agree with each other (400).
 async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    if path == "/health" || pluto::is_signed_path(path) {
-        return next.run(request).await;
-    }
-    match state.keys.any().await {
-        Ok(false) => return next.run(request).await,
-        Ok(true) => {}
-        Err(e) => return ApiError(e).into_response(),
-    }
-    let key = request
+    let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string);
-    let Some(key) = key else {
-        return unauthorized("Missing API key: send Authorization: Bearer <key>");
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let scope = match state.keys.scope_for(authorization.as_deref()).await {
+        Ok(scope) => scope,
+        Err(e) => return ApiError(e).into_response(),
     };
-    match state.keys.check(&key).await {
-        Ok(Some(grant)) => match named_project(&request) {
-            Some(project) if project != grant.project => {
-                let body = json!({ "error": format!("this API key is for project `{}`, not `{project}`", grant.project) });
-                (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
-            }
-            _ => {
-                // Handlers read the grant to scope what the request can see.
-                request.extensions_mut().insert(grant);
-                next.run(request).await
-            }
-        },
-        Ok(None) => unauthorized("Invalid API key"),
-        Err(e) => ApiError(e).into_response(),
+    let named = named_projects(&request);
+    if let Some(first) = named.first() {
+        if let Some(other) = named.iter().find(|p| *p != first) {
+            return ApiError(Error::invalid(format!(
+                "the request names two projects, `{first}` and `{other}`"
+            )))
+            .into_response();
+        }
+        if let Err(e) = scope.require_project(first) {
+            return ApiError(e).into_response();
+        }
     }
+    request.extensions_mut().insert(scope);
+    next.run(request).await
 }
 
 /// Resolves on Ctrl-C or SIGTERM, so in-flight requests finish before exit.
@@ -250,6 +345,9 @@ impl From<Error> for ApiError {
 /// The one mapping from errors to HTTP statuses.
 pub fn status_of(e: &Error) -> StatusCode {
     match e {
+        Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        Error::Forbidden(_) => StatusCode::FORBIDDEN,
+        Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Conflict(_) => StatusCode::CONFLICT,
         e if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
@@ -264,7 +362,14 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self.0, "request failed");
         }
-        (status, axum::Json(json!({ "error": self.0.to_string() }))).into_response()
+        let body = match &self.0 {
+            // As Pluto's server answers, which the SDK reports.
+            Error::Unauthenticated(message) => {
+                json!({ "error": "Unauthorized", "message": message })
+            }
+            e => json!({ "error": e.to_string() }),
+        };
+        (status, axum::Json(body)).into_response()
     }
 }
 
@@ -307,14 +412,9 @@ struct SqlRequest {
     sql: String,
 }
 
-/// The project a request's key opens (`None` when the server runs without keys).
-pub fn scope(grant: &Option<axum::Extension<Grant>>) -> Option<&str> {
-    grant.as_ref().map(|g| g.project.as_str())
-}
-
 async fn sql(
     State(state): State<AppState>,
-    grant: Option<axum::Extension<Grant>>,
+    axum::Extension(scope): axum::Extension<Scope>,
     headers: HeaderMap,
     body: Result<axum::Json<SqlRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -322,7 +422,7 @@ async fn sql(
         body.map_err(|e| Error::invalid(format!("bad request body: {}", e.body_text())))?;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::from_accept(accept);
-    let df = state.engine.scoped_sql(&req.sql, scope(&grant)).await?;
+    let df = state.engine.scoped_sql(&req.sql, &scope.projects).await?;
     stream_response(df, format, None).await
 }
 

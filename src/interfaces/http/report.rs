@@ -4,10 +4,10 @@ use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, AppState, scope};
-use crate::auth::Grant;
+use super::{ApiError, AppState};
 use crate::error::Error;
 use crate::report::{self, Goals, ReportFormat, ReportRequest};
+use crate::scope::Scope;
 
 fn flag(value: &str) -> Result<bool, Error> {
     match value.trim().to_ascii_lowercase().as_str() {
@@ -23,7 +23,7 @@ fn flag(value: &str) -> Result<bool, Error> {
 /// `all_families`, `metrics`, `goal`, `format` (default html).
 pub async fn report(
     State(state): State<AppState>,
-    grant: Option<axum::Extension<Grant>>,
+    axum::Extension(scope): axum::Extension<Scope>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let mut project = None;
@@ -57,7 +57,8 @@ pub async fn report(
         metrics: ReportRequest::split_list(&metrics),
         goals: Goals::parse(goal.as_deref())?,
     };
-    let built = report::build(&state.engine, &request, scope(&grant), &|_| {}).await?;
+    scope.require_project(request.project.trim())?;
+    let built = report::build(&state.engine, &request, &scope.projects, &|_| {}).await?;
     let bytes = report::render::render(&built, format)?;
     Ok((
         StatusCode::OK,

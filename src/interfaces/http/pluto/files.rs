@@ -15,11 +15,13 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use ring::hmac;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 
 use super::{header_run, json_body};
 use crate::catalog::RunId;
 use crate::error::{Error, Result};
 use crate::interfaces::http::{ApiError, AppState};
+use crate::scope::Scope;
 use crate::store::records::FileRecord;
 use crate::store::{Store, TableKind};
 
@@ -180,14 +182,6 @@ fn check_file_name(name: &str) -> Result<()> {
     }
 }
 
-fn base_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    format!("http://{host}")
-}
-
 fn object_path(state: &AppState, run: RunId, file_name: &str) -> Result<StorePath> {
     let root = StorePath::from_url_path(state.engine.store().location().root.path())
         .map_err(|e| Error::invalid(format!("bad store path: {e}")))?;
@@ -207,6 +201,8 @@ pub(super) struct FileSpec {
     log_name: String,
     step: Option<i64>,
     caption: Option<String>,
+    /// Hex SHA-256 of the content; when given, the upload must match it.
+    sha256: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -214,21 +210,35 @@ pub(super) struct PresignBody {
     files: Vec<FileSpec>,
 }
 
-/// `POST /files`: one signed upload URL per requested file, grouped by `logName`.
+/// Where the nonce of each used upload URL is claimed, under the store root:
+/// a put-if-absent there makes every URL single-use across all servers.
+const USED_UPLOADS: &str = "_forkline/used-upload-urls";
+
+/// `POST /files`: one signed upload URL per requested file, grouped by
+/// `logName`. Each URL is single-use and bound to the declared size (and
+/// content hash, when given).
 pub(super) async fn presign(
     State(state): State<AppState>,
+    axum::Extension(scope): axum::Extension<Scope>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
-    let run = header_run(&headers, &*state.engine.catalog().await?)?;
+    let run = header_run(&headers, &*super::catalog(&state, &scope).await?)?;
     let body: PresignBody = json_body(&body)?;
-    let base = base_url(&headers);
     let mut grouped: Map<String, Value> = Map::new();
     for f in body.files {
         check_file_name(&f.file_name)?;
-        if f.file_size.is_some_and(|s| s < 0 || s as u64 > MAX_FILE) {
-            return Err(Error::invalid(format!("file `{}` has a bad size", f.file_name)).into());
-        }
+        let size = match f.file_size {
+            Some(s) if s >= 0 && s as u64 <= MAX_FILE => s as u64,
+            None => MAX_FILE,
+            Some(_) => {
+                return Err(Error::invalid(format!(
+                    "file `{}` has a bad size (at most {MAX_FILE} bytes)",
+                    f.file_name
+                ))
+                .into());
+            }
+        };
         let mut params = vec![("logName", f.log_name.clone())];
         if let Some(step) = f.step {
             params.push(("step", step.max(0).to_string()));
@@ -238,14 +248,40 @@ pub(super) async fn presign(
         if let Some(caption) = &f.caption {
             params.push(("caption", caption.clone()));
         }
-        let path = format!("/files/upload/{run}/{}", f.file_name);
-        let url = format!("{base}{}", state.signer.url("PUT", &path, &params));
+        params.push(("size", size.to_string()));
+        // An exact size is enforced only where the client declared one.
+        params.push(("exact", f.file_size.is_some().to_string()));
+        if let Some(sha) = &f.sha256 {
+            let sha = sha.trim().to_ascii_lowercase();
+            if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(Error::invalid(format!(
+                    "file `{}`: sha256 must be 64 hex digits",
+                    f.file_name
+                ))
+                .into());
+            }
+            params.push(("sha256", sha));
+        }
+        params.push(("nonce", hex::encode(random_secret())));
+        let path = format!("/files/upload/{run}/{}", encode_segment(&f.file_name));
+        let url = format!(
+            "{}{}",
+            state.public_url,
+            state.signer.url("PUT", &path, &params)
+        );
         let entry = grouped.entry(f.log_name).or_insert_with(|| json!([]));
         if let Value::Array(list) = entry {
             list.push(json!({ f.file_name: url }));
         }
     }
     Ok(Json(Value::Object(grouped)))
+}
+
+/// A file name as one URL path segment (`?`, `#`, `/`, `%` and spaces escaped).
+fn encode_segment(name: &str) -> String {
+    url::form_urlencoded::byte_serialize(name.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }
 
 #[derive(Deserialize)]
@@ -256,40 +292,58 @@ pub(super) struct UploadParams {
     file_type: Option<String>,
     time_ms: Option<i64>,
     caption: Option<String>,
+    size: u64,
+    exact: bool,
+    sha256: Option<String>,
+    nonce: String,
 }
 
-/// `PUT /files/upload/{run}/{file}`: stores the bytes, then records the file.
+/// `PUT /files/upload/{run}/{file}`: streams the bytes to the store (never
+/// more than the URL allows), checks size and hash, claims the URL's nonce,
+/// then records the file. A refused upload leaves the URL usable.
 pub(super) async fn upload(
     State(state): State<AppState>,
     Path((run, file_name)): Path<(RunId, String)>,
     RawQuery(raw): RawQuery,
     Query(params): Query<UploadParams>,
-    body: Bytes,
+    body: Body,
 ) -> Reply {
     check_file_name(&file_name)?;
     state.engine.store().ensure_writable()?;
     state.signer.verify(
         "PUT",
-        &format!("/files/upload/{run}/{file_name}"),
+        &format!("/files/upload/{run}/{}", encode_segment(&file_name)),
         raw.as_deref(),
     )?;
     state.engine.catalog().await?.require(run)?;
+    let objects = &state.engine.store().location().object_store;
+    let staging = object_path(
+        &state,
+        run,
+        &format!(".upload-{}", hex::encode(random_secret())),
+    )?;
+    let received = receive(objects, &staging, body, &params).await;
+    let size = match received {
+        Ok(size) => size,
+        Err(e) => {
+            let _ = objects.delete(&staging).await;
+            return Err(e.into());
+        }
+    };
+    let claimed = claim_nonce(&state, &params.nonce).await;
+    if let Err(e) = claimed {
+        let _ = objects.delete(&staging).await;
+        return Err(e.into());
+    }
     let path = object_path(&state, run, &file_name)?;
-    let size = body.len() as i64;
-    state
-        .engine
-        .store()
-        .location()
-        .object_store
-        .put(&path, body.into())
-        .await
-        .map_err(Error::from)?;
+    let moved = objects.rename(&staging, &path).await;
+    moved.map_err(Error::from)?;
     let record = FileRecord {
         run_id: run,
         log_name: params.log_name,
         file_name: file_name.clone(),
         file_type: params.file_type.unwrap_or_default(),
-        file_size: size,
+        file_size: size as i64,
         step: params.step,
         time_us: params.time_ms.filter(|t| *t > 0).map(|t| t * 1000),
         caption: params.caption,
@@ -303,6 +357,84 @@ pub(super) async fn upload(
     Ok(Json(json!({ "fileName": file_name, "fileSize": size })))
 }
 
+/// Streams `body` to `path` in parts, refusing it once it passes the signed
+/// size, and checks the exact size and hash at the end.
+async fn receive(
+    objects: &Arc<dyn object_store::ObjectStore>,
+    path: &StorePath,
+    body: Body,
+    params: &UploadParams,
+) -> Result<u64> {
+    use futures::StreamExt;
+    use sha2::Digest;
+    let mut upload = object_store::WriteMultipart::new(objects.put_multipart(path).await?);
+    let mut stream = body.into_data_stream();
+    let (mut size, mut hasher) = (0u64, sha2::Sha256::new());
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = upload.abort().await;
+                return Err(Error::invalid(format!("upload interrupted: {e}")));
+            }
+        };
+        size += chunk.len() as u64;
+        if size > params.size {
+            let _ = upload.abort().await;
+            return Err(Error::TooLarge(format!(
+                "the upload is larger than the {} bytes its URL was signed for",
+                params.size
+            )));
+        }
+        hasher.update(&chunk);
+        upload.write(&chunk);
+    }
+    let refused = if params.exact && size != params.size {
+        Some(format!(
+            "the upload has {size} bytes, not the {} its URL was signed for",
+            params.size
+        ))
+    } else if params
+        .sha256
+        .as_ref()
+        .is_some_and(|sha| *sha != hex::encode(hasher.finalize()))
+    {
+        Some("the upload does not match the sha256 its URL was signed for".into())
+    } else {
+        None
+    };
+    if let Some(why) = refused {
+        let _ = upload.abort().await;
+        return Err(Error::invalid(why));
+    }
+    upload.finish().await?;
+    Ok(size)
+}
+
+/// Marks an upload URL used; a second use, on any server of the store, is refused.
+async fn claim_nonce(state: &AppState, nonce: &str) -> Result<()> {
+    if nonce.len() != 2 * SECRET_LEN || !nonce.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Error::invalid("invalid upload URL nonce"));
+    }
+    let location = state.engine.store().location();
+    let path = location.path(&format!("{USED_UPLOADS}/{nonce}"))?;
+    let put = location
+        .object_store
+        .put_opts(
+            &path,
+            PutPayload::from(now_s().to_string()),
+            PutOptions::from(PutMode::Create),
+        )
+        .await;
+    match put {
+        Ok(_) => Ok(()),
+        Err(object_store::Error::AlreadyExists { .. }) => Err(Error::Forbidden(
+            "this upload URL has been used already; request a new one".into(),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// `GET /files/download/{run}/{file}`: the bytes of an uploaded file, for a signed URL.
 pub(super) async fn download(
     State(state): State<AppState>,
@@ -312,7 +444,7 @@ pub(super) async fn download(
     check_file_name(&file_name)?;
     state.signer.verify(
         "GET",
-        &format!("/files/download/{run}/{file_name}"),
+        &format!("/files/download/{run}/{}", encode_segment(&file_name)),
         raw.as_deref(),
     )?;
     let path = object_path(&state, run, &file_name)?;
@@ -342,16 +474,11 @@ pub(super) async fn download(
 }
 
 /// A signed download URL for `file_name` of `run`.
-pub(super) fn download_url(
-    state: &AppState,
-    headers: &HeaderMap,
-    run: RunId,
-    file_name: &str,
-) -> String {
-    let path = format!("/files/download/{run}/{file_name}");
+pub(super) fn download_url(state: &AppState, run: RunId, file_name: &str) -> String {
+    let path = format!("/files/download/{run}/{}", encode_segment(file_name));
     format!(
         "{}{}",
-        base_url(headers),
+        state.public_url,
         state.signer.url("GET", &path, &[])
     )
 }

@@ -15,6 +15,7 @@ use crate::catalog::RunId;
 use crate::error::{Error, Result};
 use crate::ingest::{MetricPoint, PointBatch};
 use crate::interfaces::http::{ApiError, AppState, lenient_json};
+use crate::scope::Scope;
 use crate::store::TableKind;
 use crate::store::records::{DataRecord, LogRecord};
 
@@ -76,8 +77,9 @@ fn step(line: usize, obj: &serde_json::Map<String, Value>) -> Result<u64> {
     }
 }
 
-async fn run_of(state: &AppState, headers: &HeaderMap) -> Result<RunId> {
-    header_run(headers, &*state.engine.catalog().await?)
+/// The run of `X-Run-Id`, among the runs the request's key can see.
+async fn run_of(state: &AppState, scope: &Scope, headers: &HeaderMap) -> Result<RunId> {
+    header_run(headers, &*super::catalog(state, scope).await?)
 }
 
 /// Commits the rows of a logs or data request as one append; empty requests write nothing.
@@ -96,10 +98,11 @@ async fn store_rows(
 /// `POST /ingest/metrics`: `{"time": ms, "step": n, "data": {name: number}}` per line.
 pub(super) async fn metrics(
     State(state): State<AppState>,
+    axum::Extension(scope): axum::Extension<Scope>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
-    let run = run_of(&state, &headers).await?;
+    let run = run_of(&state, &scope, &headers).await?;
     let mut points = Vec::new();
     for (line, obj) in ndjson(&body)? {
         let time_us = time_us(line, &obj)?;
@@ -136,8 +139,13 @@ pub(super) async fn metrics(
 }
 
 /// `POST /ingest/logs`: console lines `{"time", "message", "lineNumber", "logType"}`.
-pub(super) async fn logs(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Reply {
-    let run = run_of(&state, &headers).await?;
+pub(super) async fn logs(
+    State(state): State<AppState>,
+    axum::Extension(scope): axum::Extension<Scope>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let run = run_of(&state, &scope, &headers).await?;
     let mut records = Vec::new();
     for (line, obj) in ndjson(&body)? {
         let message = match obj.get("message") {
@@ -170,8 +178,13 @@ pub(super) async fn logs(State(state): State<AppState>, headers: HeaderMap, body
 }
 
 /// `POST /ingest/data`: structured values `{"time", "data", "dataType", "logName", "step"}`.
-pub(super) async fn data(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Reply {
-    let run = run_of(&state, &headers).await?;
+pub(super) async fn data(
+    State(state): State<AppState>,
+    axum::Extension(scope): axum::Extension<Scope>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let run = run_of(&state, &scope, &headers).await?;
     let mut records = Vec::new();
     for (line, obj) in ndjson(&body)? {
         let field = |name: &str| -> Result<String> {

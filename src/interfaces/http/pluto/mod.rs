@@ -7,58 +7,125 @@ mod ingest;
 mod query;
 mod runs;
 
-use axum::Router;
-use axum::http::HeaderMap;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use axum::http::{HeaderMap, Method};
 use axum::routing::{get, post, put};
 
 pub use files::Signer;
 
-use super::AppState;
+use super::{AppState, Route, RouteAccess};
 use crate::catalog::{CatalogSnapshot, Run, RunId};
 use crate::error::{Error, Result};
+use crate::scope::Scope;
 
-/// Routes of the SDK that change the store: run lifecycle, ingest, file uploads.
-/// A read-only server refuses all of them (see `super::router`).
-pub fn write_routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/runs/create", post(runs::create))
-        .route("/api/runs/resume", post(runs::resume))
-        .route("/api/runs/status/update", post(runs::status))
-        .route("/api/runs/tags/update", post(runs::tags))
-        .route("/api/runs/config/update", post(runs::config))
-        .route("/ingest/metrics", post(ingest::metrics))
-        .route("/ingest/logs", post(ingest::logs))
-        .route("/ingest/data", post(ingest::data))
-        .route("/files", post(files::presign))
-        .route("/files/upload/{run}/{file}", put(files::upload))
-}
-
-/// Routes of the SDK that only read (some are POSTs that check a run and change nothing).
-pub fn read_routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/slug", post(runs::slug))
-        .route("/api/runs/trigger", post(runs::trigger))
-        .route("/api/runs/logName/add", post(runs::log_names))
-        .route("/api/runs/projects", get(query::projects))
-        .route("/api/runs/list", get(query::list))
-        .route(
-            "/api/runs/details/by-display-id/{display_id}",
+/// Routes of the SDK. `Write` routes (run lifecycle, ingest, upload URLs)
+/// are refused to read-only keys and servers; `trigger` and `logName/add`
+/// are POSTs that change nothing.
+pub(super) fn routes() -> Vec<Route> {
+    use RouteAccess::{Read, Signed, Write};
+    let r = |method, path, access| super::spec(method, path, access);
+    vec![
+        (
+            r(Method::POST, "/api/runs/create", Write),
+            post(runs::create),
+        ),
+        (
+            r(Method::POST, "/api/runs/resume", Write),
+            post(runs::resume),
+        ),
+        (
+            r(Method::POST, "/api/runs/status/update", Write),
+            post(runs::status),
+        ),
+        (
+            r(Method::POST, "/api/runs/tags/update", Write),
+            post(runs::tags),
+        ),
+        (
+            r(Method::POST, "/api/runs/config/update", Write),
+            post(runs::config),
+        ),
+        (
+            r(Method::POST, "/ingest/metrics", Write),
+            post(ingest::metrics),
+        ),
+        (r(Method::POST, "/ingest/logs", Write), post(ingest::logs)),
+        (r(Method::POST, "/ingest/data", Write), post(ingest::data)),
+        (r(Method::POST, "/files", Write), post(files::presign)),
+        (
+            r(Method::PUT, "/files/upload/{run}/{file}", Signed),
+            put(files::upload),
+        ),
+        (
+            r(Method::GET, "/files/download/{run}/{file}", Signed),
+            get(files::download),
+        ),
+        (r(Method::POST, "/api/slug", Read), post(runs::slug)),
+        (
+            r(Method::POST, "/api/runs/trigger", Read),
+            post(runs::trigger),
+        ),
+        (
+            r(Method::POST, "/api/runs/logName/add", Read),
+            post(runs::log_names),
+        ),
+        (
+            r(Method::GET, "/api/runs/projects", Read),
+            get(query::projects),
+        ),
+        (r(Method::GET, "/api/runs/list", Read), get(query::list)),
+        (
+            r(
+                Method::GET,
+                "/api/runs/details/by-display-id/{display_id}",
+                Read,
+            ),
             get(query::details_by_display),
-        )
-        .route("/api/runs/details/{id}", get(query::details))
-        .route("/api/runs/metric-names", get(query::names))
-        .route("/api/runs/metrics", get(query::metrics))
-        .route("/api/runs/statistics", get(query::statistics))
-        .route("/api/runs/compare", get(query::compare))
-        .route("/api/runs/leaderboard", get(query::leaderboard))
-        .route("/api/runs/logs", get(query::logs))
-        .route("/api/runs/files", get(query::files))
-        .route("/files/download/{run}/{file}", get(files::download))
+        ),
+        (
+            r(Method::GET, "/api/runs/details/{id}", Read),
+            get(query::details),
+        ),
+        (
+            r(Method::GET, "/api/runs/metric-names", Read),
+            get(query::names),
+        ),
+        (
+            r(Method::GET, "/api/runs/metrics", Read),
+            get(query::metrics),
+        ),
+        (
+            r(Method::GET, "/api/runs/statistics", Read),
+            get(query::statistics),
+        ),
+        (
+            r(Method::GET, "/api/runs/compare", Read),
+            get(query::compare),
+        ),
+        (
+            r(Method::GET, "/api/runs/leaderboard", Read),
+            get(query::leaderboard),
+        ),
+        (r(Method::GET, "/api/runs/logs", Read), get(query::logs)),
+        (r(Method::GET, "/api/runs/files", Read), get(query::files)),
+    ]
 }
 
-/// Paths that carry their own signature instead of an API key (the SDK sends none there).
-pub fn is_signed_path(path: &str) -> bool {
-    path.starts_with("/files/upload/") || path.starts_with("/files/download/")
+/// The catalog as the request's key sees it: runs of other projects are unknown.
+async fn catalog(state: &AppState, scope: &Scope) -> Result<Arc<CatalogSnapshot>> {
+    state.engine.scoped_catalog(&scope.projects).await
+}
+
+/// Runs an internal query in the request's scope and collects it.
+async fn collect(state: &AppState, scope: &Scope, sql: &str) -> Result<Vec<RecordBatch>> {
+    Ok(state
+        .engine
+        .scoped_sql(sql, &scope.projects)
+        .await?
+        .collect()
+        .await?)
 }
 
 /// The run an ingest request is for: the SDK names it only in `X-Run-Id`,

@@ -14,11 +14,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::filters;
+use super::{catalog, collect, filters};
 use crate::catalog::{CatalogSnapshot, Run, RunId};
-use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::interfaces::http::{ApiError, AppState};
+use crate::scope::Scope;
+
+type Scoped = axum::Extension<Scope>;
 use crate::store::schema::timestamp_type;
 
 type Reply = std::result::Result<Json<Value>, ApiError>;
@@ -123,8 +125,11 @@ impl Params {
 }
 
 /// `GET /api/runs/projects`.
-pub(super) async fn projects(State(state): State<AppState>) -> Reply {
-    let snapshot = state.engine.catalog().await?;
+pub(super) async fn projects(
+    State(state): State<AppState>,
+    axum::Extension(scope): Scoped,
+) -> Reply {
+    let snapshot = catalog(&state, &scope).await?;
     let mut projects: BTreeMap<&str, (usize, &Run, &Run)> = BTreeMap::new();
     for run in snapshot.runs() {
         let entry = projects.entry(&run.project).or_insert((0, run, run));
@@ -147,7 +152,11 @@ pub(super) async fn projects(State(state): State<AppState>) -> Reply {
 }
 
 /// `GET /api/runs/list`: runs of a project, with search, tags, the SDK's filter grammar, sort and paging.
-pub(super) async fn list(State(state): State<AppState>, Query(p): Query<Params>) -> Reply {
+pub(super) async fn list(
+    State(state): State<AppState>,
+    axum::Extension(scope): Scoped,
+    Query(p): Query<Params>,
+) -> Reply {
     let project = p
         .project()
         .ok_or_else(|| Error::invalid("projectName is required"))?;
@@ -165,7 +174,7 @@ pub(super) async fn list(State(state): State<AppState>, Query(p): Query<Params>)
         .as_deref()
         .map(|t| t.split(',').map(str::trim).collect())
         .unwrap_or_default();
-    let snapshot = state.engine.catalog().await?;
+    let snapshot = catalog(&state, &scope).await?;
     let mut runs: Vec<&Run> = snapshot
         .runs()
         .map(|r| r.as_ref())
@@ -204,11 +213,16 @@ pub(super) async fn list(State(state): State<AppState>, Query(p): Query<Params>)
     Ok(Json(json!({ "runs": page })))
 }
 
-async fn details_of(engine: &Engine, project: Option<&str>, reference: &str) -> Reply {
-    let snapshot = engine.catalog().await?;
+async fn details_of(
+    state: &AppState,
+    scope: &Scope,
+    project: Option<&str>,
+    reference: &str,
+) -> Reply {
+    let snapshot = catalog(state, scope).await?;
     let run = project_run(&snapshot, project, reference)?;
     let mut body = run_json(run);
-    let names = metric_names(engine, &[run.id], None, 10_000).await?;
+    let names = metric_names(state, scope, &[run.id], None, 10_000).await?;
     body["logNames"] = json!(names);
     Ok(Json(body))
 }
@@ -216,26 +230,29 @@ async fn details_of(engine: &Engine, project: Option<&str>, reference: &str) -> 
 /// `GET /api/runs/details/{id}`.
 pub(super) async fn details(
     State(state): State<AppState>,
+    axum::Extension(scope): Scoped,
     Path(id): Path<String>,
     Query(p): Query<Params>,
 ) -> Reply {
     if id.parse::<RunId>().is_err() {
         return Err(Error::invalid(format!("`{id}` is not a numeric run id")).into());
     }
-    details_of(&state.engine, p.project(), &id).await
+    details_of(&state, &scope, p.project(), &id).await
 }
 
 /// `GET /api/runs/details/by-display-id/{display_id}`.
 pub(super) async fn details_by_display(
     State(state): State<AppState>,
+    axum::Extension(scope): Scoped,
     Path(display): Path<String>,
     Query(p): Query<Params>,
 ) -> Reply {
-    details_of(&state.engine, p.project(), &display).await
+    details_of(&state, &scope, p.project(), &display).await
 }
 
 async fn metric_names(
-    engine: &Engine,
+    state: &AppState,
+    scope: &Scope,
     runs: &[RunId],
     search: Option<&str>,
     limit: usize,
@@ -252,7 +269,7 @@ async fn metric_names(
         ));
     }
     sql.push_str(&format!(" ORDER BY metric LIMIT {limit}"));
-    let batches = engine.collect(&sql).await?;
+    let batches = collect(state, scope, &sql).await?;
     let mut names = Vec::new();
     for b in &batches {
         let col = strings(b.column(0))?;
@@ -270,11 +287,15 @@ fn run_id_list(snapshot: &CatalogSnapshot, project: Option<&str>, ids: &str) -> 
 }
 
 /// `GET /api/runs/metric-names`.
-pub(super) async fn names(State(state): State<AppState>, Query(p): Query<Params>) -> Reply {
+pub(super) async fn names(
+    State(state): State<AppState>,
+    axum::Extension(scope): Scoped,
+    Query(p): Query<Params>,
+) -> Reply {
     let project = p
         .project()
         .ok_or_else(|| Error::invalid("projectName is required"))?;
-    let snapshot = state.engine.catalog().await?;
+    let snapshot = catalog(&state, &scope).await?;
     let runs = match p.run_ids.as_deref() {
         Some(ids) => run_id_list(&snapshot, Some(project), ids)?,
         None => snapshot
@@ -287,7 +308,8 @@ pub(super) async fn names(State(state): State<AppState>, Query(p): Query<Params>
         Vec::new()
     } else {
         metric_names(
-            &state.engine,
+            &state,
+            &scope,
             &runs,
             p.search.as_deref(),
             p.limit.unwrap_or(500).min(500),
@@ -371,9 +393,10 @@ fn py_float(v: f64) -> String {
 /// lineage-stitched series), shape-preserving downsampled to `limit`.
 pub(super) async fn metrics(
     State(state): State<AppState>,
+    axum::Extension(scope): Scoped,
     Query(p): Query<Params>,
 ) -> std::result::Result<Response, ApiError> {
-    let snapshot = state.engine.catalog().await?;
+    let snapshot = catalog(&state, &scope).await?;
     let run = p.run(&snapshot)?;
     let stitched = p.stitched.unwrap_or(false);
     let mut sql = if stitched {
@@ -403,7 +426,7 @@ pub(super) async fn metrics(
         sql.push_str(&format!(" AND step <= {max}"));
     }
     sql.push_str(" ORDER BY metric, step");
-    let batches = state.engine.collect(&sql).await?;
+    let batches = collect(&state, &scope, &sql).await?;
     let mut by_metric: BTreeMap<String, Vec<Point>> = BTreeMap::new();
     for point in points(&batches)? {
         by_metric
@@ -437,7 +460,12 @@ pub(super) async fn metrics(
 }
 
 /// Per-metric statistics of the given runs' own points.
-async fn stats(engine: &Engine, runs: &[RunId], metric: Option<&str>) -> Result<Vec<Value>> {
+async fn stats(
+    state: &AppState,
+    scope: &Scope,
+    runs: &[RunId],
+    metric: Option<&str>,
+) -> Result<Vec<Value>> {
     let ids: Vec<String> = runs.iter().map(|r| r.to_string()).collect();
     let filter = metric
         .map(|m| format!(" AND metric = {}", lit(m)))
@@ -448,7 +476,7 @@ async fn stats(engine: &Engine, runs: &[RunId], metric: Option<&str>) -> Result<
          FROM metrics WHERE run_id IN ({}){filter} AND NOT isnan(value) GROUP BY run_id, metric ORDER BY run_id, metric",
         ids.join(",")
     );
-    let batches = engine.collect(&sql).await?;
+    let batches = collect(state, scope, &sql).await?;
     let mut out = Vec::new();
     for b in &batches {
         let f = |i: usize, row: usize| {
@@ -473,10 +501,14 @@ async fn stats(engine: &Engine, runs: &[RunId], metric: Option<&str>) -> Result<
 }
 
 /// `GET /api/runs/statistics`.
-pub(super) async fn statistics(State(state): State<AppState>, Query(p): Query<Params>) -> Reply {
-    let snapshot = state.engine.catalog().await?;
+pub(super) async fn statistics(
+    State(state): State<AppState>,
+    axum::Extension(scope): Scoped,
+    Query(p): Query<Params>,
+) -> Reply {
+    let snapshot = catalog(&state, &scope).await?;
     let run = p.run(&snapshot)?;
-    let stats = stats(&state.engine, &[run.id], p.log_name.as_deref()).await?;
+    let stats = stats(&state, &scope, &[run.id], p.log_name.as_deref()).await?;
     Ok(Json(
         json!({ "runId": run.id, "displayId": run.display_id, "statistics": stats }),
     ))
@@ -506,14 +538,18 @@ fn ascending(direction: Option<&str>) -> Result<bool> {
 }
 
 /// `GET /api/runs/compare`: statistics of one metric across runs, and the best run by last value.
-pub(super) async fn compare(State(state): State<AppState>, Query(p): Query<Params>) -> Reply {
-    let snapshot = state.engine.catalog().await?;
+pub(super) async fn compare(
+    State(state): State<AppState>,
+    axum::Extension(scope): Scoped,
+    Query(p): Query<Params>,
+) -> Reply {
+    let snapshot = catalog(&state, &scope).await?;
     let ids = run_id_list(&snapshot, p.project(), p.run_ids.as_deref().unwrap_or(""))?;
     if ids.is_empty() {
         return Err(Error::invalid("runIds is required").into());
     }
     let metric = p.metric()?;
-    let mut runs = stats(&state.engine, &ids, Some(metric)).await?;
+    let mut runs = stats(&state, &scope, &ids, Some(metric)).await?;
     for r in &mut runs {
         if let Some(run) = r["runId"].as_u64().and_then(|id| snapshot.get(id)) {
             r["displayId"] = json!(run.display_id);
@@ -532,7 +568,11 @@ pub(super) async fn compare(State(state): State<AppState>, Query(p): Query<Param
 }
 
 /// `GET /api/runs/leaderboard`: runs of a project ranked by an aggregate of one metric.
-pub(super) async fn leaderboard(State(state): State<AppState>, Query(p): Query<Params>) -> Reply {
+pub(super) async fn leaderboard(
+    State(state): State<AppState>,
+    axum::Extension(scope): Scoped,
+    Query(p): Query<Params>,
+) -> Reply {
     let project = p
         .project()
         .ok_or_else(|| Error::invalid("projectName is required"))?;
@@ -557,7 +597,7 @@ pub(super) async fn leaderboard(State(state): State<AppState>, Query(p): Query<P
         }
     };
     let asc = ascending(p.direction.as_deref())?;
-    let snapshot = state.engine.catalog().await?;
+    let snapshot = catalog(&state, &scope).await?;
     let ids: Vec<RunId> = snapshot
         .runs()
         .filter(|r| r.project == project)
@@ -566,7 +606,7 @@ pub(super) async fn leaderboard(State(state): State<AppState>, Query(p): Query<P
     let mut rows = if ids.is_empty() {
         Vec::new()
     } else {
-        stats(&state.engine, &ids, Some(metric)).await?
+        stats(&state, &scope, &ids, Some(metric)).await?
     };
     rows.retain(|r| r[key].is_number());
     rows.sort_by(|a, b| rank_order(a, b, key, asc));
@@ -593,10 +633,10 @@ pub(super) async fn leaderboard(State(state): State<AppState>, Query(p): Query<P
 /// `logName` matches either the key or the file name.
 pub(super) async fn files(
     State(state): State<AppState>,
-    headers: axum::http::HeaderMap,
+    axum::Extension(scope): Scoped,
     Query(p): Query<Params>,
 ) -> Reply {
-    let snapshot = state.engine.catalog().await?;
+    let snapshot = catalog(&state, &scope).await?;
     let run = p.run(&snapshot)?;
     let mut sql = format!(
         "SELECT file_name, file_type, file_size, log_name, step, time FROM files WHERE run_id = {}",
@@ -609,7 +649,7 @@ pub(super) async fn files(
         ));
     }
     sql.push_str(" ORDER BY time, file_name");
-    let batches = state.engine.collect(&sql).await?;
+    let batches = collect(&state, &scope, &sql).await?;
     let mut files = Vec::new();
     for b in &batches {
         let (name, kind, log) = (
@@ -625,7 +665,7 @@ pub(super) async fn files(
             files.push(json!({
                 "fileName": name.value(i), "fileType": kind.value(i), "fileSize": size.value(i),
                 "logName": log.value(i), "step": if step.is_null(i) { Value::Null } else { json!(step.value(i)) },
-                "time": iso(&t), "downloadUrl": super::files::download_url(&state, &headers, run.id, name.value(i)),
+                "time": iso(&t), "downloadUrl": super::files::download_url(&state, run.id, name.value(i)),
             }));
         }
     }
@@ -633,8 +673,12 @@ pub(super) async fn files(
 }
 
 /// `GET /api/runs/logs`: a run's console lines (never inherited).
-pub(super) async fn logs(State(state): State<AppState>, Query(p): Query<Params>) -> Reply {
-    let snapshot = state.engine.catalog().await?;
+pub(super) async fn logs(
+    State(state): State<AppState>,
+    axum::Extension(scope): Scoped,
+    Query(p): Query<Params>,
+) -> Reply {
+    let snapshot = catalog(&state, &scope).await?;
     let run = p.run(&snapshot)?;
     let mut sql = format!(
         "SELECT message, log_type, time, line_number FROM logs WHERE run_id = {}",
@@ -648,7 +692,7 @@ pub(super) async fn logs(State(state): State<AppState>, Query(p): Query<Params>)
         " ORDER BY time, line_number LIMIT {limit} OFFSET {}",
         p.offset.unwrap_or(0)
     ));
-    let batches = state.engine.collect(&sql).await?;
+    let batches = collect(&state, &scope, &sql).await?;
     let mut logs = Vec::new();
     for b in &batches {
         let message = strings(b.column(0))?;

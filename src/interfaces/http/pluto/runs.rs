@@ -4,14 +4,17 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{check_project, json_body};
+use super::{catalog, check_project, json_body};
 use crate::catalog::{ForkRequest, NewRun, Run, RunId, RunStatus, RunUpdate};
 use crate::error::{Error, Result};
 use crate::interfaces::http::{ApiError, AppState, lenient_json};
+use crate::scope::Scope;
+
+type Scoped = axum::Extension<Scope>;
 
 type Reply = std::result::Result<Json<Value>, ApiError>;
 
@@ -55,21 +58,13 @@ fn non_negative(name: &str, value: &Value) -> Result<u64> {
         .ok_or_else(|| Error::invalid(format!("{name} must be an integer ≥ 0, got {value}")))
 }
 
-fn run_url(headers: &HeaderMap, run: &Run) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    format!("http://{host}/runs/{}", run.display_id)
-}
-
-fn run_reply(headers: &HeaderMap, run: &Run, resumed: bool) -> Json<Value> {
+fn run_reply(state: &AppState, run: &Run, resumed: bool) -> Json<Value> {
     Json(json!({
         "runId": run.id,
         "displayId": run.display_id,
         "number": run.seq,
         "projectName": run.project,
-        "url": run_url(headers, run),
+        "url": format!("{}/runs/{}", state.public_url, run.display_id),
         "resumed": resumed,
         "forkedFromRunId": run.parent_id,
         "forkStep": run.fork_step,
@@ -80,6 +75,7 @@ fn run_reply(headers: &HeaderMap, run: &Run, resumed: bool) -> Json<Value> {
 /// the existing run of the project with the same `externalId`.
 pub(super) async fn create(
     State(state): State<AppState>,
+    axum::Extension(scope): Scoped,
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
@@ -88,12 +84,14 @@ pub(super) async fn create(
         .project_name
         .filter(|p| !p.trim().is_empty())
         .ok_or_else(|| Error::invalid("projectName is required"))?;
+    scope.require_project(&project)?;
+    check_named_project(&headers, &project)?;
     let name = body.run_name.unwrap_or_else(|| "run".into());
     let config = config_object(body.config)?;
     let tags = body.tags.unwrap_or_default();
     let engine = &state.engine;
     if let Some(ext) = body.external_id.as_deref().filter(|e| !e.is_empty()) {
-        let snapshot = engine.catalog().await?;
+        let snapshot = catalog(&state, &scope).await?;
         if let Some(existing) = snapshot.find_external(&project, ext) {
             let id = existing.id.to_string();
             let run = if config.is_empty() {
@@ -103,7 +101,7 @@ pub(super) async fn create(
                     .update_run(&id, RunUpdate::MergeConfig(config))
                     .await?
             };
-            return Ok(run_reply(&headers, &run, true));
+            return Ok(run_reply(&state, &run, true));
         }
     }
     let run = match (body.fork_run_id, body.fork_step) {
@@ -123,6 +121,12 @@ pub(super) async fn create(
                 Value::String(s) => s.clone(),
                 other => non_negative("forkRunId", other)?.to_string(),
             };
+            // A run the key cannot see does not exist for it, even as a parent.
+            let parent = catalog(&state, &scope)
+                .await?
+                .lookup(&parent)?
+                .id
+                .to_string();
             let mut req = ForkRequest::new(parent, non_negative("forkStep", &step)?);
             req.name = Some(name);
             req.project = Some(project);
@@ -135,7 +139,7 @@ pub(super) async fn create(
         }
         _ => return Err(Error::invalid("a fork needs both forkRunId and forkStep").into()),
     };
-    Ok(run_reply(&headers, &run, false))
+    Ok(run_reply(&state, &run, false))
 }
 
 #[derive(Deserialize)]
@@ -161,26 +165,35 @@ impl RunRef {
 /// so a resumed client that `close()`s without finishing changes nothing.
 pub(super) async fn resume(
     State(state): State<AppState>,
+    axum::Extension(scope): Scoped,
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
     let reference = json_body::<RunRef>(&body)?.reference()?;
-    let run = state.engine.resolve_run(&reference).await?;
+    let run = catalog(&state, &scope).await?.lookup(&reference)?.clone();
     check_project(&headers, &run)?;
-    Ok(run_reply(&headers, &run, true))
+    Ok(run_reply(&state, &run, true))
 }
 
 /// `POST /api/runs/trigger`: the heartbeat; answers the run's status.
-pub(super) async fn trigger(State(state): State<AppState>, body: Bytes) -> Reply {
+pub(super) async fn trigger(
+    State(state): State<AppState>,
+    axum::Extension(scope): Scoped,
+    body: Bytes,
+) -> Reply {
     let reference = json_body::<RunRef>(&body)?.reference()?;
-    let run = state.engine.resolve_run(&reference).await?;
+    let run = catalog(&state, &scope).await?.lookup(&reference)?.clone();
     Ok(Json(json!({ "status": run.status })))
 }
 
 /// `POST /api/runs/logName/add`: names come from the data itself, so this only checks the run.
-pub(super) async fn log_names(State(state): State<AppState>, body: Bytes) -> Reply {
+pub(super) async fn log_names(
+    State(state): State<AppState>,
+    axum::Extension(scope): Scoped,
+    body: Bytes,
+) -> Reply {
     let reference = json_body::<RunRef>(&body)?.reference()?;
-    state.engine.resolve_run(&reference).await?;
+    catalog(&state, &scope).await?.lookup(&reference)?;
     Ok(Json(json!({})))
 }
 
@@ -192,10 +205,14 @@ pub(super) struct StatusBody {
 }
 
 /// `POST /api/runs/status/update`.
-pub(super) async fn status(State(state): State<AppState>, body: Bytes) -> Reply {
+pub(super) async fn status(
+    State(state): State<AppState>,
+    axum::Extension(scope): Scoped,
+    body: Bytes,
+) -> Reply {
     let body: StatusBody = json_body(&body)?;
     let status: RunStatus = body.status.parse()?;
-    let id = run_id(&body.run_id)?;
+    let id = scoped_run(&state, &scope, &body.run_id).await?;
     let run = state
         .engine
         .update_run(&id.to_string(), RunUpdate::Status(status))
@@ -211,9 +228,13 @@ pub(super) struct TagsBody {
 }
 
 /// `POST /api/runs/tags/update`: replaces the whole tag set.
-pub(super) async fn tags(State(state): State<AppState>, body: Bytes) -> Reply {
+pub(super) async fn tags(
+    State(state): State<AppState>,
+    axum::Extension(scope): Scoped,
+    body: Bytes,
+) -> Reply {
     let body: TagsBody = json_body(&body)?;
-    let id = run_id(&body.run_id)?;
+    let id = scoped_run(&state, &scope, &body.run_id).await?;
     let run = state
         .engine
         .update_run(&id.to_string(), RunUpdate::SetTags(body.tags))
@@ -229,9 +250,13 @@ pub(super) struct ConfigBody {
 }
 
 /// `POST /api/runs/config/update`: deep-merges the delta into the stored config.
-pub(super) async fn config(State(state): State<AppState>, body: Bytes) -> Reply {
+pub(super) async fn config(
+    State(state): State<AppState>,
+    axum::Extension(scope): Scoped,
+    body: Bytes,
+) -> Reply {
     let body: ConfigBody = json_body(&body)?;
-    let id = run_id(&body.run_id)?;
+    let id = scoped_run(&state, &scope, &body.run_id).await?;
     let delta = config_object(body.config)?;
     let run = if delta.is_empty() {
         state.engine.resolve_run(&id.to_string()).await?
@@ -242,6 +267,25 @@ pub(super) async fn config(State(state): State<AppState>, body: Bytes) -> Reply 
             .await?
     };
     Ok(Json(json!({ "runId": run.id, "config": run.config })))
+}
+
+/// The numeric id of a run the request's key can see (else "unknown run").
+async fn scoped_run(state: &AppState, scope: &Scope, value: &Value) -> Result<RunId> {
+    let id = run_id(value)?;
+    Ok(catalog(state, scope).await?.require(id)?.id)
+}
+
+/// `X-Project-Name`, when sent, must be the project the body names.
+fn check_named_project(headers: &HeaderMap, project: &str) -> Result<()> {
+    match headers.get("x-project-name").map(|v| v.to_str()) {
+        Some(Ok(named)) if !named.trim().is_empty() && named.trim() != project => {
+            Err(Error::invalid(format!(
+                "X-Project-Name `{}` and projectName `{project}` disagree",
+                named.trim()
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn run_id(value: &Value) -> Result<RunId> {
