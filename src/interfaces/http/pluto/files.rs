@@ -19,6 +19,7 @@ use serde_json::{Map, Value, json};
 use super::{header_run, json_body};
 use crate::catalog::RunId;
 use crate::error::{Error, Result};
+use crate::ingest::limits;
 use crate::interfaces::http::{ApiError, AppState};
 use crate::store::records::FileRecord;
 use crate::store::{Store, TableKind};
@@ -228,6 +229,14 @@ pub(super) async fn presign(
         check_file_name(&f.file_name)?;
         if f.file_size.is_some_and(|s| s < 0 || s as u64 > MAX_FILE) {
             return Err(Error::invalid(format!("file `{}` has a bad size", f.file_name)).into());
+        }
+        if let Some(t) = f.time.filter(|t| limits::ms_in_window(*t).is_none()) {
+            let window = limits::TIME_WINDOW;
+            return Err(Error::invalid(format!(
+                "file `{}`: time {t} (epoch milliseconds) is outside {window}",
+                f.file_name
+            ))
+            .into());
         }
         let mut params = vec![("logName", f.log_name.clone())];
         if let Some(step) = f.step {
