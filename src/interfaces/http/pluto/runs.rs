@@ -11,9 +11,22 @@ use serde_json::{Map, Value, json};
 use super::{check_project, json_body};
 use crate::catalog::{ForkRequest, NewRun, Run, RunId, RunStatus, RunUpdate};
 use crate::error::{Error, Result};
+use crate::ingest::limits::MAX_RUN_BODY_BYTES;
 use crate::interfaces::http::{ApiError, AppState, lenient_json};
 
 type Reply = std::result::Result<Json<Value>, ApiError>;
+
+/// A lifecycle request's body, refused before parsing when over
+/// [`MAX_RUN_BODY_BYTES`] (parsing costs several times the text in memory).
+fn run_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    if bytes.len() > MAX_RUN_BODY_BYTES {
+        return Err(Error::invalid(format!(
+            "request body is {} bytes, over the limit of {MAX_RUN_BODY_BYTES} bytes for run requests",
+            bytes.len()
+        )));
+    }
+    json_body(bytes)
+}
 
 /// `POST /api/slug`: the SDK's key check at `init`.
 pub(super) async fn slug() -> Json<Value> {
@@ -83,7 +96,7 @@ pub(super) async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
-    let body: CreateBody = json_body(&body)?;
+    let body: CreateBody = run_body(&body)?;
     let project = body
         .project_name
         .filter(|p| !p.trim().is_empty())
@@ -164,7 +177,7 @@ pub(super) async fn resume(
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
-    let reference = json_body::<RunRef>(&body)?.reference()?;
+    let reference = run_body::<RunRef>(&body)?.reference()?;
     let run = state.engine.resolve_run(&reference).await?;
     check_project(&headers, &run)?;
     Ok(run_reply(&headers, &run, true))
@@ -172,14 +185,14 @@ pub(super) async fn resume(
 
 /// `POST /api/runs/trigger`: the heartbeat; answers the run's status.
 pub(super) async fn trigger(State(state): State<AppState>, body: Bytes) -> Reply {
-    let reference = json_body::<RunRef>(&body)?.reference()?;
+    let reference = run_body::<RunRef>(&body)?.reference()?;
     let run = state.engine.resolve_run(&reference).await?;
     Ok(Json(json!({ "status": run.status })))
 }
 
 /// `POST /api/runs/logName/add`: names come from the data itself, so this only checks the run.
 pub(super) async fn log_names(State(state): State<AppState>, body: Bytes) -> Reply {
-    let reference = json_body::<RunRef>(&body)?.reference()?;
+    let reference = run_body::<RunRef>(&body)?.reference()?;
     state.engine.resolve_run(&reference).await?;
     Ok(Json(json!({})))
 }
@@ -193,7 +206,7 @@ pub(super) struct StatusBody {
 
 /// `POST /api/runs/status/update`.
 pub(super) async fn status(State(state): State<AppState>, body: Bytes) -> Reply {
-    let body: StatusBody = json_body(&body)?;
+    let body: StatusBody = run_body(&body)?;
     let status: RunStatus = body.status.parse()?;
     let id = run_id(&body.run_id)?;
     let run = state
@@ -212,7 +225,7 @@ pub(super) struct TagsBody {
 
 /// `POST /api/runs/tags/update`: replaces the whole tag set.
 pub(super) async fn tags(State(state): State<AppState>, body: Bytes) -> Reply {
-    let body: TagsBody = json_body(&body)?;
+    let body: TagsBody = run_body(&body)?;
     let id = run_id(&body.run_id)?;
     let run = state
         .engine
@@ -230,7 +243,7 @@ pub(super) struct ConfigBody {
 
 /// `POST /api/runs/config/update`: deep-merges the delta into the stored config.
 pub(super) async fn config(State(state): State<AppState>, body: Bytes) -> Reply {
-    let body: ConfigBody = json_body(&body)?;
+    let body: ConfigBody = run_body(&body)?;
     let id = run_id(&body.run_id)?;
     let delta = config_object(body.config)?;
     let run = if delta.is_empty() {
