@@ -156,7 +156,7 @@ async fn stray_bytes_null_values_and_line_limits_over_http() {
             format!("{}\n{}", line(1), line(MAX_METRIC_NAME + 1)),
         )
         .await,
-        &format!("line 2: metric name `mmm"),
+        "line 2: metric name `mmm",
     );
 
     // Line sizes: refused before parsing, naming the line and the limit.

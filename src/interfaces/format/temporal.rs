@@ -151,21 +151,20 @@ fn render_leaf(array: &ArrayRef) -> Result<ArrayRef> {
 }
 
 fn fallback(out: &mut String, t: &DataType, raw: i64) {
-    let (per_second, unit) = |unit: &TimeUnit| -> (i64, &'static str) {
-        match unit {
-            TimeUnit::Second => (1, "s"),
-            TimeUnit::Millisecond => (1_000, "ms"),
-            TimeUnit::Microsecond => (1_000_000, "us"),
-            TimeUnit::Nanosecond => (1_000_000_000, "ns"),
-        }
-    }(match t {
+    let unit = match t {
         DataType::Timestamp(u, _)
         | DataType::Time32(u)
         | DataType::Time64(u)
-        | DataType::Duration(u) => u,
-        DataType::Date64 => &TimeUnit::Millisecond,
-        _ => &TimeUnit::Second,
-    });
+        | DataType::Duration(u) => *u,
+        DataType::Date64 => TimeUnit::Millisecond,
+        _ => TimeUnit::Second,
+    };
+    let (per_second, unit) = match unit {
+        TimeUnit::Second => (1, "s"),
+        TimeUnit::Millisecond => (1_000, "ms"),
+        TimeUnit::Microsecond => (1_000_000, "us"),
+        TimeUnit::Nanosecond => (1_000_000_000, "ns"),
+    };
     match t {
         DataType::Timestamp(..) | DataType::Date64 => expanded_datetime(
             out,

@@ -311,7 +311,7 @@ mod tests {
                 any::<f64>().prop_map(
                     |f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
                 ),
-                any::<i64>().prop_map(|i| Value::from(i)),
+                any::<i64>().prop_map(Value::from),
                 prop::sample::select(vec![
                     "RUNNING",
                     "completed",
@@ -350,10 +350,10 @@ mod tests {
 
             #[test]
             fn arbitrary_filter_text_never_panics(text in ".{0,64}") {
-                if let Ok(doc) = crate::interfaces::http::lenient_json::parse(&text) {
-                    if let Ok(filter) = Filter::parse(&doc) {
-                        let _ = filter.matches(&run());
-                    }
+                if let Ok(doc) = crate::interfaces::http::lenient_json::parse(&text)
+                    && let Ok(filter) = Filter::parse(&doc)
+                {
+                    let _ = filter.matches(&run());
                 }
             }
         }
