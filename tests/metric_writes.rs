@@ -75,6 +75,7 @@ async fn every_acknowledged_rewrite_is_kept_across_group_commits_and_compaction(
             acknowledged
         })
     });
+    let writers: Vec<_> = writers.collect();
     let mut acknowledged = 0;
     for writer in writers {
         acknowledged += writer.await.unwrap();
@@ -90,6 +91,20 @@ async fn every_acknowledged_rewrite_is_kept_across_group_commits_and_compaction(
     );
 
     assert_eq!(acknowledged, WRITERS * ROUNDS * (STEPS as usize + 1));
+    // Writers shared commits (appends add files and remove none; compactions remove).
+    let appends = common::commit_versions(&store, "metrics")
+        .into_iter()
+        .filter(|v| {
+            let log = common::read_object(&store, &format!("metrics/_delta_log/{v:020}.json"));
+            let log = String::from_utf8(log).unwrap();
+            log.contains("\"add\":") && !log.contains("\"remove\":")
+        })
+        .count();
+    assert!(
+        appends <= WRITERS * ROUNDS / 2,
+        "{appends} commits for {} requests: group commit did not coalesce",
+        WRITERS * ROUNDS
+    );
     let writes = rows(&engine, "SELECT count(*) FROM metric_writes")
         .await
         .unwrap();
