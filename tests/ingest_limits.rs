@@ -9,8 +9,8 @@ use forkline::Engine;
 use forkline::catalog::{ForkRequest, NewRun, RunUpdate};
 use forkline::ingest::MetricPoint;
 use forkline::ingest::limits::{
-    MAX_CONFIG_BYTES, MAX_DATA_LINE_BYTES, MAX_LINE_BYTES, MAX_METRIC_NAME, MAX_RUN_BODY_BYTES,
-    MAX_TAGS,
+    MAX_CONFIG_BYTES, MAX_DATA_LINE_BYTES, MAX_LINE_BYTES, MAX_METRIC_NAME, MAX_POINTS_PER_REQUEST,
+    MAX_RUN_BODY_BYTES, MAX_TAGS,
 };
 use serde_json::{Map, Value, json};
 
@@ -204,6 +204,22 @@ async fn stray_bytes_null_values_and_line_limits_over_http() {
         )
         .await,
         "MAX_LINE_BYTES",
+    );
+    assert_eq!(api.count("metric_writes").await, metrics);
+    // Values per request: lines of 10,000 metrics, one line too many.
+    let wide: String = (0..10_000)
+        .map(|i| format!("\"m{i}\": 1"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let lines = MAX_POINTS_PER_REQUEST / 10_000 + 1;
+    let body: String = (0..lines)
+        .map(|s| format!("{{\"step\": {s}, \"data\": {{{wide}}}}}\n"))
+        .collect();
+    refused(
+        api.post("/ingest/metrics", &run, body).await,
+        &format!(
+            "line {lines}: the request holds more than {MAX_POINTS_PER_REQUEST} metric values"
+        ),
     );
     assert_eq!(api.count("metric_writes").await, metrics);
 }

@@ -11,6 +11,11 @@ pub const MAX_LINE_BYTES: usize = 1 << 20;
 /// table, a histogram) may legitimately be larger than a line of metrics.
 pub const MAX_DATA_LINE_BYTES: usize = 4 << 20;
 
+/// Most metric values one `/ingest/metrics` request may carry. Parsed points
+/// cost tens of bytes each, many times their text: this bounds a request's
+/// memory where the body limit alone would allow millions of tiny values.
+pub const MAX_POINTS_PER_REQUEST: usize = 1_000_000;
+
 /// Longest metric name, in bytes. Pluto's ingest sets none; this bounds the
 /// dictionary of the `metric` column while leaving room for deep module paths.
 pub const MAX_METRIC_NAME: usize = 1024;

@@ -15,7 +15,7 @@ use super::header_run;
 use super::ndjson::{for_each_line, shown, step, time_us};
 use crate::catalog::RunId;
 use crate::error::{Error, Result};
-use crate::ingest::limits::{MAX_DATA_LINE_BYTES, MAX_LINE_BYTES};
+use crate::ingest::limits::{MAX_DATA_LINE_BYTES, MAX_LINE_BYTES, MAX_POINTS_PER_REQUEST};
 use crate::ingest::{MetricPoint, PointBatch};
 use crate::interfaces::http::{ApiError, AppState, lenient_json};
 use crate::store::TableKind;
@@ -74,6 +74,11 @@ pub(super) async fn metrics(
                 value,
                 time_us,
             });
+        }
+        if batch.len() + points.len() > MAX_POINTS_PER_REQUEST {
+            return Err(Error::invalid(format!(
+                "line {line}: the request holds more than {MAX_POINTS_PER_REQUEST} metric values (MAX_POINTS_PER_REQUEST); send it in parts"
+            )));
         }
         batch
             .extend(run, points)
