@@ -299,7 +299,7 @@ impl Engine {
         if batch.is_empty() {
             return Ok(0);
         }
-        let records: RecordBatch = batch.into_record_batch(crate::ingest::next_write_seq())?;
+        let records: RecordBatch = batch.into_record_batch()?;
         let n = records.num_rows();
         self.store.append(TableKind::Metrics, vec![records]).await?;
         Ok(n)

@@ -16,7 +16,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::ingest::{MetricPoint, PointBatch};
+use crate::ingest::{MetricPoint, PointBatch, limits};
 
 /// Imports `path` into `run`; returns the number of points stored.
 pub async fn import_file(engine: &Engine, run: &str, path: &Path) -> Result<usize> {
@@ -160,8 +160,19 @@ fn value_at(col: &ArrayRef, i: usize, row: usize) -> Result<f64> {
     }
 }
 
-/// Times are seconds since the epoch (number) or RFC 3339 text.
+/// Times are seconds since the epoch (number) or RFC 3339 text, inside the
+/// accepted window (see `ingest::limits`).
 fn time_at(col: &ArrayRef, i: usize, row: usize) -> Result<Option<i64>> {
+    match parse_time(col, i, row)? {
+        Some(us) if !limits::time_in_window(us) => Err(Error::invalid(format!(
+            "row {row}: time ({us} µs since the epoch) is outside {}",
+            limits::TIME_WINDOW
+        ))),
+        us => Ok(us),
+    }
+}
+
+fn parse_time(col: &ArrayRef, i: usize, row: usize) -> Result<Option<i64>> {
     if col.is_null(i) {
         return Ok(None);
     }
@@ -193,6 +204,13 @@ fn time_at(col: &ArrayRef, i: usize, row: usize) -> Result<Option<i64>> {
         }
         DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => {
             let c = cast(col, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+            // A cast that overflows yields null, which must not read as the epoch.
+            if c.is_null(i) {
+                return Err(Error::invalid(format!(
+                    "row {row}: time is outside {}",
+                    limits::TIME_WINDOW
+                )));
+            }
             Ok(Some(c.as_primitive::<TimestampMicrosecondType>().value(i)))
         }
         _ => {

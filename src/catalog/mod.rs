@@ -18,6 +18,7 @@ pub use run::{Run, RunId, RunStatus};
 pub use snapshot::{CatalogSnapshot, FamilyMember};
 
 use crate::error::{Error, Result};
+use crate::ingest::limits::{MAX_CONFIG_BYTES, MAX_NAME_BYTES, MAX_TAGS};
 
 /// A request to create a root run.
 #[derive(Debug, Clone, Default)]
@@ -95,19 +96,60 @@ fn check_name(what: &str, value: &str) -> Result<()> {
     if value.trim().is_empty() {
         return Err(Error::invalid(format!("{what} must not be empty")));
     }
-    if value.len() > 512 {
-        return Err(Error::invalid(format!("{what} is longer than 512 bytes")));
+    if value.len() > MAX_NAME_BYTES {
+        return Err(Error::invalid(format!(
+            "{what} is longer than the limit of {MAX_NAME_BYTES} bytes"
+        )));
     }
     Ok(())
 }
 
 fn check_tags(tags: &[String]) -> Result<BTreeSet<String>> {
-    tags.iter()
+    let set = tags
+        .iter()
         .map(|t| {
             check_name("a tag", t)?;
             Ok(t.trim().to_string())
         })
-        .collect()
+        .collect::<Result<BTreeSet<String>>>()?;
+    check_tag_count(&set)?;
+    Ok(set)
+}
+
+fn check_tag_count(tags: &BTreeSet<String>) -> Result<()> {
+    if tags.len() > MAX_TAGS {
+        return Err(Error::invalid(format!(
+            "a run may carry at most {MAX_TAGS} tags, this one would carry {}",
+            tags.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a config whose serialized JSON would exceed [`MAX_CONFIG_BYTES`];
+/// checked on the config a plan would store, so merges obey it too.
+fn check_config(config: &Map<String, Value>) -> Result<()> {
+    /// Counts bytes and stops the serializer once past the limit.
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            if self.0 > MAX_CONFIG_BYTES {
+                return Err(std::io::Error::other("over the limit"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    if serde_json::to_writer(&mut counter, config).is_err() {
+        return Err(Error::invalid(format!(
+            "the run's config would be over the limit of {MAX_CONFIG_BYTES} bytes of JSON (1 MiB); nothing was changed"
+        )));
+    }
+    Ok(())
 }
 
 fn check_external_id(snap: &CatalogSnapshot, project: &str, ext: &Option<String>) -> Result<()> {
@@ -127,6 +169,7 @@ pub fn plan_create(snap: &CatalogSnapshot, req: &NewRun, now: DateTime<Utc>) -> 
     check_name("project", &req.project)?;
     check_name("run name", &req.name)?;
     check_external_id(snap, &req.project, &req.external_id)?;
+    check_config(&req.config)?;
     let seq = snap.next_seq(&req.project);
     Ok(Run {
         id: snap.next_id(),
@@ -178,9 +221,11 @@ pub fn plan_fork(
     } else {
         req.config.clone()
     };
+    check_config(&config)?;
     let mut tags = check_tags(&req.tags)?;
     if req.inherit_tags {
         tags.extend(parent.tags.iter().cloned());
+        check_tag_count(&tags)?;
     }
     let seq = snap.next_seq(&parent.project);
     Ok(Run {
@@ -213,8 +258,14 @@ pub fn plan_update(
     match update {
         RunUpdate::Status(status) => next.status = *status,
         RunUpdate::Resume => next.status = RunStatus::Running,
-        RunUpdate::MergeConfig(config) => next.config = merge::deep_merge(&next.config, config),
-        RunUpdate::AddTags(tags) => next.tags.extend(check_tags(tags)?),
+        RunUpdate::MergeConfig(config) => {
+            next.config = merge::deep_merge(&next.config, config);
+            check_config(&next.config)?;
+        }
+        RunUpdate::AddTags(tags) => {
+            next.tags.extend(check_tags(tags)?);
+            check_tag_count(&next.tags)?;
+        }
         RunUpdate::RemoveTags(tags) => {
             for tag in tags {
                 next.tags.remove(tag.trim());

@@ -3,8 +3,10 @@
 //! concurrent batches into one commit.
 
 mod group_commit;
+pub mod limits;
 
 pub use group_commit::GroupCommitter;
+pub use limits::MAX_METRIC_NAME;
 
 use std::sync::Arc;
 
@@ -19,14 +21,22 @@ use crate::store::schema::{arrow_schema, timestamps};
 /// A write sequence number: microseconds since the epoch, strictly increasing
 /// within the process, so a later write of the same point always wins.
 pub fn next_write_seq() -> i64 {
+    reserve_write_seqs(1)
+}
+
+/// The first of `n` consecutive write sequence numbers that no other call
+/// gets: a commit that holds several writes of one point orders them by
+/// distinct numbers, so all of them are kept and the last still wins.
+fn reserve_write_seqs(n: i64) -> i64 {
     use std::sync::atomic::{AtomicI64, Ordering};
     static LAST: AtomicI64 = AtomicI64::new(0);
     let now = Utc::now().timestamp_micros();
     let mut last = LAST.load(Ordering::Relaxed);
     loop {
-        let next = now.max(last + 1);
+        let first = now.max(last + 1);
+        let next = first + n.max(1) - 1;
         match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return next,
+            Ok(_) => return first,
             Err(seen) => last = seen,
         }
     }
@@ -34,9 +44,6 @@ pub fn next_write_seq() -> i64 {
 
 /// Metrics named with this prefix are system metrics: never inherited by forks.
 pub const SYSTEM_METRIC_PREFIX: &str = "sys/";
-
-/// Longest metric name accepted.
-pub const MAX_METRIC_NAME: usize = 256;
 
 /// One logged value of one metric at one step.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,41 +114,52 @@ impl PointBatch {
         self.rows.is_empty()
     }
 
-    /// Sorts by `(run_id, metric, step)`, keeps the last write of a repeated
-    /// key, and encodes the result in the `metrics` table schema; `seq` orders
-    /// this write against earlier ones of the same keys (last write wins).
-    pub fn into_record_batch(self, seq: i64) -> Result<RecordBatch> {
-        let mut rows: Vec<(usize, (RunId, MetricPoint))> =
-            self.rows.into_iter().enumerate().collect();
-        rows.sort_by(|(ia, (ra, a)), (ib, (rb, b))| {
-            (ra, &a.metric, a.step, ia).cmp(&(rb, &b.metric, b.step, ib))
-        });
-        // Keep the last write of each key: after the stable sort it is the last of its run.
-        let mut kept: Vec<(RunId, MetricPoint)> = Vec::with_capacity(rows.len());
-        for (_, (run, p)) in rows {
-            match kept.last_mut() {
-                Some((r, last)) if *r == run && last.metric == p.metric && last.step == p.step => {
-                    *last = p
-                }
-                _ => kept.push((run, p)),
-            }
+    /// Sorts by `(run_id, metric, step)` and encodes the points in the
+    /// `metrics` table schema with fresh write sequence numbers.
+    ///
+    /// Every point is kept, repeated keys included (`metric_writes` shows every
+    /// acknowledged write): the n-th write of a key in this batch gets the n-th
+    /// number of a reserved range, so the last one gathered wins, as it would
+    /// have in separate commits. A batch without repeats uses a single number.
+    pub fn into_record_batch(self) -> Result<RecordBatch> {
+        self.encode(reserve_write_seqs)
+    }
+
+    /// As [`Self::into_record_batch`], numbering from `reserve(count)`.
+    fn encode(self, reserve: impl FnOnce(i64) -> i64) -> Result<RecordBatch> {
+        let mut rows = self.rows;
+        // Stable: repeats of a key stay in the order they were gathered.
+        rows.sort_by(|(ra, a), (rb, b)| (ra, &a.metric, a.step).cmp(&(rb, &b.metric, b.step)));
+        let mut ranks: Vec<i64> = Vec::with_capacity(rows.len());
+        for i in 0..rows.len() {
+            let repeat = i > 0 && {
+                let ((r0, p0), (r1, p1)) = (&rows[i - 1], &rows[i]);
+                r0 == r1 && p0.metric == p1.metric && p0.step == p1.step
+            };
+            ranks.push(if repeat { ranks[i - 1] + 1 } else { 0 });
         }
+        let first_seq = reserve(ranks.iter().max().map_or(1, |m| m + 1));
         let now = Utc::now().timestamp_micros();
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(kept.iter().map(|(r, _)| *r as i64).collect::<Int64Array>()),
+            Arc::new(rows.iter().map(|(r, _)| *r as i64).collect::<Int64Array>()),
             Arc::new(StringArray::from_iter_values(
-                kept.iter().map(|(_, p)| p.metric.as_str()),
+                rows.iter().map(|(_, p)| p.metric.as_str()),
             )),
             Arc::new(
-                kept.iter()
+                rows.iter()
                     .map(|(_, p)| p.step as i64)
                     .collect::<Int64Array>(),
             ),
-            Arc::new(kept.iter().map(|(_, p)| p.value).collect::<Float64Array>()),
+            Arc::new(rows.iter().map(|(_, p)| p.value).collect::<Float64Array>()),
             Arc::new(timestamps(
-                kept.iter().map(|(_, p)| p.time_us.unwrap_or(now)).collect(),
+                rows.iter().map(|(_, p)| p.time_us.unwrap_or(now)).collect(),
             )),
-            Arc::new(Int64Array::from(vec![seq; kept.len()])),
+            Arc::new(
+                ranks
+                    .iter()
+                    .map(|rank| first_seq + rank)
+                    .collect::<Int64Array>(),
+            ),
         ];
         Ok(RecordBatch::try_new(
             arrow_schema(TableKind::Metrics),
@@ -156,14 +174,29 @@ fn validate(p: &MetricPoint) -> Result<()> {
     }
     if p.metric.len() > MAX_METRIC_NAME {
         return Err(Error::invalid(format!(
-            "metric name `{}…` is longer than {MAX_METRIC_NAME} bytes",
-            &p.metric[..p.metric.floor_char_boundary(32)]
+            "metric name `{}…` is longer than the limit of {MAX_METRIC_NAME} bytes",
+            short(&p.metric)
         )));
     }
     if p.step > i64::MAX as u64 {
         return Err(Error::invalid(format!("step {} is too large", p.step)));
     }
+    if let Some(us) = p.time_us
+        && !limits::time_in_window(us)
+    {
+        return Err(Error::invalid(format!(
+            "time of `{}` at step {} ({us} µs since the epoch) is outside {}",
+            short(&p.metric),
+            p.step,
+            limits::TIME_WINDOW
+        )));
+    }
     Ok(())
+}
+
+/// The start of a name, for error messages.
+fn short(name: &str) -> &str {
+    &name[..name.floor_char_boundary(32)]
 }
 
 #[cfg(test)]
@@ -173,7 +206,7 @@ mod tests {
     use arrow::datatypes::{Float64Type, Int64Type};
 
     #[test]
-    fn sorts_and_keeps_last_write() {
+    fn sorts_and_keeps_every_write_with_the_last_one_newest() {
         let mut b = PointBatch::new();
         b.extend(
             2,
@@ -182,19 +215,49 @@ mod tests {
         .unwrap();
         b.extend(1, [MetricPoint::new("z", 0, 3.0)]).unwrap();
         b.extend(2, [MetricPoint::new("a", 2, 4.0)]).unwrap();
-        let batch = b.into_record_batch(1).unwrap();
-        let runs: Vec<i64> = batch
-            .column(0)
-            .as_primitive::<Int64Type>()
-            .values()
-            .to_vec();
+        b.extend(2, [MetricPoint::new("a", 2, 5.0)]).unwrap();
+        let mut reserved = 0;
+        let batch = b
+            .encode(|n| {
+                reserved = n;
+                100
+            })
+            .unwrap();
+        let column = |i: usize| {
+            batch
+                .column(i)
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        };
         let values: Vec<f64> = batch
             .column(3)
             .as_primitive::<Float64Type>()
             .values()
             .to_vec();
-        assert_eq!(runs, vec![1, 2, 2]);
-        assert_eq!(values, vec![3.0, 4.0, 1.0]);
+        assert_eq!(column(0), vec![1, 2, 2, 2, 2]);
+        assert_eq!(values, vec![3.0, 2.0, 4.0, 5.0, 1.0]);
+        assert_eq!(reserved, 3, "three writes of run 2's `a` at step 2");
+        assert_eq!(column(5), vec![100, 100, 101, 102, 100]);
+    }
+
+    #[test]
+    fn reserved_sequence_ranges_never_overlap() {
+        let a = reserve_write_seqs(1000);
+        let b = reserve_write_seqs(1);
+        assert!(b >= a + 1000);
+        assert!(next_write_seq() > b);
+    }
+
+    #[test]
+    fn refuses_times_outside_the_window() {
+        for us in [-1, limits::MAX_TIME_US, i64::MAX, i64::MIN] {
+            let mut b = PointBatch::new();
+            let mut p = MetricPoint::new("a", 0, 1.0);
+            p.time_us = Some(us);
+            let err = b.extend(1, [p]).unwrap_err().to_string();
+            assert!(err.contains("outside 1970"), "{err}");
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Result encodings shared by the CLI and HTTP: table, CSV, JSON, Arrow IPC, Parquet.
 //!
 //! Every encoder except `table` is incremental: each batch yields the bytes it
-//! produced, so results stream instead of being held whole in memory.
+//! produced, so results stream instead of being held whole in memory. The
+//! text formats render dates and times themselves (see [`temporal`]), so any
+//! stored value renders and no answer stops half-way over one.
 
 use std::io::Write;
 use std::str::FromStr;
@@ -19,6 +21,8 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
+
+mod temporal;
 
 mod arrow_json_writer {
     pub use arrow::json::writer::{JsonArray, WriterBuilder};
@@ -229,9 +233,9 @@ impl Encoder {
     pub fn write(&mut self, batch: &RecordBatch) -> Result<Bytes> {
         self.rows += batch.num_rows();
         match &mut self.inner {
-            Inner::Table(batches) => batches.push(batch.clone()),
-            Inner::Csv(w) => w.write(&flat_for_csv(batch)?)?,
-            Inner::Json(w) => w.write(batch)?,
+            Inner::Table(batches) => batches.push(temporal::render_batch(batch)?),
+            Inner::Csv(w) => w.write(&flat_for_csv(&temporal::render_batch(batch)?)?)?,
+            Inner::Json(w) => w.write(&temporal::render_batch(batch)?)?,
             Inner::Parquet(w) => {
                 w.write(batch)?;
             }

@@ -50,7 +50,9 @@ fn quote_non_finite(text: &str) -> Option<String> {
             i += 1;
             continue;
         }
-        if let Some(token) = TOKENS.iter().find(|t| text[i..].starts_with(*t)) {
+        // Bytes, not `text[i..]`: `i` may sit inside a multi-byte character
+        // outside any string (invalid JSON, refused by the parser below).
+        if let Some(token) = TOKENS.iter().find(|t| bytes[i..].starts_with(t.as_bytes())) {
             let buf = out.get_or_insert_with(|| String::with_capacity(text.len() + 16));
             buf.push_str(&text[copied..i]);
             buf.push('"');
@@ -89,5 +91,102 @@ mod tests {
     fn plain_json_is_parsed_as_is() {
         assert_eq!(number(&parse("1e-05").unwrap()), Some(1e-5));
         assert!(parse("{\"a\": NaNx}").is_err());
+    }
+
+    #[test]
+    fn multi_byte_characters_outside_strings_are_an_error_not_a_panic() {
+        for text in [
+            "{\"step\":5,\"data\":{\"a\":1}} é",
+            "é",
+            "{\"a\": NaN} 日本",
+            "{\"a\": 1é}",
+            "[NaN, \"é\", é]",
+        ] {
+            assert!(parse(text).is_err(), "{text}");
+        }
+        assert_eq!(parse("{\"é\": \"NaN é\"}").unwrap()["é"], "NaN é");
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// JSON-ish text: the grammar's punctuation, the tokens, and arbitrary characters.
+        fn jsonish() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                Just("{".to_string()),
+                Just("}".to_string()),
+                Just("[".to_string()),
+                Just("]".to_string()),
+                Just(":".to_string()),
+                Just(",".to_string()),
+                Just("\"".to_string()),
+                Just("\\".to_string()),
+                Just("NaN".to_string()),
+                Just("-Infinity".to_string()),
+                Just("Infinity".to_string()),
+                Just("1e308".to_string()),
+                any::<char>().prop_map(String::from),
+                "[a-z0-9é日]{0,4}",
+            ];
+            prop::collection::vec(piece, 0..40).prop_map(|p| p.concat())
+        }
+
+        /// Valid JSON with non-finite tokens, then one edit at an arbitrary place.
+        fn mutated() -> impl Strategy<Value = String> {
+            let value = prop_oneof![
+                Just("NaN".to_string()),
+                Just("-Infinity".to_string()),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(|f| f.to_string()),
+                "\"[^\"\\\\]{0,6}\"",
+            ];
+            (
+                prop::collection::vec(("[a-zé]{1,4}", value), 0..6),
+                any::<prop::sample::Index>(),
+                any::<char>(),
+                0..3u8,
+            )
+                .prop_map(|(fields, at, c, edit)| {
+                    let body: Vec<String> = fields
+                        .iter()
+                        .map(|(k, v)| format!("\"{k}\": {v}"))
+                        .collect();
+                    let mut text = format!("{{\"data\": {{{}}}}}", body.join(", "));
+                    let at = text.floor_char_boundary(at.index(text.len() + 1));
+                    match edit {
+                        0 => text.insert(at, c),
+                        1 => text.truncate(at),
+                        _ => {
+                            let end = text.ceil_char_boundary(at + 1);
+                            text.replace_range(at..end, "");
+                        }
+                    }
+                    text
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn arbitrary_text_never_panics(text in jsonish()) {
+                let _ = parse(&text);
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+                let _ = parse(&String::from_utf8_lossy(&bytes));
+            }
+
+            #[test]
+            fn mutated_json_parses_or_errs(text in mutated()) {
+                if let Ok(value) = parse(&text) {
+                    // What parses is JSON once the bare tokens are quoted.
+                    prop_assert!(serde_json::to_string(&value).is_ok());
+                }
+            }
+        }
     }
 }

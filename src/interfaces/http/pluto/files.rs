@@ -20,6 +20,7 @@ use std::sync::Arc;
 use super::{header_run, json_body};
 use crate::catalog::RunId;
 use crate::error::{Error, Result};
+use crate::ingest::limits;
 use crate::interfaces::http::{ApiError, AppState};
 use crate::scope::Scope;
 use crate::store::records::FileRecord;
@@ -239,6 +240,14 @@ pub(super) async fn presign(
                 .into());
             }
         };
+        if let Some(t) = f.time.filter(|t| limits::ms_in_window(*t).is_none()) {
+            let window = limits::TIME_WINDOW;
+            return Err(Error::invalid(format!(
+                "file `{}`: time {t} (epoch milliseconds) is outside {window}",
+                f.file_name
+            ))
+            .into());
+        }
         let mut params = vec![("logName", f.log_name.clone())];
         if let Some(step) = f.step {
             params.push(("step", step.max(0).to_string()));

@@ -267,4 +267,111 @@ mod tests {
             assert!(Filter::parse(&bad).is_err(), "{bad}");
         }
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Keys the grammar knows, some it does not, and arbitrary text.
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    "$and",
+                    "$or",
+                    "$not",
+                    "$eq",
+                    "$ne",
+                    "$gt",
+                    "$gte",
+                    "$lt",
+                    "$lte",
+                    "$in",
+                    "$nin",
+                    "$regex",
+                    "$xor",
+                    "status",
+                    "state",
+                    "name",
+                    "tags",
+                    "createdAt",
+                    "config.lr",
+                    "config.",
+                    "config.opt.name",
+                    "summaryMetrics.loss",
+                ])
+                .prop_map(str::to_string),
+                ".{0,8}",
+            ]
+        }
+
+        fn scalar() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<f64>().prop_map(
+                    |f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+                ),
+                any::<i64>().prop_map(Value::from),
+                prop::sample::select(vec![
+                    "RUNNING",
+                    "completed",
+                    "^base",
+                    "(",
+                    "a{99999}",
+                    "[z-a]",
+                    "adam"
+                ])
+                .prop_map(Value::from),
+                ".{0,6}".prop_map(Value::String),
+            ]
+        }
+
+        /// Filter-shaped documents: objects of grammar keys, lists and scalars, nested.
+        fn document() -> impl Strategy<Value = Value> {
+            scalar().prop_recursive(6, 64, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::vec((key(), inner), 0..4)
+                        .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+            #[test]
+            fn documents_parse_or_are_refused_and_match_without_panicking(doc in document()) {
+                if let Ok(filter) = Filter::parse(&doc) {
+                    let _ = filter.matches(&run());
+                    let _ = filter.matches(&Value::Null);
+                }
+            }
+
+            #[test]
+            fn arbitrary_filter_text_never_panics(text in ".{0,64}") {
+                if let Ok(doc) = crate::interfaces::http::lenient_json::parse(&text)
+                    && let Ok(filter) = Filter::parse(&doc)
+                {
+                    let _ = filter.matches(&run());
+                }
+            }
+        }
+
+        #[test]
+        fn deep_nesting_is_refused_not_a_stack_overflow() {
+            let mut doc = json!({"status": "RUNNING"});
+            for _ in 0..10_000 {
+                // Not `json!`, which copies its operand recursively.
+                doc = Value::Object(serde_json::Map::from_iter([("$not".to_string(), doc)]));
+            }
+            let err = Filter::parse(&doc).unwrap_err().to_string();
+            assert!(err.contains("nested too deeply"), "{err}");
+            // Dropping a tree this deep must not overflow the stack either.
+            let mut doc = Some(doc);
+            while let Some(Value::Object(mut map)) = doc.take() {
+                doc = map.remove("$not");
+            }
+        }
+    }
 }

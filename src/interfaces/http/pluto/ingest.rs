@@ -2,6 +2,7 @@
 //!
 //! A request is validated whole before anything is written: one bad line
 //! refuses the request with its line number, and nothing of it is committed.
+//! Null metric values are skipped, as Pluto's ingest does.
 
 use arrow::array::RecordBatch;
 use axum::Json;
@@ -11,8 +12,10 @@ use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
 use super::header_run;
+use super::ndjson::{for_each_line, shown, step, time_us};
 use crate::catalog::RunId;
 use crate::error::{Error, Result};
+use crate::ingest::limits::{MAX_DATA_LINE_BYTES, MAX_LINE_BYTES, MAX_POINTS_PER_REQUEST};
 use crate::ingest::{MetricPoint, PointBatch};
 use crate::interfaces::http::{ApiError, AppState, lenient_json};
 use crate::scope::Scope;
@@ -20,62 +23,6 @@ use crate::store::TableKind;
 use crate::store::records::{DataRecord, LogRecord};
 
 type Reply = std::result::Result<Json<Value>, ApiError>;
-
-/// Non-empty NDJSON lines with their 1-based line numbers, each parsed as an object.
-fn ndjson(body: &[u8]) -> Result<Vec<(usize, serde_json::Map<String, Value>)>> {
-    let text =
-        std::str::from_utf8(body).map_err(|_| Error::invalid("request body is not UTF-8"))?;
-    let mut out = Vec::new();
-    for (i, line) in text.split('\n').enumerate() {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        match lenient_json::parse(line) {
-            Ok(Value::Object(obj)) => out.push((i + 1, obj)),
-            Ok(_) => {
-                return Err(Error::invalid(format!(
-                    "line {}: expected a JSON object",
-                    i + 1
-                )));
-            }
-            Err(e) => return Err(Error::invalid(format!("line {}: invalid JSON: {e}", i + 1))),
-        }
-    }
-    Ok(out)
-}
-
-/// `time` in epoch milliseconds (int or float), as microseconds.
-fn time_us(line: usize, obj: &serde_json::Map<String, Value>) -> Result<Option<i64>> {
-    match obj.get("time") {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_f64()
-            .filter(|ms| ms.is_finite())
-            .map(|ms| Some((ms * 1000.0).round() as i64))
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "line {line}: time must be epoch milliseconds, got {v}"
-                ))
-            }),
-    }
-}
-
-fn step(line: usize, obj: &serde_json::Map<String, Value>) -> Result<u64> {
-    match obj.get("step") {
-        None | Some(Value::Null) => Ok(0),
-        Some(v) => v
-            .as_u64()
-            .or_else(|| {
-                v.as_f64()
-                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 9.2e18)
-                    .map(|f| f as u64)
-            })
-            .ok_or_else(|| {
-                Error::invalid(format!("line {line}: step must be an integer ≥ 0, got {v}"))
-            }),
-    }
-}
 
 /// The run of `X-Run-Id`, among the runs the request's key can see.
 async fn run_of(state: &AppState, scope: &Scope, headers: &HeaderMap) -> Result<RunId> {
@@ -103,37 +50,43 @@ pub(super) async fn metrics(
     body: Bytes,
 ) -> Reply {
     let run = run_of(&state, &scope, &headers).await?;
-    let mut points = Vec::new();
-    for (line, obj) in ndjson(&body)? {
+    let mut batch = PointBatch::new();
+    for_each_line(&body, MAX_LINE_BYTES, "MAX_LINE_BYTES", |line, mut obj| {
         let time_us = time_us(line, &obj)?;
         let step = step(line, &obj)?;
-        let data = match obj.get("data") {
-            Some(Value::Object(data)) => data,
-            _ => {
-                return Err(Error::invalid(format!(
-                    "line {line}: `data` must be an object of metric values"
-                ))
-                .into());
-            }
+        let Some(Value::Object(data)) = obj.remove("data") else {
+            return Err(Error::invalid(format!(
+                "line {line}: `data` must be an object of metric values"
+            )));
         };
+        let mut points = Vec::with_capacity(data.len());
         for (name, value) in data {
-            let value = lenient_json::number(value).ok_or_else(|| {
+            // `run.log({"a": None})`: Pluto stores the line's other values.
+            if value.is_null() {
+                continue;
+            }
+            let value = lenient_json::number(&value).ok_or_else(|| {
                 Error::invalid(format!(
-                    "line {line}: value of `{name}` is not a number: {value}"
+                    "line {line}: value of `{name}` is not a number: {}",
+                    shown(&value)
                 ))
             })?;
             points.push(MetricPoint {
-                metric: name.clone(),
+                metric: name,
                 step,
                 value,
                 time_us,
             });
         }
-    }
-    let mut batch = PointBatch::new();
-    batch
-        .extend(run, points)
-        .map_err(|e| Error::invalid(format!("bad metric point: {e}")))?;
+        if batch.len() + points.len() > MAX_POINTS_PER_REQUEST {
+            return Err(Error::invalid(format!(
+                "line {line}: the request holds more than {MAX_POINTS_PER_REQUEST} metric values (MAX_POINTS_PER_REQUEST); send it in parts"
+            )));
+        }
+        batch
+            .extend(run, points)
+            .map_err(|e| Error::invalid(format!("line {line}: {e}")))
+    })?;
     let stored = state.committer.submit(batch).await?;
     Ok(Json(json!({ "stored": stored })))
 }
@@ -147,14 +100,11 @@ pub(super) async fn logs(
 ) -> Reply {
     let run = run_of(&state, &scope, &headers).await?;
     let mut records = Vec::new();
-    for (line, obj) in ndjson(&body)? {
-        let message = match obj.get("message") {
-            Some(Value::String(m)) => m.clone(),
-            _ => {
-                return Err(
-                    Error::invalid(format!("line {line}: `message` must be a string")).into(),
-                );
-            }
+    for_each_line(&body, MAX_LINE_BYTES, "MAX_LINE_BYTES", |line, mut obj| {
+        let Some(Value::String(message)) = obj.remove("message") else {
+            return Err(Error::invalid(format!(
+                "line {line}: `message` must be a string"
+            )));
         };
         records.push(LogRecord {
             run_id: run,
@@ -167,7 +117,8 @@ pub(super) async fn logs(
                 .to_ascii_uppercase(),
             message,
         });
-    }
+        Ok(())
+    })?;
     store_rows(
         &state,
         TableKind::Logs,
@@ -186,25 +137,31 @@ pub(super) async fn data(
 ) -> Reply {
     let run = run_of(&state, &scope, &headers).await?;
     let mut records = Vec::new();
-    for (line, obj) in ndjson(&body)? {
-        let field = |name: &str| -> Result<String> {
-            match obj.get(name) {
-                Some(Value::String(s)) => Ok(s.clone()),
-                Some(other) if name == "data" => Ok(other.to_string()),
-                _ => Err(Error::invalid(format!(
-                    "line {line}: `{name}` must be a string"
-                ))),
-            }
-        };
-        records.push(DataRecord {
-            run_id: run,
-            log_name: field("logName")?,
-            step: step(line, &obj)?,
-            time_us: time_us(line, &obj)?,
-            data_type: field("dataType")?,
-            data: field("data")?,
-        });
-    }
+    for_each_line(
+        &body,
+        MAX_DATA_LINE_BYTES,
+        "MAX_DATA_LINE_BYTES",
+        |line, obj| {
+            let field = |name: &str| -> Result<String> {
+                match obj.get(name) {
+                    Some(Value::String(s)) => Ok(s.clone()),
+                    Some(other) if name == "data" => Ok(other.to_string()),
+                    _ => Err(Error::invalid(format!(
+                        "line {line}: `{name}` must be a string"
+                    ))),
+                }
+            };
+            records.push(DataRecord {
+                run_id: run,
+                log_name: field("logName")?,
+                step: step(line, &obj)?,
+                time_us: time_us(line, &obj)?,
+                data_type: field("dataType")?,
+                data: field("data")?,
+            });
+            Ok(())
+        },
+    )?;
     store_rows(
         &state,
         TableKind::Data,

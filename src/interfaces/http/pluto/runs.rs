@@ -11,12 +11,25 @@ use serde_json::{Map, Value, json};
 use super::{catalog, check_project, json_body};
 use crate::catalog::{ForkRequest, NewRun, Run, RunId, RunStatus, RunUpdate};
 use crate::error::{Error, Result};
+use crate::ingest::limits::MAX_RUN_BODY_BYTES;
 use crate::interfaces::http::{ApiError, AppState, lenient_json};
 use crate::scope::Scope;
 
 type Scoped = axum::Extension<Scope>;
 
 type Reply = std::result::Result<Json<Value>, ApiError>;
+
+/// A lifecycle request's body, refused before parsing when over
+/// [`MAX_RUN_BODY_BYTES`] (parsing costs several times the text in memory).
+fn run_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    if bytes.len() > MAX_RUN_BODY_BYTES {
+        return Err(Error::invalid(format!(
+            "request body is {} bytes, over the limit of {MAX_RUN_BODY_BYTES} bytes for run requests",
+            bytes.len()
+        )));
+    }
+    json_body(bytes)
+}
 
 /// `POST /api/slug`: the SDK's key check at `init`.
 pub(super) async fn slug() -> Json<Value> {
@@ -79,7 +92,7 @@ pub(super) async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
-    let body: CreateBody = json_body(&body)?;
+    let body: CreateBody = run_body(&body)?;
     let project = body
         .project_name
         .filter(|p| !p.trim().is_empty())
@@ -169,7 +182,7 @@ pub(super) async fn resume(
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
-    let reference = json_body::<RunRef>(&body)?.reference()?;
+    let reference = run_body::<RunRef>(&body)?.reference()?;
     let run = catalog(&state, &scope).await?.lookup(&reference)?.clone();
     check_project(&headers, &run)?;
     Ok(run_reply(&state, &run, true))
@@ -181,7 +194,7 @@ pub(super) async fn trigger(
     axum::Extension(scope): Scoped,
     body: Bytes,
 ) -> Reply {
-    let reference = json_body::<RunRef>(&body)?.reference()?;
+    let reference = run_body::<RunRef>(&body)?.reference()?;
     let run = catalog(&state, &scope).await?.lookup(&reference)?.clone();
     Ok(Json(json!({ "status": run.status })))
 }
@@ -192,7 +205,7 @@ pub(super) async fn log_names(
     axum::Extension(scope): Scoped,
     body: Bytes,
 ) -> Reply {
-    let reference = json_body::<RunRef>(&body)?.reference()?;
+    let reference = run_body::<RunRef>(&body)?.reference()?;
     catalog(&state, &scope).await?.lookup(&reference)?;
     Ok(Json(json!({})))
 }
@@ -210,7 +223,7 @@ pub(super) async fn status(
     axum::Extension(scope): Scoped,
     body: Bytes,
 ) -> Reply {
-    let body: StatusBody = json_body(&body)?;
+    let body: StatusBody = run_body(&body)?;
     let status: RunStatus = body.status.parse()?;
     let id = scoped_run(&state, &scope, &body.run_id).await?;
     let run = state
@@ -233,7 +246,7 @@ pub(super) async fn tags(
     axum::Extension(scope): Scoped,
     body: Bytes,
 ) -> Reply {
-    let body: TagsBody = json_body(&body)?;
+    let body: TagsBody = run_body(&body)?;
     let id = scoped_run(&state, &scope, &body.run_id).await?;
     let run = state
         .engine
@@ -255,7 +268,7 @@ pub(super) async fn config(
     axum::Extension(scope): Scoped,
     body: Bytes,
 ) -> Reply {
-    let body: ConfigBody = json_body(&body)?;
+    let body: ConfigBody = run_body(&body)?;
     let id = scoped_run(&state, &scope, &body.run_id).await?;
     let delta = config_object(body.config)?;
     let run = if delta.is_empty() {
