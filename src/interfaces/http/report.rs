@@ -57,7 +57,12 @@ pub async fn report(
         metrics: ReportRequest::split_list(&metrics),
         goals: Goals::parse(goal.as_deref())?,
     };
-    let built = report::build(&state.engine, &request, scope(&grant), &|_| {}).await?;
+    let engine = &state.engine;
+    // A report runs a query per metric: one admitted query, with one deadline.
+    let built = engine
+        .gate()
+        .run(report::build(engine, &request, scope(&grant), &|_| {}))
+        .await?;
     let bytes = report::render::render(&built, format)?;
     Ok((
         StatusCode::OK,
