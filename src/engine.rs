@@ -351,15 +351,6 @@ impl Engine {
         &self.gate
     }
 
-    /// Plans and starts a read-only query as one admitted query, with its deadline.
-    pub async fn query(
-        &self,
-        sql: &str,
-        project: Option<&str>,
-    ) -> Result<datafusion::execution::SendableRecordBatchStream> {
-        self.gate.stream(self.scoped_sql(sql, project)).await
-    }
-
     /// Runs a read-only query as one admitted query and collects its result.
     pub async fn collect(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         self.gate

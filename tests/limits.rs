@@ -402,6 +402,7 @@ async fn generated_values_and_text_tables_stay_within_memory() {
     drop(csv);
     server.assert_healthy().await;
     let peak = server.peak_rss();
+    eprintln!("server peak RSS: {} MiB", peak >> 20);
     assert!(peak < 1 << 30, "peak RSS {} MiB", peak >> 20);
 }
 
