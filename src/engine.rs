@@ -38,6 +38,8 @@ pub struct EngineOptions {
     pub store: crate::store::StoreOptions,
     /// Whether opening may create the store, and whether the engine may write.
     pub open: crate::store::OpenMode,
+    /// Concurrency, queue and timeout of queries run through [`Engine::gate`].
+    pub query: query::gate::QueryLimits,
 }
 
 impl Default for EngineOptions {
@@ -48,6 +50,7 @@ impl Default for EngineOptions {
             refresh_interval: std::time::Duration::from_millis(250),
             store: Default::default(),
             open: Default::default(),
+            query: Default::default(),
         }
     }
 }
@@ -77,6 +80,8 @@ pub struct Engine {
     sessions: SessionCache,
     /// The latest catalog restricted per project scope, reused while `runs` did not move.
     scoped_catalogs: std::sync::Mutex<HashMap<Projects, Arc<CatalogSnapshot>>>,
+    /// Admission and deadlines of the queries the interfaces run.
+    gate: query::gate::QueryGate,
 }
 
 #[derive(Default)]
@@ -115,6 +120,7 @@ impl Engine {
             catalog_writes: tokio::sync::Mutex::new(()),
             runtime,
             session_config,
+            gate: query::gate::QueryGate::new(options.query.clone()),
             options,
             sessions: Default::default(),
             scoped_catalogs: Default::default(),
@@ -373,9 +379,16 @@ impl Engine {
         query::read_only_sql(&ctx, sql).await
     }
 
-    /// Runs a read-only query and collects its result.
+    /// Admission control and deadlines of queries (see [`query::gate::QueryGate`]).
+    pub fn gate(&self) -> &query::gate::QueryGate {
+        &self.gate
+    }
+
+    /// Runs a read-only query as one admitted query and collects its result.
     pub async fn collect(&self, sql: &str) -> Result<Vec<RecordBatch>> {
-        Ok(self.sql(sql).await?.collect().await?)
+        self.gate
+            .run(async { Ok(self.sql(sql).await?.collect().await?) })
+            .await
     }
 
     /// Every row of a (small) stored table at its latest version, with that version.

@@ -37,7 +37,7 @@ pub enum Error {
     Damaged(String),
     /// SQL planning or execution failed.
     #[error("{0}")]
-    Query(#[from] DataFusionError),
+    Query(#[source] DataFusionError),
     /// The Delta layer (transaction log, object store underneath) failed.
     #[error("storage error: {0}")]
     Storage(#[from] deltalake::DeltaTableError),
@@ -53,6 +53,25 @@ pub enum Error {
     /// Local I/O failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    /// A query ran past the server's time limit and was cancelled.
+    #[error("{0}")]
+    TimedOut(String),
+    /// The server runs and queues as many queries as it may; the caller may retry.
+    #[error("{0}")]
+    Busy(String),
+}
+
+impl From<DataFusionError> for Error {
+    /// Our own errors travel through DataFusion wrapped as `External`; they
+    /// come out as they went in, so their kind (and HTTP status) survives.
+    fn from(e: DataFusionError) -> Self {
+        match e {
+            DataFusionError::External(inner) if inner.is::<Error>() => {
+                *inner.downcast::<Error>().expect("checked by is")
+            }
+            other => Error::Query(other),
+        }
+    }
 }
 
 impl Error {
@@ -68,7 +87,7 @@ impl Error {
     pub fn is_unavailable(&self) -> bool {
         if matches!(
             self,
-            Error::Storage(_) | Error::ObjectStore(_) | Error::Unavailable(_)
+            Error::Storage(_) | Error::ObjectStore(_) | Error::Unavailable(_) | Error::Busy(_)
         ) {
             return true;
         }

@@ -392,6 +392,34 @@ pub struct ServeArgs {
     /// Serve as a read replica: write routes answer 403, no compaction runs.
     #[arg(long, env = "FORKLINE_READ_ONLY")]
     pub read_only: bool,
+    /// Cancel a query this many seconds after it arrives (waiting included);
+    /// the client gets 504 (Flight: DEADLINE_EXCEEDED), or a cut stream.
+    #[arg(long, env = "FORKLINE_QUERY_TIMEOUT_S", default_value_t = 300.0, value_parser = timeout_seconds)]
+    pub query_timeout_s: f64,
+    /// Queries run at once [default: twice the cores, at least 4].
+    #[arg(long, env = "FORKLINE_MAX_CONCURRENT_QUERIES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_queries: Option<u32>,
+    /// Queries that may wait for a slot; more get 503 with Retry-After (Flight: UNAVAILABLE).
+    #[arg(long, env = "FORKLINE_QUERY_QUEUE", default_value_t = 64)]
+    pub query_queue: usize,
+    /// Open connections per listener (HTTP, Flight SQL); more wait in the listen backlog.
+    #[arg(long, env = "FORKLINE_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Seconds a connection may take to send a request head — counted from
+    /// connecting or from the previous response, so idle keep-alive
+    /// connections close after it too (Flight: its HTTP/2 preface).
+    #[arg(long, env = "FORKLINE_HTTP_HEADER_TIMEOUT_S", default_value_t = 30.0, value_parser = timeout_seconds)]
+    pub http_header_timeout_s: f64,
+    /// Seconds a request body may take to arrive (else 408).
+    #[arg(long, env = "FORKLINE_HTTP_BODY_TIMEOUT_S", default_value_t = 60.0, value_parser = timeout_seconds)]
+    pub http_body_timeout_s: f64,
+}
+
+fn timeout_seconds(text: &str) -> std::result::Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds <= 86_400.0 => Ok(seconds),
+        _ => Err(format!("expected seconds in (0, 86400], got `{text}`")),
+    }
 }
 
 fn positive_seconds(text: &str) -> std::result::Result<f64, String> {
@@ -498,6 +526,16 @@ impl Cli {
         if let Some(threads) = self.threads {
             options.target_partitions = threads.max(1);
         }
+        if let Command::Serve(args) = &self.command {
+            let defaults = crate::query::gate::QueryLimits::default();
+            options.query = crate::query::gate::QueryLimits {
+                timeout: std::time::Duration::from_secs_f64(args.query_timeout_s),
+                max_concurrent: args
+                    .max_concurrent_queries
+                    .map_or(defaults.max_concurrent, |n| n as usize),
+                max_queued: args.query_queue,
+            };
+        }
         match Engine::open_with(&self.store, options).await {
             Err(Error::NotFound(why)) if open != OpenMode::Create => {
                 let hint = match &self.command {
@@ -542,6 +580,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                     .map(check_public_url)
                     .transpose()?,
                 read_only: args.read_only,
+                connections: super::http::ConnectionLimits {
+                    header_timeout: std::time::Duration::from_secs_f64(args.http_header_timeout_s),
+                    body_timeout: std::time::Duration::from_secs_f64(args.http_body_timeout_s),
+                    max_connections: args.max_connections as usize,
+                },
             };
             let flight = match args.flight_listen.as_str() {
                 "off" => None,

@@ -1,6 +1,6 @@
 //! Series exports: one run's or one family's metrics as a query, for file downloads.
 
-use datafusion::prelude::DataFrame;
+use datafusion::prelude::{DataFrame, Expr, col, lit};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -19,10 +19,9 @@ pub struct SeriesExport {
     pub family: bool,
 }
 
-/// SQL text of a string literal.
-fn quoted(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
+/// Most metric patterns (`*`, `%`) an export may match: each is a `LIKE` test
+/// of every point. Plain names are unlimited (one `IN` list).
+pub const MAX_METRIC_PATTERNS: usize = 100;
 
 impl SeriesExport {
     /// Parses a comma-separated metric list, dropping empty entries.
@@ -35,22 +34,30 @@ impl SeriesExport {
             .collect()
     }
 
-    fn metric_filter(&self) -> String {
-        if self.metrics.is_empty() {
-            return "TRUE".to_string();
-        }
-        let terms: Vec<String> = self
+    /// The filter on `metric`, built as an expression: no name reaches SQL text.
+    fn metric_filter(&self) -> Result<Option<Expr>> {
+        let (patterns, names): (Vec<&String>, Vec<&String>) = self
             .metrics
             .iter()
-            .map(|m| {
-                if m.contains('*') || m.contains('%') {
-                    format!("metric LIKE {}", quoted(&m.replace('*', "%")))
-                } else {
-                    format!("metric = {}", quoted(m))
-                }
-            })
-            .collect();
-        format!("({})", terms.join(" OR "))
+            .partition(|m| m.contains('*') || m.contains('%'));
+        if patterns.len() > MAX_METRIC_PATTERNS {
+            return Err(Error::invalid(format!(
+                "an export matches at most {MAX_METRIC_PATTERNS} metric patterns (names with \
+                 `*` or `%`), got {}; list the metrics by name instead",
+                patterns.len()
+            )));
+        }
+        let mut terms = Vec::new();
+        if !names.is_empty() {
+            let names = names.iter().map(|n| lit(n.as_str())).collect();
+            terms.push(col("metric").in_list(names, false));
+        }
+        terms.extend(
+            patterns
+                .iter()
+                .map(|p| col("metric").like(lit(p.replace('*', "%")))),
+        );
+        Ok(terms.into_iter().reduce(Expr::or))
     }
 
     /// The export's query, ordered by run, metric and step, and a file stem naming it.
@@ -66,20 +73,25 @@ impl SeriesExport {
             .lookup(&self.run)?
             .clone();
         let id = run.id;
-        let filter = self.metric_filter();
+        let filter = self.metric_filter()?;
         let sql = match (self.stitched, self.family) {
-            (true, false) => format!("SELECT * FROM stitched_metrics({id}) WHERE {filter}"),
-            (true, true) => format!("SELECT * FROM family_metrics({id}) WHERE {filter}"),
-            (false, false) => {
-                format!("SELECT * FROM metrics WHERE run_id = {id} AND {filter}")
+            (true, false) => format!("SELECT * FROM stitched_metrics({id})"),
+            (true, true) => format!("SELECT * FROM family_metrics({id})"),
+            (false, false) => format!("SELECT * FROM metrics WHERE run_id = {id}"),
+            (false, true) => {
+                format!("SELECT m.* FROM metrics m JOIN family_runs({id}) f ON m.run_id = f.run_id")
             }
-            (false, true) => format!(
-                "SELECT m.* FROM metrics m JOIN family_runs({id}) f ON m.run_id = f.run_id \
-                 WHERE {filter}"
-            ),
         };
-        let sql = format!("SELECT * FROM ({sql}) ORDER BY run_id, metric, step");
-        let df = engine.scoped_sql(&sql, scope).await?;
+        let mut df = engine.scoped_sql(&sql, scope).await?;
+        if let Some(filter) = filter {
+            df = df.filter(filter)?;
+        }
+        let ascending = |name| col(name).sort(true, false);
+        let df = df.sort(vec![
+            ascending("run_id"),
+            ascending("metric"),
+            ascending("step"),
+        ])?;
         let stem = format!(
             "{}-{}{}",
             run.display_id,

@@ -1,9 +1,12 @@
 //! The read path: session building, lineage table functions, downsampling
 //! aggregates, read-only SQL.
 
+pub mod bounded;
 pub mod downsample;
 pub mod export;
 pub mod file_scan;
+pub mod gate;
+pub mod limits;
 pub mod lineage_functions;
 pub mod points;
 pub mod run_aggregate;
@@ -21,24 +24,33 @@ use crate::catalog::Segment;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 
-/// Plans `sql`, refusing anything that is not a read-only query.
+/// Plans `sql`, refusing anything that is not a read-only query or that
+/// passes the limits of [`limits`]. Every SQL text from outside (HTTP, Flight
+/// SQL, the CLI) and every query forkline writes itself is planned here.
 pub async fn read_only_sql(ctx: &SessionContext, sql: &str) -> Result<DataFrame> {
+    limits::check_text(sql)?;
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let statement = limits::check_statement(state.sql_to_statement(sql, &dialect)?)?;
     let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
-    ctx.sql_with_options(sql, options)
-        .await
-        .map_err(|e| match e {
-            DataFusionError::Plan(msg)
-                if ["DDL", "DML", "Statement"]
-                    .iter()
-                    .any(|kind| msg.starts_with(&format!("{kind} not supported"))) =>
-            {
-                Error::invalid(format!("only read-only queries are accepted ({msg})"))
-            }
-            other => Error::Query(other),
-        })
+    let planned = async {
+        let plan = state.statement_to_plan(statement).await?;
+        options.verify_plan(&plan)?;
+        ctx.execute_logical_plan(plan).await
+    };
+    planned.await.map_err(|e| match e {
+        DataFusionError::Plan(msg)
+            if ["DDL", "DML", "Statement"]
+                .iter()
+                .any(|kind| msg.starts_with(&format!("{kind} not supported"))) =>
+        {
+            Error::invalid(format!("only read-only queries are accepted ({msg})"))
+        }
+        other => Error::from(other),
+    })
 }
 
 /// Highest step of a stitched view over all metrics (`None` if it has no points).

@@ -17,7 +17,7 @@ use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
 use deltalake::DeltaTable;
 
 use super::points::PointSource;
-use super::{downsample, lineage_functions, run_aggregate, unnest_keys};
+use super::{bounded, downsample, lineage_functions, run_aggregate, unnest_keys};
 use crate::catalog::CatalogSnapshot;
 use crate::engine::EngineOptions;
 use crate::error::Result;
@@ -109,6 +109,7 @@ pub async fn build(
     lineage_functions::register(&ctx, snapshot, points);
     ctx.register_udaf(downsample::downsample_udaf());
     ctx.register_udaf(downsample::lttb_udaf());
+    bounded::register(&ctx);
     Ok(ctx)
 }
 

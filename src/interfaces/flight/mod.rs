@@ -6,6 +6,7 @@
 //! store, or a restarted one, can answer any ticket.
 
 mod catalog_info;
+mod incoming;
 mod params;
 
 use std::net::SocketAddr;
@@ -101,24 +102,37 @@ impl FlightSql {
             .map_err(status)
     }
 
-    /// Plans `sql` (read-only rule included) and returns its result schema as sent on the wire.
+    /// Plans `sql` (read-only rule included) and returns its result schema as
+    /// sent on the wire; planning takes a query slot like running does.
     async fn schema_of(&self, sql: &str, scope: &Scope) -> Result<SchemaRef> {
-        let df = self.engine.scoped_sql(sql, &scope.projects).await?;
+        let df = self
+            .engine
+            .gate()
+            .run(self.engine.scoped_sql(sql, &scope.projects))
+            .await?;
         Ok(flight_schema(df.schema().as_arrow()))
     }
 
-    /// Executes `sql` and streams its batches as Flight data.
+    /// Executes `sql` as one admitted query (see [`crate::query::gate`]) and
+    /// streams its batches as Flight data.
     async fn stream(
         &self,
         sql: &str,
         scope: &Scope,
     ) -> Result<FlightStream<arrow_flight::FlightData>> {
-        let df = self.engine.scoped_sql(sql, &scope.projects).await?;
-        let schema = flight_schema(df.schema().as_arrow());
-        let batches = df
-            .execute_stream()
-            .await?
-            .map_err(|e| FlightError::ExternalError(Box::new(e)));
+        let mut schema = None;
+        let batches = self
+            .engine
+            .gate()
+            .stream(async {
+                let df = self.engine.scoped_sql(sql, &scope.projects).await?;
+                schema = Some(flight_schema(df.schema().as_arrow()));
+                Ok(df)
+            })
+            .await?;
+        let schema = schema.expect("set by planning");
+        // A timeout or a bad value met mid-stream ends it with its own status.
+        let batches = batches.map_err(|e| FlightError::Tonic(Box::new(status(Error::from(e)))));
         let encoded = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(batches)
@@ -151,6 +165,7 @@ fn status(e: Error) -> Status {
         Error::TooLarge(_) => Status::resource_exhausted(e.to_string()),
         Error::NotFound(_) => Status::not_found(e.to_string()),
         Error::Conflict(_) => Status::aborted(e.to_string()),
+        Error::TimedOut(_) => Status::deadline_exceeded(e.to_string()),
         e if e.is_unavailable() => Status::unavailable(e.to_string()),
         e if e.is_user_error() => Status::invalid_argument(e.to_string()),
         _ => {
@@ -507,22 +522,55 @@ fn ipc_schema(schema: &Schema) -> std::result::Result<bytes::Bytes, Status> {
 }
 
 /// Serves Flight SQL on `listener` until `shutdown` resolves.
+///
+/// Connections are capped and must start talking within the header timeout as
+/// on HTTP (see [`incoming`]); dead peers are found by HTTP/2 and TCP
+/// keepalives; a call's stream is bounded by the query timeout (see
+/// [`crate::query::gate`]), and getting to its first response by that plus a margin.
 pub async fn serve(
     engine: Arc<Engine>,
     keys: Arc<Keys>,
     listener: tokio::net::TcpListener,
+    limits: &crate::interfaces::http::ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
-    let service =
-        FlightServiceServer::new(FlightSql::new(engine, keys)?).max_decoding_message_size(64 << 20);
+    let call_timeout = engine.gate().limits().timeout + CALL_TIMEOUT_MARGIN;
+    let service = FlightServiceServer::new(FlightSql::new(engine, keys)?)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let connections = incoming::capped(
+        tonic::transport::server::TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(KEEPALIVE)),
+        limits.max_connections,
+        limits.header_timeout,
+    );
     tracing::info!(%addr, "forkline Flight SQL listening");
     tonic::transport::Server::builder()
+        .timeout(call_timeout)
+        .concurrency_limit_per_connection(CALLS_PER_CONNECTION)
+        .max_concurrent_streams(Some(CALLS_PER_CONNECTION as u32))
+        .http2_keepalive_interval(Some(KEEPALIVE))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(service)
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(connections, shutdown)
         .await
         .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))
 }
+
+/// Largest Flight message sent or received (a parameter batch, a result batch).
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Calls a connection may have in progress at once.
+const CALLS_PER_CONNECTION: usize = 32;
+
+/// How often an idle connection's peer is checked (HTTP/2 ping, TCP keepalive) …
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// … and how long its answer may take before the connection is dropped.
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Time a call may take to its first response beyond the query timeout
+/// (admission waits and planning count against the query's own deadline).
+const CALL_TIMEOUT_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);

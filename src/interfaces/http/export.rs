@@ -43,7 +43,16 @@ pub async fn export(
         stitched: params.stitched.unwrap_or(true),
         family: params.family.unwrap_or(false),
     };
-    let (df, stem) = export.plan(&state.engine, &scope.projects).await?;
+    let mut stem = String::new();
+    let engine = &state.engine;
+    let batches = engine
+        .gate()
+        .stream(async {
+            let (df, named) = export.plan(engine, &scope.projects).await?;
+            stem = named;
+            Ok(df)
+        })
+        .await?;
     let filename = format!("{stem}.{}", format.extension());
-    stream_response(df, format, Some(filename)).await
+    stream_response(batches, format, Some(filename)).await
 }

@@ -2,6 +2,7 @@
 
 mod export;
 mod lenient_json;
+mod listen;
 mod pluto;
 mod report;
 
@@ -22,11 +23,12 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::format::{Format, encode_stream};
+use super::format::{Encoder, Format, encode_stream};
 use crate::auth::Keys;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::ingest::GroupCommitter;
+pub use listen::ConnectionLimits;
 use crate::scope::Scope;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -42,6 +44,8 @@ pub struct ServerOptions {
     /// Base URL clients reach this server at, for the URLs it hands out (run
     /// pages, file uploads and downloads); the listening address when unset.
     pub public_url: Option<String>,
+    /// Timeouts and the cap of connections, of HTTP and (timeouts aside) Flight SQL.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for ServerOptions {
@@ -51,9 +55,16 @@ impl Default for ServerOptions {
             max_body: 32 << 20,
             read_only: false,
             public_url: None,
+            connections: ConnectionLimits::default(),
         }
     }
 }
+
+/// Most rows of a `text/plain` answer, which is aligned over all its rows and so built whole.
+pub const MAX_TABLE_ROWS: usize = 10_000;
+
+/// Most bytes of Arrow data behind a `text/plain` answer.
+const MAX_TABLE_BYTES: usize = 64 << 20;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
@@ -226,14 +237,18 @@ pub async fn serve(
     }
     tracing::info!(%addr, commit_window_ms = options.commit_window.as_millis() as u64, read_only = options.read_only, "forkline HTTP listening");
     let http = async {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(Error::from)
+        listen::serve(listener, app, &options.connections, shutdown_signal()).await;
+        Ok(())
     };
     match flight {
         Some(flight) => {
-            let flight = crate::interfaces::flight::serve(engine, keys, flight, shutdown_signal());
+            let flight = crate::interfaces::flight::serve(
+                engine,
+                keys,
+                flight,
+                &options.connections,
+                shutdown_signal(),
+            );
             tokio::try_join!(http, flight)?;
         }
         None => http.await?,
@@ -333,6 +348,9 @@ async fn shutdown_signal() {
     }
 }
 
+/// Seconds a client refused for lack of a query slot is asked to wait.
+const BUSY_RETRY_AFTER_S: &str = "2";
+
 /// An error as an HTTP response: `{"error": …}` with a status chosen by who is at fault.
 pub struct ApiError(Error);
 
@@ -350,6 +368,7 @@ pub fn status_of(e: &Error) -> StatusCode {
         Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Conflict(_) => StatusCode::CONFLICT,
+        Error::TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
         e if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
         e if e.is_user_error() => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -359,17 +378,29 @@ pub fn status_of(e: &Error) -> StatusCode {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = status_of(&self.0);
-        if status.is_server_error() {
-            tracing::error!(error = %self.0, "request failed");
-        }
-        let body = match &self.0 {
+        let body = axum::Json(match &self.0 {
             // As Pluto's server answers, which the SDK reports.
             Error::Unauthenticated(message) => {
                 json!({ "error": "Unauthorized", "message": message })
             }
             e => json!({ "error": e.to_string() }),
-        };
-        (status, axum::Json(body)).into_response()
+        });
+        match &self.0 {
+            // Limits at work, not faults.
+            Error::Busy(_) => {
+                (status, [(header::RETRY_AFTER, BUSY_RETRY_AFTER_S)], body).into_response()
+            }
+            Error::TimedOut(_) => {
+                tracing::warn!(error = %self.0, "request timed out");
+                (status, body).into_response()
+            }
+            _ => {
+                if status.is_server_error() {
+                    tracing::error!(error = %self.0, "request failed");
+                }
+                (status, body).into_response()
+            }
+        }
     }
 }
 
@@ -422,8 +453,19 @@ async fn sql(
         body.map_err(|e| Error::invalid(format!("bad request body: {}", e.body_text())))?;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::from_accept(accept);
-    let df = state.engine.scoped_sql(&req.sql, &scope.projects).await?;
-    stream_response(df, format, None).await
+    let engine = &state.engine;
+    let batches = engine
+        .gate()
+        .stream(async {
+            let df = engine.scoped_sql(&req.sql, &scope.projects).await?;
+            Ok(match format {
+                // One row past the cap tells a result that is too long.
+                Format::Table => df.limit(0, Some(MAX_TABLE_ROWS + 1))?,
+                _ => df,
+            })
+        })
+        .await?;
+    stream_response(batches, format, None).await
 }
 
 /// Streams a query's result in `format`, as a download named `filename` when given.
@@ -431,11 +473,13 @@ async fn sql(
 /// The first chunk is computed before answering, so errors found early still get
 /// a proper status; later ones cut the chunked body short, which clients see.
 async fn stream_response(
-    df: datafusion::prelude::DataFrame,
+    batches: datafusion::execution::SendableRecordBatchStream,
     format: Format,
     filename: Option<String>,
 ) -> Result<Response, ApiError> {
-    let batches = df.execute_stream().await.map_err(Error::from)?;
+    if format == Format::Table {
+        return table_response(batches).await;
+    }
     let mut chunks = Box::pin(encode_stream(format, batches)?);
     let first = chunks.next().await.transpose()?;
     let body = futures::stream::iter(first.map(Ok))
@@ -458,4 +502,36 @@ async fn stream_response(
     Ok(response
         .body(Body::from_stream(body))
         .map_err(|e| Error::invalid(e.to_string()))?)
+}
+
+/// A `text/plain` answer: an aligned table, so built whole, and only for
+/// results within [`MAX_TABLE_ROWS`] and [`MAX_TABLE_BYTES`] (refused before
+/// anything is sent, and before more than that is held).
+async fn table_response(
+    mut batches: datafusion::execution::SendableRecordBatchStream,
+) -> Result<Response, ApiError> {
+    let mut encoder = Encoder::new(Format::Table, &batches.schema())?;
+    let (mut rows, mut bytes) = (0, 0);
+    while let Some(batch) = batches.next().await {
+        let batch = batch.map_err(Error::from)?;
+        rows += batch.num_rows();
+        bytes += batch.get_array_memory_size();
+        if rows > MAX_TABLE_ROWS || bytes > MAX_TABLE_BYTES {
+            return Err(Error::invalid(format!(
+                "a text/plain answer holds at most {MAX_TABLE_ROWS} rows and {} MiB, and this \
+                 result is larger: add a LIMIT, or ask for text/csv, application/json, Arrow or \
+                 Parquet in the Accept header, which stream any size",
+                MAX_TABLE_BYTES >> 20
+            ))
+            .into());
+        }
+        encoder.write(&batch)?;
+    }
+    let text = encoder.finish()?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, Format::Table.content_type())],
+        text,
+    )
+        .into_response())
 }

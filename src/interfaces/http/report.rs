@@ -58,7 +58,12 @@ pub async fn report(
         goals: Goals::parse(goal.as_deref())?,
     };
     scope.require_project(request.project.trim())?;
-    let built = report::build(&state.engine, &request, &scope.projects, &|_| {}).await?;
+    let engine = &state.engine;
+    // A report runs a query per metric: one admitted query, with one deadline.
+    let built = engine
+        .gate()
+        .run(report::build(engine, &request, &scope.projects, &|_| {}))
+        .await?;
     let bytes = report::render::render(&built, format)?;
     Ok((
         StatusCode::OK,

@@ -119,14 +119,14 @@ async fn catalog(state: &AppState, scope: &Scope) -> Result<Arc<CatalogSnapshot>
     state.engine.scoped_catalog(&scope.projects).await
 }
 
-/// Runs an internal query in the request's scope and collects it.
+/// Runs an internal query in the request's scope, as one admitted query
+/// (slot, queue and deadline of the query gate), and collects it.
 async fn collect(state: &AppState, scope: &Scope, sql: &str) -> Result<Vec<RecordBatch>> {
-    Ok(state
-        .engine
-        .scoped_sql(sql, &scope.projects)
-        .await?
-        .collect()
-        .await?)
+    let engine = &state.engine;
+    engine
+        .gate()
+        .run(async { Ok(engine.scoped_sql(sql, &scope.projects).await?.collect().await?) })
+        .await
 }
 
 /// The run an ingest request is for: the SDK names it only in `X-Run-Id`,

@@ -1,0 +1,267 @@
+//! Admission and deadlines: at most `max_concurrent` queries run at once, at
+//! most `max_queued` more wait for a slot, and none runs past `timeout`.
+//!
+//! A query's time counts from its arrival, waiting included, to its last row.
+//! When it is up the query's stream is dropped — which aborts the tasks
+//! DataFusion spawned for it, so its CPU stops — even if nobody is polling it
+//! (a client that stopped reading), and its slot goes to the next query.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::error::DataFusionError;
+use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream};
+use datafusion::prelude::DataFrame;
+use futures::{Stream, StreamExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+
+/// Limits on the queries a server runs.
+#[derive(Debug, Clone)]
+pub struct QueryLimits {
+    /// Longest a query may take from arrival to its last row.
+    pub timeout: Duration,
+    /// Queries running at once.
+    pub max_concurrent: usize,
+    /// Queries waiting for a slot; more are refused at once.
+    pub max_queued: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            timeout: Duration::from_secs(300),
+            max_concurrent: (2 * cores).max(4),
+            max_queued: 64,
+        }
+    }
+}
+
+tokio::task_local! {
+    /// Set while a task runs inside an admitted query, so that work it does
+    /// through the engine (which admits its own queries) neither waits for a
+    /// second slot — a deadlock once every slot is held — nor gets a new deadline.
+    static ADMITTED: ();
+}
+
+/// Admission control and deadlines shared by every interface of an engine.
+#[derive(Debug)]
+pub struct QueryGate {
+    limits: QueryLimits,
+    running: Arc<Semaphore>,
+    queue: Arc<Semaphore>,
+}
+
+impl QueryGate {
+    /// A gate enforcing `limits`.
+    pub fn new(limits: QueryLimits) -> Self {
+        Self {
+            running: Arc::new(Semaphore::new(limits.max_concurrent.max(1))),
+            queue: Arc::new(Semaphore::new(limits.max_queued)),
+            limits,
+        }
+    }
+
+    /// The limits enforced.
+    pub fn limits(&self) -> &QueryLimits {
+        &self.limits
+    }
+
+    /// Runs `work` — planning and consuming queries — as one admitted query:
+    /// it waits for a slot and is dropped (cancelling its queries) at the deadline.
+    pub async fn run<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        if ADMITTED.try_with(|_| ()).is_ok() {
+            return work.await;
+        }
+        let deadline = Instant::now() + self.limits.timeout;
+        let _slot = self.admit(deadline).await?;
+        tokio::time::timeout_at(deadline, ADMITTED.scope((), work))
+            .await
+            .unwrap_or_else(|_| Err(self.timed_out()))
+    }
+
+    /// Admits a query, plans it with `plan` and starts it. The stream holds
+    /// the slot until it ends or is dropped, and fails at the deadline.
+    pub async fn stream(
+        &self,
+        plan: impl Future<Output = Result<DataFrame>>,
+    ) -> Result<SendableRecordBatchStream> {
+        let start = async { Ok(plan.await?.execute_stream().await?) };
+        if ADMITTED.try_with(|_| ()).is_ok() {
+            return start.await;
+        }
+        let deadline = Instant::now() + self.limits.timeout;
+        let slot = self.admit(deadline).await?;
+        let stream = tokio::time::timeout_at(deadline, ADMITTED.scope((), start))
+            .await
+            .unwrap_or_else(|_| Err(self.timed_out()))?;
+        Ok(Box::pin(Deadlined::start(
+            stream,
+            slot,
+            deadline,
+            self.limits.timeout,
+        )))
+    }
+
+    async fn admit(&self, deadline: Instant) -> Result<OwnedSemaphorePermit> {
+        if let Ok(slot) = self.running.clone().try_acquire_owned() {
+            return Ok(slot);
+        }
+        let Ok(_place) = self.queue.clone().try_acquire_owned() else {
+            return Err(Error::Busy(format!(
+                "the server is busy: {} queries are running and {} waiting, its limits \
+                 (--max-concurrent-queries, --query-queue); retry later",
+                self.limits.max_concurrent, self.limits.max_queued
+            )));
+        };
+        match tokio::time::timeout_at(deadline, self.running.clone().acquire_owned()).await {
+            Ok(Ok(slot)) => Ok(slot),
+            _ => Err(Error::Busy(format!(
+                "the server is busy: no query slot freed within the query timeout of {}; \
+                 retry later",
+                seconds(self.limits.timeout)
+            ))),
+        }
+    }
+
+    fn timed_out(&self) -> Error {
+        timed_out(self.limits.timeout)
+    }
+}
+
+fn timed_out(timeout: Duration) -> Error {
+    Error::TimedOut(format!(
+        "query cancelled: it ran longer than the server's query timeout of {} \
+         (--query-timeout-s); narrow it (filters, LIMIT) or ask for a longer timeout",
+        seconds(timeout)
+    ))
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{} s", d.as_secs_f64())
+}
+
+/// What a [`Deadlined`] stream and its watchdog share.
+struct Running {
+    stream: Option<SendableRecordBatchStream>,
+    slot: Option<OwnedSemaphorePermit>,
+    expired: bool,
+    waker: Option<Waker>,
+}
+
+/// A query's stream that releases its slot when it ends and is cut at its deadline.
+struct Deadlined {
+    running: Arc<Mutex<Running>>,
+    schema: SchemaRef,
+    timeout: Duration,
+    reported: bool,
+    watchdog: tokio::task::JoinHandle<()>,
+}
+
+impl Deadlined {
+    fn start(
+        stream: SendableRecordBatchStream,
+        slot: OwnedSemaphorePermit,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Self {
+        let schema = stream.schema();
+        let running = Arc::new(Mutex::new(Running {
+            stream: Some(stream),
+            slot: Some(slot),
+            expired: false,
+            waker: None,
+        }));
+        let watchdog = tokio::spawn(expire(running.clone(), deadline));
+        Self {
+            running,
+            schema,
+            timeout,
+            reported: false,
+            watchdog,
+        }
+    }
+}
+
+/// At `deadline`, drops the query (aborting its tasks) and frees its slot.
+async fn expire(running: Arc<Mutex<Running>>, deadline: Instant) {
+    tokio::time::sleep_until(deadline).await;
+    // The consumer holds the lock while it polls, which may compute a batch:
+    // wait for it without blocking this worker thread.
+    let (stream, slot, waker) = loop {
+        let taken = match running.try_lock() {
+            Ok(mut run) => {
+                if run.stream.is_none() {
+                    return;
+                }
+                run.expired = true;
+                Some((run.stream.take(), run.slot.take(), run.waker.take()))
+            }
+            Err(_) => None,
+        };
+        match taken {
+            Some(taken) => break taken,
+            None => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    tracing::warn!("query cancelled at its deadline");
+    drop(stream);
+    drop(slot);
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
+impl Stream for Deadlined {
+    type Item = datafusion::error::Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let mut run = this.running.lock().expect("query stream lock");
+        if run.expired {
+            if this.reported {
+                return Poll::Ready(None);
+            }
+            this.reported = true;
+            let error = timed_out(this.timeout);
+            return Poll::Ready(Some(Err(DataFusionError::External(Box::new(error)))));
+        }
+        let Some(stream) = run.stream.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match stream.poll_next_unpin(cx) {
+            Poll::Pending => {
+                run.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            Poll::Ready(None) => {
+                let finished = (run.stream.take(), run.slot.take());
+                drop(run);
+                drop(finished);
+                this.watchdog.abort();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(item)) => Poll::Ready(Some(item)),
+        }
+    }
+}
+
+impl RecordBatchStream for Deadlined {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}
+
+impl Drop for Deadlined {
+    fn drop(&mut self) {
+        self.watchdog.abort();
+    }
+}
