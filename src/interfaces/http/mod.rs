@@ -28,8 +28,8 @@ use crate::auth::Keys;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::ingest::GroupCommitter;
-pub use listen::ConnectionLimits;
 use crate::scope::Scope;
+pub use listen::ConnectionLimits;
 use tower_http::catch_panic::CatchPanicLayer;
 
 /// Server settings.

@@ -125,7 +125,13 @@ async fn collect(state: &AppState, scope: &Scope, sql: &str) -> Result<Vec<Recor
     let engine = &state.engine;
     engine
         .gate()
-        .run(async { Ok(engine.scoped_sql(sql, &scope.projects).await?.collect().await?) })
+        .run(async {
+            Ok(engine
+                .scoped_sql(sql, &scope.projects)
+                .await?
+                .collect()
+                .await?)
+        })
         .await
 }
 
