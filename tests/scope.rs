@@ -399,6 +399,16 @@ fn call_for(spec: &RouteSpec, w: &World) -> Call {
     }
 }
 
+/// Whether the cell names the project where the route reads it: the create
+/// body (the cell adds it there for a header too), the report's query.
+fn named_in(spec: &RouteSpec, named: Named) -> bool {
+    match spec.path {
+        "/api/runs/create" => matches!(named, Named::Body | Named::Header),
+        "/api/report" => named == Named::Query,
+        _ => false,
+    }
+}
+
 /// The status a cell must answer, in the order the server decides it:
 /// the key, then the projects named in header and query, then write
 /// permission, then the route's own checks.
@@ -426,17 +436,11 @@ fn expected(spec: &RouteSpec, call: &Call, key: Key, named: Named) -> u16 {
     }
     match spec.path {
         // The body must name the project (the cell adds it for Header too).
-        "/api/runs/create" if matches!(named, Named::Body | Named::Header) => {
-            if key == Key::OtherProject { 403 } else { 200 }
+        "/api/runs/create" | "/api/report" if key == Key::OtherProject && named_in(spec, named) => {
+            403
         }
+        "/api/runs/create" | "/api/report" if named_in(spec, named) => 200,
         "/api/runs/create" => 400,
-        "/api/report" if named == Named::Query => {
-            if key == Key::OtherProject {
-                403
-            } else {
-                200
-            }
-        }
         "/api/report" => 400,
         _ if call.addresses == Addresses::Project => {
             if named == Named::Query {
@@ -491,10 +495,11 @@ async fn every_route_every_key_every_place() {
                     Named::Nowhere => {}
                 }
                 // The create route needs the body's project whatever else names it.
-                if spec.path == "/api/runs/create" && named == Named::Header {
-                    if let Some(Value::Object(b)) = body.as_mut() {
-                        b.insert("projectName".into(), json!("beta"));
-                    }
+                if spec.path == "/api/runs/create"
+                    && named == Named::Header
+                    && let Some(Value::Object(b)) = body.as_mut()
+                {
+                    b.insert("projectName".into(), json!("beta"));
                 }
                 let body_text = body.map(|b| match b {
                     Value::String(s) => s,
