@@ -160,7 +160,14 @@ pub async fn router(
             .to_string(),
     };
     let mut groups: HashMap<RouteAccess, Router<AppState>> = HashMap::new();
-    for (spec, handler) in routes() {
+    for (spec, mut handler) in routes() {
+        // A signed upload writes too: a read replica refuses it before anything else.
+        if options.read_only
+            && spec.access == RouteAccess::Signed
+            && spec.method != axum::http::Method::GET
+        {
+            handler = handler.route_layer(axum::middleware::from_fn(refuse_writes));
+        }
         let group = groups.remove(&spec.access).unwrap_or_default();
         groups.insert(spec.access, group.route(spec.path, handler));
     }
