@@ -63,11 +63,6 @@ impl CatalogSnapshot {
         snap
     }
 
-    /// The same catalog with only `project`'s runs, for a caller whose key opens that project.
-    pub fn restricted_to(&self, project: &str) -> CatalogSnapshot {
-        self.restricted(|p| p == project)
-    }
-
     /// The same catalog with only the runs of projects `keep` accepts (forks
     /// never leave their parent's project, so every lineage stays whole).
     pub fn restricted(&self, keep: impl Fn(&str) -> bool) -> CatalogSnapshot {

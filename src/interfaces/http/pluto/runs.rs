@@ -1,6 +1,8 @@
 //! Run lifecycle requests of the SDK: key check, create (and fork), resume,
 //! heartbeat, log names, status, tags, config.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -225,7 +227,7 @@ pub(super) async fn status(
 ) -> Reply {
     let body: StatusBody = run_body(&body)?;
     let status: RunStatus = body.status.parse()?;
-    let id = scoped_run(&state, &scope, &body.run_id).await?;
+    let id = scoped_run(&state, &scope, &body.run_id).await?.id;
     let run = state
         .engine
         .update_run(&id.to_string(), RunUpdate::Status(status))
@@ -247,7 +249,7 @@ pub(super) async fn tags(
     body: Bytes,
 ) -> Reply {
     let body: TagsBody = run_body(&body)?;
-    let id = scoped_run(&state, &scope, &body.run_id).await?;
+    let id = scoped_run(&state, &scope, &body.run_id).await?.id;
     let run = state
         .engine
         .update_run(&id.to_string(), RunUpdate::SetTags(body.tags))
@@ -269,23 +271,24 @@ pub(super) async fn config(
     body: Bytes,
 ) -> Reply {
     let body: ConfigBody = run_body(&body)?;
-    let id = scoped_run(&state, &scope, &body.run_id).await?;
+    let run = scoped_run(&state, &scope, &body.run_id).await?;
     let delta = config_object(body.config)?;
+    // The scoped catalog was just read: an empty delta needs no second lookup.
     let run = if delta.is_empty() {
-        state.engine.resolve_run(&id.to_string()).await?
+        run
     } else {
         state
             .engine
-            .update_run(&id.to_string(), RunUpdate::MergeConfig(delta))
+            .update_run(&run.id.to_string(), RunUpdate::MergeConfig(delta))
             .await?
     };
     Ok(Json(json!({ "runId": run.id, "config": run.config })))
 }
 
-/// The numeric id of a run the request's key can see (else "unknown run").
-async fn scoped_run(state: &AppState, scope: &Scope, value: &Value) -> Result<RunId> {
+/// A run the request's key can see (else "unknown run").
+async fn scoped_run(state: &AppState, scope: &Scope, value: &Value) -> Result<Arc<Run>> {
     let id = run_id(value)?;
-    Ok(catalog(state, scope).await?.require(id)?.id)
+    Ok(catalog(state, scope).await?.require(id)?.clone())
 }
 
 /// `X-Project-Name`, when sent, must be the project the body names.
