@@ -224,20 +224,28 @@ impl Engine {
             // from the older catalog would then commit a duplicate display id.
             let base = self.store.refresh(TableKind::Runs).await?;
             let snapshot = self.catalog_of(&base).await?;
-            let run = plan(snapshot).await?;
+            let run = plan(snapshot.clone()).await?;
             let batch = runs_to_batch(std::slice::from_ref(&run))?;
             match self
                 .store
-                .append_if_unchanged(TableKind::Runs, &base, vec![batch])
+                .append_if_unchanged(TableKind::Runs, &base, vec![batch.clone()])
                 .await?
             {
-                CommitOutcome::Committed(_) => {
-                    // The run is durable: a failed reload (store gone again)
-                    // must not turn its acknowledgement into an error.
-                    return match self.catalog().await {
-                        Ok(snapshot) => Ok(snapshot.require(run.id)?.clone()),
-                        Err(_) => Ok(Arc::new(run)),
+                CommitOutcome::Committed(version) => {
+                    // The commit was conditional on `base`, so this record is
+                    // all that changed since `snapshot`: add it, read back from
+                    // the rows committed, rather than re-read every run (which
+                    // held this lock for a time growing with the catalog).
+                    let Ok(stored) = runs_from_batch(&batch) else {
+                        // The run is durable: its acknowledgement stands.
+                        return Ok(Arc::new(run));
                     };
+                    let next = Arc::new(snapshot.with_revisions(Some(version), stored));
+                    let mut slot = self.catalog.write().expect("catalog lock poisoned");
+                    if slot.version() < next.version() {
+                        *slot = next.clone();
+                    }
+                    return Ok(next.require(run.id)?.clone());
                 }
                 CommitOutcome::Lost => continue,
             }
@@ -258,18 +266,20 @@ impl Engine {
 
     /// Forks a run at a step, attaching the new run to the resolved parent.
     pub async fn fork_run(&self, req: ForkRequest) -> Result<ForkOutcome> {
-        // The fork step is checked against the forked run's logged steps, which
-        // another process may have committed moments ago: read the latest.
+        // The forked run's logged steps are read before the catalog lock is
+        // taken, so that other writers never wait on a scan. That is sound
+        // because a run's lineage is fixed when it is created (parent and fork
+        // step never change), so the segments scanned are those the planner
+        // resolves against, and ids are never reused.
+        let snapshot = self.catalog().await?;
+        let segments = snapshot.segments(snapshot.lookup(&req.run)?.id)?;
+        // Another process may have committed points moments ago: read the latest.
         self.store.refresh(TableKind::Metrics).await?;
+        let max_step = query::stitched_max_step(self, &segments).await?;
         let run = self
             .commit_run(|snap| {
                 let req = &req;
-                async move {
-                    let forked = snap.lookup(&req.run)?.clone();
-                    let segments = snap.segments(forked.id)?;
-                    let max_step = query::stitched_max_step(self, &segments).await?;
-                    catalog::plan_fork(&snap, req, max_step, Utc::now())
-                }
+                async move { catalog::plan_fork(&snap, req, max_step, Utc::now()) }
             })
             .await?;
         // The parent was in the catalog the fork was planned on; no reload needed.

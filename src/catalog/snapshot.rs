@@ -46,21 +46,48 @@ impl CatalogSnapshot {
             version,
             ..Default::default()
         };
-        for (id, run) in latest {
-            snap.by_display
-                .insert(run.display_id.to_ascii_uppercase(), id);
-            if let Some(parent) = run.parent_id {
-                snap.children.entry(parent).or_default().push(id);
-            }
-            let prefix = run.display_id.rsplit_once('-').map(|(p, _)| p.to_string());
-            if let Some(prefix) = prefix {
-                snap.prefixes.entry(run.project.clone()).or_insert(prefix);
-            }
-            let next = snap.next_seq.entry(run.project.clone()).or_insert(1);
-            *next = (*next).max(run.seq + 1);
-            snap.runs.insert(id, Arc::new(run));
+        for run in latest.into_values() {
+            snap.insert(run);
         }
         snap
+    }
+
+    /// This catalog with `revisions` added, as of `version`: what
+    /// [`CatalogSnapshot::from_revisions`] builds from all of them, without
+    /// re-reading the runs the catalog already holds (a writer's own commit
+    /// would otherwise cost a read of the whole `runs` table).
+    pub fn with_revisions(&self, version: Option<u64>, revisions: Vec<Run>) -> Self {
+        let mut snap = self.clone();
+        snap.version = version;
+        for run in revisions {
+            snap.insert(run);
+        }
+        snap
+    }
+
+    /// Adds a revision unless one at least as recent is held.
+    fn insert(&mut self, run: Run) {
+        let id = run.id;
+        match self.runs.get(&id) {
+            Some(held) if held.rev >= run.rev => return,
+            Some(_) => {}
+            // Parent, display id and project are fixed when a run is created,
+            // so only its first revision adds to the indexes.
+            None => {
+                self.by_display
+                    .insert(run.display_id.to_ascii_uppercase(), id);
+                if let Some(parent) = run.parent_id {
+                    self.children.entry(parent).or_default().push(id);
+                }
+                let prefix = run.display_id.rsplit_once('-').map(|(p, _)| p.to_string());
+                if let Some(prefix) = prefix {
+                    self.prefixes.entry(run.project.clone()).or_insert(prefix);
+                }
+                let next = self.next_seq.entry(run.project.clone()).or_insert(1);
+                *next = (*next).max(run.seq + 1);
+            }
+        }
+        self.runs.insert(id, Arc::new(run));
     }
 
     /// The same catalog with only the runs of projects `keep` accepts (forks
@@ -227,6 +254,72 @@ impl CatalogSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a caller can observe of a snapshot.
+    fn observed(snap: &CatalogSnapshot) -> Vec<String> {
+        let mut out: Vec<String> = snap.runs().map(|r| format!("{r:?}")).collect();
+        for run in snap.runs() {
+            let family: Vec<u64> = snap
+                .family(run.id)
+                .unwrap()
+                .iter()
+                .map(|m| m.run.id)
+                .collect();
+            out.push(format!(
+                "{} {:?} {family:?}",
+                run.id,
+                snap.segments(run.id).unwrap()
+            ));
+            out.push(snap.lookup(&run.display_id).unwrap().id.to_string());
+        }
+        for project in snap.projects() {
+            out.push(format!(
+                "{project} {} {}",
+                snap.prefix_for(&project),
+                snap.next_seq(&project)
+            ));
+        }
+        out.push(format!("{:?} {}", snap.version(), snap.next_id()));
+        out
+    }
+
+    #[test]
+    fn revisions_added_one_by_one_build_the_same_catalog() {
+        use crate::catalog::{ForkRequest, NewRun, RunUpdate, plan_create, plan_fork, plan_update};
+        let now = chrono::Utc::now();
+        let mut revisions = Vec::new();
+        let mut incremental = CatalogSnapshot::default();
+        let mut commit = |snap: &mut CatalogSnapshot, run: Run| {
+            revisions.push(run.clone());
+            let version = Some(revisions.len() as u64);
+            *snap = snap.with_revisions(version, vec![run]);
+            assert_eq!(
+                observed(snap),
+                observed(&CatalogSnapshot::from_revisions(version, revisions.clone()))
+            );
+        };
+        for (project, name) in [("vision", "a"), ("mnist-sweep", "b"), ("vision", "c")] {
+            let req = NewRun {
+                project: project.into(),
+                name: name.into(),
+                ..Default::default()
+            };
+            let run = plan_create(&incremental, &req, now).unwrap();
+            commit(&mut incremental, run);
+        }
+        for (forked, step) in [("1", 5), ("4", 3), ("4", 9), ("2", 0)] {
+            let run =
+                plan_fork(&incremental, &ForkRequest::new(forked, step), Some(10), now).unwrap();
+            commit(&mut incremental, run);
+        }
+        let update = RunUpdate::AddTags(vec!["best".into()]);
+        let run = plan_update(&incremental, "5", &update, now).unwrap();
+        commit(&mut incremental, run);
+        // An older revision arriving late changes nothing.
+        let stale = Run::clone(incremental.get(5).unwrap());
+        let stale = Run { rev: 1, ..stale };
+        commit(&mut incremental, stale);
+    }
 
     #[test]
     fn prefixes() {
