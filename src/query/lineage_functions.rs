@@ -362,7 +362,7 @@ fn stitched_projection(viewer: Expr, source: Expr, inherited: Expr, q: &str) -> 
 /// Most segments a scan predicate gives a term each. Each file a scan opens
 /// rewrites and prunes with the whole predicate, at a cost that grows about
 /// with the square of its terms (DataFusion 55; a scan of 101 one-run files
-/// in a debug build: 0.1 s with 16 terms, 0.4 s with 32, 4 s with 100), so
+/// in a debug build: 0.1 s with 16 terms, 1.1 s with 32, 15 s with 100), so
 /// one term per segment made deep lineages unusable. Up to this many
 /// segments (lineages of depth 15) each keeps its own term.
 const MAX_SEGMENT_TERMS: usize = 16;
