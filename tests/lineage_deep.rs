@@ -33,11 +33,12 @@ async fn chain(engine: &Engine) -> Vec<Arc<Run>> {
     let mut runs = vec![root];
     for k in 0..=DEPTH {
         if k > 0 {
-            let mut request = ForkRequest::new(runs[k - 1].id.to_string(), k as u64 - 1);
-            // The default name appends `-fork@step` to the forked run's name.
-            request.name = Some(format!("link-{k}"));
+            // Unnamed: the default name replaces the forked run's `-fork@step`
+            // suffix, so it stays short however deep the chain grows.
+            let request = ForkRequest::new(runs[k - 1].id.to_string(), k as u64 - 1);
             let fork = engine.fork_run(request).await.unwrap();
             assert_eq!(fork.parent.id, runs[k - 1].id, "fork of depth {k}");
+            assert_eq!(fork.run.name, format!("root-fork@{}", k - 1));
             runs.push(fork.run);
         }
         let points = [k as u64, k as u64 + 1]

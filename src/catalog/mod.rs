@@ -42,7 +42,8 @@ pub struct ForkRequest {
     pub run: String,
     /// Last step the fork inherits.
     pub step: u64,
-    /// Name of the new run (default: derived from the forked run's name).
+    /// Name of the new run (default: the forked run's name with `-fork@<step>`
+    /// in place of any such suffix it has).
     pub name: Option<String>,
     /// Project, if the caller states one; must be the parent's.
     pub project: Option<String>,
@@ -190,6 +191,22 @@ pub fn plan_create(snap: &CatalogSnapshot, req: &NewRun, now: DateTime<Utc>) -> 
     })
 }
 
+/// `name-fork@step`, where a default suffix the forked run already carries is
+/// replaced rather than extended: a chain of unnamed forks would otherwise
+/// outgrow the name limit after a few dozen levels and refuse the next fork.
+fn default_fork_name(forked: &str, step: u64) -> String {
+    let base = match forked.rsplit_once("-fork@") {
+        Some((base, old)) if !old.is_empty() && old.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => forked,
+    };
+    let suffix = format!("-fork@{step}");
+    let mut end = base.len().min(MAX_NAME_BYTES.saturating_sub(suffix.len()));
+    while !base.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{suffix}", &base[..end])
+}
+
 /// Plans a fork; `stitched_max_step` is the highest step of the forked run's view.
 pub fn plan_fork(
     snap: &CatalogSnapshot,
@@ -212,7 +229,7 @@ pub fn plan_fork(
     let parent = snap.require(parent_id)?;
     let name = match &req.name {
         Some(name) => name.clone(),
-        None => format!("{}-fork@{}", forked.name, req.step),
+        None => default_fork_name(&forked.name, req.step),
     };
     check_name("run name", &name)?;
     check_external_id(snap, &parent.project, &req.external_id)?;
@@ -276,4 +293,22 @@ pub fn plan_update(
     next.rev += 1;
     next.updated_at = now;
     Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_fork_names_stay_within_the_limit() {
+        assert_eq!(default_fork_name("base", 7), "base-fork@7");
+        assert_eq!(default_fork_name("base-fork@7", 12), "base-fork@12");
+        // Only a default suffix is replaced, not a name that merely contains one.
+        assert_eq!(default_fork_name("a-fork@x", 3), "a-fork@x-fork@3");
+        assert_eq!(default_fork_name("a-fork@", 3), "a-fork@-fork@3");
+        let long = "é".repeat(MAX_NAME_BYTES);
+        let name = default_fork_name(&long, u64::MAX);
+        assert!(name.len() <= MAX_NAME_BYTES && name.ends_with(&format!("-fork@{}", u64::MAX)));
+        check_name("run name", &name).unwrap();
+    }
 }
