@@ -206,8 +206,38 @@ async fn write_chunked(
     Ok(())
 }
 
-/// Builds the demo store (unless already present) and runs every query in `queries`.
-pub async fn run(engine: &Engine, queries: &Path, seed: u64) -> Result<()> {
+/// The repository's `queries/*.sql`, in name order, as compiled into the binary.
+const QUERIES: &[(&str, &str)] = &[
+    (
+        "01_projects.sql",
+        include_str!("../queries/01_projects.sql"),
+    ),
+    (
+        "02_family_tree.sql",
+        include_str!("../queries/02_family_tree.sql"),
+    ),
+    ("03_lineage.sql", include_str!("../queries/03_lineage.sql")),
+    (
+        "04_resolution.sql",
+        include_str!("../queries/04_resolution.sql"),
+    ),
+    (
+        "05_stitched_view.sql",
+        include_str!("../queries/05_stitched_view.sql"),
+    ),
+    (
+        "06_leaderboard.sql",
+        include_str!("../queries/06_leaderboard.sql"),
+    ),
+    (
+        "07_fork_effect.sql",
+        include_str!("../queries/07_fork_effect.sql"),
+    ),
+];
+
+/// Builds the demo store (unless already present) and runs the demo queries:
+/// those of `queries` when given, else the ones compiled in.
+pub async fn run(engine: &Engine, queries: Option<&Path>, seed: u64) -> Result<()> {
     let catalog = engine.catalog().await?;
     if catalog.projects().iter().any(|p| p == "vision-sweep") {
         println!(
@@ -217,7 +247,15 @@ pub async fn run(engine: &Engine, queries: &Path, seed: u64) -> Result<()> {
     } else {
         build(engine, seed).await?;
     }
-    run_queries(engine, queries).await
+    match queries {
+        Some(dir) => run_queries(engine, dir).await,
+        None => {
+            for (name, sql) in QUERIES {
+                run_query(engine, &format!("queries/{name}"), sql).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Writes the demo families through the catalog API and the write path.
@@ -311,12 +349,40 @@ pub async fn run_queries(engine: &Engine, dir: &Path) -> Result<()> {
     files.sort();
     for file in files {
         let sql = std::fs::read_to_string(&file)?;
-        println!("\n== {} ==", file.display());
-        for line in sql.lines().take_while(|l| l.starts_with("--")) {
-            println!("{line}");
-        }
-        crate::interfaces::cli::print_query(engine, &sql, Format::Table, std::io::stdout().lock())
-            .await?;
+        run_query(engine, &file.display().to_string(), &sql).await?;
     }
     Ok(())
+}
+
+/// Prints a query's name and leading comment, then its result as a table.
+async fn run_query(engine: &Engine, name: &str, sql: &str) -> Result<()> {
+    println!("\n== {name} ==");
+    for line in sql.lines().take_while(|l| l.starts_with("--")) {
+        println!("{line}");
+    }
+    crate::interfaces::cli::print_query(engine, sql, Format::Table, std::io::stdout().lock()).await
+}
+
+#[cfg(test)]
+mod tests {
+    /// A query added to `queries/` must be compiled in too, or `demo` would skip it.
+    #[test]
+    fn the_compiled_queries_are_the_directory() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("queries");
+        let mut on_disk: Vec<(String, String)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+            .map(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read_to_string(&p).unwrap())
+            })
+            .collect();
+        on_disk.sort();
+        let compiled: Vec<(String, String)> = super::QUERIES
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.to_string()))
+            .collect();
+        assert_eq!(compiled, on_disk);
+    }
 }

@@ -336,3 +336,32 @@ fn datafusion_variables_tune_the_engine_but_not_forklines_settings() {
         "{err}"
     );
 }
+
+/// `demo` needs no checkout: its queries are compiled into the binary.
+#[test]
+fn demo_runs_from_any_directory() {
+    let (_dir, store) = temp_store();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = common::forkline_command()
+        .current_dir(elsewhere.path())
+        .arg("--store")
+        .arg(&store)
+        .arg("demo")
+        .output()
+        .expect("run forkline");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    let queries = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/queries")).unwrap();
+    for query in queries {
+        let name = query.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            stdout.contains(&format!("== queries/{name} ==")),
+            "{name} not run: {stdout}"
+        );
+    }
+    // The stitched view of the demo's forks has rows; an empty result would print none.
+    assert!(stdout.contains("VS-"), "{stdout}");
+}

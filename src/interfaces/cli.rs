@@ -158,9 +158,11 @@ pub enum KeysCommand {
 /// Arguments of `demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Directory of .sql files to run after building the store.
-    #[arg(long, default_value = "queries")]
-    pub queries: PathBuf,
+    /// Directory of .sql files to run after building the store (default: the
+    /// repository's `queries/`, compiled into the binary, so `demo` runs from
+    /// any directory).
+    #[arg(long, value_name = "DIR")]
+    pub queries: Option<PathBuf>,
     /// Random seed of the generated curves.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
@@ -633,7 +635,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("{report}");
             Ok(())
         }
-        Command::Demo(args) => crate::demo::run(&engine, &args.queries, args.seed).await,
+        Command::Demo(args) => crate::demo::run(&engine, args.queries.as_deref(), args.seed).await,
         Command::BenchData(args) => {
             let spec = crate::bench_data::BenchSpec {
                 scale: args.scale,
