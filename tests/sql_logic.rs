@@ -1,4 +1,13 @@
 //! Runs the sqllogictest files under `tests/sql/` against the product-docs fixture store.
+//!
+//! Every failing record of every file is reported, not only the first.
+//! `FORKLINE_SLT_COMPLETE=1 cargo test --test sql_logic` rewrites the files
+//! with the results forkline gives (DataFusion's `--complete`): review the diff.
+//!
+//! `EXPLAIN` answers the physical plan's shape only: one row per operator,
+//! indented as DataFusion indents it, without its details (file names, sizes,
+//! partition counts), so plan pins fail on a moved or added operator and on
+//! nothing else.
 
 mod common;
 
@@ -27,6 +36,14 @@ impl AsyncDB for Db {
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
         let df = self.0.sql(sql).await.map_err(|e| SqlError(e.to_string()))?;
+        let head = sql.trim_start().get(..7);
+        if head.is_some_and(|h| h.eq_ignore_ascii_case("explain")) {
+            let batches = df.collect().await.map_err(|e| SqlError(e.to_string()))?;
+            return Ok(DBOutput::Rows {
+                types: vec![DefaultColumnType::Text],
+                rows: plan_shape(&common::render(&batches)),
+            });
+        }
         let types = df
             .schema()
             .fields()
@@ -55,6 +72,25 @@ impl AsyncDB for Db {
     }
 }
 
+/// The operator names of the `physical_plan` row of an `EXPLAIN` answer, one
+/// per row with their indentation (dots for spaces, as slt trims cells).
+fn plan_shape(rows: &[Vec<String>]) -> Vec<Vec<String>> {
+    rows.iter()
+        .filter(|row| row.first().is_some_and(|kind| kind == "physical_plan"))
+        .flat_map(|row| row[1].lines().map(str::to_string).collect::<Vec<_>>())
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let depth = line.len() - line.trim_start().len();
+            let name = line
+                .trim_start()
+                .split([':', ' '])
+                .next()
+                .unwrap_or_default();
+            vec![format!("{}{name}", ".".repeat(depth))]
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn sqllogictest_files() {
     let engine = Arc::new(Engine::open("memory://").await.unwrap());
@@ -66,14 +102,39 @@ async fn sqllogictest_files() {
         .collect();
     files.sort();
     assert!(!files.is_empty());
+    let complete = std::env::var_os("FORKLINE_SLT_COMPLETE").is_some();
+    let mut failures = Vec::new();
     for file in files {
         let engine = engine.clone();
         let mut runner = sqllogictest::Runner::new(move || {
             let engine = engine.clone();
             async move { Ok(Db(engine)) }
         });
-        if let Err(e) = runner.run_file_async(&file).await {
-            panic!("{}: {e}", file.display());
+        if complete {
+            runner
+                .update_test_file(
+                    &file,
+                    " ",
+                    sqllogictest::default_validator,
+                    sqllogictest::default_normalizer,
+                    sqllogictest::default_column_validator,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            continue;
+        }
+        let records =
+            sqllogictest::parse_file(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        for record in records {
+            if let Err(e) = runner.run_async(record).await {
+                failures.push(format!("{}: {}", file.display(), e.display(false)));
+            }
         }
     }
+    assert!(
+        failures.is_empty(),
+        "{} failing record(s):\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
