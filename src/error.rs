@@ -1,5 +1,8 @@
-//! One error type for the crate; interfaces map it to HTTP statuses and exit codes.
+//! One error type for the crate, and the one classification of it,
+//! [`ErrorKind`], which each interface maps with an exhaustive `match` (HTTP
+//! statuses, Flight codes, metric labels), so a new kind cannot be forgotten.
 
+use arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 
 /// How DataFusion displays an object-store error inside its own.
@@ -74,6 +77,75 @@ impl From<DataFusionError> for Error {
     }
 }
 
+/// Who is at fault and what the caller can do about it: derived once, by
+/// [`Error::kind`], from an error however deep it was wrapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The request is wrong (bad argument, SQL that does not plan); resending it fails again.
+    InvalidInput,
+    /// No key, or not a key of this installation.
+    Unauthenticated,
+    /// The key does not open what the request names, or may not write.
+    Forbidden,
+    /// What the request names does not exist (for this key).
+    NotFound,
+    /// A concurrent writer won the commit race more often than forkline retries.
+    Conflict,
+    /// The request, or what it asks to produce, is over a documented size limit.
+    TooLarge,
+    /// The query needs more memory than the server's pool may give one query.
+    ResourcesExhausted,
+    /// The query ran past the server's time limit and was cancelled.
+    TimedOut,
+    /// Every query slot and queue place is taken; retry shortly.
+    Busy,
+    /// The store could not be reached or refused service; retry.
+    Unavailable,
+    /// forkline's fault, or a damaged store.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Every kind, for tables that must cover them all.
+    pub const ALL: [ErrorKind; 11] = [
+        ErrorKind::InvalidInput,
+        ErrorKind::Unauthenticated,
+        ErrorKind::Forbidden,
+        ErrorKind::NotFound,
+        ErrorKind::Conflict,
+        ErrorKind::TooLarge,
+        ErrorKind::ResourcesExhausted,
+        ErrorKind::TimedOut,
+        ErrorKind::Busy,
+        ErrorKind::Unavailable,
+        ErrorKind::Internal,
+    ];
+
+    /// A stable snake_case name (metric labels, logs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::ResourcesExhausted => "resources_exhausted",
+            ErrorKind::TimedOut => "timed_out",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl From<Error> for DataFusionError {
+    /// How our errors cross DataFusion's APIs (a UDF, a stream) keeping their kind.
+    fn from(e: Error) -> Self {
+        DataFusionError::External(Box::new(e))
+    }
+}
+
 impl Error {
     /// Shorthand for an [`Error::InvalidInput`].
     pub fn invalid(msg: impl Into<String>) -> Self {
@@ -110,34 +182,96 @@ impl Error {
         })
     }
 
-    /// Whether the caller, not the server, is at fault.
-    pub fn is_user_error(&self) -> bool {
+    /// What kind of failure this is; see [`ErrorKind`].
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::InvalidInput(_)
-            | Error::NotFound(_)
-            | Error::Unauthenticated(_)
-            | Error::Forbidden(_)
-            | Error::TooLarge(_) => true,
-            Error::Query(e) => is_user_query_error(e),
-            _ => false,
+            Error::InvalidInput(_) => ErrorKind::InvalidInput,
+            Error::Unauthenticated(_) => ErrorKind::Unauthenticated,
+            Error::Forbidden(_) => ErrorKind::Forbidden,
+            Error::TooLarge(_) => ErrorKind::TooLarge,
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::Conflict(_) => ErrorKind::Conflict,
+            Error::TimedOut(_) => ErrorKind::TimedOut,
+            Error::Busy(_) => ErrorKind::Busy,
+            Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::Damaged(_) => ErrorKind::Internal,
+            Error::Query(e) => query_error_kind(e, self),
+            Error::Storage(_)
+            | Error::ObjectStore(_)
+            | Error::Arrow(_)
+            | Error::Parquet(_)
+            | Error::Io(_) => {
+                if self.is_unavailable() {
+                    ErrorKind::Unavailable
+                } else {
+                    ErrorKind::Internal
+                }
+            }
         }
     }
 }
 
-/// Plan, SQL and schema errors are the caller's; I/O and internal errors are ours.
-pub fn is_user_query_error(e: &DataFusionError) -> bool {
+/// The kind of a DataFusion error: ours travel inside it and keep their
+/// kind; a store failure anywhere in its chain is `Unavailable`; plan, SQL
+/// and value errors are the caller's; the rest (execution, I/O, internal
+/// errors, a panicked operator) are the server's.
+fn query_error_kind(e: &DataFusionError, whole: &Error) -> ErrorKind {
+    if whole.is_unavailable() {
+        return ErrorKind::Unavailable;
+    }
     match e.find_root() {
         DataFusionError::Plan(_)
         | DataFusionError::SQL(..)
         | DataFusionError::SchemaError(..)
-        | DataFusionError::NotImplemented(_)
-        | DataFusionError::Execution(_)
-        | DataFusionError::ArrowError(..) => true,
-        DataFusionError::External(inner) => inner
-            .downcast_ref::<Error>()
-            .is_some_and(Error::is_user_error),
-        _ => false,
+        | DataFusionError::NotImplemented(_) => ErrorKind::InvalidInput,
+        // Casts, overflows and division by zero: the values the query asked for.
+        DataFusionError::ArrowError(arrow, _) => match arrow.as_ref() {
+            ArrowError::IoError(..) | ArrowError::ExternalError(_) => ErrorKind::Internal,
+            _ => ErrorKind::InvalidInput,
+        },
+        DataFusionError::ResourcesExhausted(_) => ErrorKind::ResourcesExhausted,
+        DataFusionError::External(inner) => match inner.downcast_ref::<Error>() {
+            Some(ours) => ours.kind(),
+            None => ErrorKind::Internal,
+        },
+        _ => ErrorKind::Internal,
     }
+}
+
+/// The README's table of error kinds, `(kind, HTTP, Flight)` per row, so the
+/// interfaces' tests can hold their mappings to what users read.
+#[cfg(test)]
+pub(crate) fn readme_error_table() -> Vec<(ErrorKind, String, String)> {
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("\n### Errors\n")
+        .nth(1)
+        .expect("README has an Errors section");
+    let rows: Vec<_> = section
+        .lines()
+        .skip_while(|l| !l.starts_with("| kind"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let name = cells[1].trim_matches('`');
+            let kind = ErrorKind::ALL
+                .into_iter()
+                .find(|k| k.as_str() == name)
+                .unwrap_or_else(|| panic!("README names an unknown kind `{name}`"));
+            (
+                kind,
+                cells[2].to_string(),
+                cells[3].trim_matches('`').to_string(),
+            )
+        })
+        .collect();
+    let mut kinds: Vec<_> = rows.iter().map(|r| r.0.as_str()).collect();
+    kinds.sort();
+    let mut all: Vec<_> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+    all.sort();
+    assert_eq!(kinds, all, "the README's error table lists every kind once");
+    rows
 }
 
 #[cfg(test)]
@@ -180,9 +314,37 @@ mod tests {
         assert!(inside_a_query(store_error(false)).is_unavailable());
         assert!(Error::ObjectStore(store_error(false)).is_unavailable());
         assert!(!inside_a_query(store_error(true)).is_unavailable());
-        assert!(!inside_a_query(store_error(false)).is_user_error());
+        assert_eq!(
+            inside_a_query(store_error(false)).kind(),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(flattened(store_error(false)).kind(), ErrorKind::Unavailable);
         let plan = Error::Query(DataFusionError::Plan("no such column".into()));
-        assert!(!plan.is_unavailable() && plan.is_user_error());
+        assert!(!plan.is_unavailable());
+        assert_eq!(plan.kind(), ErrorKind::InvalidInput);
         assert!(!Error::Damaged("missing file".into()).is_unavailable());
+        assert_eq!(
+            Error::Damaged("missing file".into()).kind(),
+            ErrorKind::Internal
+        );
+    }
+
+    #[test]
+    fn kinds_survive_wrapping_and_execution_errors_are_the_servers() {
+        let ours = DataFusionError::External(Box::new(Error::TooLarge("big".into())));
+        let wrapped = Error::Query(ours.context("in a stream").context("and again"));
+        assert_eq!(wrapped.kind(), ErrorKind::TooLarge);
+        let exec = Error::Query(DataFusionError::Execution("join state lost".into()));
+        assert_eq!(exec.kind(), ErrorKind::Internal);
+        let memory = Error::Query(DataFusionError::ResourcesExhausted("pool".into()));
+        assert_eq!(memory.kind(), ErrorKind::ResourcesExhausted);
+        let divide = Error::Query(DataFusionError::ArrowError(
+            Box::new(ArrowError::DivideByZero),
+            None,
+        ));
+        assert_eq!(divide.kind(), ErrorKind::InvalidInput);
+        let names: std::collections::HashSet<_> =
+            ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), ErrorKind::ALL.len());
     }
 }

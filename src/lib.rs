@@ -23,4 +23,4 @@ pub mod scope;
 pub mod store;
 
 pub use engine::{Engine, EngineOptions, ForkOutcome};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};

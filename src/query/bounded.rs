@@ -15,8 +15,8 @@
 
 use arrow::array::{Array, AsArray, Int64Array};
 use arrow::datatypes::{DataType, FieldRef, IntervalUnit};
+use datafusion::common::ScalarValue;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::{ScalarValue, exec_err};
 use datafusion::error::Result;
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
@@ -405,13 +405,14 @@ impl ScalarUDFImpl for Bounded {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let bytes = self.growth.bytes(&args.args, args.number_rows)?;
         if bytes > MAX_GENERATED_BYTES {
-            return exec_err!(
+            return Err(crate::Error::invalid(format!(
                 "{}: the result would take {} MiB, more than the {} MiB a function may produce \
                  for one batch of rows; use smaller counts or lengths",
                 self.name(),
                 bytes >> 20,
                 MAX_GENERATED_BYTES >> 20
-            );
+            ))
+            .into());
         }
         self.inner.invoke_with_args(args)
     }

@@ -26,7 +26,7 @@ use arrow::array::{Array, ArrayRef, Float64Array, Int64Array, StructArray};
 use arrow::datatypes::{DataType, Field, FieldRef, Fields};
 use datafusion::common::cast::{as_float64_array, as_int64_array, as_list_array};
 use datafusion::common::utils::SingleRowListArrayBuilder;
-use datafusion::common::{ScalarValue, exec_err, internal_err, plan_err};
+use datafusion::common::{ScalarValue, internal_err, plan_err};
 use datafusion::error::Result;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::{AggregateOrderSensitivity, format_state_name};
@@ -227,10 +227,11 @@ impl SeriesAccumulator {
             .collect();
         let n = usize::try_from(self.n).unwrap_or(usize::MAX);
         let Some(picked) = series::lttb(&points, n) else {
-            return exec_err!(
+            return Err(crate::Error::invalid(format!(
                 "lttb: n must be at least 3 to downsample a series of {} points, got {n}",
                 points.len()
-            );
+            ))
+            .into());
         };
         let columns: Vec<ArrayRef> = vec![
             Arc::new(picked.iter().map(|&i| points[i].0).collect::<Int64Array>()),
@@ -252,7 +253,8 @@ impl SeriesAccumulator {
 /// Wraps `array` as a one-row List scalar, refusing lists too long for i32 offsets.
 fn list_scalar(array: ArrayRef) -> Result<ScalarValue> {
     if i32::try_from(array.len()).is_err() {
-        return exec_err!("series of {} points is too long for one list", array.len());
+        let e = format!("series of {} points is too long for one list", array.len());
+        return Err(crate::Error::invalid(e).into());
     }
     Ok(SingleRowListArrayBuilder::new(array).build_list_scalar())
 }

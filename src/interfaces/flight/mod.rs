@@ -37,7 +37,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Keys;
 use crate::engine::Engine;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::scope::Scope;
 use params::Handle;
 
@@ -73,9 +73,9 @@ impl FlightSql {
     /// like on every other call.
     async fn refuse_write(&self, metadata: &MetadataMap) -> std::result::Result<i64, Status> {
         self.authorize(metadata).await?;
-        Err(Status::permission_denied(
-            "forkline's Flight SQL endpoint is read-only: log through the SDK's HTTP API",
-        ))
+        Err(status(Error::Forbidden(
+            "forkline's Flight SQL endpoint is read-only: log through the SDK's HTTP API".into(),
+        )))
     }
 
     /// A FlightInfo whose ticket is the metadata command itself, after the caller is authorized.
@@ -157,20 +157,21 @@ fn flight_schema(schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
-/// The one mapping from crate errors to gRPC statuses (mirrors HTTP's `status_of`).
+/// The one mapping from crate errors to gRPC statuses (HTTP's is `status_of_kind`).
 fn status(e: Error) -> Status {
-    match &e {
-        Error::Unauthenticated(_) => Status::unauthenticated(e.to_string()),
-        Error::Forbidden(_) => Status::permission_denied(e.to_string()),
-        Error::TooLarge(_) => Status::resource_exhausted(e.to_string()),
-        Error::NotFound(_) => Status::not_found(e.to_string()),
-        Error::Conflict(_) => Status::aborted(e.to_string()),
-        Error::TimedOut(_) => Status::deadline_exceeded(e.to_string()),
-        e if e.is_unavailable() => Status::unavailable(e.to_string()),
-        e if e.is_user_error() => Status::invalid_argument(e.to_string()),
-        _ => {
-            tracing::error!(error = %e, "flight request failed");
-            Status::internal(e.to_string())
+    let message = e.to_string();
+    match e.kind() {
+        ErrorKind::InvalidInput => Status::invalid_argument(message),
+        ErrorKind::Unauthenticated => Status::unauthenticated(message),
+        ErrorKind::Forbidden => Status::permission_denied(message),
+        ErrorKind::NotFound => Status::not_found(message),
+        ErrorKind::Conflict => Status::aborted(message),
+        ErrorKind::TooLarge | ErrorKind::ResourcesExhausted => Status::resource_exhausted(message),
+        ErrorKind::TimedOut => Status::deadline_exceeded(message),
+        ErrorKind::Busy | ErrorKind::Unavailable => Status::unavailable(message),
+        ErrorKind::Internal => {
+            tracing::error!(error = %message, "flight request failed");
+            Status::internal(message)
         }
     }
 }
@@ -574,3 +575,36 @@ const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20
 /// Time a call may take to its first response beyond the query timeout
 /// (admission waits and planning count against the query's own deadline).
 const CALL_TIMEOUT_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_kind_has_the_documented_code() {
+        for (kind, _, documented) in crate::error::readme_error_table() {
+            let error = match kind {
+                ErrorKind::InvalidInput => Error::invalid("x"),
+                ErrorKind::Unauthenticated => Error::Unauthenticated("x".into()),
+                ErrorKind::Forbidden => Error::Forbidden("x".into()),
+                ErrorKind::NotFound => Error::NotFound("x".into()),
+                ErrorKind::Conflict => Error::Conflict("x".into()),
+                ErrorKind::TooLarge => Error::TooLarge("x".into()),
+                ErrorKind::ResourcesExhausted => Error::Query(
+                    datafusion::error::DataFusionError::ResourcesExhausted("x".into()),
+                ),
+                ErrorKind::TimedOut => Error::TimedOut("x".into()),
+                ErrorKind::Busy => Error::Busy("x".into()),
+                ErrorKind::Unavailable => Error::Unavailable("x".into()),
+                ErrorKind::Internal => Error::Damaged("x".into()),
+            };
+            assert_eq!(error.kind(), kind);
+            // `INVALID_ARGUMENT` is tonic's `InvalidArgument`.
+            let camel: String = documented
+                .split('_')
+                .map(|w| w[..1].to_string() + &w[1..].to_ascii_lowercase())
+                .collect();
+            assert_eq!(format!("{:?}", status(error).code()), camel, "{kind:?}");
+        }
+    }
+}

@@ -26,7 +26,7 @@ use serde_json::json;
 use super::format::{Encoder, Format, encode_stream};
 use crate::auth::Keys;
 use crate::engine::Engine;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::ingest::GroupCommitter;
 use crate::scope::Scope;
 pub use listen::ConnectionLimits;
@@ -265,14 +265,12 @@ pub async fn serve(
 
 /// The answer of a read-only server to every write route.
 async fn refuse_writes(request: Request, _next: Next) -> Response {
-    let body = json!({
-        "error": format!(
-            "this forkline server is read-only: {} {} changes the store; send writes to a writable server",
-            request.method(),
-            request.uri().path()
-        )
-    });
-    (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
+    ApiError(Error::Forbidden(format!(
+        "this forkline server is read-only: {} {} changes the store; send writes to a writable server",
+        request.method(),
+        request.uri().path()
+    )))
+    .into_response()
 }
 
 /// Refuses a write through a read-only key (runs inside `authenticate`).
@@ -369,36 +367,45 @@ impl From<Error> for ApiError {
 
 /// The one mapping from errors to HTTP statuses.
 pub fn status_of(e: &Error) -> StatusCode {
-    match e {
-        Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-        Error::Forbidden(_) => StatusCode::FORBIDDEN,
-        Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-        Error::NotFound(_) => StatusCode::NOT_FOUND,
-        Error::Conflict(_) => StatusCode::CONFLICT,
-        Error::TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
-        e if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
-        e if e.is_user_error() => StatusCode::BAD_REQUEST,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    status_of_kind(e.kind())
+}
+
+/// The HTTP status of each kind of error.
+pub fn status_of_kind(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        // The server cannot give this query the memory it needs; retrying
+        // the same query will not help, unlike 503.
+        ErrorKind::ResourcesExhausted => StatusCode::INSUFFICIENT_STORAGE,
+        ErrorKind::TimedOut => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::Busy | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = status_of(&self.0);
-        let body = axum::Json(match &self.0 {
+        let kind = self.0.kind();
+        let status = status_of_kind(kind);
+        let body = axum::Json(match kind {
             // As Pluto's server answers, which the SDK reports.
-            Error::Unauthenticated(message) => {
-                json!({ "error": "Unauthorized", "message": message })
+            ErrorKind::Unauthenticated => {
+                json!({ "error": "Unauthorized", "message": self.0.to_string() })
             }
-            e => json!({ "error": e.to_string() }),
+            _ => json!({ "error": self.0.to_string() }),
         });
-        match &self.0 {
+        match kind {
             // Limits at work, not faults.
-            Error::Busy(_) => {
+            ErrorKind::Busy => {
                 (status, [(header::RETRY_AFTER, BUSY_RETRY_AFTER_S)], body).into_response()
             }
-            Error::TimedOut(_) => {
-                tracing::warn!(error = %self.0, "request timed out");
+            ErrorKind::TimedOut | ErrorKind::ResourcesExhausted => {
+                tracing::warn!(error = %self.0, "request over a limit");
                 (status, body).into_response()
             }
             _ => {
@@ -541,4 +548,36 @@ async fn table_response(
         text,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No two kinds a client must tell apart share a status (Busy and
+    /// Unavailable both mean "retry").
+    #[test]
+    fn every_error_kind_has_its_status() {
+        let mut seen = HashMap::new();
+        for kind in ErrorKind::ALL {
+            let status = status_of_kind(kind);
+            assert!(status.is_client_error() || status.is_server_error());
+            let documented = crate::error::readme_error_table()
+                .into_iter()
+                .find(|row| row.0 == kind)
+                .map(|row| row.1)
+                .unwrap();
+            assert!(
+                documented.starts_with(status.as_str()),
+                "{kind:?}: README says {documented}, served {status}"
+            );
+            if let Some(other) = seen.insert(status, kind) {
+                assert_eq!(
+                    [other, kind],
+                    [ErrorKind::Busy, ErrorKind::Unavailable],
+                    "{status}"
+                );
+            }
+        }
+    }
 }
