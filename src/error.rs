@@ -110,6 +110,12 @@ impl Error {
         })
     }
 
+    /// Whether the store (or a commit to it) failed: unavailable, but not
+    /// because the server is busy with queries.
+    pub fn is_store_failure(&self) -> bool {
+        !matches!(self, Error::Busy(_)) && self.is_unavailable()
+    }
+
     /// Whether the caller, not the server, is at fault.
     pub fn is_user_error(&self) -> bool {
         match self {
