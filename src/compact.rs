@@ -27,6 +27,7 @@ use serde_json::json;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::observe::CompactionRecord;
 use crate::query::file_scan::FileSetTable;
 use crate::store::files::{LATEST_PREFIX, SUPERSEDED_PREFIX};
 use crate::store::schema::{MAX_PAGE_ROWS, arrow_schema, writer_properties};
@@ -60,6 +61,10 @@ pub struct CompactReport {
     pub files_in: usize,
     /// Files written.
     pub files_out: usize,
+    /// Bytes of the files rewritten.
+    pub bytes_in: u64,
+    /// Bytes of the files written.
+    pub bytes_out: u64,
     /// Rows read.
     pub rows: u64,
     /// Of them, superseded writes set aside for `metric_writes`.
@@ -91,23 +96,64 @@ impl std::fmt::Display for CompactReport {
 /// Compacts the metrics table of `engine`'s store, and merges the `runs` log
 /// into one file once it has [`RUNS_FILES`] (every run change adds a file, and
 /// every process start reads them all).
+///
+/// Each compaction that did something, or failed, is recorded in the
+/// engine's activity (`system.compactions`, the compaction metrics).
 pub async fn compact(engine: &Engine, options: &CompactOptions) -> Result<CompactReport> {
-    let runs_merged = merge_runs(engine).await?;
-    let mut report = compact_metrics(engine, options).await?;
-    report.runs_files_merged = runs_merged;
+    let runs = recorded(engine, TableKind::Runs, merge_runs(engine)).await?;
+    let mut report = recorded(engine, TableKind::Metrics, compact_metrics(engine, options)).await?;
+    report.runs_files_merged = runs.files_in;
     Ok(report)
+}
+
+/// Runs one table's compaction and records it when it did something or failed.
+async fn recorded(
+    engine: &Engine,
+    kind: TableKind,
+    work: impl Future<Output = Result<CompactReport>>,
+) -> Result<CompactReport> {
+    let start = chrono::Utc::now();
+    let clock = Instant::now();
+    let outcome = work.await;
+    let mut record = CompactionRecord {
+        table: kind.dir(),
+        start,
+        duration: clock.elapsed(),
+        files_in: 0,
+        files_out: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+        rows: 0,
+        version: None,
+        error: None,
+    };
+    match &outcome {
+        Ok(report) if report.version.is_none() => return outcome,
+        Ok(report) => {
+            record.files_in = report.files_in as u64;
+            record.files_out = report.files_out as u64;
+            record.bytes_in = report.bytes_in;
+            record.bytes_out = report.bytes_out;
+            record.rows = report.rows;
+            record.version = report.version;
+        }
+        Err(e) => record.error = Some(e.to_string()),
+    }
+    engine.activity().record_compaction(record);
+    outcome
 }
 
 /// How many `runs` files make them worth merging.
 pub const RUNS_FILES: usize = 32;
 
-async fn merge_runs(engine: &Engine) -> Result<usize> {
+/// Merges the `runs` files into one once there are [`RUNS_FILES`] of them.
+async fn merge_runs(engine: &Engine) -> Result<CompactReport> {
     let kind = TableKind::Runs;
     let store = engine.store();
     let base = store.refresh(kind).await?;
     let files = store.files(kind).await?;
     if files.version != base.version() || files.files.len() < RUNS_FILES {
-        return Ok(0);
+        return Ok(CompactReport::default());
     }
     let ctx = private_context(engine);
     let schema = arrow_schema(kind);
@@ -133,14 +179,27 @@ async fn merge_runs(engine: &Engine) -> Result<usize> {
         .map_err(|e| Error::invalid(format!("bad file name {name}: {e}")))?;
     let stats = json!({ "numRecords": rows(&batches) });
     let add = write_file(engine, kind, &location, &name, &batches, stats).await?;
-    if let Err(e) = store
+    let report = CompactReport {
+        files_in: files.files.len(),
+        files_out: 1,
+        bytes_in: files.files.iter().map(|f| f.size).sum(),
+        bytes_out: add.size.max(0) as u64,
+        rows: rows(&batches),
+        ..Default::default()
+    };
+    match store
         .replace_files(kind, &base, vec![add], &files.files)
         .await
     {
-        let _ = store.location().object_store.delete(&location).await;
-        return Err(e);
+        Ok(version) => Ok(CompactReport {
+            version: Some(version),
+            ..report
+        }),
+        Err(e) => {
+            let _ = store.location().object_store.delete(&location).await;
+            Err(e)
+        }
     }
-    Ok(files.files.len())
 }
 
 /// A bare context on the engine's runtime, so compaction's own tables never
@@ -206,6 +265,7 @@ async fn compact_metrics(engine: &Engine, options: &CompactOptions) -> Result<Co
     let tag: u32 = rand::rng().random();
     let mut report = CompactReport {
         files_in: inputs.len(),
+        bytes_in: inputs.iter().map(|f| f.size).sum(),
         ..Default::default()
     };
     let mut added = Vec::new();
@@ -232,6 +292,7 @@ async fn compact_metrics(engine: &Engine, options: &CompactOptions) -> Result<Co
                 )
                 .await?;
                 written.push(location);
+                report.bytes_out += add.size.max(0) as u64;
                 added.push(add);
             }
         }

@@ -14,8 +14,9 @@ use crate::catalog::{
 };
 use crate::error::{Error, Result};
 use crate::ingest::{MetricPoint, PointBatch};
+use crate::observe::{Activity, Interface, QueryInfo};
 use crate::query;
-use crate::scope::Projects;
+use crate::scope::{Projects, Scope};
 use crate::store::{CommitOutcome, Store, TableKind};
 
 /// Sessions kept for reuse, one per project scope.
@@ -40,6 +41,8 @@ pub struct EngineOptions {
     pub open: crate::store::OpenMode,
     /// Concurrency, queue and timeout of queries run through [`Engine::gate`].
     pub query: query::gate::QueryLimits,
+    /// Finished queries kept in memory for `system.queries`.
+    pub query_history: usize,
 }
 
 impl Default for EngineOptions {
@@ -51,6 +54,7 @@ impl Default for EngineOptions {
             store: Default::default(),
             open: Default::default(),
             query: Default::default(),
+            query_history: crate::observe::activity::DEFAULT_QUERY_HISTORY,
         }
     }
 }
@@ -82,6 +86,8 @@ pub struct Engine {
     scoped_catalogs: std::sync::Mutex<HashMap<Projects, Arc<CatalogSnapshot>>>,
     /// Admission and deadlines of the queries the interfaces run.
     gate: query::gate::QueryGate,
+    /// Recent queries and compactions of this process (the system tables).
+    activity: Arc<Activity>,
 }
 
 #[derive(Default)]
@@ -114,13 +120,15 @@ impl Engine {
             location.object_store_url().as_ref(),
             location.object_store.clone(),
         );
+        let activity = Arc::new(Activity::new(options.query_history));
         let engine = Self {
             store,
             catalog: RwLock::new(Arc::new(CatalogSnapshot::default())),
             catalog_writes: tokio::sync::Mutex::new(()),
             runtime,
             session_config,
-            gate: query::gate::QueryGate::new(options.query.clone()),
+            gate: query::gate::QueryGate::new(options.query.clone(), activity.clone()),
+            activity,
             options,
             sessions: Default::default(),
             scoped_catalogs: Default::default(),
@@ -217,7 +225,7 @@ impl Engine {
         Fut: Future<Output = Result<Run>>,
     {
         let _guard = self.catalog_writes.lock().await;
-        for _ in 0..CATALOG_COMMIT_ATTEMPTS {
+        for attempt in 1..=CATALOG_COMMIT_ATTEMPTS {
             // Plan on the catalog of the very version the commit is conditional
             // on: a concurrent reader may move the cached table to another
             // process's newer commit between two separate reads, and a plan
@@ -247,7 +255,9 @@ impl Engine {
                     }
                     return Ok(next.require(run.id)?.clone());
                 }
-                CommitOutcome::Lost => continue,
+                CommitOutcome::Lost => {
+                    crate::observe::metrics::catalog_conflict(attempt < CATALOG_COMMIT_ATTEMPTS);
+                }
             }
         }
         Err(Error::Conflict(
@@ -366,6 +376,7 @@ impl Engine {
             &self.options,
             snapshot,
             &self.store,
+            &self.activity,
             projects,
         )
         .await?;
@@ -394,10 +405,16 @@ impl Engine {
         &self.gate
     }
 
+    /// Recent queries and compactions of this process.
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.activity
+    }
+
     /// Runs a read-only query as one admitted query and collects its result.
     pub async fn collect(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let query = QueryInfo::new(Interface::Cli, sql, &Scope::unrestricted());
         self.gate
-            .run(async { Ok(self.sql(sql).await?.collect().await?) })
+            .run(query, async { Ok(self.sql(sql).await?.collect().await?) })
             .await
     }
 

@@ -182,6 +182,12 @@ impl Error {
         })
     }
 
+    /// Whether the store (or a commit to it) failed: unavailable, but not
+    /// because the server is busy with queries.
+    pub fn is_store_failure(&self) -> bool {
+        !matches!(self, Error::Busy(_)) && self.is_unavailable()
+    }
+
     /// What kind of failure this is; see [`ErrorKind`].
     pub fn kind(&self) -> ErrorKind {
         match self {

@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod interfaces;
 pub mod logging;
 pub mod maintenance;
+pub mod observe;
 pub mod query;
 pub mod report;
 pub mod scope;

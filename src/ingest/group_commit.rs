@@ -76,7 +76,14 @@ async fn run(engine: Arc<Engine>, mut rx: mpsc::Receiver<Pending>, window: Durat
             merged.append(p.batch);
             waiters.push(p.done);
         }
+        let started = Instant::now();
         let outcome = engine.write_batch(merged).await;
+        crate::observe::metrics::group_commit(
+            waiters.len(),
+            points,
+            started.elapsed(),
+            outcome.is_ok(),
+        );
         if let Err(e) = &outcome {
             tracing::error!(error = %e, points, "group commit failed");
         }

@@ -404,6 +404,9 @@ pub struct ServeArgs {
     /// Queries that may wait for a slot; more get 503 with Retry-After (Flight: UNAVAILABLE).
     #[arg(long, env = "FORKLINE_QUERY_QUEUE", default_value_t = 64)]
     pub query_queue: usize,
+    /// Finished queries kept in memory for `system.queries` (0 keeps none).
+    #[arg(long, env = "FORKLINE_QUERY_HISTORY", default_value_t = crate::observe::activity::DEFAULT_QUERY_HISTORY)]
+    pub query_history: usize,
     /// Open connections per listener (HTTP, Flight SQL); more wait in the listen backlog.
     #[arg(long, env = "FORKLINE_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
@@ -537,6 +540,7 @@ impl Cli {
                     .map_or(defaults.max_concurrent, |n| n as usize),
                 max_queued: args.query_queue,
             };
+            options.query_history = args.query_history;
         }
         match Engine::open_with(&self.store, options).await {
             Err(Error::NotFound(why)) if open != OpenMode::Create => {
@@ -587,6 +591,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                     body_timeout: std::time::Duration::from_secs_f64(args.http_body_timeout_s),
                     max_connections: args.max_connections as usize,
                 },
+                // Set by `serve` from the address it listens on.
+                loopback: false,
             };
             let flight = match args.flight_listen.as_str() {
                 "off" => None,

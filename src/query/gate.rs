@@ -5,6 +5,10 @@
 //! When it is up the query's stream is dropped — which aborts the tasks
 //! DataFusion spawned for it, so its CPU stops — even if nobody is polling it
 //! (a client that stopped reading), and its slot goes to the next query.
+//!
+//! Every query is recorded as it ends — in `system.queries` and the
+//! Prometheus metrics — with its interface, caller, rows, bytes and outcome
+//! (ok, error, timeout, busy, or cancelled when the client went away).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::observe::activity::{Activity, Outcome, QueryInfo, QueryRecord};
 
 /// Limits on the queries a server runs.
 #[derive(Debug, Clone)]
@@ -58,15 +63,41 @@ pub struct QueryGate {
     limits: QueryLimits,
     running: Arc<Semaphore>,
     queue: Arc<Semaphore>,
+    activity: Arc<Activity>,
+}
+
+/// What a query run with [`QueryGate::run`] delivered: `(rows, bytes)` for its record.
+pub trait Delivered {
+    /// Rows and Arrow bytes handed to the caller.
+    fn delivered(&self) -> (u64, u64);
+}
+
+impl Delivered for Vec<RecordBatch> {
+    fn delivered(&self) -> (u64, u64) {
+        self.iter().fold((0, 0), |(rows, bytes), b| {
+            (
+                rows + b.num_rows() as u64,
+                bytes + b.get_array_memory_size() as u64,
+            )
+        })
+    }
+}
+
+/// A statement planned, not run (Flight's `GetFlightInfo`).
+impl Delivered for DataFrame {
+    fn delivered(&self) -> (u64, u64) {
+        (0, 0)
+    }
 }
 
 impl QueryGate {
-    /// A gate enforcing `limits`.
-    pub fn new(limits: QueryLimits) -> Self {
+    /// A gate enforcing `limits` that records every query it admits in `activity`.
+    pub fn new(limits: QueryLimits, activity: Arc<Activity>) -> Self {
         Self {
             running: Arc::new(Semaphore::new(limits.max_concurrent.max(1))),
             queue: Arc::new(Semaphore::new(limits.max_queued)),
             limits,
+            activity,
         }
     }
 
@@ -75,40 +106,73 @@ impl QueryGate {
         &self.limits
     }
 
-    /// Runs `work` — planning and consuming queries — as one admitted query:
-    /// it waits for a slot and is dropped (cancelling its queries) at the deadline.
-    pub async fn run<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+    /// Runs `work` — planning and consuming queries — as one admitted query
+    /// described by `query`: it waits for a slot and is dropped (cancelling
+    /// its queries) at the deadline. Work inside an admitted query is part of
+    /// it: neither admitted nor recorded again.
+    pub async fn run<T: Delivered>(
+        &self,
+        query: QueryInfo,
+        work: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         if ADMITTED.try_with(|_| ()).is_ok() {
             return work.await;
         }
+        let tracker = Tracker::start(self.activity.clone(), query);
         let deadline = Instant::now() + self.limits.timeout;
-        let _slot = self.admit(deadline).await?;
-        tokio::time::timeout_at(deadline, ADMITTED.scope((), work))
-            .await
-            .unwrap_or_else(|_| Err(self.timed_out()))
+        let outcome = async {
+            let _slot = self.admit(deadline).await?;
+            tokio::time::timeout_at(deadline, ADMITTED.scope((), work))
+                .await
+                .unwrap_or_else(|_| Err(self.timed_out()))
+        }
+        .await;
+        match &outcome {
+            Ok(value) => {
+                let (rows, bytes) = value.delivered();
+                tracker.delivered(rows, bytes);
+                tracker.finish(Outcome::Ok, None);
+            }
+            Err(e) => tracker.fail(e),
+        }
+        outcome
     }
 
-    /// Admits a query, plans it with `plan` and starts it. The stream holds
-    /// the slot until it ends or is dropped, and fails at the deadline.
+    /// Admits the query described by `query`, plans it with `plan` and
+    /// starts it. The stream holds the slot until it ends or is dropped,
+    /// fails at the deadline, and records the query when it ends.
     pub async fn stream(
         &self,
+        query: QueryInfo,
         plan: impl Future<Output = Result<DataFrame>>,
     ) -> Result<SendableRecordBatchStream> {
         let start = async { Ok(plan.await?.execute_stream().await?) };
         if ADMITTED.try_with(|_| ()).is_ok() {
             return start.await;
         }
+        let tracker = Tracker::start(self.activity.clone(), query);
         let deadline = Instant::now() + self.limits.timeout;
-        let slot = self.admit(deadline).await?;
-        let stream = tokio::time::timeout_at(deadline, ADMITTED.scope((), start))
-            .await
-            .unwrap_or_else(|_| Err(self.timed_out()))?;
-        Ok(Box::pin(Deadlined::start(
-            stream,
-            slot,
-            deadline,
-            self.limits.timeout,
-        )))
+        let started = async {
+            let slot = self.admit(deadline).await?;
+            let stream = tokio::time::timeout_at(deadline, ADMITTED.scope((), start))
+                .await
+                .unwrap_or_else(|_| Err(self.timed_out()))?;
+            Ok((stream, slot))
+        }
+        .await;
+        match started {
+            Ok((stream, slot)) => Ok(Box::pin(Deadlined::start(
+                stream,
+                slot,
+                tracker,
+                deadline,
+                self.limits.timeout,
+            ))),
+            Err(e) => {
+                tracker.fail(&e);
+                Err(e)
+            }
+        }
     }
 
     async fn admit(&self, deadline: Instant) -> Result<OwnedSemaphorePermit> {
@@ -149,10 +213,75 @@ fn seconds(d: Duration) -> String {
     format!("{} s", d.as_secs_f64())
 }
 
+/// A query in progress, recorded once when it ends: finished, failed, or —
+/// when dropped before either, as when the client went away — cancelled.
+struct Tracker {
+    activity: Arc<Activity>,
+    /// Taken when the record is written.
+    info: Option<QueryInfo>,
+    start: chrono::DateTime<chrono::Utc>,
+    clock: Instant,
+    rows: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+impl Tracker {
+    fn start(activity: Arc<Activity>, info: QueryInfo) -> Self {
+        Self {
+            activity,
+            info: Some(info),
+            start: chrono::Utc::now(),
+            clock: Instant::now(),
+            rows: 0.into(),
+            bytes: 0.into(),
+        }
+    }
+
+    fn delivered(&self, rows: u64, bytes: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.rows.fetch_add(rows, Relaxed);
+        self.bytes.fetch_add(bytes, Relaxed);
+    }
+
+    fn fail(self, e: &Error) {
+        self.finish(Outcome::of(e), Some(e.to_string()));
+    }
+
+    fn finish(mut self, outcome: Outcome, error: Option<String>) {
+        self.record(outcome, error);
+    }
+
+    fn record(&mut self, outcome: Outcome, error: Option<String>) {
+        let Some(info) = self.info.take() else {
+            return;
+        };
+        if outcome == Outcome::Ok && !info.record_success {
+            return;
+        }
+        self.activity.record_query(QueryRecord {
+            info,
+            start: self.start,
+            duration: self.clock.elapsed(),
+            outcome,
+            rows: *self.rows.get_mut(),
+            bytes: *self.bytes.get_mut(),
+            error,
+        });
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        self.record(Outcome::Cancelled, None);
+    }
+}
+
 /// What a [`Deadlined`] stream and its watchdog share.
 struct Running {
     stream: Option<SendableRecordBatchStream>,
     slot: Option<OwnedSemaphorePermit>,
+    /// The query's record, written by whichever side ends it.
+    tracker: Option<Tracker>,
     expired: bool,
     waker: Option<Waker>,
 }
@@ -170,6 +299,7 @@ impl Deadlined {
     fn start(
         stream: SendableRecordBatchStream,
         slot: OwnedSemaphorePermit,
+        tracker: Tracker,
         deadline: Instant,
         timeout: Duration,
     ) -> Self {
@@ -177,10 +307,11 @@ impl Deadlined {
         let running = Arc::new(Mutex::new(Running {
             stream: Some(stream),
             slot: Some(slot),
+            tracker: Some(tracker),
             expired: false,
             waker: None,
         }));
-        let watchdog = tokio::spawn(expire(running.clone(), deadline));
+        let watchdog = tokio::spawn(expire(running.clone(), deadline, timeout));
         Self {
             running,
             schema,
@@ -192,7 +323,7 @@ impl Deadlined {
 }
 
 /// At `deadline`, drops the query (aborting its tasks) and frees its slot.
-async fn expire(running: Arc<Mutex<Running>>, deadline: Instant) {
+async fn expire(running: Arc<Mutex<Running>>, deadline: Instant, timeout: Duration) {
     tokio::time::sleep_until(deadline).await;
     // The consumer holds the lock while it polls, which may compute a batch:
     // wait for it without blocking this worker thread.
@@ -203,6 +334,9 @@ async fn expire(running: Arc<Mutex<Running>>, deadline: Instant) {
                     return;
                 }
                 run.expired = true;
+                if let Some(tracker) = run.tracker.take() {
+                    tracker.fail(&timed_out(timeout));
+                }
                 Some((run.stream.take(), run.slot.take(), run.waker.take()))
             }
             Err(_) => None,
@@ -243,13 +377,37 @@ impl Stream for Deadlined {
                 Poll::Pending
             }
             Poll::Ready(None) => {
+                if let Some(tracker) = run.tracker.take() {
+                    tracker.finish(Outcome::Ok, None);
+                }
                 let finished = (run.stream.take(), run.slot.take());
                 drop(run);
                 drop(finished);
                 this.watchdog.abort();
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(item)) => Poll::Ready(Some(item)),
+            Poll::Ready(Some(Ok(batch))) => {
+                if let Some(tracker) = &run.tracker {
+                    tracker.delivered(
+                        batch.num_rows() as u64,
+                        batch.get_array_memory_size() as u64,
+                    );
+                }
+                Poll::Ready(Some(Ok(batch)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let Some(tracker) = run.tracker.take() else {
+                    return Poll::Ready(Some(Err(e)));
+                };
+                let error = Error::from(e);
+                tracker.fail(&error);
+                // Handed on as it came.
+                let e = match error {
+                    Error::Query(e) => e,
+                    other => DataFusionError::External(Box::new(other)),
+                };
+                Poll::Ready(Some(Err(e)))
+            }
         }
     }
 }

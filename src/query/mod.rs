@@ -12,6 +12,7 @@ pub mod points;
 pub mod run_aggregate;
 pub mod session;
 pub mod stitch;
+pub mod system;
 pub mod unnest_keys;
 
 use arrow::array::{Array, AsArray};

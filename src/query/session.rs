@@ -17,10 +17,11 @@ use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
 use deltalake::DeltaTable;
 
 use super::points::PointSource;
-use super::{bounded, downsample, lineage_functions, run_aggregate, unnest_keys};
+use super::{bounded, downsample, lineage_functions, run_aggregate, system, unnest_keys};
 use crate::catalog::CatalogSnapshot;
 use crate::engine::EngineOptions;
 use crate::error::Result;
+use crate::observe::Activity;
 use crate::scope::Projects;
 use crate::store::schema::{timestamp_type, timestamps};
 use crate::store::{Store, TableKind};
@@ -53,8 +54,8 @@ pub fn config(options: &EngineOptions) -> Result<SessionConfig> {
     Ok(config)
 }
 
-/// A session with `runs`, `metrics`, `logs`, `data`, the lineage table functions
-/// and the `downsample` / `lttb` aggregates registered.
+/// A session with `runs`, `metrics`, `logs`, `data`, the lineage table functions,
+/// the `downsample` / `lttb` aggregates and the `system` schema registered.
 ///
 /// A session scoped to some projects sees their runs and nothing else: the
 /// catalog is restricted (so table functions cannot name other runs, and
@@ -65,8 +66,20 @@ pub async fn build(
     options: &EngineOptions,
     snapshot: Arc<CatalogSnapshot>,
     store: &Store,
+    activity: &Arc<Activity>,
     projects: &Projects,
 ) -> Result<SessionContext> {
+    let mut listed = Vec::new();
+    for kind in system::LISTED {
+        let table = store.refresh_within(kind, options.refresh_interval).await?;
+        listed.push((kind, table, store.files(kind).await?));
+    }
+    let system = system::Sources {
+        activity: activity.clone(),
+        tables: Arc::new(listed),
+        runs: system::VisibleRuns::of(&snapshot, projects),
+        projects: projects.clone(),
+    };
     let snapshot = projects.restrict(snapshot);
     let visible: Option<Vec<i64>> = match projects {
         Projects::All => None,
@@ -110,6 +123,7 @@ pub async fn build(
     ctx.register_udaf(downsample::downsample_udaf());
     ctx.register_udaf(downsample::lttb_udaf());
     bounded::register(&ctx);
+    system::register(&ctx, system)?;
     Ok(ctx)
 }
 

@@ -297,6 +297,13 @@ pub struct Report {
     pub families: Vec<FamilyReport>,
 }
 
+/// A report's rows are its family sections.
+impl crate::query::gate::Delivered for Report {
+    fn delivered(&self) -> (u64, u64) {
+        (self.families.len() as u64, 0)
+    }
+}
+
 /// Each run's own points of one metric, by run, sorted by step.
 type OwnPoints = HashMap<RunId, Vec<(u64, f64)>>;
 

@@ -82,19 +82,24 @@ def test_unknown_bound_run_is_an_error(store, conn):
 
 
 def tables_of(conn):
-    """{table name: [column names]} over every catalog and schema from ADBC's GetObjects."""
+    """{table name: [column names]} over every catalog and schema from ADBC's GetObjects;
+    tables outside the default schema are named `schema.table` (`system.files` beside `files`)."""
     tables = {}
     for catalog in conn.adbc_get_objects(depth="all").read_all().to_pylist():
         for schema in catalog["catalog_db_schemas"] or []:
             for table in schema["db_schema_tables"] or []:
                 columns = sorted(table["table_columns"] or [], key=lambda c: c["ordinal_position"] or 0)
-                tables[table["table_name"]] = [c["column_name"] for c in columns]
+                name = table["table_name"]
+                if schema["db_schema_name"] != "public":
+                    name = f"{schema['db_schema_name']}.{name}"
+                tables[name] = [c["column_name"] for c in columns]
     return tables
 
 
 def test_get_objects_lists_tables_and_columns(store, conn, tmp_path):
     tables = tables_of(conn)
-    for name in ("runs", "metrics", "metric_writes", "logs", "data", "files"):
+    for name in ("runs", "metrics", "metric_writes", "logs", "data", "files",
+                 "system.queries", "system.commits", "system.files", "system.compactions"):
         assert name in tables, f"{name} missing from GetObjects: {sorted(tables)}"
     assert tables["metrics"][:5] == ["run_id", "metric", "step", "value", "time"], tables["metrics"]
     for name in ("runs", "metrics", "metric_writes", "logs", "data", "files"):

@@ -38,6 +38,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::Keys;
 use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};
+use crate::observe::{Interface, QueryInfo};
 use crate::scope::Scope;
 use params::Handle;
 
@@ -105,10 +106,11 @@ impl FlightSql {
     /// Plans `sql` (read-only rule included) and returns its result schema as
     /// sent on the wire; planning takes a query slot like running does.
     async fn schema_of(&self, sql: &str, scope: &Scope) -> Result<SchemaRef> {
+        let recorded = QueryInfo::new(Interface::Flight, sql, scope).failures_only();
         let df = self
             .engine
             .gate()
-            .run(self.engine.scoped_sql(sql, &scope.projects))
+            .run(recorded, self.engine.scoped_sql(sql, &scope.projects))
             .await?;
         Ok(flight_schema(df.schema().as_arrow()))
     }
@@ -121,10 +123,11 @@ impl FlightSql {
         scope: &Scope,
     ) -> Result<FlightStream<arrow_flight::FlightData>> {
         let mut schema = None;
+        let recorded = QueryInfo::new(Interface::Flight, sql, scope);
         let batches = self
             .engine
             .gate()
-            .stream(async {
+            .stream(recorded, async {
                 let df = self.engine.scoped_sql(sql, &scope.projects).await?;
                 schema = Some(flight_schema(df.schema().as_arrow()));
                 Ok(df)
@@ -159,6 +162,9 @@ fn flight_schema(schema: &Schema) -> SchemaRef {
 
 /// The one mapping from crate errors to gRPC statuses (HTTP's is `status_of_kind`).
 fn status(e: Error) -> Status {
+    if e.is_store_failure() {
+        crate::observe::metrics::store_error("flight");
+    }
     let message = e.to_string();
     match e.kind() {
         ErrorKind::InvalidInput => Status::invalid_argument(message),

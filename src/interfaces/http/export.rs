@@ -7,6 +7,7 @@ use serde::Deserialize;
 use super::{ApiError, AppState, stream_response};
 use crate::error::Error;
 use crate::interfaces::format::Format;
+use crate::observe::{Interface, QueryInfo};
 use crate::query::export::SeriesExport;
 use crate::scope::Scope;
 
@@ -27,6 +28,7 @@ pub struct ExportParams {
 pub async fn export(
     State(state): State<AppState>,
     axum::Extension(scope): axum::Extension<Scope>,
+    uri: axum::http::Uri,
     params: Result<Query<ExportParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) =
@@ -45,9 +47,10 @@ pub async fn export(
     };
     let mut stem = String::new();
     let engine = &state.engine;
+    let recorded = QueryInfo::new(Interface::Export, format!("GET {uri}"), &scope);
     let batches = engine
         .gate()
-        .stream(async {
+        .stream(recorded, async {
             let (df, named) = export.plan(engine, &scope.projects).await?;
             stem = named;
             Ok(df)

@@ -28,6 +28,7 @@ use crate::auth::Keys;
 use crate::engine::Engine;
 use crate::error::{Error, ErrorKind};
 use crate::ingest::GroupCommitter;
+use crate::observe::{Interface, QueryInfo};
 use crate::scope::Scope;
 pub use listen::ConnectionLimits;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -46,6 +47,8 @@ pub struct ServerOptions {
     pub public_url: Option<String>,
     /// Timeouts and the cap of connections, of HTTP and (timeouts aside) Flight SQL.
     pub connections: ConnectionLimits,
+    /// The HTTP listener is on a loopback address: monitoring routes need no key.
+    pub loopback: bool,
 }
 
 impl Default for ServerOptions {
@@ -56,6 +59,7 @@ impl Default for ServerOptions {
             read_only: false,
             public_url: None,
             connections: ConnectionLimits::default(),
+            loopback: false,
         }
     }
 }
@@ -88,6 +92,9 @@ pub enum RouteAccess {
     Write,
     /// No key: the URL carries its own signature (the SDK sends no key there).
     Signed,
+    /// Monitoring (`/metrics`): no key on a server that listens on loopback
+    /// only (a scraper on the same host), a key of any scope otherwise.
+    Monitoring,
 }
 
 /// One route of the HTTP API.
@@ -120,6 +127,10 @@ fn routes() -> Vec<Route> {
         (
             spec(Method::GET, "/api/report", RouteAccess::Read),
             get(report::report),
+        ),
+        (
+            spec(Method::GET, "/metrics", RouteAccess::Monitoring),
+            get(metrics),
         ),
     ];
     all.extend(pluto::routes());
@@ -172,7 +183,14 @@ pub async fn router(
         groups.insert(spec.access, group.route(spec.path, handler));
     }
     let mut group = |access| groups.remove(&access).unwrap_or_default();
-    let public = group(RouteAccess::Public);
+    let mut monitoring = group(RouteAccess::Monitoring);
+    if !options.loopback {
+        monitoring = monitoring.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ));
+    }
+    let public = group(RouteAccess::Public).merge(monitoring);
     let signed = group(RouteAccess::Signed);
     let read = group(RouteAccess::Read).route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
@@ -219,6 +237,8 @@ pub async fn serve(
     options
         .public_url
         .get_or_insert_with(|| format!("http://{addr}"));
+    options.loopback = addr.ip().is_loopback();
+    crate::observe::metrics::start();
     let app = router(engine.clone(), keys.clone(), &options).await?;
     if !keys.any().await? {
         for a in std::iter::once(addr).chain(flight_addr) {
@@ -392,6 +412,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let kind = self.0.kind();
         let status = status_of_kind(kind);
+        crate::observe::metrics::http_error(status.as_u16());
+        if self.0.is_store_failure() {
+            crate::observe::metrics::store_error("http");
+        }
         let body = axum::Json(match kind {
             // As Pluto's server answers, which the SDK reports.
             ErrorKind::Unauthenticated => {
@@ -452,6 +476,21 @@ async fn health() -> impl IntoResponse {
     axum::Json(json!({ "status": "ok" }))
 }
 
+/// `GET /metrics`: Prometheus text exposition of the whole server (every
+/// project: counts and sizes, no names).
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let text = crate::observe::metrics::render(&state.engine).await?;
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
 #[derive(Deserialize)]
 struct SqlRequest {
     sql: String,
@@ -468,9 +507,10 @@ async fn sql(
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::from_accept(accept);
     let engine = &state.engine;
+    let recorded = QueryInfo::new(Interface::Http, req.sql.clone(), &scope);
     let batches = engine
         .gate()
-        .stream(async {
+        .stream(recorded, async {
             let df = engine.scoped_sql(&req.sql, &scope.projects).await?;
             Ok(match format {
                 // One row past the cap tells a result that is too long.

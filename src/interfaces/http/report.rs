@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState};
 use crate::error::Error;
+use crate::observe::{Interface, QueryInfo};
 use crate::report::{self, Goals, ReportFormat, ReportRequest};
 use crate::scope::Scope;
 
@@ -32,7 +33,8 @@ pub async fn report(
     let mut metrics = Vec::new();
     let mut goal: Option<String> = None;
     let mut format = ReportFormat::Html;
-    for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+    let query = query.unwrap_or_default();
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
         match key.as_ref() {
             "project" => project = Some(value.into_owned()),
             "family" | "families" => families.push(value.into_owned()),
@@ -60,9 +62,17 @@ pub async fn report(
     scope.require_project(request.project.trim())?;
     let engine = &state.engine;
     // A report runs a query per metric: one admitted query, with one deadline.
+    let recorded = QueryInfo::new(
+        Interface::Report,
+        format!("GET /api/report?{query}"),
+        &scope,
+    );
     let built = engine
         .gate()
-        .run(report::build(engine, &request, &scope.projects, &|_| {}))
+        .run(
+            recorded,
+            report::build(engine, &request, &scope.projects, &|_| {}),
+        )
         .await?;
     let bytes = report::render::render(&built, format)?;
     Ok((

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::ingest::limits::{MAX_DATA_LINE_BYTES, MAX_LINE_BYTES, MAX_POINTS_PER_REQUEST};
 use crate::ingest::{MetricPoint, PointBatch};
 use crate::interfaces::http::{ApiError, AppState, lenient_json};
+use crate::observe::metrics;
 use crate::scope::Scope;
 use crate::store::TableKind;
 use crate::store::records::{DataRecord, LogRecord};
@@ -35,10 +36,12 @@ async fn store_rows(
     kind: TableKind,
     rows: usize,
     batch: Result<RecordBatch>,
+    body_bytes: usize,
 ) -> Reply {
     if rows > 0 {
         state.engine.store().append(kind, vec![batch?]).await?;
     }
+    metrics::ingest(kind, rows, body_bytes);
     Ok(Json(json!({ "stored": rows })))
 }
 
@@ -88,6 +91,7 @@ pub(super) async fn metrics(
             .map_err(|e| Error::invalid(format!("line {line}: {e}")))
     })?;
     let stored = state.committer.submit(batch).await?;
+    metrics::ingest(TableKind::Metrics, stored, body.len());
     Ok(Json(json!({ "stored": stored })))
 }
 
@@ -124,6 +128,7 @@ pub(super) async fn logs(
         TableKind::Logs,
         records.len(),
         LogRecord::batch(&records),
+        body.len(),
     )
     .await
 }
@@ -167,6 +172,7 @@ pub(super) async fn data(
         TableKind::Data,
         records.len(),
         DataRecord::batch(&records),
+        body.len(),
     )
     .await
 }

@@ -19,6 +19,7 @@ pub use files::Signer;
 use super::{AppState, Route, RouteAccess};
 use crate::catalog::{CatalogSnapshot, Run, RunId};
 use crate::error::{Error, Result};
+use crate::observe::{Interface, QueryInfo};
 use crate::scope::Scope;
 
 /// Routes of the SDK. `Write` routes (run lifecycle, ingest, upload URLs)
@@ -123,9 +124,10 @@ async fn catalog(state: &AppState, scope: &Scope) -> Result<Arc<CatalogSnapshot>
 /// (slot, queue and deadline of the query gate), and collects it.
 async fn collect(state: &AppState, scope: &Scope, sql: &str) -> Result<Vec<RecordBatch>> {
     let engine = &state.engine;
+    let recorded = QueryInfo::new(Interface::Sdk, sql, scope);
     engine
         .gate()
-        .run(async {
+        .run(recorded, async {
             Ok(engine
                 .scoped_sql(sql, &scope.projects)
                 .await?

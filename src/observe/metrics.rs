@@ -1,0 +1,266 @@
+//! Prometheus metrics of the server, rendered by `GET /metrics`.
+//!
+//! Counters and histograms are recorded where things happen through the
+//! `metrics` facade (a no-op until [`handle`] installs the recorder, so the
+//! CLI pays nothing); gauges that describe state — table versions, runs by
+//! status, the query memory pool — are computed from it at scrape time.
+
+use std::collections::BTreeSet;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use super::activity::{CompactionRecord, QueryRecord};
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::store::TableKind;
+
+const INGEST_REQUESTS: &str = "forkline_ingest_requests_total";
+const INGEST_ROWS: &str = "forkline_ingest_rows_total";
+const INGEST_BYTES: &str = "forkline_ingest_bytes_total";
+const GROUP_COMMIT_POINTS: &str = "forkline_group_commit_points";
+const GROUP_COMMIT_REQUESTS: &str = "forkline_group_commit_requests";
+const GROUP_COMMIT_SECONDS: &str = "forkline_group_commit_seconds";
+const CATALOG_CONFLICTS: &str = "forkline_catalog_commit_conflicts_total";
+const CATALOG_RETRIES: &str = "forkline_catalog_commit_retries_total";
+const QUERIES: &str = "forkline_queries_total";
+const QUERY_SECONDS: &str = "forkline_query_duration_seconds";
+const QUERY_ROWS: &str = "forkline_query_rows_total";
+const QUERY_BYTES: &str = "forkline_query_bytes_total";
+const MEMORY_RESERVED: &str = "forkline_query_memory_reserved_bytes";
+const MEMORY_LIMIT: &str = "forkline_query_memory_limit_bytes";
+const COMPACTIONS: &str = "forkline_compactions_total";
+const COMPACTION_FILES_IN: &str = "forkline_compaction_files_in_total";
+const COMPACTION_FILES_OUT: &str = "forkline_compaction_files_out_total";
+const COMPACTION_BYTES_IN: &str = "forkline_compaction_bytes_in_total";
+const COMPACTION_BYTES_OUT: &str = "forkline_compaction_bytes_out_total";
+const COMPACTION_SECONDS: &str = "forkline_compaction_duration_seconds";
+const STORE_ERRORS: &str = "forkline_store_errors_total";
+const HTTP_ERRORS: &str = "forkline_http_errors_total";
+const TABLE_VERSION: &str = "forkline_table_version";
+const RUNS: &str = "forkline_runs";
+
+/// Latency buckets, in seconds: a millisecond to the default query timeout.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+/// Points per group commit, up to the group's cap of 2 million.
+const POINTS_BUCKETS: &[f64] = &[1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 2e6];
+/// Requests per group commit.
+const REQUESTS_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
+
+/// How often histogram samples are folded into their buckets between scrapes,
+/// so memory stays bounded on a server nobody scrapes.
+const UPKEEP: Duration = Duration::from_secs(5);
+
+/// The process's recorder, installed on first use.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(GROUP_COMMIT_POINTS.into()), POINTS_BUCKETS)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(GROUP_COMMIT_REQUESTS.into()),
+                    REQUESTS_BUCKETS,
+                )
+            })
+            .expect("bucket lists are non-empty constants");
+        let handle = match builder.install_recorder() {
+            Ok(handle) => handle,
+            Err(e) => {
+                // Someone else's recorder (an embedding program): serve empty metrics.
+                tracing::warn!(error = %e, "a metrics recorder is already installed; /metrics will be empty");
+                PrometheusBuilder::new().build_recorder().handle()
+            }
+        };
+        describe();
+        handle
+    })
+}
+
+/// Installs the recorder and keeps its histograms folded; call once inside a runtime.
+pub fn start() {
+    let handle = handle();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(UPKEEP);
+        loop {
+            ticks.tick().await;
+            handle.run_upkeep();
+        }
+    });
+}
+
+fn describe() {
+    describe_counter!(
+        INGEST_REQUESTS,
+        "Ingest requests accepted, by kind (metrics, logs, data)."
+    );
+    describe_counter!(
+        INGEST_ROWS,
+        "Rows committed by ingest requests (metric points, log lines, data values), by kind."
+    );
+    describe_counter!(
+        INGEST_BYTES,
+        "Request body bytes of accepted ingest requests, by kind."
+    );
+    describe_histogram!(GROUP_COMMIT_POINTS, "Metric points per group commit.");
+    describe_histogram!(GROUP_COMMIT_REQUESTS, "Ingest requests per group commit.");
+    describe_histogram!(
+        GROUP_COMMIT_SECONDS,
+        "Time of one group commit's Delta write, in seconds."
+    );
+    describe_counter!(
+        CATALOG_CONFLICTS,
+        "Run catalog commits that lost an optimistic race to another writer."
+    );
+    describe_counter!(
+        CATALOG_RETRIES,
+        "Run catalog commits re-planned after a lost race."
+    );
+    describe_counter!(QUERIES, "Queries finished, by interface and outcome.");
+    describe_histogram!(
+        QUERY_SECONDS,
+        "Query time from arrival (queueing included) to the last row, in seconds."
+    );
+    describe_counter!(QUERY_ROWS, "Rows returned by queries, by interface.");
+    describe_counter!(
+        QUERY_BYTES,
+        "Arrow bytes returned by queries, by interface."
+    );
+    describe_gauge!(
+        MEMORY_RESERVED,
+        "Bytes reserved in the query memory pool now."
+    );
+    describe_gauge!(
+        MEMORY_LIMIT,
+        "Size of the query memory pool (--memory-limit)."
+    );
+    describe_counter!(
+        COMPACTIONS,
+        "Compactions run by this process, by table and outcome."
+    );
+    describe_counter!(COMPACTION_FILES_IN, "Files rewritten by compaction.");
+    describe_counter!(COMPACTION_FILES_OUT, "Files written by compaction.");
+    describe_counter!(
+        COMPACTION_BYTES_IN,
+        "Bytes of the files rewritten by compaction."
+    );
+    describe_counter!(
+        COMPACTION_BYTES_OUT,
+        "Bytes of the files written by compaction."
+    );
+    describe_histogram!(COMPACTION_SECONDS, "Wall time of a compaction, in seconds.");
+    describe_counter!(
+        STORE_ERRORS,
+        "Requests failed by the object store or a commit, by interface."
+    );
+    describe_counter!(
+        HTTP_ERRORS,
+        "HTTP error responses, by status (503: store unavailable or busy)."
+    );
+    describe_gauge!(
+        TABLE_VERSION,
+        "Delta version of each table as this server last saw it."
+    );
+    describe_gauge!(RUNS, "Runs by status, over every project.");
+}
+
+/// An accepted ingest request of `kind` that committed `rows` from a body of `bytes`.
+pub fn ingest(kind: TableKind, rows: usize, bytes: usize) {
+    counter!(INGEST_REQUESTS, "kind" => kind.dir()).increment(1);
+    counter!(INGEST_ROWS, "kind" => kind.dir()).increment(rows as u64);
+    counter!(INGEST_BYTES, "kind" => kind.dir()).increment(bytes as u64);
+}
+
+/// One group commit of `requests` requests holding `points` points.
+pub fn group_commit(requests: usize, points: usize, took: Duration, committed: bool) {
+    histogram!(GROUP_COMMIT_REQUESTS).record(requests as f64);
+    histogram!(GROUP_COMMIT_POINTS).record(points as f64);
+    histogram!(GROUP_COMMIT_SECONDS).record(took.as_secs_f64());
+    if !committed {
+        store_error("ingest");
+    }
+}
+
+/// A run catalog commit lost its race; `retried` when it is planned again.
+pub fn catalog_conflict(retried: bool) {
+    counter!(CATALOG_CONFLICTS).increment(1);
+    if retried {
+        counter!(CATALOG_RETRIES).increment(1);
+    }
+}
+
+/// A finished query.
+pub(super) fn query(record: &QueryRecord) {
+    let interface = record.info.interface.name();
+    let outcome = record.outcome.name();
+    counter!(QUERIES, "interface" => interface, "outcome" => outcome).increment(1);
+    histogram!(QUERY_SECONDS, "interface" => interface, "outcome" => outcome)
+        .record(record.duration.as_secs_f64());
+    counter!(QUERY_ROWS, "interface" => interface).increment(record.rows);
+    counter!(QUERY_BYTES, "interface" => interface).increment(record.bytes);
+}
+
+/// A compaction run.
+pub(super) fn compaction(record: &CompactionRecord) {
+    let outcome = if record.error.is_some() {
+        "error"
+    } else {
+        "ok"
+    };
+    counter!(COMPACTIONS, "table" => record.table, "outcome" => outcome).increment(1);
+    counter!(COMPACTION_FILES_IN, "table" => record.table).increment(record.files_in);
+    counter!(COMPACTION_FILES_OUT, "table" => record.table).increment(record.files_out);
+    counter!(COMPACTION_BYTES_IN, "table" => record.table).increment(record.bytes_in);
+    counter!(COMPACTION_BYTES_OUT, "table" => record.table).increment(record.bytes_out);
+    histogram!(COMPACTION_SECONDS, "table" => record.table).record(record.duration.as_secs_f64());
+}
+
+/// A request of `interface` failed because of the store (or a commit).
+pub fn store_error(interface: &'static str) {
+    counter!(STORE_ERRORS, "interface" => interface).increment(1);
+}
+
+/// An HTTP error response.
+pub fn http_error(status: u16) {
+    counter!(HTTP_ERRORS, "status" => status.to_string()).increment(1);
+}
+
+/// The text exposition of every metric, with the state gauges computed now
+/// (from `engine`'s latest catalog and cached table versions).
+pub async fn render(engine: &Engine) -> Result<String> {
+    let handle = handle();
+    for kind in TableKind::ALL {
+        let table = engine
+            .store()
+            .refresh_within(kind, engine.options().refresh_interval)
+            .await?;
+        if let Some(version) = table.version() {
+            gauge!(TABLE_VERSION, "table" => kind.dir()).set(version as f64);
+        }
+    }
+    let catalog = engine.catalog().await?;
+    // A status that had runs and has none now must read 0, not its last count.
+    static SEEN: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut counts = std::collections::BTreeMap::new();
+    for run in catalog.runs() {
+        *counts.entry(run.status.as_str()).or_insert(0u64) += 1;
+    }
+    let mut seen = SEEN.lock().expect("status set poisoned");
+    seen.extend(counts.keys().copied());
+    for status in seen.iter() {
+        let n = counts.get(status).copied().unwrap_or(0);
+        gauge!(RUNS, "status" => *status).set(n as f64);
+    }
+    drop(seen);
+    let pool = &engine.runtime().memory_pool;
+    gauge!(MEMORY_RESERVED).set(pool.reserved() as f64);
+    gauge!(MEMORY_LIMIT).set(engine.options().memory_limit as f64);
+    Ok(handle.render())
+}
