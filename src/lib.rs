@@ -15,6 +15,7 @@ pub mod error;
 pub mod import;
 pub mod ingest;
 pub mod interfaces;
+pub mod liveness;
 pub mod logging;
 pub mod maintenance;
 pub mod query;

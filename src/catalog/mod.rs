@@ -2,6 +2,9 @@
 //!
 //! Planners here take a snapshot and a request and return the new run record;
 //! the engine commits it and retries on a lost race, so every rule lives in one place.
+//! That includes the status rules: the precedence of terminal statuses a
+//! client reports, resume, and the stale-run monitor's transitions, each
+//! recorded on the revision that makes it (see [`run::StatusChange`]).
 
 pub mod lineage;
 pub mod merge;
@@ -14,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 pub use lineage::Segment;
-pub use run::{Run, RunId, RunStatus};
+pub use run::{Run, RunId, RunStatus, StatusChange, StatusSource};
 pub use snapshot::{CatalogSnapshot, FamilyMember};
 
 use crate::error::{Error, Result};
@@ -78,10 +81,21 @@ impl ForkRequest {
 /// A change to an existing run.
 #[derive(Debug, Clone)]
 pub enum RunUpdate {
-    /// Set the lifecycle status.
+    /// Set the lifecycle status, as a client asks: a terminal status never
+    /// replaces a higher one (see [`RunStatus::client_may_become`]).
     Status(RunStatus),
     /// Back to RUNNING, for a client that continues logging.
     Resume,
+    /// The stale-run monitor's TERMINATED, only if the run is still RUNNING
+    /// at revision `rev`, the one it judged silent (any later revision is
+    /// activity, and another monitor may have been first).
+    StaleTerminate {
+        /// The revision judged silent.
+        rev: i64,
+    },
+    /// Back to RUNNING after activity, only if the stale-run monitor is what
+    /// terminated the run (a run a client finished stays finished).
+    Revive,
     /// Deep-merge keys into the config.
     MergeConfig(Map<String, Value>),
     /// Add tags.
@@ -164,8 +178,23 @@ fn check_external_id(snap: &CatalogSnapshot, project: &str, ext: &Option<String>
     Ok(())
 }
 
-/// Plans a new root run.
-pub fn plan_create(snap: &CatalogSnapshot, req: &NewRun, now: DateTime<Utc>) -> Result<Run> {
+/// The status change that creates a run.
+fn created(key_id: Option<&str>) -> Option<StatusChange> {
+    Some(StatusChange {
+        from: None,
+        source: StatusSource::Create,
+        key_id: key_id.map(str::to_string),
+        rev: 1,
+    })
+}
+
+/// Plans a new root run; `key_id` is the API key of the request, if any.
+pub fn plan_create(
+    snap: &CatalogSnapshot,
+    req: &NewRun,
+    key_id: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Run> {
     check_name("project", &req.project)?;
     check_name("run name", &req.name)?;
     check_external_id(snap, &req.project, &req.external_id)?;
@@ -187,6 +216,7 @@ pub fn plan_create(snap: &CatalogSnapshot, req: &NewRun, now: DateTime<Utc>) -> 
         external_id: req.external_id.clone(),
         created_at: now,
         updated_at: now,
+        status_change: created(key_id),
     })
 }
 
@@ -195,6 +225,7 @@ pub fn plan_fork(
     snap: &CatalogSnapshot,
     req: &ForkRequest,
     stitched_max_step: Option<u64>,
+    key_id: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Run> {
     let forked = snap.lookup(&req.run)?;
@@ -244,20 +275,71 @@ pub fn plan_fork(
         external_id: req.external_id.clone(),
         created_at: now,
         updated_at: now,
+        status_change: created(key_id),
     })
 }
 
-/// Plans the next revision of a run.
+/// Moves `next` (a copy of the run's latest revision, not yet bumped) to
+/// status `to`, recording the change; nothing when it has that status already.
+fn set_status(next: &mut Run, to: RunStatus, source: StatusSource, key_id: Option<&str>) {
+    if next.status == to {
+        return;
+    }
+    next.status_change = Some(StatusChange {
+        from: Some(next.status),
+        source,
+        key_id: key_id.map(str::to_string),
+        rev: next.rev + 1,
+    });
+    next.status = to;
+}
+
+/// Plans the next revision of a run, on behalf of the API key `key_id` (if
+/// any). A plan that changes nothing returns the run's latest revision as it
+/// is, which the engine does not commit: a refused or repeated status writes
+/// nothing, so the eight ranks of a run reporting COMPLETED make one change.
 pub fn plan_update(
     snap: &CatalogSnapshot,
     run: &str,
     update: &RunUpdate,
+    key_id: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Run> {
-    let mut next = Run::clone(snap.lookup(run)?);
+    let current = snap.lookup(run)?;
+    let mut next = Run::clone(current);
     match update {
-        RunUpdate::Status(status) => next.status = *status,
-        RunUpdate::Resume => next.status = RunStatus::Running,
+        RunUpdate::Status(status) => {
+            if next.status.client_may_become(*status) {
+                set_status(&mut next, *status, StatusSource::Api, key_id);
+            }
+        }
+        RunUpdate::Resume => {
+            set_status(&mut next, RunStatus::Running, StatusSource::Resume, key_id)
+        }
+        RunUpdate::StaleTerminate { rev } => {
+            if next.rev == *rev && next.status == RunStatus::Running {
+                set_status(
+                    &mut next,
+                    RunStatus::Terminated,
+                    StatusSource::StaleMonitor,
+                    None,
+                );
+            }
+        }
+        RunUpdate::Revive => {
+            let stale = next
+                .status_change
+                .as_ref()
+                .is_some_and(|c| c.source == StatusSource::StaleMonitor);
+            if next.status == RunStatus::Terminated && stale {
+                set_status(
+                    &mut next,
+                    RunStatus::Running,
+                    StatusSource::Activity,
+                    key_id,
+                );
+            }
+        }
         RunUpdate::MergeConfig(config) => {
             next.config = merge::deep_merge(&next.config, config);
             check_config(&next.config)?;
@@ -272,6 +354,9 @@ pub fn plan_update(
             }
         }
         RunUpdate::SetTags(tags) => next.tags = check_tags(tags)?,
+    }
+    if next == **current {
+        return Ok(next);
     }
     next.rev += 1;
     next.updated_at = now;
