@@ -325,3 +325,74 @@ async fn run_status_events_are_scoped_by_key() {
     let other = format!("SELECT count(*) AS n FROM run_status_events WHERE run_id = {b}");
     assert_eq!(sql(&server, &alpha, &other).await[0]["n"], 0);
 }
+
+/// A store whose `runs` table predates status history: it reads, its runs
+/// have no events, and the first change adds the columns and its event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_table_without_status_history_reads_and_gains_it() {
+    use forkline::catalog::run::{Run, runs_to_batch};
+    use forkline::catalog::{RunStatus, RunUpdate};
+    use forkline::store::TableKind;
+    use forkline::store::schema::arrow_schema;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("warehouse");
+    let now = chrono::Utc::now();
+    let old = Run {
+        id: 1,
+        rev: 1,
+        project: "legacy".into(),
+        seq: 1,
+        display_id: "LEG-1".into(),
+        name: "old".into(),
+        experiment: "old".into(),
+        parent_id: None,
+        fork_step: None,
+        config: Default::default(),
+        tags: Default::default(),
+        status: RunStatus::Completed,
+        external_id: None,
+        created_at: now,
+        updated_at: now,
+        status_change: None,
+    };
+    // The columns of the runs table before status history: all but the last four.
+    let batch = runs_to_batch(&[old]).unwrap();
+    let before = arrow_schema(TableKind::Runs).fields().len() - 4;
+    let batch = batch.project(&(0..before).collect::<Vec<_>>()).unwrap();
+    std::fs::create_dir_all(store.join("runs")).unwrap();
+    let url = url::Url::from_directory_path(store.join("runs")).unwrap();
+    deltalake::DeltaTableBuilder::from_url(url)
+        .unwrap()
+        .build()
+        .unwrap()
+        .write(vec![batch])
+        .with_save_mode(deltalake::protocol::SaveMode::Append)
+        .await
+        .unwrap();
+
+    let engine = forkline::Engine::open(store.to_str().unwrap()).await.unwrap();
+    assert_eq!(engine.resolve_run("LEG-1").await.unwrap().status, RunStatus::Completed);
+    let events = "SELECT run_id, from_status, to_status, source FROM run_status_events ORDER BY time";
+    assert!(common::rows(&engine, events).await.unwrap().is_empty());
+    let run = engine.update_run("LEG-1", RunUpdate::Resume).await.unwrap();
+    assert_eq!(run.status, RunStatus::Running);
+    assert_eq!(
+        common::rows(&engine, events).await.unwrap(),
+        [["1", "COMPLETED", "RUNNING", "resume"]]
+    );
+    // Merging the runs log keeps old and new rows, and the event.
+    for i in 0..forkline::compact::RUNS_FILES {
+        let tags = RunUpdate::SetTags(vec![format!("t{i}")]);
+        engine.update_run("LEG-1", tags).await.unwrap();
+    }
+    let report = forkline::compact::compact(&engine, &Default::default())
+        .await
+        .unwrap();
+    assert!(report.runs_files_merged > forkline::compact::RUNS_FILES);
+    // A fresh process reads both revisions, old and new.
+    drop(engine);
+    let engine = forkline::Engine::open(store.to_str().unwrap()).await.unwrap();
+    assert_eq!(engine.resolve_run("1").await.unwrap().status, RunStatus::Running);
+    assert_eq!(common::rows(&engine, events).await.unwrap().len(), 1);
+}

@@ -362,3 +362,94 @@ pub fn plan_update(
     next.updated_at = now;
     Ok(next)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [RunStatus; 5] = [
+        RunStatus::Running,
+        RunStatus::Completed,
+        RunStatus::Terminated,
+        RunStatus::Cancelled,
+        RunStatus::Failed,
+    ];
+
+    fn one_run() -> CatalogSnapshot {
+        let req = NewRun {
+            project: "p".into(),
+            name: "r".into(),
+            ..Default::default()
+        };
+        let run = plan_create(&CatalogSnapshot::default(), &req, Some("k1"), Utc::now()).unwrap();
+        CatalogSnapshot::from_revisions(Some(0), vec![run])
+    }
+
+    fn apply(snap: &CatalogSnapshot, update: RunUpdate) -> (CatalogSnapshot, Run) {
+        let run = plan_update(snap, "1", &update, Some("k2"), Utc::now()).unwrap();
+        let next = snap.with_revisions(snap.version().map(|v| v + 1), vec![run.clone()]);
+        (next, run)
+    }
+
+    /// Every pair of statuses a client may send, against the documented
+    /// order written out as a list (later is higher).
+    #[test]
+    fn clients_never_lower_a_terminal_status() {
+        let order = ["COMPLETED", "TERMINATED", "CANCELLED", "FAILED"];
+        let rank = |s: RunStatus| order.iter().position(|o| *o == s.as_str());
+        for from in ALL {
+            for to in ALL {
+                let (snap, held) = apply(&one_run(), RunUpdate::Status(from));
+                let (_, run) = apply(&snap, RunUpdate::Status(to));
+                let refused = matches!((rank(from), rank(to)), (Some(f), Some(t)) if t < f);
+                let want = if refused { from } else { to };
+                assert_eq!(run.status, want, "{from} → {to}");
+                // A change is a revision that records it; no change, no revision.
+                if want == from {
+                    assert_eq!(run, held, "{from} → {to}");
+                } else {
+                    assert_eq!(run.rev, held.rev + 1);
+                    let change = StatusChange {
+                        from: Some(from),
+                        source: StatusSource::Api,
+                        key_id: Some("k2".into()),
+                        rev: run.rev,
+                    };
+                    assert_eq!(run.status_change, Some(change), "{from} → {to}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn backend_transitions_are_conditional() {
+        let snap = one_run();
+        let created = snap.require(1).unwrap().clone();
+        assert!(created.changed_status());
+        assert_eq!(created.status_change.as_ref().unwrap().key_id.as_deref(), Some("k1"));
+        // The monitor judged an older revision: the run was active since.
+        let (snap, tagged) = apply(&snap, RunUpdate::AddTags(vec!["t".into()]));
+        assert!(!tagged.changed_status());
+        let (snap, run) = apply(&snap, RunUpdate::StaleTerminate { rev: 1 });
+        assert_eq!((run.status, run.rev), (RunStatus::Running, 2));
+        let (snap, run) = apply(&snap, RunUpdate::StaleTerminate { rev: 2 });
+        assert_eq!(run.status, RunStatus::Terminated);
+        let change = run.status_change.clone().unwrap();
+        assert_eq!((change.source, change.key_id), (StatusSource::StaleMonitor, None));
+        // A second monitor finds nothing to do.
+        let (snap, again) = apply(&snap, RunUpdate::StaleTerminate { rev: 2 });
+        assert_eq!(again, run);
+        // Activity revives what the monitor terminated, and only that.
+        let (snap, run) = apply(&snap, RunUpdate::Revive);
+        assert_eq!(run.status, RunStatus::Running);
+        assert_eq!(run.status_change.as_ref().unwrap().source, StatusSource::Activity);
+        let (snap, done) = apply(&snap, RunUpdate::Status(RunStatus::Completed));
+        let (snap, run) = apply(&snap, RunUpdate::Revive);
+        assert_eq!(run, done);
+        // Resume is exempt from precedence; repeated, it records nothing.
+        let (snap, run) = apply(&snap, RunUpdate::Resume);
+        assert_eq!(run.status_change.as_ref().unwrap().source, StatusSource::Resume);
+        let (_, again) = apply(&snap, RunUpdate::Resume);
+        assert_eq!(again, run);
+    }
+}
