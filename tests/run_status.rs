@@ -67,7 +67,12 @@ async fn set_status(server: &Server, key: &str, run: u64, status: &str) -> Value
 }
 
 async fn status_of(server: &Server, key: &str, run: u64) -> String {
-    let rows = sql(server, key, &format!("SELECT status FROM runs WHERE id = {run}")).await;
+    let rows = sql(
+        server,
+        key,
+        &format!("SELECT status FROM runs WHERE id = {run}"),
+    )
+    .await;
     rows[0]["status"].as_str().unwrap().to_string()
 }
 
@@ -167,12 +172,27 @@ async fn cancelled_and_the_precedence_of_terminal_statuses() {
         assert_eq!(reply["applied"], lower == "CANCELLED");
     }
     // The heartbeat answers CANCELLED (the SDK exits on it).
-    let (_, beat) = post(&server, &secret, "/api/runs/trigger", json!({ "runId": run })).await;
+    let (_, beat) = post(
+        &server,
+        &secret,
+        "/api/runs/trigger",
+        json!({ "runId": run }),
+    )
+    .await;
     assert_eq!(beat["status"], "CANCELLED");
-    assert_eq!(set_status(&server, &secret, run, "FAILED").await["status"], "FAILED");
+    assert_eq!(
+        set_status(&server, &secret, run, "FAILED").await["status"],
+        "FAILED"
+    );
     // RUNNING from a client is allowed from any status.
-    assert_eq!(set_status(&server, &secret, run, "RUNNING").await["status"], "RUNNING");
-    assert_eq!(set_status(&server, &secret, run, "COMPLETED").await["status"], "COMPLETED");
+    assert_eq!(
+        set_status(&server, &secret, run, "RUNNING").await["status"],
+        "RUNNING"
+    );
+    assert_eq!(
+        set_status(&server, &secret, run, "COMPLETED").await["status"],
+        "COMPLETED"
+    );
     let (code, error) = post(
         &server,
         &secret,
@@ -181,11 +201,17 @@ async fn cancelled_and_the_precedence_of_terminal_statuses() {
     )
     .await;
     assert_eq!(code, 400);
-    assert!(error["error"].as_str().unwrap().contains("CANCELLED"), "{error}");
+    assert!(
+        error["error"].as_str().unwrap().contains("CANCELLED"),
+        "{error}"
+    );
     let history = events(&server, &secret, run).await;
     assert_chain(&history);
     let to: Vec<&str> = history.iter().map(|e| e.1.as_str()).collect();
-    assert_eq!(to, ["RUNNING", "CANCELLED", "FAILED", "RUNNING", "COMPLETED"]);
+    assert_eq!(
+        to,
+        ["RUNNING", "CANCELLED", "FAILED", "RUNNING", "COMPLETED"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,7 +221,13 @@ async fn resume_reopens_a_finished_run_and_logging_without_finish_keeps_it_runni
     let server = serve(&store, "0");
     let run = create(&server, &secret, "eval", "train").await;
     set_status(&server, &secret, run, "COMPLETED").await;
-    let (code, reply) = post(&server, &secret, "/api/runs/resume", json!({ "runId": run })).await;
+    let (code, reply) = post(
+        &server,
+        &secret,
+        "/api/runs/resume",
+        json!({ "runId": run }),
+    )
+    .await;
     assert_eq!(code, 200, "{reply}");
     assert_eq!(reply["resumed"], true);
     assert_eq!(status_of(&server, &secret, run).await, "RUNNING");
@@ -211,7 +243,13 @@ async fn resume_reopens_a_finished_run_and_logging_without_finish_keeps_it_runni
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(status_of(&server, &secret, run).await, "RUNNING");
     // Resuming a RUNNING run changes nothing, and records nothing.
-    post(&server, &secret, "/api/runs/resume", json!({ "runId": run })).await;
+    post(
+        &server,
+        &secret,
+        "/api/runs/resume",
+        json!({ "runId": run }),
+    )
+    .await;
     let history = events(&server, &secret, run).await;
     assert_chain(&history);
     let steps: Vec<(&str, &str)> = history
@@ -220,7 +258,11 @@ async fn resume_reopens_a_finished_run_and_logging_without_finish_keeps_it_runni
         .collect();
     assert_eq!(
         steps,
-        [("RUNNING", "create"), ("COMPLETED", "api"), ("RUNNING", "resume")]
+        [
+            ("RUNNING", "create"),
+            ("COMPLETED", "api"),
+            ("RUNNING", "resume")
+        ]
     );
     assert_eq!(history[2].3, json!(key_id));
 }
@@ -229,7 +271,8 @@ async fn resume_reopens_a_finished_run_and_logging_without_finish_keeps_it_runni
 async fn stale_monitor_terminates_a_silent_run_once_with_two_servers() {
     let (_dir, store) = temp_store();
     let (secret, _) = key(&store, &[]);
-    let servers = [serve(&store, "2s"), serve(&store, "2")];
+    // Two spellings of one period: a duration and seconds.
+    let servers = [serve(&store, "3s"), serve(&store, "3")];
     let silent = create(&servers[0], &secret, "stale", "silent").await;
     let busy = create(&servers[0], &secret, "stale", "busy").await;
     let beating = create(&servers[0], &secret, "stale", "beating").await;
@@ -237,12 +280,14 @@ async fn stale_monitor_terminates_a_silent_run_once_with_two_servers() {
     // server: the first one's monitor must see that activity in the store.
     let started = std::time::Instant::now();
     let mut step = 0;
-    while started.elapsed() < Duration::from_millis(4500) {
+    while started.elapsed() < Duration::from_secs(6) {
         let response = reqwest::Client::new()
             .post(format!("{}/ingest/metrics", servers[1].base))
             .header("authorization", format!("Bearer {secret}"))
             .header("x-run-id", busy.to_string())
-            .body(format!("{{\"step\": {step}, \"data\": {{\"loss\": 1.0}}}}\n"))
+            .body(format!(
+                "{{\"step\": {step}, \"data\": {{\"loss\": 1.0}}}}\n"
+            ))
             .send()
             .await
             .unwrap();
@@ -290,7 +335,13 @@ async fn stale_monitor_terminates_a_silent_run_once_with_two_servers() {
     );
     // A run a client finished stays finished, whatever it sends later.
     set_status(&servers[0], &secret, busy, "COMPLETED").await;
-    post(&servers[0], &secret, "/api/runs/trigger", json!({ "runId": busy })).await;
+    post(
+        &servers[0],
+        &secret,
+        "/api/runs/trigger",
+        json!({ "runId": busy }),
+    )
+    .await;
     assert_eq!(status_of(&servers[0], &secret, busy).await, "COMPLETED");
 }
 
@@ -371,9 +422,15 @@ async fn a_runs_table_without_status_history_reads_and_gains_it() {
         .await
         .unwrap();
 
-    let engine = forkline::Engine::open(store.to_str().unwrap()).await.unwrap();
-    assert_eq!(engine.resolve_run("LEG-1").await.unwrap().status, RunStatus::Completed);
-    let events = "SELECT run_id, from_status, to_status, source FROM run_status_events ORDER BY time";
+    let engine = forkline::Engine::open(store.to_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        engine.resolve_run("LEG-1").await.unwrap().status,
+        RunStatus::Completed
+    );
+    let events =
+        "SELECT run_id, from_status, to_status, source FROM run_status_events ORDER BY time";
     assert!(common::rows(&engine, events).await.unwrap().is_empty());
     let run = engine.update_run("LEG-1", RunUpdate::Resume).await.unwrap();
     assert_eq!(run.status, RunStatus::Running);
@@ -392,7 +449,12 @@ async fn a_runs_table_without_status_history_reads_and_gains_it() {
     assert!(report.runs_files_merged > forkline::compact::RUNS_FILES);
     // A fresh process reads both revisions, old and new.
     drop(engine);
-    let engine = forkline::Engine::open(store.to_str().unwrap()).await.unwrap();
-    assert_eq!(engine.resolve_run("1").await.unwrap().status, RunStatus::Running);
+    let engine = forkline::Engine::open(store.to_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        engine.resolve_run("1").await.unwrap().status,
+        RunStatus::Running
+    );
     assert_eq!(common::rows(&engine, events).await.unwrap().len(), 1);
 }

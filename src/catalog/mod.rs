@@ -426,7 +426,10 @@ mod tests {
         let snap = one_run();
         let created = snap.require(1).unwrap().clone();
         assert!(created.changed_status());
-        assert_eq!(created.status_change.as_ref().unwrap().key_id.as_deref(), Some("k1"));
+        assert_eq!(
+            created.status_change.as_ref().unwrap().key_id.as_deref(),
+            Some("k1")
+        );
         // The monitor judged an older revision: the run was active since.
         let (snap, tagged) = apply(&snap, RunUpdate::AddTags(vec!["t".into()]));
         assert!(!tagged.changed_status());
@@ -435,20 +438,29 @@ mod tests {
         let (snap, run) = apply(&snap, RunUpdate::StaleTerminate { rev: 2 });
         assert_eq!(run.status, RunStatus::Terminated);
         let change = run.status_change.clone().unwrap();
-        assert_eq!((change.source, change.key_id), (StatusSource::StaleMonitor, None));
+        assert_eq!(
+            (change.source, change.key_id),
+            (StatusSource::StaleMonitor, None)
+        );
         // A second monitor finds nothing to do.
         let (snap, again) = apply(&snap, RunUpdate::StaleTerminate { rev: 2 });
         assert_eq!(again, run);
         // Activity revives what the monitor terminated, and only that.
         let (snap, run) = apply(&snap, RunUpdate::Revive);
         assert_eq!(run.status, RunStatus::Running);
-        assert_eq!(run.status_change.as_ref().unwrap().source, StatusSource::Activity);
+        assert_eq!(
+            run.status_change.as_ref().unwrap().source,
+            StatusSource::Activity
+        );
         let (snap, done) = apply(&snap, RunUpdate::Status(RunStatus::Completed));
         let (snap, run) = apply(&snap, RunUpdate::Revive);
         assert_eq!(run, done);
         // Resume is exempt from precedence; repeated, it records nothing.
         let (snap, run) = apply(&snap, RunUpdate::Resume);
-        assert_eq!(run.status_change.as_ref().unwrap().source, StatusSource::Resume);
+        assert_eq!(
+            run.status_change.as_ref().unwrap().source,
+            StatusSource::Resume
+        );
         let (_, again) = apply(&snap, RunUpdate::Resume);
         assert_eq!(again, run);
     }

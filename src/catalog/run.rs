@@ -203,7 +203,9 @@ pub struct Run {
 impl Run {
     /// Whether this revision is the one that changed the status.
     pub fn changed_status(&self) -> bool {
-        self.status_change.as_ref().is_some_and(|c| c.rev == self.rev)
+        self.status_change
+            .as_ref()
+            .is_some_and(|c| c.rev == self.rev)
     }
 }
 

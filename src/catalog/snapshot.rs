@@ -308,8 +308,14 @@ mod tests {
             commit(&mut incremental, run);
         }
         for (forked, step) in [("1", 5), ("4", 3), ("4", 9), ("2", 0)] {
-            let run =
-                plan_fork(&incremental, &ForkRequest::new(forked, step), Some(10), None, now).unwrap();
+            let run = plan_fork(
+                &incremental,
+                &ForkRequest::new(forked, step),
+                Some(10),
+                None,
+                now,
+            )
+            .unwrap();
             commit(&mut incremental, run);
         }
         let update = RunUpdate::AddTags(vec!["best".into()]);
