@@ -265,6 +265,27 @@ async fn resume_reopens_a_finished_run_and_logging_without_finish_keeps_it_runni
         ]
     );
     assert_eq!(history[2].3, json!(key_id));
+
+    // A create naming an existing external id (a restarted multi-node job)
+    // re-opens the run too; attaching to a RUNNING one changes nothing.
+    let attach = json!({ "projectName": "eval", "runName": "job", "externalId": "job-7" });
+    let (_, first) = post(&server, &secret, "/api/runs/create", attach.clone()).await;
+    let job = first["runId"].as_u64().unwrap();
+    let (_, again) = post(&server, &secret, "/api/runs/create", attach.clone()).await;
+    assert_eq!(
+        (again["runId"].as_u64(), &again["resumed"]),
+        (Some(job), &json!(true))
+    );
+    set_status(&server, &secret, job, "FAILED").await;
+    let (_, restarted) = post(&server, &secret, "/api/runs/create", attach).await;
+    assert_eq!(restarted["runId"].as_u64(), Some(job));
+    assert_eq!(status_of(&server, &secret, job).await, "RUNNING");
+    let sources: Vec<String> = events(&server, &secret, job)
+        .await
+        .into_iter()
+        .map(|e| e.2)
+        .collect();
+    assert_eq!(sources, ["create", "api", "resume"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

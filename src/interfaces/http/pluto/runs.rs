@@ -117,7 +117,7 @@ pub(super) async fn create(
             }
             // Another rank or a restart attaching by external id re-opens a
             // finished run, as Pluto's server does (and as `resume` does).
-            let run = engine.update_run_by(&id, RunUpdate::Resume, key).await?;
+            let run = reopen(&state, existing, key).await?;
             return Ok(run_reply(&state, &run, true));
         }
     }
@@ -193,15 +193,20 @@ pub(super) async fn resume(
     let reference = run_body::<RunRef>(&body)?.reference()?;
     let run = catalog(&state, &scope).await?.lookup(&reference)?.clone();
     check_project(&headers, &run)?;
-    let run = state
-        .engine
-        .update_run_by(
-            &run.id.to_string(),
-            RunUpdate::Resume,
-            scope.key_id.as_deref(),
-        )
-        .await?;
+    let run = reopen(&state, &run, scope.key_id.as_deref()).await?;
     Ok(run_reply(&state, &run, true))
+}
+
+/// `run` RUNNING again (source `resume`). The ranks of a running run all
+/// attach at once: for them, nothing is committed and no lock is taken.
+async fn reopen(state: &AppState, run: &Arc<Run>, key: Option<&str>) -> Result<Arc<Run>> {
+    if run.status == RunStatus::Running {
+        return Ok(run.clone());
+    }
+    state
+        .engine
+        .update_run_by(&run.id.to_string(), RunUpdate::Resume, key)
+        .await
 }
 
 /// `POST /api/runs/trigger`: the heartbeat, which is activity of the run
