@@ -83,7 +83,7 @@ async fn events(server: &Server, key: &str, run: u64) -> Vec<(Value, String, Str
         key,
         &format!(
             "SELECT from_status, to_status, source, key_id FROM run_status_events \
-             WHERE run_id = {run} ORDER BY time"
+             WHERE run_id = {run} ORDER BY rev"
         ),
     )
     .await
@@ -391,7 +391,7 @@ async fn run_status_events_are_scoped_by_key() {
             })
             .collect()
     };
-    let q = "SELECT run_id, project FROM run_status_events ORDER BY run_id, time";
+    let q = "SELECT run_id, project FROM run_status_events ORDER BY run_id, rev";
     let a_rows = seen(sql(&server, &alpha, q).await);
     assert_eq!(a_rows, [(a, "alpha".into()), (a, "alpha".into())]);
     let b_rows = seen(sql(&server, &beta, q).await);
@@ -455,7 +455,7 @@ async fn a_runs_table_without_status_history_reads_and_gains_it() {
         RunStatus::Completed
     );
     let events =
-        "SELECT run_id, from_status, to_status, source FROM run_status_events ORDER BY time";
+        "SELECT run_id, from_status, to_status, source FROM run_status_events ORDER BY rev";
     assert!(common::rows(&engine, events).await.unwrap().is_empty());
     let run = engine.update_run("LEG-1", RunUpdate::Resume).await.unwrap();
     assert_eq!(run.status, RunStatus::Running);

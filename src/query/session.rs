@@ -170,6 +170,7 @@ async fn status_events(
             Field::new("source", DataType::Utf8, false),
             Field::new("time", timestamp_type(), false),
             Field::new("key_id", DataType::Utf8, true),
+            Field::new("rev", DataType::Int64, false),
         ]));
         return Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?));
     }
@@ -183,6 +184,8 @@ async fn status_events(
             col("status_source").alias("source"),
             col("updated_at").alias("time"),
             col("status_key_id").alias("key_id"),
+            // Orders one run's events exactly, whichever servers' clocks stamped them.
+            col("rev"),
         ])?
         .build()?;
     Ok(Arc::new(ViewTable::new(plan, None)))

@@ -120,7 +120,7 @@ def test_resume_reopens_and_close_keeps_running(server, family):
     (n,) = server.sql(f"SELECT count(*) AS n FROM metrics WHERE run_id = {base_id} AND metric = 'loss'")
     assert n["n"] == 1010
     events = server.sql(
-        f"SELECT from_status, to_status, source FROM run_status_events WHERE run_id = {base_id} ORDER BY time"
+        f"SELECT from_status, to_status, source FROM run_status_events WHERE run_id = {base_id} ORDER BY rev"
     )
     assert [(e["from_status"], e["to_status"], e["source"]) for e in events] == [
         (None, "RUNNING", "create"),
