@@ -219,7 +219,22 @@ impl Engine {
 
     /// Commits the run record that `plan` derives from the latest catalog,
     /// re-planning on top of a newer catalog whenever another writer won the race.
-    async fn commit_run<F, Fut>(&self, mut plan: F) -> Result<Arc<Run>>
+    ///
+    /// A plan that returns a run's latest revision unchanged commits nothing.
+    /// Since the commit is conditional on the version planned on, a status
+    /// change and the record of it (the revision itself) land once: two
+    /// processes racing to make the same change both plan it, one commits,
+    /// and the other re-plans on the winner's catalog and finds nothing to do.
+    async fn commit_run<F, Fut>(&self, plan: F) -> Result<Arc<Run>>
+    where
+        F: FnMut(Arc<CatalogSnapshot>) -> Fut,
+        Fut: Future<Output = Result<Run>>,
+    {
+        Ok(self.commit_run_reporting(plan).await?.0)
+    }
+
+    /// As [`Engine::commit_run`], telling whether this call committed.
+    async fn commit_run_reporting<F, Fut>(&self, mut plan: F) -> Result<(Arc<Run>, bool)>
     where
         F: FnMut(Arc<CatalogSnapshot>) -> Fut,
         Fut: Future<Output = Result<Run>>,
@@ -233,6 +248,11 @@ impl Engine {
             let base = self.store.refresh(TableKind::Runs).await?;
             let snapshot = self.catalog_of(&base).await?;
             let run = plan(snapshot.clone()).await?;
+            if let Some(held) = snapshot.get(run.id)
+                && held.rev == run.rev
+            {
+                return Ok((held.clone(), false));
+            }
             let batch = runs_to_batch(std::slice::from_ref(&run))?;
             match self
                 .store
@@ -246,14 +266,14 @@ impl Engine {
                     // held this lock for a time growing with the catalog).
                     let Ok(stored) = runs_from_batch(&batch) else {
                         // The run is durable: its acknowledgement stands.
-                        return Ok(Arc::new(run));
+                        return Ok((Arc::new(run), true));
                     };
                     let next = Arc::new(snapshot.with_revisions(Some(version), stored));
                     let mut slot = self.catalog.write().expect("catalog lock poisoned");
                     if slot.version() < next.version() {
                         *slot = next.clone();
                     }
-                    return Ok(next.require(run.id)?.clone());
+                    return Ok((next.require(run.id)?.clone(), true));
                 }
                 CommitOutcome::Lost => {
                     crate::observe::metrics::catalog_conflict(attempt < CATALOG_COMMIT_ATTEMPTS);
@@ -267,15 +287,26 @@ impl Engine {
 
     /// Creates a root run; its project is created on first use.
     pub async fn create_run(&self, req: NewRun) -> Result<Arc<Run>> {
+        self.create_run_by(req, None).await
+    }
+
+    /// As [`Engine::create_run`], on behalf of the API key `key_id`, which the
+    /// run's creation event records.
+    pub async fn create_run_by(&self, req: NewRun, key_id: Option<&str>) -> Result<Arc<Run>> {
         self.commit_run(|snap| {
             let req = &req;
-            async move { catalog::plan_create(&snap, req, Utc::now()) }
+            async move { catalog::plan_create(&snap, req, key_id, Utc::now()) }
         })
         .await
     }
 
     /// Forks a run at a step, attaching the new run to the resolved parent.
     pub async fn fork_run(&self, req: ForkRequest) -> Result<ForkOutcome> {
+        self.fork_run_by(req, None).await
+    }
+
+    /// As [`Engine::fork_run`], on behalf of the API key `key_id`.
+    pub async fn fork_run_by(&self, req: ForkRequest, key_id: Option<&str>) -> Result<ForkOutcome> {
         // The forked run's logged steps are read before the catalog lock is
         // taken, so that other writers never wait on a scan. That is sound
         // because a run's lineage is fixed when it is created (parent and fork
@@ -289,7 +320,7 @@ impl Engine {
         let run = self
             .commit_run(|snap| {
                 let req = &req;
-                async move { catalog::plan_fork(&snap, req, max_step, Utc::now()) }
+                async move { catalog::plan_fork(&snap, req, max_step, key_id, Utc::now()) }
             })
             .await?;
         // The parent was in the catalog the fork was planned on; no reload needed.
@@ -302,11 +333,35 @@ impl Engine {
         })
     }
 
-    /// Applies a change to an existing run.
+    /// Applies a change to an existing run; returns its latest revision
+    /// (unchanged where the change was refused or changed nothing).
     pub async fn update_run(&self, run: &str, update: RunUpdate) -> Result<Arc<Run>> {
-        self.commit_run(|snap| {
+        self.update_run_by(run, update, None).await
+    }
+
+    /// As [`Engine::update_run`], on behalf of the API key `key_id`, which a
+    /// status change records.
+    pub async fn update_run_by(
+        &self,
+        run: &str,
+        update: RunUpdate,
+        key_id: Option<&str>,
+    ) -> Result<Arc<Run>> {
+        Ok(self.change_run(run, update, key_id).await?.0)
+    }
+
+    /// As [`Engine::update_run_by`], telling whether this call committed a
+    /// new revision (`false`: the change was refused, changed nothing, or
+    /// another writer had made it first).
+    pub async fn change_run(
+        &self,
+        run: &str,
+        update: RunUpdate,
+        key_id: Option<&str>,
+    ) -> Result<(Arc<Run>, bool)> {
+        self.commit_run_reporting(|snap| {
             let update = &update;
-            async move { catalog::plan_update(&snap, run, update, Utc::now()) }
+            async move { catalog::plan_update(&snap, run, update, key_id, Utc::now()) }
         })
         .await
     }

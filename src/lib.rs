@@ -3,7 +3,8 @@
 //! The tree follows the data flow: [`ingest`] validates points, [`store`]
 //! commits them to Delta tables, [`catalog`] keeps runs and lineage,
 //! [`query`] answers SQL with lineage table functions, and [`interfaces`]
-//! are the CLI and HTTP front doors over one [`engine::Engine`].
+//! are the CLI and HTTP front doors over one [`engine::Engine`]; [`liveness`]
+//! is how `forkline serve` tells live runs from silent ones.
 
 pub mod auth;
 pub mod bench_data;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod import;
 pub mod ingest;
 pub mod interfaces;
+pub mod liveness;
 pub mod logging;
 pub mod maintenance;
 pub mod observe;

@@ -2,6 +2,9 @@
 //!
 //! Planners here take a snapshot and a request and return the new run record;
 //! the engine commits it and retries on a lost race, so every rule lives in one place.
+//! That includes the status rules: the precedence of terminal statuses a
+//! client reports, resume, and the stale-run monitor's transitions, each
+//! recorded on the revision that makes it (see [`run::StatusChange`]).
 
 pub mod lineage;
 pub mod merge;
@@ -14,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 pub use lineage::Segment;
-pub use run::{Run, RunId, RunStatus};
+pub use run::{Run, RunId, RunStatus, StatusChange, StatusSource};
 pub use snapshot::{CatalogSnapshot, FamilyMember};
 
 use crate::error::{Error, Result};
@@ -79,10 +82,21 @@ impl ForkRequest {
 /// A change to an existing run.
 #[derive(Debug, Clone)]
 pub enum RunUpdate {
-    /// Set the lifecycle status.
+    /// Set the lifecycle status, as a client asks: a terminal status never
+    /// replaces a higher one (see [`RunStatus::client_may_become`]).
     Status(RunStatus),
     /// Back to RUNNING, for a client that continues logging.
     Resume,
+    /// The stale-run monitor's TERMINATED, only if the run is still RUNNING
+    /// at revision `rev`, the one it judged silent (any later revision is
+    /// activity, and another monitor may have been first).
+    StaleTerminate {
+        /// The revision judged silent.
+        rev: i64,
+    },
+    /// Back to RUNNING after activity, only if the stale-run monitor is what
+    /// terminated the run (a run a client finished stays finished).
+    Revive,
     /// Deep-merge keys into the config.
     MergeConfig(Map<String, Value>),
     /// Add tags.
@@ -165,8 +179,23 @@ fn check_external_id(snap: &CatalogSnapshot, project: &str, ext: &Option<String>
     Ok(())
 }
 
-/// Plans a new root run.
-pub fn plan_create(snap: &CatalogSnapshot, req: &NewRun, now: DateTime<Utc>) -> Result<Run> {
+/// The status change that creates a run.
+fn created(key_id: Option<&str>) -> Option<StatusChange> {
+    Some(StatusChange {
+        from: None,
+        source: StatusSource::Create,
+        key_id: key_id.map(str::to_string),
+        rev: 1,
+    })
+}
+
+/// Plans a new root run; `key_id` is the API key of the request, if any.
+pub fn plan_create(
+    snap: &CatalogSnapshot,
+    req: &NewRun,
+    key_id: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Run> {
     check_name("project", &req.project)?;
     check_name("run name", &req.name)?;
     check_external_id(snap, &req.project, &req.external_id)?;
@@ -188,6 +217,7 @@ pub fn plan_create(snap: &CatalogSnapshot, req: &NewRun, now: DateTime<Utc>) -> 
         external_id: req.external_id.clone(),
         created_at: now,
         updated_at: now,
+        status_change: created(key_id),
     })
 }
 
@@ -212,6 +242,7 @@ pub fn plan_fork(
     snap: &CatalogSnapshot,
     req: &ForkRequest,
     stitched_max_step: Option<u64>,
+    key_id: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Run> {
     let forked = snap.lookup(&req.run)?;
@@ -261,20 +292,71 @@ pub fn plan_fork(
         external_id: req.external_id.clone(),
         created_at: now,
         updated_at: now,
+        status_change: created(key_id),
     })
 }
 
-/// Plans the next revision of a run.
+/// Moves `next` (a copy of the run's latest revision, not yet bumped) to
+/// status `to`, recording the change; nothing when it has that status already.
+fn set_status(next: &mut Run, to: RunStatus, source: StatusSource, key_id: Option<&str>) {
+    if next.status == to {
+        return;
+    }
+    next.status_change = Some(StatusChange {
+        from: Some(next.status),
+        source,
+        key_id: key_id.map(str::to_string),
+        rev: next.rev + 1,
+    });
+    next.status = to;
+}
+
+/// Plans the next revision of a run, on behalf of the API key `key_id` (if
+/// any). A plan that changes nothing returns the run's latest revision as it
+/// is, which the engine does not commit: a refused or repeated status writes
+/// nothing, so the eight ranks of a run reporting COMPLETED make one change.
 pub fn plan_update(
     snap: &CatalogSnapshot,
     run: &str,
     update: &RunUpdate,
+    key_id: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Run> {
-    let mut next = Run::clone(snap.lookup(run)?);
+    let current = snap.lookup(run)?;
+    let mut next = Run::clone(current);
     match update {
-        RunUpdate::Status(status) => next.status = *status,
-        RunUpdate::Resume => next.status = RunStatus::Running,
+        RunUpdate::Status(status) => {
+            if next.status.client_may_become(*status) {
+                set_status(&mut next, *status, StatusSource::Api, key_id);
+            }
+        }
+        RunUpdate::Resume => {
+            set_status(&mut next, RunStatus::Running, StatusSource::Resume, key_id)
+        }
+        RunUpdate::StaleTerminate { rev } => {
+            if next.rev == *rev && next.status == RunStatus::Running {
+                set_status(
+                    &mut next,
+                    RunStatus::Terminated,
+                    StatusSource::StaleMonitor,
+                    None,
+                );
+            }
+        }
+        RunUpdate::Revive => {
+            let stale = next
+                .status_change
+                .as_ref()
+                .is_some_and(|c| c.source == StatusSource::StaleMonitor);
+            if next.status == RunStatus::Terminated && stale {
+                set_status(
+                    &mut next,
+                    RunStatus::Running,
+                    StatusSource::Activity,
+                    key_id,
+                );
+            }
+        }
         RunUpdate::MergeConfig(config) => {
             next.config = merge::deep_merge(&next.config, config);
             check_config(&next.config)?;
@@ -289,6 +371,9 @@ pub fn plan_update(
             }
         }
         RunUpdate::SetTags(tags) => next.tags = check_tags(tags)?,
+    }
+    if next == **current {
+        return Ok(next);
     }
     next.rev += 1;
     next.updated_at = now;
@@ -310,5 +395,103 @@ mod tests {
         let name = default_fork_name(&long, u64::MAX);
         assert!(name.len() <= MAX_NAME_BYTES && name.ends_with(&format!("-fork@{}", u64::MAX)));
         check_name("run name", &name).unwrap();
+    }
+
+    const ALL: [RunStatus; 5] = [
+        RunStatus::Running,
+        RunStatus::Completed,
+        RunStatus::Terminated,
+        RunStatus::Cancelled,
+        RunStatus::Failed,
+    ];
+
+    fn one_run() -> CatalogSnapshot {
+        let req = NewRun {
+            project: "p".into(),
+            name: "r".into(),
+            ..Default::default()
+        };
+        let run = plan_create(&CatalogSnapshot::default(), &req, Some("k1"), Utc::now()).unwrap();
+        CatalogSnapshot::from_revisions(Some(0), vec![run])
+    }
+
+    fn apply(snap: &CatalogSnapshot, update: RunUpdate) -> (CatalogSnapshot, Run) {
+        let run = plan_update(snap, "1", &update, Some("k2"), Utc::now()).unwrap();
+        let next = snap.with_revisions(snap.version().map(|v| v + 1), vec![run.clone()]);
+        (next, run)
+    }
+
+    /// Every pair of statuses a client may send, against the documented
+    /// order written out as a list (later is higher).
+    #[test]
+    fn clients_never_lower_a_terminal_status() {
+        let order = ["COMPLETED", "TERMINATED", "CANCELLED", "FAILED"];
+        let rank = |s: RunStatus| order.iter().position(|o| *o == s.as_str());
+        for from in ALL {
+            for to in ALL {
+                let (snap, held) = apply(&one_run(), RunUpdate::Status(from));
+                let (_, run) = apply(&snap, RunUpdate::Status(to));
+                let refused = matches!((rank(from), rank(to)), (Some(f), Some(t)) if t < f);
+                let want = if refused { from } else { to };
+                assert_eq!(run.status, want, "{from} → {to}");
+                // A change is a revision that records it; no change, no revision.
+                if want == from {
+                    assert_eq!(run, held, "{from} → {to}");
+                } else {
+                    assert_eq!(run.rev, held.rev + 1);
+                    let change = StatusChange {
+                        from: Some(from),
+                        source: StatusSource::Api,
+                        key_id: Some("k2".into()),
+                        rev: run.rev,
+                    };
+                    assert_eq!(run.status_change, Some(change), "{from} → {to}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn backend_transitions_are_conditional() {
+        let snap = one_run();
+        let created = snap.require(1).unwrap().clone();
+        assert!(created.changed_status());
+        assert_eq!(
+            created.status_change.as_ref().unwrap().key_id.as_deref(),
+            Some("k1")
+        );
+        // The monitor judged an older revision: the run was active since.
+        let (snap, tagged) = apply(&snap, RunUpdate::AddTags(vec!["t".into()]));
+        assert!(!tagged.changed_status());
+        let (snap, run) = apply(&snap, RunUpdate::StaleTerminate { rev: 1 });
+        assert_eq!((run.status, run.rev), (RunStatus::Running, 2));
+        let (snap, run) = apply(&snap, RunUpdate::StaleTerminate { rev: 2 });
+        assert_eq!(run.status, RunStatus::Terminated);
+        let change = run.status_change.clone().unwrap();
+        assert_eq!(
+            (change.source, change.key_id),
+            (StatusSource::StaleMonitor, None)
+        );
+        // A second monitor finds nothing to do.
+        let (snap, again) = apply(&snap, RunUpdate::StaleTerminate { rev: 2 });
+        assert_eq!(again, run);
+        // Activity revives what the monitor terminated, and only that.
+        let (snap, run) = apply(&snap, RunUpdate::Revive);
+        assert_eq!(run.status, RunStatus::Running);
+        assert_eq!(
+            run.status_change.as_ref().unwrap().source,
+            StatusSource::Activity
+        );
+        let (snap, done) = apply(&snap, RunUpdate::Status(RunStatus::Completed));
+        let (snap, run) = apply(&snap, RunUpdate::Revive);
+        assert_eq!(run, done);
+        // Resume is exempt from precedence; repeated, it records nothing.
+        let (snap, run) = apply(&snap, RunUpdate::Resume);
+        assert_eq!(
+            run.status_change.as_ref().unwrap().source,
+            StatusSource::Resume
+        );
+        let (_, again) = apply(&snap, RunUpdate::Resume);
+        assert_eq!(again, run);
     }
 }

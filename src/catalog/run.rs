@@ -27,8 +27,10 @@ pub enum RunStatus {
     Completed,
     /// Finished with an error.
     Failed,
-    /// Stopped from outside.
+    /// Stopped from outside (a signal, or the stale-run monitor).
     Terminated,
+    /// Cancelled by a user; the SDK's heartbeat exits when it sees it.
+    Cancelled,
 }
 
 impl RunStatus {
@@ -39,7 +41,33 @@ impl RunStatus {
             RunStatus::Completed => "COMPLETED",
             RunStatus::Failed => "FAILED",
             RunStatus::Terminated => "TERMINATED",
+            RunStatus::Cancelled => "CANCELLED",
         }
+    }
+
+    /// Whether the run has ended (every status but RUNNING).
+    pub fn is_terminal(self) -> bool {
+        self != RunStatus::Running
+    }
+
+    /// Rank of a terminal status when several are reported for one run (the
+    /// ranks of a multi-process run finishing at once): FAILED > CANCELLED >
+    /// TERMINATED > COMPLETED, as Pluto's server ranks them. A client never
+    /// replaces a terminal status with a lower one.
+    fn severity(self) -> u8 {
+        match self {
+            RunStatus::Running => 0,
+            RunStatus::Completed => 1,
+            RunStatus::Terminated => 2,
+            RunStatus::Cancelled => 3,
+            RunStatus::Failed => 4,
+        }
+    }
+
+    /// Whether a client (source [`StatusSource::Api`]) may move a run from
+    /// `self` to `to`: anything but a terminal status replacing a higher one.
+    pub fn client_may_become(self, to: RunStatus) -> bool {
+        !(self.is_terminal() && to.is_terminal() && to.severity() < self.severity())
     }
 }
 
@@ -57,11 +85,81 @@ impl FromStr for RunStatus {
             "COMPLETED" => Ok(RunStatus::Completed),
             "FAILED" => Ok(RunStatus::Failed),
             "TERMINATED" => Ok(RunStatus::Terminated),
+            "CANCELLED" => Ok(RunStatus::Cancelled),
             _ => Err(Error::invalid(format!(
-                "unknown run status `{s}` (expected RUNNING, COMPLETED, FAILED or TERMINATED)"
+                "unknown run status `{s}` (expected RUNNING, COMPLETED, FAILED, TERMINATED or CANCELLED)"
             ))),
         }
     }
+}
+
+/// What changed a run's status: the `source` of a `run_status_events` row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusSource {
+    /// The run was created (or forked): no status before, RUNNING after.
+    Create,
+    /// A client set it (`/api/runs/status/update`, `forkline run status`);
+    /// subject to the precedence of terminal statuses.
+    Api,
+    /// The run was re-opened (`/api/runs/resume`, a create with an existing
+    /// external id, `forkline run resume`).
+    Resume,
+    /// The stale-run monitor found it silent for `--stale-after`.
+    StaleMonitor,
+    /// A run the stale-run monitor had terminated logged or sent a heartbeat again.
+    Activity,
+}
+
+impl StatusSource {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusSource::Create => "create",
+            StatusSource::Api => "api",
+            StatusSource::Resume => "resume",
+            StatusSource::StaleMonitor => "stale-monitor",
+            StatusSource::Activity => "activity",
+        }
+    }
+}
+
+impl fmt::Display for StatusSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for StatusSource {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        [
+            StatusSource::Create,
+            StatusSource::Api,
+            StatusSource::Resume,
+            StatusSource::StaleMonitor,
+            StatusSource::Activity,
+        ]
+        .into_iter()
+        .find(|source| source.as_str() == s)
+        .ok_or_else(|| Error::invalid(format!("unknown status source `{s}`")))
+    }
+}
+
+/// The latest change of a run's status. Every revision carries the one that
+/// set its status; the revision whose `rev` it names is the change itself,
+/// so the `runs` log holds one row per change — written in the same
+/// conditional commit as the new status, hence exactly one per change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    /// The status before (`None` at creation).
+    pub from: Option<RunStatus>,
+    /// What made the change.
+    pub source: StatusSource,
+    /// The API key of the request (`Scope::key_id`); `None` for the backend
+    /// and for servers without keys.
+    pub key_id: Option<String>,
+    /// The revision that made it.
+    pub rev: i64,
 }
 
 /// A run as the catalog knows it (its latest revision).
@@ -97,6 +195,18 @@ pub struct Run {
     pub created_at: DateTime<Utc>,
     /// When this revision was written.
     pub updated_at: DateTime<Utc>,
+    /// How the current status was set; `None` on revisions written before
+    /// status changes were recorded.
+    pub status_change: Option<StatusChange>,
+}
+
+impl Run {
+    /// Whether this revision is the one that changed the status.
+    pub fn changed_status(&self) -> bool {
+        self.status_change
+            .as_ref()
+            .is_some_and(|c| c.rev == self.rev)
+    }
 }
 
 fn micros(t: &DateTime<Utc>) -> i64 {
@@ -141,6 +251,13 @@ pub fn runs_to_batch(runs: &[Run]) -> Result<RecordBatch> {
         strs(&|r| r.external_id.clone()),
         times(&|r| micros(&r.created_at)),
         times(&|r| micros(&r.updated_at)),
+        strs(&|r| {
+            let change = r.status_change.as_ref()?;
+            Some(change.from?.as_str().to_string())
+        }),
+        strs(&|r| Some(r.status_change.as_ref()?.source.as_str().to_string())),
+        strs(&|r| r.status_change.as_ref()?.key_id.clone()),
+        opt_i64s(&|r| Some(r.status_change.as_ref()?.rev)),
     ];
     Ok(RecordBatch::try_new(
         arrow_schema(TableKind::Runs),
@@ -186,6 +303,22 @@ pub fn runs_from_batch(batch: &RecordBatch) -> Result<Vec<Run>> {
         text("external_id")?,
     );
     let (created, updated) = (time("created_at")?, time("updated_at")?);
+    // Columns that runs tables written before status history lack: all null.
+    let optional_text = |name: &str| -> Result<StringArray> {
+        match batch.column_by_name(name) {
+            Some(_) => text(name),
+            None => Ok(StringArray::new_null(batch.num_rows())),
+        }
+    };
+    let (change_from, change_source, change_key) = (
+        optional_text("status_from")?,
+        optional_text("status_source")?,
+        optional_text("status_key_id")?,
+    );
+    let change_rev = match batch.column_by_name("status_rev") {
+        Some(_) => int("status_rev")?.clone(),
+        None => Int64Array::new_null(batch.num_rows()),
+    };
     let mut runs = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         let config = match serde_json::from_str(config.value(i)) {
@@ -208,6 +341,20 @@ pub fn runs_from_batch(batch: &RecordBatch) -> Result<Vec<Run>> {
             external_id: external.is_valid(i).then(|| external.value(i).to_string()),
             created_at: from_micros(created.value(i)),
             updated_at: from_micros(updated.value(i)),
+            status_change: match (change_source.is_valid(i), change_rev.is_valid(i)) {
+                (true, true) => Some(StatusChange {
+                    from: change_from
+                        .is_valid(i)
+                        .then(|| change_from.value(i).parse())
+                        .transpose()?,
+                    source: change_source.value(i).parse()?,
+                    key_id: change_key
+                        .is_valid(i)
+                        .then(|| change_key.value(i).to_string()),
+                    rev: change_rev.value(i),
+                }),
+                _ => None,
+            },
         });
     }
     Ok(runs)

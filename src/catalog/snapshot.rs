@@ -304,16 +304,22 @@ mod tests {
                 name: name.into(),
                 ..Default::default()
             };
-            let run = plan_create(&incremental, &req, now).unwrap();
+            let run = plan_create(&incremental, &req, None, now).unwrap();
             commit(&mut incremental, run);
         }
         for (forked, step) in [("1", 5), ("4", 3), ("4", 9), ("2", 0)] {
-            let run =
-                plan_fork(&incremental, &ForkRequest::new(forked, step), Some(10), now).unwrap();
+            let run = plan_fork(
+                &incremental,
+                &ForkRequest::new(forked, step),
+                Some(10),
+                None,
+                now,
+            )
+            .unwrap();
             commit(&mut incremental, run);
         }
         let update = RunUpdate::AddTags(vec!["best".into()]);
-        let run = plan_update(&incremental, "5", &update, now).unwrap();
+        let run = plan_update(&incremental, "5", &update, None, now).unwrap();
         commit(&mut incremental, run);
         // An older revision arriving late changes nothing.
         let stale = Run::clone(incremental.get(5).unwrap());

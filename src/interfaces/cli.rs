@@ -243,7 +243,8 @@ pub enum RunCommand {
         #[arg(long = "tag")]
         tags: Vec<String>,
     },
-    /// Set a run's status (RUNNING, COMPLETED, FAILED, TERMINATED).
+    /// Set a run's status (RUNNING, COMPLETED, FAILED, TERMINATED, CANCELLED);
+    /// a terminal status never replaces a higher one (FAILED > CANCELLED > TERMINATED > COMPLETED).
     Status {
         /// Run (numeric id or display id).
         run: String,
@@ -418,6 +419,11 @@ pub struct ServeArgs {
     /// Seconds a request body may take to arrive (else 408).
     #[arg(long, env = "FORKLINE_HTTP_BODY_TIMEOUT_S", default_value_t = 60.0, value_parser = timeout_seconds)]
     pub http_body_timeout_s: f64,
+    /// A RUNNING run with no heartbeat, ingest or status call for this long
+    /// becomes TERMINATED: seconds or a duration (`15m`, `900s`); 0 turns the
+    /// monitor off. Servers sharing a store should agree on it.
+    #[arg(long, env = "FORKLINE_STALE_AFTER", value_name = "DURATION", default_value = "15m", value_parser = crate::liveness::parse_duration)]
+    pub stale_after: std::time::Duration,
 }
 
 fn timeout_seconds(text: &str) -> std::result::Result<f64, String> {
@@ -593,6 +599,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 },
                 // Set by `serve` from the address it listens on.
                 loopback: false,
+                stale_after: (!args.stale_after.is_zero()).then_some(args.stale_after),
             };
             let flight = match args.flight_listen.as_str() {
                 "off" => None,
@@ -605,6 +612,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                     ..Default::default()
                 };
                 tokio::spawn(crate::compact::every(engine.clone(), every, options));
+            }
+            if !args.stale_after.is_zero() && !args.read_only {
+                tokio::spawn(crate::liveness::monitor(engine.clone(), args.stale_after));
             }
             super::http::serve(engine, listener, flight, options).await?;
             Ok(())

@@ -29,6 +29,9 @@ use crate::store::{Store, TableKind};
 /// Name of the SQL table holding every metric write, superseded ones included.
 pub const METRIC_WRITES: &str = "metric_writes";
 
+/// Name of the SQL table of run status changes (one row per change).
+pub const RUN_STATUS_EVENTS: &str = "run_status_events";
+
 /// The runtime shared by every session of an engine, so the memory limit is global.
 pub fn runtime(options: &EngineOptions) -> Result<Arc<RuntimeEnv>> {
     Ok(RuntimeEnvBuilder::new()
@@ -54,8 +57,9 @@ pub fn config(options: &EngineOptions) -> Result<SessionConfig> {
     Ok(config)
 }
 
-/// A session with `runs`, `metrics`, `logs`, `data`, the lineage table functions,
-/// the `downsample` / `lttb` aggregates and the `system` schema registered.
+/// A session with `runs`, `run_status_events`, `metrics`, `logs`, `data`, the
+/// lineage table functions, the `downsample` / `lttb` aggregates and the
+/// `system` schema registered.
 ///
 /// A session scoped to some projects sees their runs and nothing else: the
 /// catalog is restricted (so table functions cannot name other runs, and
@@ -119,11 +123,14 @@ pub async fn build(
     let latest = points.latest(None, "metrics")?.build()?;
     ctx.register_table("metrics", Arc::new(ViewTable::new(latest, None)))?;
     ctx.register_table("runs", Arc::new(runs_table(&snapshot)?))?;
+    let events = scope(status_events(&ctx, store, options).await?)?;
+    ctx.register_table(RUN_STATUS_EVENTS, events.clone())?;
     lineage_functions::register(&ctx, snapshot, points);
     ctx.register_udaf(downsample::downsample_udaf());
     ctx.register_udaf(downsample::lttb_udaf());
     bounded::register(&ctx);
-    system::register(&ctx, system)?;
+    // The status history is stored data, listed with the system tables too.
+    system::register(&ctx, system, vec![(RUN_STATUS_EVENTS, events)])?;
     Ok(ctx)
 }
 
@@ -154,6 +161,50 @@ pub async fn scan_all(runtime: &Arc<RuntimeEnv>, table: &DeltaTable) -> Result<V
     table.update_datafusion_session(&ctx.state())?;
     let provider = table.table_provider().await?;
     Ok(ctx.read_table(provider)?.collect().await?)
+}
+
+/// The `run_status_events` SQL table: the revisions of the `runs` log that
+/// changed a status (see `catalog::run::StatusChange`), read from the stored
+/// table, so every change any process committed is there exactly once.
+async fn status_events(
+    ctx: &SessionContext,
+    store: &Store,
+    options: &EngineOptions,
+) -> Result<Arc<dyn TableProvider>> {
+    let table = store
+        .refresh_within(TableKind::Runs, options.refresh_interval)
+        .await?;
+    table.update_datafusion_session(&ctx.state())?;
+    let provider = table.table_provider().await?;
+    // A runs table no forkline with status history has written to yet.
+    if provider.schema().field_with_name("status_rev").is_err() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("run_id", DataType::Int64, false),
+            Field::new("project", DataType::Utf8, false),
+            Field::new("from_status", DataType::Utf8, true),
+            Field::new("to_status", DataType::Utf8, false),
+            Field::new("source", DataType::Utf8, false),
+            Field::new("time", timestamp_type(), false),
+            Field::new("key_id", DataType::Utf8, true),
+            Field::new("rev", DataType::Int64, false),
+        ]));
+        return Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?));
+    }
+    let plan = LogicalPlanBuilder::scan("runs_log", provider_as_source(provider), None)?
+        .filter(col("status_rev").eq(col("rev")))?
+        .project(vec![
+            col("id").alias("run_id"),
+            col("project"),
+            col("status_from").alias("from_status"),
+            col("status").alias("to_status"),
+            col("status_source").alias("source"),
+            col("updated_at").alias("time"),
+            col("status_key_id").alias("key_id"),
+            // Orders one run's events exactly, whichever servers' clocks stamped them.
+            col("rev"),
+        ])?
+        .build()?;
+    Ok(Arc::new(ViewTable::new(plan, None)))
 }
 
 /// The `runs` SQL table: the current state of every run (latest revision).

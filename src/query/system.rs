@@ -76,8 +76,13 @@ pub struct Sources {
     pub projects: Projects,
 }
 
-/// Registers the `system` schema in `ctx`. Adding a table is one line here.
-pub fn register(ctx: &SessionContext, sources: Sources) -> Result<()> {
+/// Registers the `system` schema in `ctx`, with `also` (stored tables of the
+/// default schema that belong with these). Adding a table is one line here.
+pub fn register(
+    ctx: &SessionContext,
+    sources: Sources,
+    also: Vec<(&str, Arc<dyn TableProvider>)>,
+) -> Result<()> {
     let schema = Arc::new(MemorySchemaProvider::new());
     let s = &sources;
     let tables: Vec<(&str, Arc<dyn TableProvider>)> = vec![
@@ -95,7 +100,7 @@ pub fn register(ctx: &SessionContext, sources: Sources) -> Result<()> {
         ),
         ("files", computed(files_schema(), s, |s| Box::pin(files(s)))),
     ];
-    for (name, table) in tables {
+    for (name, table) in tables.into_iter().chain(also) {
         schema.register_table(name.into(), table)?;
     }
     let catalog = ctx

@@ -479,8 +479,9 @@ async fn write(
     props: CommitProperties,
 ) -> Result<DeltaTable> {
     let mut builder = table.write(batches);
-    if kind == TableKind::Keys {
-        // Keys tables made before key scopes lack their columns.
+    if matches!(kind, TableKind::Keys | TableKind::Runs) {
+        // Keys tables made before key scopes, and runs tables made before
+        // status history, lack some columns.
         builder = builder.with_schema_mode(deltalake::operations::write::SchemaMode::Merge);
     }
     Ok(builder

@@ -48,6 +48,13 @@ static RUNS: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("external_id", DataType::Utf8, true),
         Field::new("created_at", timestamp_type(), false),
         Field::new("updated_at", timestamp_type(), false),
+        // How the status was set (see `catalog::run::StatusChange`); the row
+        // whose `rev` equals `status_rev` is a change of status. Added later:
+        // older runs tables gain them on their next write, old rows read null.
+        Field::new("status_from", DataType::Utf8, true),
+        Field::new("status_source", DataType::Utf8, true),
+        Field::new("status_key_id", DataType::Utf8, true),
+        Field::new("status_rev", DataType::Int64, true),
     ]))
 });
 

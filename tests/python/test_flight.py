@@ -98,11 +98,12 @@ def tables_of(conn):
 
 def test_get_objects_lists_tables_and_columns(store, conn, tmp_path):
     tables = tables_of(conn)
-    for name in ("runs", "metrics", "metric_writes", "logs", "data", "files",
-                 "system.queries", "system.commits", "system.files", "system.compactions"):
+    for name in ("runs", "metrics", "metric_writes", "logs", "data", "files", "run_status_events",
+                 "system.queries", "system.commits", "system.files", "system.compactions",
+                 "system.run_status_events"):
         assert name in tables, f"{name} missing from GetObjects: {sorted(tables)}"
     assert tables["metrics"][:5] == ["run_id", "metric", "step", "value", "time"], tables["metrics"]
-    for name in ("runs", "metrics", "metric_writes", "logs", "data", "files"):
+    for name in ("runs", "metrics", "metric_writes", "logs", "data", "files", "run_status_events"):
         expected = cli_columns(store, f"SELECT * FROM {name}", tmp_path)
         assert tables[name] == expected, f"{name}: GetObjects says {tables[name]}, the CLI {expected}"
 

@@ -101,8 +101,11 @@ def test_stitched_views_in_sql(server, family):
     assert sys_inherited == [{"n": 0}]
 
 
-def test_resume_then_close_keeps_status(server, family):
+def test_resume_reopens_and_close_keeps_running(server, family):
+    """Resuming a finished run re-opens it (as Pluto's server does); close() sends no status."""
     base_id = family["base"]["id"]
+    (row,) = server.sql(f"SELECT status FROM runs WHERE id = {base_id}")
+    assert row["status"] == "COMPLETED"
     server.sdk(
         f"""
         run = pluto.init(project={PROJECT!r}, run_id={base_id}, resume=True)
@@ -113,9 +116,17 @@ def test_resume_then_close_keeps_status(server, family):
         family["tmp"],
     )
     (row,) = server.sql(f"SELECT status FROM runs WHERE id = {base_id}")
-    assert row["status"] == "COMPLETED"
+    assert row["status"] == "RUNNING"
     (n,) = server.sql(f"SELECT count(*) AS n FROM metrics WHERE run_id = {base_id} AND metric = 'loss'")
     assert n["n"] == 1010
+    events = server.sql(
+        f"SELECT from_status, to_status, source FROM run_status_events WHERE run_id = {base_id} ORDER BY rev"
+    )
+    assert [(e["from_status"], e["to_status"], e["source"]) for e in events] == [
+        (None, "RUNNING", "create"),
+        ("RUNNING", "COMPLETED", "api"),
+        ("COMPLETED", "RUNNING", "resume"),
+    ]
 
 
 def test_exception_marks_run_failed(server, family):

@@ -49,6 +49,8 @@ pub struct ServerOptions {
     pub connections: ConnectionLimits,
     /// The HTTP listener is on a loopback address: monitoring routes need no key.
     pub loopback: bool,
+    /// `--stale-after` (`None`: off); sets how often activity markers are written.
+    pub stale_after: Option<Duration>,
 }
 
 impl Default for ServerOptions {
@@ -60,6 +62,7 @@ impl Default for ServerOptions {
             public_url: None,
             connections: ConnectionLimits::default(),
             loopback: false,
+            stale_after: Some(crate::liveness::DEFAULT_STALE_AFTER),
         }
     }
 }
@@ -77,6 +80,8 @@ pub struct AppState {
     committer: GroupCommitter,
     keys: Arc<Keys>,
     signer: Arc<pluto::Signer>,
+    /// Activity of runs, for the stale-run monitor of every server on the store.
+    activity: Arc<crate::liveness::Activity>,
     /// Base of every URL the server hands out (`--public-url`), never the request's `Host`.
     public_url: String,
 }
@@ -158,11 +163,16 @@ pub async fn router(
 ) -> crate::Result<Router> {
     let signer = Arc::new(pluto::Signer::shared(engine.store(), !options.read_only).await?);
     let committer = GroupCommitter::spawn(engine.clone(), options.commit_window);
+    let activity = Arc::new(crate::liveness::Activity::new(
+        engine.clone(),
+        crate::liveness::marker_interval(options.stale_after),
+    ));
     let state = AppState {
         engine,
         committer,
         keys,
         signer,
+        activity,
         public_url: options
             .public_url
             .clone()

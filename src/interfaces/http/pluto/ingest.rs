@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 
 use super::header_run;
 use super::ndjson::{for_each_line, shown, step, time_us};
-use crate::catalog::RunId;
+use std::sync::Arc;
+
+use crate::catalog::Run;
 use crate::error::{Error, Result};
 use crate::ingest::limits::{MAX_DATA_LINE_BYTES, MAX_LINE_BYTES, MAX_POINTS_PER_REQUEST};
 use crate::ingest::{MetricPoint, PointBatch};
@@ -26,13 +28,18 @@ use crate::store::records::{DataRecord, LogRecord};
 type Reply = std::result::Result<Json<Value>, ApiError>;
 
 /// The run of `X-Run-Id`, among the runs the request's key can see.
-async fn run_of(state: &AppState, scope: &Scope, headers: &HeaderMap) -> Result<RunId> {
-    header_run(headers, &*super::catalog(state, scope).await?)
+async fn run_of(state: &AppState, scope: &Scope, headers: &HeaderMap) -> Result<Arc<Run>> {
+    let snapshot = super::catalog(state, scope).await?;
+    let id = header_run(headers, &snapshot)?;
+    Ok(snapshot.require(id)?.clone())
 }
 
-/// Commits the rows of a logs or data request as one append; empty requests write nothing.
+/// Commits the rows of a logs or data request as one append; empty requests
+/// write nothing. A stored request is activity of its run.
 async fn store_rows(
     state: &AppState,
+    scope: &Scope,
+    run: &Arc<Run>,
     kind: TableKind,
     rows: usize,
     batch: Result<RecordBatch>,
@@ -42,6 +49,7 @@ async fn store_rows(
         state.engine.store().append(kind, vec![batch?]).await?;
     }
     metrics::ingest(kind, rows, body_bytes);
+    super::active(state, scope, run).await?;
     Ok(Json(json!({ "stored": rows })))
 }
 
@@ -52,7 +60,8 @@ pub(super) async fn metrics(
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
-    let run = run_of(&state, &scope, &headers).await?;
+    let target = run_of(&state, &scope, &headers).await?;
+    let run = target.id;
     let mut batch = PointBatch::new();
     for_each_line(&body, MAX_LINE_BYTES, "MAX_LINE_BYTES", |line, mut obj| {
         let time_us = time_us(line, &obj)?;
@@ -92,6 +101,7 @@ pub(super) async fn metrics(
     })?;
     let stored = state.committer.submit(batch).await?;
     metrics::ingest(TableKind::Metrics, stored, body.len());
+    super::active(&state, &scope, &target).await?;
     Ok(Json(json!({ "stored": stored })))
 }
 
@@ -102,7 +112,8 @@ pub(super) async fn logs(
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
-    let run = run_of(&state, &scope, &headers).await?;
+    let target = run_of(&state, &scope, &headers).await?;
+    let run = target.id;
     let mut records = Vec::new();
     for_each_line(&body, MAX_LINE_BYTES, "MAX_LINE_BYTES", |line, mut obj| {
         let Some(Value::String(message)) = obj.remove("message") else {
@@ -125,6 +136,8 @@ pub(super) async fn logs(
     })?;
     store_rows(
         &state,
+        &scope,
+        &target,
         TableKind::Logs,
         records.len(),
         LogRecord::batch(&records),
@@ -140,7 +153,8 @@ pub(super) async fn data(
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
-    let run = run_of(&state, &scope, &headers).await?;
+    let target = run_of(&state, &scope, &headers).await?;
+    let run = target.id;
     let mut records = Vec::new();
     for_each_line(
         &body,
@@ -169,6 +183,8 @@ pub(super) async fn data(
     )?;
     store_rows(
         &state,
+        &scope,
+        &target,
         TableKind::Data,
         records.len(),
         DataRecord::batch(&records),

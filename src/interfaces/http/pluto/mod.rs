@@ -120,6 +120,16 @@ async fn catalog(state: &AppState, scope: &Scope) -> Result<Arc<CatalogSnapshot>
     state.engine.scoped_catalog(&scope.projects).await
 }
 
+/// Records activity of `run` for the stale-run monitor (see
+/// [`crate::liveness`]): a run the monitor terminated is RUNNING again.
+/// Requests through read-only keys are no activity: they may change nothing.
+async fn active(state: &AppState, scope: &Scope, run: &Arc<Run>) -> Result<Arc<Run>> {
+    if scope.read_only {
+        return Ok(run.clone());
+    }
+    state.activity.seen(run, scope.key_id.as_deref()).await
+}
+
 /// Runs an internal query in the request's scope, as one admitted query
 /// (slot, queue and deadline of the query gate), and collects it.
 async fn collect(state: &AppState, scope: &Scope, sql: &str) -> Result<Vec<RecordBatch>> {

@@ -105,30 +105,35 @@ pub(super) async fn create(
     let config = config_object(body.config)?;
     let tags = body.tags.unwrap_or_default();
     let engine = &state.engine;
+    let key = scope.key_id.as_deref();
     if let Some(ext) = body.external_id.as_deref().filter(|e| !e.is_empty()) {
         let snapshot = catalog(&state, &scope).await?;
         if let Some(existing) = snapshot.find_external(&project, ext) {
             let id = existing.id.to_string();
-            let run = if config.is_empty() {
-                existing.clone()
-            } else {
+            if !config.is_empty() {
                 engine
-                    .update_run(&id, RunUpdate::MergeConfig(config))
-                    .await?
-            };
+                    .update_run_by(&id, RunUpdate::MergeConfig(config), key)
+                    .await?;
+            }
+            // Another rank or a restart attaching by external id re-opens a
+            // finished run, as Pluto's server does (and as `resume` does).
+            let run = reopen(&state, existing, key).await?;
             return Ok(run_reply(&state, &run, true));
         }
     }
     let run = match (body.fork_run_id, body.fork_step) {
         (None, None) => {
             engine
-                .create_run(NewRun {
-                    project,
-                    name,
-                    config,
-                    tags,
-                    external_id: body.external_id,
-                })
+                .create_run_by(
+                    NewRun {
+                        project,
+                        name,
+                        config,
+                        tags,
+                        external_id: body.external_id,
+                    },
+                    key,
+                )
                 .await?
         }
         (Some(parent), Some(step)) => {
@@ -150,7 +155,7 @@ pub(super) async fn create(
             req.inherit_config = body.inherit_config.unwrap_or(true);
             req.inherit_tags = body.inherit_tags.unwrap_or(false);
             req.external_id = body.external_id;
-            engine.fork_run(req).await?.run
+            engine.fork_run_by(req, key).await?.run
         }
         _ => return Err(Error::invalid("a fork needs both forkRunId and forkStep").into()),
     };
@@ -176,8 +181,9 @@ impl RunRef {
 }
 
 /// `POST /api/runs/resume`: attaches a client to an existing run, by numeric
-/// or display id. The status is left as it is: only a status update changes it,
-/// so a resumed client that `close()`s without finishing changes nothing.
+/// or display id, and re-opens it: a finished run is RUNNING again (source
+/// `resume`), as Pluto's server does. The SDK's `close()` sends no status, so
+/// a resumed client that closes leaves the run RUNNING; `finish()` ends it.
 pub(super) async fn resume(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
@@ -187,10 +193,24 @@ pub(super) async fn resume(
     let reference = run_body::<RunRef>(&body)?.reference()?;
     let run = catalog(&state, &scope).await?.lookup(&reference)?.clone();
     check_project(&headers, &run)?;
+    let run = reopen(&state, &run, scope.key_id.as_deref()).await?;
     Ok(run_reply(&state, &run, true))
 }
 
-/// `POST /api/runs/trigger`: the heartbeat; answers the run's status.
+/// `run` RUNNING again (source `resume`). The ranks of a running run all
+/// attach at once: for them, nothing is committed and no lock is taken.
+async fn reopen(state: &AppState, run: &Arc<Run>, key: Option<&str>) -> Result<Arc<Run>> {
+    if run.status == RunStatus::Running {
+        return Ok(run.clone());
+    }
+    state
+        .engine
+        .update_run_by(&run.id.to_string(), RunUpdate::Resume, key)
+        .await
+}
+
+/// `POST /api/runs/trigger`: the heartbeat, which is activity of the run
+/// (see [`crate::liveness`]); answers the run's status.
 pub(super) async fn trigger(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
@@ -198,6 +218,7 @@ pub(super) async fn trigger(
 ) -> Reply {
     let reference = run_body::<RunRef>(&body)?.reference()?;
     let run = catalog(&state, &scope).await?.lookup(&reference)?.clone();
+    let run = super::active(&state, &scope, &run).await?;
     Ok(Json(json!({ "status": run.status })))
 }
 
@@ -219,7 +240,11 @@ pub(super) struct StatusBody {
     status: String,
 }
 
-/// `POST /api/runs/status/update`.
+/// `POST /api/runs/status/update`. A terminal status never replaces a
+/// higher one (FAILED > CANCELLED > TERMINATED > COMPLETED): such a request
+/// is answered 200 with the run's status unchanged and `applied: false`
+/// (Pluto's server answers 200 too). The call is activity first, so a run the
+/// stale-run monitor terminated that now reports COMPLETED ends COMPLETED.
 pub(super) async fn status(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
@@ -227,12 +252,21 @@ pub(super) async fn status(
 ) -> Reply {
     let body: StatusBody = run_body(&body)?;
     let status: RunStatus = body.status.parse()?;
-    let id = scoped_run(&state, &scope, &body.run_id).await?.id;
+    let run = scoped_run(&state, &scope, &body.run_id).await?;
+    let run = super::active(&state, &scope, &run).await?;
     let run = state
         .engine
-        .update_run(&id.to_string(), RunUpdate::Status(status))
+        .update_run_by(
+            &run.id.to_string(),
+            RunUpdate::Status(status),
+            scope.key_id.as_deref(),
+        )
         .await?;
-    Ok(Json(json!({ "runId": run.id, "status": run.status })))
+    Ok(Json(json!({
+        "runId": run.id,
+        "status": run.status,
+        "applied": run.status == status,
+    })))
 }
 
 #[derive(Deserialize)]
@@ -252,7 +286,11 @@ pub(super) async fn tags(
     let id = scoped_run(&state, &scope, &body.run_id).await?.id;
     let run = state
         .engine
-        .update_run(&id.to_string(), RunUpdate::SetTags(body.tags))
+        .update_run_by(
+            &id.to_string(),
+            RunUpdate::SetTags(body.tags),
+            scope.key_id.as_deref(),
+        )
         .await?;
     Ok(Json(json!({ "runId": run.id, "tags": run.tags })))
 }
@@ -279,7 +317,11 @@ pub(super) async fn config(
     } else {
         state
             .engine
-            .update_run(&run.id.to_string(), RunUpdate::MergeConfig(delta))
+            .update_run_by(
+                &run.id.to_string(),
+                RunUpdate::MergeConfig(delta),
+                scope.key_id.as_deref(),
+            )
             .await?
     };
     Ok(Json(json!({ "runId": run.id, "config": run.config })))
