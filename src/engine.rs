@@ -260,6 +260,14 @@ impl Engine {
                 .await?
             {
                 CommitOutcome::Committed(version) => {
+                    if let Some(change) =
+                        run.status_change.as_ref().filter(|_| run.changed_status())
+                    {
+                        crate::observe::metrics::status_change(
+                            change.source.as_str(),
+                            run.status.as_str(),
+                        );
+                    }
                     // The commit was conditional on `base`, so this record is
                     // all that changed since `snapshot`: add it, read back from
                     // the rows committed, rather than re-read every run (which

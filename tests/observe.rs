@@ -246,6 +246,11 @@ async fn metrics_count_a_known_workload() {
         (N + 1) as f64
     );
     assert_eq!(value(&s, "forkline_runs", &[("status", "RUNNING")]), 1.0);
+    let created = [("source", "create"), ("status", "RUNNING")];
+    assert_eq!(
+        value(&s, "forkline_run_status_changes_total", &created),
+        1.0
+    );
     assert!(value(&s, "forkline_query_memory_limit_bytes", &[]) > 0.0);
     assert_eq!(
         value(&s, "forkline_catalog_commit_conflicts_total", &[]),

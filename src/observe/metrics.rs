@@ -25,6 +25,7 @@ const GROUP_COMMIT_REQUESTS: &str = "forkline_group_commit_requests";
 const GROUP_COMMIT_SECONDS: &str = "forkline_group_commit_seconds";
 const CATALOG_CONFLICTS: &str = "forkline_catalog_commit_conflicts_total";
 const CATALOG_RETRIES: &str = "forkline_catalog_commit_retries_total";
+const STATUS_CHANGES: &str = "forkline_run_status_changes_total";
 const QUERIES: &str = "forkline_queries_total";
 const QUERY_SECONDS: &str = "forkline_query_duration_seconds";
 const QUERY_ROWS: &str = "forkline_query_rows_total";
@@ -123,6 +124,11 @@ fn describe() {
         CATALOG_RETRIES,
         "Run catalog commits re-planned after a lost race."
     );
+    describe_counter!(
+        STATUS_CHANGES,
+        "Run status changes this process committed, by source (create, api, resume, \
+         stale-monitor, activity) and new status."
+    );
     describe_counter!(QUERIES, "Queries finished, by interface and outcome.");
     describe_histogram!(
         QUERY_SECONDS,
@@ -194,6 +200,12 @@ pub fn catalog_conflict(retried: bool) {
     if retried {
         counter!(CATALOG_RETRIES).increment(1);
     }
+}
+
+/// A run status change this process committed (`stale-monitor`: a run the
+/// monitor terminated).
+pub fn status_change(source: &'static str, to: &'static str) {
+    counter!(STATUS_CHANGES, "source" => source, "status" => to).increment(1);
 }
 
 /// A finished query.
