@@ -46,10 +46,17 @@ pub struct CompactOptions {
 
 impl Default for CompactOptions {
     fn default() -> Self {
+        Self::from(&crate::options::CompactArgs::default())
+    }
+}
+
+impl From<&crate::options::CompactArgs> for CompactOptions {
+    /// `forkline compact`'s: whatever ingest files there are.
+    fn from(args: &crate::options::CompactArgs) -> Self {
         Self {
-            target_rows: 4_000_000,
+            target_rows: args.target_rows.max(1),
             min_ingest_files: 1,
-            full: false,
+            full: args.full,
         }
     }
 }

@@ -47,14 +47,22 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
+        Self::new(&Default::default(), &Default::default())
+    }
+}
+
+impl EngineOptions {
+    /// The engine the global options and a server's query options describe
+    /// (creating the store where needed; set `open` for other modes).
+    pub fn new(global: &crate::options::GlobalArgs, queries: &crate::options::QueryArgs) -> Self {
         Self {
-            memory_limit: 2 << 30,
-            target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            refresh_interval: std::time::Duration::from_millis(250),
-            store: Default::default(),
+            memory_limit: global.memory_limit(),
+            target_partitions: global.target_partitions(),
+            refresh_interval: global.refresh_interval(),
+            store: global.store_options(),
             open: Default::default(),
-            query: Default::default(),
-            query_history: crate::observe::activity::DEFAULT_QUERY_HISTORY,
+            query: queries.into(),
+            query_history: queries.query_history,
         }
     }
 }

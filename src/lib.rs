@@ -20,6 +20,7 @@ pub mod liveness;
 pub mod logging;
 pub mod maintenance;
 pub mod observe;
+pub mod options;
 pub mod query;
 pub mod report;
 pub mod scope;

@@ -40,9 +40,6 @@ use crate::error::Result;
 /// check leave it alone).
 const MARKERS: &str = "activity";
 
-/// Default of `--stale-after`.
-pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(15 * 60);
-
 /// The longest a marker write is put off.
 const MAX_MARKER_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -220,36 +217,9 @@ pub async fn monitor(engine: Arc<Engine>, stale_after: Duration) {
     }
 }
 
-/// Parses a duration option: seconds (`900`, `0.5`) or a duration with
-/// units (`15m`, `900s`, `1h 30m`).
-pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
-    let text = text.trim();
-    let duration = match text.parse::<f64>() {
-        Ok(seconds) if seconds.is_finite() && (0.0..=1e9).contains(&seconds) => {
-            Duration::from_secs_f64(seconds)
-        }
-        Ok(_) => return Err(format!("expected a duration ≥ 0, got `{text}`")),
-        Err(_) => humantime::parse_duration(text)
-            .map_err(|e| format!("expected seconds or a duration like 15m, got `{text}`: {e}"))?,
-    };
-    Ok(duration)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("900"), Ok(Duration::from_secs(900)));
-        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
-        assert_eq!(parse_duration("900s"), Ok(Duration::from_secs(900)));
-        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert!(parse_duration("-1").is_err());
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("NaN").is_err());
-    }
 
     #[test]
     fn intervals() {
@@ -259,7 +229,7 @@ mod tests {
             Duration::from_millis(500)
         );
         assert_eq!(
-            marker_interval(Some(DEFAULT_STALE_AFTER)),
+            marker_interval(Some(Duration::from_secs(15 * 60))),
             MAX_MARKER_INTERVAL
         );
         assert_eq!(

@@ -13,88 +13,22 @@ use super::format::{Encoder, Format};
 use crate::catalog::{ForkRequest, NewRun, RunStatus, RunUpdate};
 use crate::engine::{Engine, EngineOptions};
 use crate::error::{Error, Result};
+use crate::options::{
+    AutoCompactArgs, CompactArgs, ConnectionArgs, GlobalArgs, QueryArgs, ServerArgs,
+};
 use crate::store::OpenMode;
 
 /// forkline: SQL over forked ML experiment runs, stored as Delta Lake tables.
 #[derive(Debug, Parser)]
 #[command(name = "forkline", version, about)]
 pub struct Cli {
-    /// Store URL: a local path, memory://, s3://bucket/prefix, gs://bucket/prefix or
-    /// az://container/prefix (credentials from the standard AWS_*, GOOGLE_*, AZURE_* variables).
-    #[arg(
-        long,
-        global = true,
-        env = "FORKLINE_STORE",
-        default_value = "./data/warehouse"
-    )]
-    pub store: String,
+    /// Options of every command, and the keys of `--config-file`.
+    #[command(flatten)]
+    pub global: GlobalArgs,
     /// TOML file with any of the global options below (and `store`), keyed by
     /// their long names; flags and `FORKLINE_*` variables win over it.
     #[arg(long, global = true, env = "FORKLINE_CONFIG_FILE", value_name = "PATH")]
     pub config_file: Option<PathBuf>,
-    /// S3 endpoint of an S3-compatible server [default: AWS_ENDPOINT_URL, else AWS].
-    #[arg(long, global = true, env = "FORKLINE_S3_ENDPOINT", value_name = "URL")]
-    pub s3_endpoint: Option<String>,
-    /// S3 region [default: AWS_REGION, else us-east-1].
-    #[arg(long, global = true, env = "FORKLINE_S3_REGION", value_name = "REGION")]
-    pub s3_region: Option<String>,
-    /// Permit a plain-HTTP S3 endpoint [default: AWS_ALLOW_HTTP, else false].
-    #[arg(
-        long,
-        global = true,
-        env = "FORKLINE_S3_ALLOW_HTTP",
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true",
-        value_parser = clap::builder::BoolishValueParser::new()
-    )]
-    pub s3_allow_http: Option<bool>,
-    /// Path-style S3 requests (endpoint/bucket/key, the default); `=false` for
-    /// virtual-hosted ones (bucket.endpoint/key) [default: AWS_VIRTUAL_HOSTED_STYLE_REQUEST].
-    #[arg(
-        long,
-        global = true,
-        env = "FORKLINE_S3_PATH_STYLE",
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true",
-        value_parser = clap::builder::BoolishValueParser::new()
-    )]
-    pub s3_path_style: Option<bool>,
-    /// Seconds a request to a network store is retried (connection refused,
-    /// 5xx) before the operation fails with 503; a longer outage fails fast.
-    #[arg(
-        long,
-        global = true,
-        env = "FORKLINE_STORE_RETRY_S",
-        value_name = "SECONDS",
-        default_value_t = crate::store::location::DEFAULT_RETRY_TIMEOUT.as_secs_f64(),
-        value_parser = positive_seconds
-    )]
-    pub store_retry_s: f64,
-    /// Reads trust table versions checked this recently: commits by other
-    /// processes on the same store become visible within this interval.
-    #[arg(
-        long,
-        global = true,
-        env = "FORKLINE_REFRESH_INTERVAL_MS",
-        value_name = "MS",
-        default_value_t = 250
-    )]
-    pub refresh_interval_ms: u64,
-    /// Memory pool for query execution in MiB; sorts and joins spill beyond it.
-    #[arg(
-        long,
-        global = true,
-        env = "FORKLINE_MEMORY_MB",
-        default_value_t = 2048
-    )]
-    pub memory_mb: usize,
-    /// Query parallelism (default: the number of cores).
-    #[arg(long, global = true, env = "FORKLINE_THREADS")]
-    pub threads: Option<usize>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -338,17 +272,6 @@ pub struct ReportArgs {
     pub out: Option<PathBuf>,
 }
 
-/// Arguments of `compact`.
-#[derive(Debug, Args)]
-pub struct CompactArgs {
-    /// Rows per output file (runs are never split across files).
-    #[arg(long, default_value_t = 4_000_000)]
-    pub target_rows: u64,
-    /// Rewrite every file, already compacted ones included (after a layout change).
-    #[arg(long)]
-    pub full: bool,
-}
-
 /// Arguments of `vacuum`.
 #[derive(Debug, Args)]
 pub struct VacuumArgs {
@@ -366,88 +289,21 @@ pub struct VacuumArgs {
     pub orphans: bool,
 }
 
-/// Arguments of `serve`.
+/// Arguments of `serve`: its option groups.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:7070")]
-    pub listen: String,
-    /// Address of the Arrow Flight SQL endpoint (`off` to disable it).
-    #[arg(long, default_value = "127.0.0.1:7071")]
-    pub flight_listen: String,
-    /// Ingest requests arriving within this many milliseconds share one commit.
-    #[arg(long, env = "FORKLINE_COMMIT_WINDOW_MS", default_value_t = 100)]
-    pub commit_window_ms: u64,
-    /// Largest request body accepted, in MiB (larger requests get 413).
-    #[arg(long, env = "FORKLINE_MAX_BODY_MB", default_value_t = 32)]
-    pub max_body_mb: usize,
-    /// Base URL clients reach this server at (`https://forkline.example.com`),
-    /// used in the run and file URLs it hands out; default: the listening
-    /// address. A request's `Host` header is never used for them.
-    #[arg(long, env = "FORKLINE_PUBLIC_URL", value_name = "URL")]
-    pub public_url: Option<String>,
-    /// Check for small metric files this often and compact them (0 turns it off).
-    #[arg(long, env = "FORKLINE_COMPACT_EVERY_S", default_value_t = 60)]
-    pub compact_every_s: u64,
-    /// Compact once at least this many ingest files have gathered.
-    #[arg(long, env = "FORKLINE_COMPACT_MIN_FILES", default_value_t = 16)]
-    pub compact_min_files: usize,
-    /// Serve as a read replica: write routes answer 403, no compaction runs.
-    #[arg(long, env = "FORKLINE_READ_ONLY")]
-    pub read_only: bool,
-    /// Cancel a query this many seconds after it arrives (waiting included);
-    /// the client gets 504 (Flight: DEADLINE_EXCEEDED), or a cut stream.
-    #[arg(long, env = "FORKLINE_QUERY_TIMEOUT_S", default_value_t = 300.0, value_parser = timeout_seconds)]
-    pub query_timeout_s: f64,
-    /// Queries run at once [default: twice the cores, at least 4].
-    #[arg(long, env = "FORKLINE_MAX_CONCURRENT_QUERIES", value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_concurrent_queries: Option<u32>,
-    /// Queries that may wait for a slot; more get 503 with Retry-After (Flight: UNAVAILABLE).
-    #[arg(long, env = "FORKLINE_QUERY_QUEUE", default_value_t = 64)]
-    pub query_queue: usize,
-    /// Finished queries kept in memory for `system.queries` (0 keeps none).
-    #[arg(long, env = "FORKLINE_QUERY_HISTORY", default_value_t = crate::observe::activity::DEFAULT_QUERY_HISTORY)]
-    pub query_history: usize,
-    /// Open connections per listener (HTTP, Flight SQL); more wait in the listen backlog.
-    #[arg(long, env = "FORKLINE_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_connections: u32,
-    /// Seconds a connection may take to send a request head — counted from
-    /// connecting or from the previous response, so idle keep-alive
-    /// connections close after it too (Flight: its HTTP/2 preface).
-    #[arg(long, env = "FORKLINE_HTTP_HEADER_TIMEOUT_S", default_value_t = 30.0, value_parser = timeout_seconds)]
-    pub http_header_timeout_s: f64,
-    /// Seconds a request body may take to arrive (else 408).
-    #[arg(long, env = "FORKLINE_HTTP_BODY_TIMEOUT_S", default_value_t = 60.0, value_parser = timeout_seconds)]
-    pub http_body_timeout_s: f64,
-    /// A RUNNING run with no heartbeat, ingest or status call for this long
-    /// becomes TERMINATED: seconds or a duration (`15m`, `900s`); 0 turns the
-    /// monitor off. Servers sharing a store should agree on it.
-    #[arg(long, env = "FORKLINE_STALE_AFTER", value_name = "DURATION", default_value = "15m", value_parser = crate::liveness::parse_duration)]
-    pub stale_after: std::time::Duration,
-}
-
-fn timeout_seconds(text: &str) -> std::result::Result<f64, String> {
-    match text.trim().parse::<f64>() {
-        Ok(seconds) if seconds > 0.0 && seconds <= 86_400.0 => Ok(seconds),
-        _ => Err(format!("expected seconds in (0, 86400], got `{text}`")),
-    }
-}
-
-fn positive_seconds(text: &str) -> std::result::Result<f64, String> {
-    let seconds = text
-        .trim()
-        .parse::<f64>()
-        .map_err(|_| format!("expected seconds, got `{text}`"))?;
-    check_retry_seconds(seconds)
-}
-
-/// The range `--store-retry-s` (flag, variable or config file) accepts.
-pub(super) fn check_retry_seconds(seconds: f64) -> std::result::Result<f64, String> {
-    if seconds > 0.0 && seconds <= 3600.0 {
-        Ok(seconds)
-    } else {
-        Err(format!("expected seconds in (0, 3600], got {seconds}"))
-    }
+    /// Listeners, ingest, liveness.
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Background compaction.
+    #[command(flatten)]
+    pub compaction: AutoCompactArgs,
+    /// Query limits and history.
+    #[command(flatten)]
+    pub queries: QueryArgs,
+    /// Connection limits.
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 }
 
 impl Command {
@@ -505,7 +361,7 @@ impl Cli {
     /// error rather than a new empty store.
     pub fn open_mode(&self) -> OpenMode {
         match &self.command {
-            Command::Serve(args) if args.read_only => OpenMode::ReadOnly,
+            Command::Serve(args) if args.server.read_only => OpenMode::ReadOnly,
             Command::Sql(_) | Command::Check | Command::Export(_) | Command::Report(_) => {
                 OpenMode::ReadOnly
             }
@@ -521,34 +377,15 @@ impl Cli {
 
     async fn engine(&self) -> Result<Engine> {
         let open = self.open_mode();
-        let mut options = EngineOptions {
-            memory_limit: self.memory_mb.max(16) << 20,
-            store: crate::store::StoreOptions {
-                s3_endpoint: self.s3_endpoint.clone(),
-                s3_region: self.s3_region.clone(),
-                s3_allow_http: self.s3_allow_http,
-                s3_path_style: self.s3_path_style,
-                retry_timeout: Some(std::time::Duration::from_secs_f64(self.store_retry_s)),
-            },
-            refresh_interval: std::time::Duration::from_millis(self.refresh_interval_ms),
-            open,
-            ..EngineOptions::default()
+        let queries = match &self.command {
+            Command::Serve(args) => &args.queries,
+            _ => &QueryArgs::default(),
         };
-        if let Some(threads) = self.threads {
-            options.target_partitions = threads.max(1);
-        }
-        if let Command::Serve(args) = &self.command {
-            let defaults = crate::query::gate::QueryLimits::default();
-            options.query = crate::query::gate::QueryLimits {
-                timeout: std::time::Duration::from_secs_f64(args.query_timeout_s),
-                max_concurrent: args
-                    .max_concurrent_queries
-                    .map_or(defaults.max_concurrent, |n| n as usize),
-                max_queued: args.query_queue,
-            };
-            options.query_history = args.query_history;
-        }
-        match Engine::open_with(&self.store, options).await {
+        let options = EngineOptions {
+            open,
+            ..EngineOptions::new(&self.global, queries)
+        };
+        match Engine::open_with(&self.global.store, options).await {
             Err(Error::NotFound(why)) if open != OpenMode::Create => {
                 let hint = match &self.command {
                     Command::Serve(_) => "a read-only server does not create one: check --store, \
@@ -582,49 +419,34 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let engine = Arc::new(engine);
-            let listener = tokio::net::TcpListener::bind(&args.listen).await?;
-            let options = super::http::ServerOptions {
-                commit_window: std::time::Duration::from_millis(args.commit_window_ms.min(10_000)),
-                max_body: args.max_body_mb.max(1) << 20,
-                public_url: args
-                    .public_url
-                    .as_deref()
-                    .map(check_public_url)
-                    .transpose()?,
-                read_only: args.read_only,
-                connections: super::http::ConnectionLimits {
-                    header_timeout: std::time::Duration::from_secs_f64(args.http_header_timeout_s),
-                    body_timeout: std::time::Duration::from_secs_f64(args.http_body_timeout_s),
-                    max_connections: args.max_connections as usize,
-                },
-                // Set by `serve` from the address it listens on.
-                loopback: false,
-                stale_after: (!args.stale_after.is_zero()).then_some(args.stale_after),
-            };
-            let flight = match args.flight_listen.as_str() {
+            let server = &args.server;
+            let listener = tokio::net::TcpListener::bind(&server.listen).await?;
+            let public_url = server
+                .public_url
+                .as_deref()
+                .map(check_public_url)
+                .transpose()?;
+            let options = super::http::ServerOptions::new(server, &args.connections, public_url);
+            let flight = match server.flight_listen.as_str() {
                 "off" => None,
                 addr => Some(tokio::net::TcpListener::bind(addr).await?),
             };
-            if args.compact_every_s > 0 && !args.read_only {
-                let every = std::time::Duration::from_secs(args.compact_every_s);
+            if args.compaction.compact_every_s > 0 && !server.read_only {
+                let every = std::time::Duration::from_secs(args.compaction.compact_every_s);
                 let options = crate::compact::CompactOptions {
-                    min_ingest_files: args.compact_min_files.max(1),
+                    min_ingest_files: args.compaction.compact_min_files.max(1),
                     ..Default::default()
                 };
                 tokio::spawn(crate::compact::every(engine.clone(), every, options));
             }
-            if !args.stale_after.is_zero() && !args.read_only {
-                tokio::spawn(crate::liveness::monitor(engine.clone(), args.stale_after));
+            if let Some(stale_after) = server.stale_after().filter(|_| !server.read_only) {
+                tokio::spawn(crate::liveness::monitor(engine.clone(), stale_after));
             }
             super::http::serve(engine, listener, flight, options).await?;
             Ok(())
         }
         Command::Compact(args) => {
-            let options = crate::compact::CompactOptions {
-                target_rows: args.target_rows.max(1),
-                full: args.full,
-                ..Default::default()
-            };
+            let options = crate::compact::CompactOptions::from(&args);
             let report = crate::compact::compact(&engine, &options).await?;
             println!("{report}");
             Ok(())

@@ -12,8 +12,6 @@ use chrono::{DateTime, Utc};
 
 use crate::scope::{Projects, Scope};
 
-/// Queries kept by default in `system.queries`.
-pub const DEFAULT_QUERY_HISTORY: usize = 1_000;
 /// Compactions kept in `system.compactions`.
 pub const COMPACTION_HISTORY: usize = 1_000;
 
@@ -236,7 +234,7 @@ impl Activity {
 
 impl Default for Activity {
     fn default() -> Self {
-        Self::new(DEFAULT_QUERY_HISTORY)
+        Self::new(crate::options::QueryArgs::default().query_history)
     }
 }
 

@@ -41,11 +41,16 @@ pub struct QueryLimits {
 
 impl Default for QueryLimits {
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        (&crate::options::QueryArgs::default()).into()
+    }
+}
+
+impl From<&crate::options::QueryArgs> for QueryLimits {
+    fn from(args: &crate::options::QueryArgs) -> Self {
         Self {
-            timeout: Duration::from_secs(300),
-            max_concurrent: (2 * cores).max(4),
-            max_queued: 64,
+            timeout: args.timeout(),
+            max_concurrent: args.max_concurrent(),
+            max_queued: args.query_queue,
         }
     }
 }

@@ -37,10 +37,16 @@ pub struct ConnectionLimits {
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
+        (&crate::options::ConnectionArgs::default()).into()
+    }
+}
+
+impl From<&crate::options::ConnectionArgs> for ConnectionLimits {
+    fn from(args: &crate::options::ConnectionArgs) -> Self {
         Self {
-            header_timeout: Duration::from_secs(30),
-            body_timeout: Duration::from_secs(60),
-            max_connections: 1024,
+            header_timeout: Duration::from_secs_f64(args.http_header_timeout_s),
+            body_timeout: Duration::from_secs_f64(args.http_body_timeout_s),
+            max_connections: args.max_connections as usize,
         }
     }
 }

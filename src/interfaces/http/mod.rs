@@ -55,14 +55,26 @@ pub struct ServerOptions {
 
 impl Default for ServerOptions {
     fn default() -> Self {
+        Self::new(&Default::default(), &Default::default(), None)
+    }
+}
+
+impl ServerOptions {
+    /// The settings `serve`'s options describe; `public_url` is the checked
+    /// `--public-url`, and `loopback` is for `serve` to set from its address.
+    pub fn new(
+        server: &crate::options::ServerArgs,
+        connections: &crate::options::ConnectionArgs,
+        public_url: Option<String>,
+    ) -> Self {
         Self {
-            commit_window: Duration::from_millis(100),
-            max_body: 32 << 20,
-            read_only: false,
-            public_url: None,
-            connections: ConnectionLimits::default(),
+            commit_window: server.commit_window(),
+            max_body: server.max_body(),
+            read_only: server.read_only,
+            public_url,
+            connections: connections.into(),
             loopback: false,
-            stale_after: Some(crate::liveness::DEFAULT_STALE_AFTER),
+            stale_after: server.stale_after(),
         }
     }
 }
