@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
-cargo test
+# CI=true: insta fails on a changed snapshot and writes no `.snap.new`.
+CI=true cargo test
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
@@ -17,6 +18,6 @@ FORKLINE_BIN="$PWD/target/debug/forkline" .venv/bin/python -m pytest -q tests/py
 # backend. Every suite that uses temp_store() runs here; sql_logic and
 # lineage_props are left out because they keep their store in memory://, so a
 # second run would test nothing new.
-.venv/bin/python tests/python/s3_server.py -- \
+CI=true .venv/bin/python tests/python/s3_server.py -- \
   cargo test --test lineage_docs --test compact --test http --test cli --test export --test crash \
   --test report --test maintenance --test ingest_http --test bench_data --test multi_process
