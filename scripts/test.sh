@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
-# CI=true: insta fails on a changed snapshot and writes no `.snap.new`.
-CI=true cargo test
+# INSTA_UPDATE=no: a changed snapshot fails and no `.snap.new` is written
+# (review changes with INSTA_UPDATE=always cargo test --test report).
+INSTA_UPDATE=no cargo test
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
@@ -18,6 +19,6 @@ FORKLINE_BIN="$PWD/target/debug/forkline" .venv/bin/python -m pytest -q tests/py
 # backend. Every suite that uses temp_store() runs here; sql_logic and
 # lineage_props are left out because they keep their store in memory://, so a
 # second run would test nothing new.
-CI=true .venv/bin/python tests/python/s3_server.py -- \
+INSTA_UPDATE=no .venv/bin/python tests/python/s3_server.py -- \
   cargo test --test lineage_docs --test compact --test http --test cli --test export --test crash \
   --test report --test maintenance --test ingest_http --test bench_data --test multi_process
