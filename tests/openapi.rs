@@ -125,6 +125,16 @@ async fn the_document_describes_every_route_and_no_other() {
         }
     }
 
+    // Operation ids name one operation each (the validators require it).
+    let mut ids = BTreeSet::new();
+    for item in doc["paths"].as_object().unwrap().values() {
+        for method in METHODS {
+            if let Some(id) = item.get(method).and_then(|op| op["operationId"].as_str()) {
+                assert!(ids.insert(id), "operationId {id} is used twice");
+            }
+        }
+    }
+
     // Every reference resolves inside the document.
     let mut targets = Vec::new();
     refs(&doc, &mut targets);

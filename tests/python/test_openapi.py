@@ -63,6 +63,10 @@ def test_document_is_served_without_a_key(tmp_path):
         srv.stop()
 
 
+def describe(error):
+    return f"{type(error).__name__}: {error} {error.__cause__ or ''}"
+
+
 # --- the README's HTTP examples ---------------------------------------------
 
 
@@ -116,7 +120,7 @@ def test_readme_examples_are_requests_the_document_allows(document):
         item = document["paths"].get(path)
         assert item is not None, f"{where}: {path} is not in the document"
         assert method.lower() in item, f"{where}: {method} {path} is not in the document"
-        if body is None and method == "POST":
+        if not where.startswith("curl") and "?" not in where:
             continue  # prose naming the route, not a request
         request = MockRequest(
             "http://127.0.0.1:7070",
@@ -132,7 +136,7 @@ def test_readme_examples_are_requests_the_document_allows(document):
         if "…" in where:
             # The prose elides some parameters: those it shows must still be valid.
             errors = [e for e in errors if "MissingRequired" not in type(e).__name__]
-        assert not errors, f"{where}: {[f'{type(e).__name__}: {e} {e.__cause__ or ""}' for e in errors]}"
+        assert not errors, f"{where}: {[describe(e) for e in errors]}"
 
 
 def test_a_request_outside_the_document_is_refused(document):
@@ -269,16 +273,15 @@ def test_sdk_traffic_matches_the_document(tmp_path):
         where = f"{method} {parts.path} -> {status}"
         assert status == 200, f"{where}: {data[:500]!r}"
         if parts.path in LINE_SCHEMAS:
+            # NDJSON is a string to OpenAPI 3.1: each line is checked against its schema.
             ndjson_lines_valid(document, LINE_SCHEMAS[parts.path], body)
-            # The body itself is NDJSON, which OpenAPI 3.1 describes as a string.
-            request = MockRequest(srv.base, method.lower(), parts.path, args=args, headers=lowered, data=json.dumps(body.decode()).encode(), content_type="application/json")
-            errors = [e for e in openapi.iter_request_errors(request) if "media type" not in str(e).lower()]
-        else:
-            errors = list(openapi.iter_request_errors(request))
-        problems += [f"{where} request: {e} {e.__cause__ or ''}" for e in errors]
+            # openapi-core hands a body of a media type it does not parse on as bytes.
+            request = MockRequest(srv.base, method.lower(), parts.path, args=args, headers=lowered, data=body.decode(), content_type=content_type)
+        errors = list(openapi.iter_request_errors(request))
+        problems += [f"{where} request: {describe(e)}" for e in errors]
         resp_type = (resp_headers.get("Content-Type") or resp_headers.get("content-type") or "").split(";")[0]
         response = MockResponse(data, status_code=status, content_type=resp_type)
-        problems += [f"{where} answer: {e} {e.__cause__ or ''}" for e in openapi.iter_response_errors(request, response)]
+        problems += [f"{where} answer: {describe(e)}" for e in openapi.iter_response_errors(request, response)]
         checked.add(f"{method} {template}")
     assert not problems, "\n".join(problems)
     for route in (

@@ -16,7 +16,7 @@ use utoipa::openapi::path::{
     HttpMethod, Operation, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
 };
 use utoipa::openapi::response::ResponseBuilder;
-use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Components, Ref, RefOr, Required};
 
@@ -76,6 +76,16 @@ pub fn document() -> utoipa::openapi::OpenApi {
         components.responses.insert(name.into(), RefOr::T(response));
     }
     doc.security = Some(vec![bearer()]);
+    for item in doc.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        ops.into_iter().flatten().for_each(parameters_never_null);
+    }
     for spec in route_specs() {
         let item = doc.paths.paths.get_mut(spec.path);
         if let Some(op) = item.and_then(|item| operation_mut(item, &spec.method)) {
@@ -118,6 +128,29 @@ fn add_metrics(doc: &mut utoipa::openapi::OpenApi) {
         .build();
     doc.paths
         .add_path_operation("/metrics", vec![HttpMethod::Get], op);
+}
+
+/// A parameter is sent or not, never `null`: utoipa types an optional one
+/// `[T, "null"]`, which validators that pick a parameter's style by its one
+/// type (openapi-core) cannot read.
+fn parameters_never_null(op: &mut Operation) {
+    for parameter in op.parameters.iter_mut().flatten() {
+        let schema_type = match &mut parameter.schema {
+            Some(RefOr::T(Schema::Object(o))) => &mut o.schema_type,
+            Some(RefOr::T(Schema::Array(a))) => &mut a.schema_type,
+            _ => continue,
+        };
+        let single = match schema_type {
+            SchemaType::Array(types) => {
+                types.retain(|t| *t != Type::Null);
+                (types.len() == 1).then(|| types[0].clone())
+            }
+            _ => None,
+        };
+        if let Some(t) = single {
+            *schema_type = SchemaType::Type(t);
+        }
+    }
 }
 
 fn operation_mut<'a>(item: &'a mut PathItem, method: &Method) -> Option<&'a mut Operation> {
@@ -266,6 +299,7 @@ static DOCUMENT: LazyLock<Result<String, String>> =
 #[utoipa::path(
     get,
     path = "/api/openapi.json",
+    operation_id = "openapi",
     tag = "server",
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json"))
 )]

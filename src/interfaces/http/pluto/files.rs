@@ -361,7 +361,7 @@ pub(super) struct Uploaded {
         UploadParams,
         Signature,
     ),
-    request_body(content_type = "application/octet-stream", description = "The file's bytes"),
+    request_body(content_type = "*/*", description = "The file's bytes, stored as sent whatever their type"),
     responses((status = 200, description = "The file is stored", body = Uploaded))
 )]
 pub(super) async fn upload(

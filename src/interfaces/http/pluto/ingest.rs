@@ -53,6 +53,7 @@ async fn store_rows(
 #[utoipa::path(
     post,
     path = "/ingest/metrics",
+    operation_id = "ingest_metrics",
     tag = "ingest",
     params(RunHeader),
     request_body(content = String, content_type = "application/x-ndjson",
@@ -112,6 +113,7 @@ pub(super) async fn metrics(
 #[utoipa::path(
     post,
     path = "/ingest/logs",
+    operation_id = "ingest_logs",
     tag = "ingest",
     params(RunHeader),
     request_body(content = String, content_type = "application/x-ndjson",
@@ -158,6 +160,7 @@ pub(super) async fn logs(
 #[utoipa::path(
     post,
     path = "/ingest/data",
+    operation_id = "ingest_data",
     tag = "ingest",
     params(RunHeader),
     request_body(content = String, content_type = "application/x-ndjson",

@@ -447,6 +447,7 @@ fn py_float(v: f64) -> String {
 #[utoipa::path(
     get,
     path = "/api/runs/metrics",
+    operation_id = "run_metrics",
     tag = "query",
     params(
         ("runId" = String, Query, description = "A run, by numeric or display id"),
@@ -738,6 +739,7 @@ pub(super) async fn leaderboard(
 #[utoipa::path(
     get,
     path = "/api/runs/files",
+    operation_id = "run_files",
     tag = "query",
     params(
         ("runId" = String, Query, description = "A run, by numeric or display id"),
@@ -791,6 +793,7 @@ pub(super) async fn files(
 #[utoipa::path(
     get,
     path = "/api/runs/logs",
+    operation_id = "run_logs",
     tag = "query",
     params(
         ("runId" = String, Query, description = "A run, by numeric or display id"),
