@@ -18,7 +18,9 @@ use crate::store::schema::{arrow_schema, timestamps};
 pub type RunId = u64;
 
 /// Lifecycle state of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RunStatus {
     /// Still logging.

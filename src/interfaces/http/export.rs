@@ -12,19 +12,41 @@ use crate::query::export::SeriesExport;
 use crate::scope::Scope;
 
 /// Query parameters of `/api/export`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExportParams {
+    /// The run, by display id (`VS-6`) or numeric id.
+    #[param(required = true, example = "VS-6")]
     run: Option<String>,
     /// Comma-separated names or patterns; all metrics when absent.
+    #[param(example = "train/loss,val/*")]
     metrics: Option<String>,
     /// Stitched view (default) or each run's own points.
     stitched: Option<bool>,
     /// Whole family rather than one run.
     family: Option<bool>,
     /// parquet (default), arrow, csv or json.
+    #[param(example = "parquet")]
     format: Option<String>,
 }
 
+/// A run's series (stitched along its lineage by default) or its whole
+/// family's, as a file download.
+#[utoipa::path(
+    get,
+    path = "/api/export",
+    tag = "sql",
+    params(ExportParams),
+    responses(
+        (status = 200, description = "The series, streamed; `Content-Disposition` names the file", content(
+            ("application/vnd.apache.parquet"),
+            ("application/vnd.apache.arrow.stream"),
+            (String = "text/csv"),
+            (Vec<std::collections::HashMap<String, serde_json::Value>> = "application/json"),
+        )),
+        (status = 504, description = "The export ran past `--query-timeout-s` and was cancelled", body = super::ErrorBody),
+    )
+)]
 pub async fn export(
     State(state): State<AppState>,
     axum::Extension(scope): axum::Extension<Scope>,

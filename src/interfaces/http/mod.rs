@@ -3,6 +3,7 @@
 mod export;
 mod lenient_json;
 mod listen;
+mod openapi;
 mod pluto;
 mod report;
 
@@ -20,8 +21,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::format::{Encoder, Format, encode_stream};
 use crate::auth::Keys;
@@ -31,6 +31,7 @@ use crate::ingest::GroupCommitter;
 use crate::observe::{Interface, QueryInfo};
 use crate::scope::Scope;
 pub use listen::ConnectionLimits;
+pub use openapi::document as openapi_document;
 use tower_http::catch_panic::CatchPanicLayer;
 
 /// Server settings.
@@ -135,6 +136,10 @@ fn routes() -> Vec<Route> {
         (
             spec(Method::GET, "/health", RouteAccess::Public),
             get(health),
+        ),
+        (
+            spec(Method::GET, "/api/openapi.json", RouteAccess::Public),
+            get(openapi::serve),
         ),
         (spec(Method::POST, "/api/sql", RouteAccess::Read), post(sql)),
         (
@@ -401,6 +406,25 @@ const BUSY_RETRY_AFTER_S: &str = "2";
 /// An error as an HTTP response: `{"error": …}` with a status chosen by who is at fault.
 pub struct ApiError(Error);
 
+/// The body of every error answer, whatever refused the request.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong; `Unauthorized` for a missing or unknown API key.
+    error: String,
+    /// Why the key was refused (only with `Unauthorized`, as Pluto's server answers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+}
+
+impl ErrorBody {
+    fn new(error: impl Into<String>) -> Self {
+        Self {
+            error: error.into(),
+            message: None,
+        }
+    }
+}
+
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         ApiError(e)
@@ -440,10 +464,11 @@ impl IntoResponse for ApiError {
         }
         let body = axum::Json(match kind {
             // As Pluto's server answers, which the SDK reports.
-            ErrorKind::Unauthenticated => {
-                json!({ "error": "Unauthorized", "message": self.0.to_string() })
-            }
-            _ => json!({ "error": self.0.to_string() }),
+            ErrorKind::Unauthenticated => ErrorBody {
+                error: "Unauthorized".into(),
+                message: Some(self.0.to_string()),
+            },
+            _ => ErrorBody::new(self.0.to_string()),
         });
         match kind {
             // Limits at work, not faults.
@@ -479,7 +504,7 @@ async fn json_rejections(response: Response) -> Response {
         Ok(bytes) if !bytes.is_empty() => String::from_utf8_lossy(&bytes).into_owned(),
         _ => status.canonical_reason().unwrap_or("error").to_string(),
     };
-    (status, axum::Json(json!({ "error": text }))).into_response()
+    (status, axum::Json(ErrorBody::new(text))).into_response()
 }
 
 /// A bug must cost one request a 500, never the connection or the server.
@@ -490,16 +515,27 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("unknown panic");
     tracing::error!(panic = what, "request handler panicked");
-    let body = json!({ "error": format!("internal error: {what}") });
+    let body = ErrorBody::new(format!("internal error: {what}"));
     (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
 }
 
-async fn health() -> impl IntoResponse {
-    axum::Json(json!({ "status": "ok" }))
+/// The answer of `/health`.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Health {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    status: &'static str,
 }
 
-/// `GET /metrics`: Prometheus text exposition of the whole server (every
-/// project: counts and sizes, no names).
+/// Prometheus metrics of the whole server: counters, gauges and histograms in
+/// the text exposition format (every project: counts and sizes, no names).
+/// Served without a key on a loopback listener, behind any valid key otherwise.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "server",
+    responses((status = 200, description = "The metrics", content_type = "text/plain", body = String))
+)]
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let text = crate::observe::metrics::render(&state.engine).await?;
     Ok((
@@ -513,11 +549,50 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
         .into_response())
 }
 
-#[derive(Deserialize)]
+/// Liveness: answers while the server runs, without a key.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "server",
+    responses((status = 200, description = "The server is up", body = Health))
+)]
+async fn health() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
+}
+
+/// The body of `POST /api/sql`.
+#[derive(Deserialize, utoipa::ToSchema)]
 struct SqlRequest {
+    /// One read-only statement (`SELECT`, `WITH`, `EXPLAIN`, `SHOW`, `DESCRIBE`)
+    /// over `runs`, `metrics`, `logs`, `data`, `files` and the lineage table functions.
+    #[schema(example = "SELECT * FROM lineage('VS-6')")]
     sql: String,
 }
 
+/// A SQL query over the key's projects, its result streamed in the format the
+/// `Accept` header names (JSON rows by default).
+///
+/// DDL, DML, `COPY` and `SET` are refused with 400.
+#[utoipa::path(
+    post,
+    path = "/api/sql",
+    tag = "sql",
+    request_body = SqlRequest,
+    params(
+        ("Accept" = Option<String>, Header,
+            description = "`application/json` (default), `text/csv`, `text/plain` (an aligned table of at most 10,000 rows), `application/vnd.apache.arrow.stream` or `application/vnd.apache.parquet`")
+    ),
+    responses(
+        (status = 200, description = "The result, streamed batch by batch", content(
+            (Vec<HashMap<String, serde_json::Value>> = "application/json"),
+            (String = "text/csv"),
+            (String = "text/plain"),
+            ("application/vnd.apache.arrow.stream"),
+            ("application/vnd.apache.parquet"),
+        )),
+        (status = 504, description = "The query ran past `--query-timeout-s` and was cancelled", body = ErrorBody),
+    )
+)]
 async fn sql(
     State(state): State<AppState>,
     axum::Extension(scope): axum::Extension<Scope>,

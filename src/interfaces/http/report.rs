@@ -20,8 +20,65 @@ fn flag(value: &str) -> Result<bool, Error> {
     }
 }
 
-/// Parameters as the CLI's: `project`, `family` (repeatable or comma-separated),
-/// `all_families`, `metrics`, `goal`, `format` (default html).
+/// The parameters `/api/report` reads, as the CLI's: the handler parses the
+/// query itself since `family`, `metrics` and `goal` repeat.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Never built: it describes the query string for the OpenAPI document.
+struct ReportParams {
+    /// The project (required; it must lie in the key's scope).
+    #[param(example = "vision-sweep")]
+    project: String,
+    /// A family, by any of its runs; repeatable or comma-separated.
+    #[param(style = Form, explode)]
+    family: Option<Vec<String>>,
+    /// The same as `family`.
+    #[param(style = Form, explode)]
+    families: Option<Vec<String>>,
+    /// Every family of the project.
+    all_families: Option<bool>,
+    /// Metric names or `*` patterns; repeatable or comma-separated.
+    #[param(style = Form, explode, example = json!(["train/loss"]))]
+    metrics: Option<Vec<String>>,
+    /// The same as `metrics`.
+    #[param(style = Form, explode)]
+    metric: Option<Vec<String>>,
+    /// `min` or `max` for every metric, or `metric=min|max,…`; default `min`.
+    #[param(example = "train/loss=min,val/acc=max")]
+    goal: Option<String>,
+    /// The report's format.
+    #[param(inline)]
+    format: Option<ReportFormatName>,
+}
+
+/// The formats of a report, as `format` names them.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // Never built: it describes the query string for the OpenAPI document.
+enum ReportFormatName {
+    Html,
+    Md,
+    Json,
+    Csv,
+}
+
+/// Which branch of each family won, by how much and from where it diverged,
+/// over the caller's project.
+#[utoipa::path(
+    get,
+    path = "/api/report",
+    tag = "sql",
+    params(ReportParams),
+    responses(
+        (status = 200, description = "The report in the chosen format", content(
+            (String = "text/html"),
+            (String = "text/markdown"),
+            (serde_json::Value = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = 504, description = "The report's queries ran past `--query-timeout-s`", body = super::ErrorBody),
+    )
+)]
 pub async fn report(
     State(state): State<AppState>,
     axum::Extension(scope): axum::Extension<Scope>,

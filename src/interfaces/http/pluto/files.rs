@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use ring::hmac;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
@@ -192,13 +192,20 @@ fn object_path(state: &AppState, run: RunId, file_name: &str) -> Result<StorePat
         .join(file_name))
 }
 
-#[derive(Deserialize)]
+/// A file the client is about to upload.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct FileSpec {
+    /// One path segment (no `/`), at most 255 bytes.
+    #[schema(example = "sample.png")]
     file_name: String,
+    /// Bytes; when given, the upload must have exactly this many (at most 1 GiB).
     file_size: Option<i64>,
+    #[schema(example = "png")]
     file_type: Option<String>,
+    /// Epoch milliseconds.
     time: Option<f64>,
+    /// The name the file is logged under.
     log_name: String,
     step: Option<i64>,
     caption: Option<String>,
@@ -206,7 +213,8 @@ pub(super) struct FileSpec {
     sha256: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /files`.
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct PresignBody {
     files: Vec<FileSpec>,
 }
@@ -215,9 +223,18 @@ pub(super) struct PresignBody {
 /// a put-if-absent there makes every URL single-use across all servers.
 const USED_UPLOADS: &str = "_forkline/used-upload-urls";
 
-/// `POST /files`: one signed upload URL per requested file, grouped by
-/// `logName`. Each URL is single-use and bound to the declared size (and
-/// content hash, when given).
+/// One signed upload URL per requested file, grouped by `logName`.
+///
+/// Each URL is single-use, valid for an hour, and bound to the declared size
+/// (and content hash, when given).
+#[utoipa::path(
+    post,
+    path = "/files",
+    tag = "files",
+    params(super::RunHeader),
+    request_body = PresignBody,
+    responses((status = 200, description = "Per `logName`, one `{fileName: URL}` per file", body = super::shapes::UploadUrls))
+)]
 pub(super) async fn presign(
     State(state): State<AppState>,
     axum::Extension(scope): axum::Extension<Scope>,
@@ -293,7 +310,10 @@ fn encode_segment(name: &str) -> String {
         .replace('+', "%20")
 }
 
-#[derive(Deserialize)]
+/// The query of a signed upload URL, as `POST /files` wrote it (with
+/// `expires` and `sig`, which the signature check reads from the raw query).
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct UploadParams {
     log_name: String,
@@ -307,16 +327,50 @@ pub(super) struct UploadParams {
     nonce: String,
 }
 
-/// `PUT /files/upload/{run}/{file}`: streams the bytes to the store (never
-/// more than the URL allows), checks size and hash, claims the URL's nonce,
-/// then records the file. A refused upload leaves the URL usable.
+/// The signature of a signed URL: it covers the path and the whole query before it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Never built: `Signer::verify` reads these from the raw query.
+struct Signature {
+    /// Epoch seconds after which the URL is refused.
+    expires: u64,
+    /// Hex HMAC-SHA256 of the method, path and query.
+    sig: String,
+}
+
+/// An upload's answer.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Uploaded {
+    file_name: String,
+    file_size: u64,
+}
+
+/// Stores a file's bytes, at a signed URL from `POST /files` (no API key).
+///
+/// Streams the bytes to the store (never more than the URL allows), checks
+/// size and hash, claims the URL's nonce, then records the file. A refused
+/// upload leaves the URL usable.
+#[utoipa::path(
+    put,
+    path = "/files/upload/{run}/{file}",
+    tag = "files",
+    params(
+        ("run" = u64, Path, description = "The run's numeric id"),
+        ("file" = String, Path, description = "The file name"),
+        UploadParams,
+        Signature,
+    ),
+    request_body(content_type = "*/*", description = "The file's bytes, stored as sent whatever their type"),
+    responses((status = 200, description = "The file is stored", body = Uploaded))
+)]
 pub(super) async fn upload(
     State(state): State<AppState>,
     Path((run, file_name)): Path<(RunId, String)>,
     RawQuery(raw): RawQuery,
     Query(params): Query<UploadParams>,
     body: Body,
-) -> Reply {
+) -> std::result::Result<Json<Uploaded>, ApiError> {
     check_file_name(&file_name)?;
     state.engine.store().ensure_writable()?;
     state.signer.verify(
@@ -363,7 +417,10 @@ pub(super) async fn upload(
         .store()
         .append(TableKind::Files, vec![FileRecord::batch(&[record])?])
         .await?;
-    Ok(Json(json!({ "fileName": file_name, "fileSize": size })))
+    Ok(Json(Uploaded {
+        file_name,
+        file_size: size,
+    }))
 }
 
 /// Streams `body` to `path` in parts, refusing it once it passes the signed
@@ -444,7 +501,18 @@ async fn claim_nonce(state: &AppState, nonce: &str) -> Result<()> {
     }
 }
 
-/// `GET /files/download/{run}/{file}`: the bytes of an uploaded file, for a signed URL.
+/// The bytes of an uploaded file, at a signed URL (no API key).
+#[utoipa::path(
+    get,
+    path = "/files/download/{run}/{file}",
+    tag = "files",
+    params(
+        ("run" = u64, Path, description = "The run's numeric id"),
+        ("file" = String, Path, description = "The file name"),
+        Signature,
+    ),
+    responses((status = 200, description = "The file", content(("application/octet-stream"))))
+)]
 pub(super) async fn download(
     State(state): State<AppState>,
     Path((run, file_name)): Path<(RunId, String)>,

@@ -9,12 +9,13 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
-use super::header_run;
 use super::ndjson::{for_each_line, shown, step, time_us};
 use std::sync::Arc;
 
+use super::{RunHeader, header_run};
 use crate::catalog::Run;
 use crate::error::{Error, Result};
 use crate::ingest::limits::{MAX_DATA_LINE_BYTES, MAX_LINE_BYTES, MAX_POINTS_PER_REQUEST};
@@ -25,7 +26,13 @@ use crate::scope::Scope;
 use crate::store::TableKind;
 use crate::store::records::{DataRecord, LogRecord};
 
-type Reply = std::result::Result<Json<Value>, ApiError>;
+type Reply = std::result::Result<Json<Stored>, ApiError>;
+
+/// How many rows (metric values, lines) a request stored.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Stored {
+    stored: usize,
+}
 
 /// The run of `X-Run-Id`, among the runs the request's key can see.
 async fn run_of(state: &AppState, scope: &Scope, headers: &HeaderMap) -> Result<Arc<Run>> {
@@ -50,10 +57,21 @@ async fn store_rows(
     }
     metrics::ingest(kind, rows, body_bytes);
     super::active(state, scope, run).await?;
-    Ok(Json(json!({ "stored": rows })))
+    Ok(Json(Stored { stored: rows }))
 }
 
-/// `POST /ingest/metrics`: `{"time": ms, "step": n, "data": {name: number}}` per line.
+/// Metric values, one `MetricLine` a line: `{"time": ms, "step": n, "data": {name: number}}`.
+#[utoipa::path(
+    post,
+    path = "/ingest/metrics",
+    operation_id = "ingest_metrics",
+    tag = "ingest",
+    params(RunHeader),
+    request_body(content = String, content_type = "application/x-ndjson",
+        description = "One JSON object a line, each a `#/components/schemas/MetricLine`; validated whole before anything is stored",
+        example = json!("{\"time\": 1700000000000, \"step\": 1, \"data\": {\"train/loss\": 0.5}}\n")),
+    responses((status = 200, description = "The values stored", body = Stored))
+)]
 pub(super) async fn metrics(
     State(state): State<AppState>,
     axum::Extension(scope): axum::Extension<Scope>,
@@ -102,10 +120,20 @@ pub(super) async fn metrics(
     let stored = state.committer.submit(batch).await?;
     metrics::ingest(TableKind::Metrics, stored, body.len());
     super::active(&state, &scope, &target).await?;
-    Ok(Json(json!({ "stored": stored })))
+    Ok(Json(Stored { stored }))
 }
 
-/// `POST /ingest/logs`: console lines `{"time", "message", "lineNumber", "logType"}`.
+/// Console lines, one `LogLine` a line: `{"time", "message", "lineNumber", "logType"}`.
+#[utoipa::path(
+    post,
+    path = "/ingest/logs",
+    operation_id = "ingest_logs",
+    tag = "ingest",
+    params(RunHeader),
+    request_body(content = String, content_type = "application/x-ndjson",
+        description = "One JSON object a line, each a `#/components/schemas/LogLine`"),
+    responses((status = 200, description = "The lines stored", body = Stored))
+)]
 pub(super) async fn logs(
     State(state): State<AppState>,
     axum::Extension(scope): axum::Extension<Scope>,
@@ -146,7 +174,17 @@ pub(super) async fn logs(
     .await
 }
 
-/// `POST /ingest/data`: structured values `{"time", "data", "dataType", "logName", "step"}`.
+/// Structured values, one `DataLine` a line: `{"time", "data", "dataType", "logName", "step"}`.
+#[utoipa::path(
+    post,
+    path = "/ingest/data",
+    operation_id = "ingest_data",
+    tag = "ingest",
+    params(RunHeader),
+    request_body(content = String, content_type = "application/x-ndjson",
+        description = "One JSON object a line, each a `#/components/schemas/DataLine`"),
+    responses((status = 200, description = "The values stored", body = Stored))
+)]
 pub(super) async fn data(
     State(state): State<AppState>,
     axum::Extension(scope): axum::Extension<Scope>,

@@ -7,6 +7,7 @@ mod ingest;
 mod ndjson;
 mod query;
 mod runs;
+mod shapes;
 
 use std::sync::Arc;
 
@@ -115,6 +116,40 @@ pub(super) fn routes() -> Vec<Route> {
     ]
 }
 
+/// The description of these routes in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        runs::slug,
+        runs::create,
+        runs::resume,
+        runs::trigger,
+        runs::log_names,
+        runs::status,
+        runs::tags,
+        runs::config,
+        ingest::metrics,
+        ingest::logs,
+        ingest::data,
+        files::presign,
+        files::upload,
+        files::download,
+        query::projects,
+        query::list,
+        query::details,
+        query::details_by_display,
+        query::names,
+        query::metrics,
+        query::statistics,
+        query::compare,
+        query::leaderboard,
+        query::logs,
+        query::files,
+    ),
+    components(schemas(shapes::MetricLine, shapes::LogLine, shapes::DataLine))
+)]
+pub(super) struct ApiDoc;
+
 /// The catalog as the request's key sees it: runs of other projects are unknown.
 async fn catalog(state: &AppState, scope: &Scope) -> Result<Arc<CatalogSnapshot>> {
     state.engine.scoped_catalog(&scope.projects).await
@@ -145,6 +180,16 @@ async fn collect(state: &AppState, scope: &Scope, sql: &str) -> Result<Vec<Recor
                 .await?)
         })
         .await
+}
+
+/// The header naming the run of an ingest or upload-URL request.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Never built: the handlers read the header through `header_run`.
+struct RunHeader {
+    /// The run's numeric id.
+    #[param(rename = "X-Run-Id", example = "42")]
+    run_id: String,
 }
 
 /// The run an ingest request is for: the SDK names it only in `X-Run-Id`,

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{catalog, collect, filters};
+use super::{catalog, collect, filters, shapes};
 use crate::catalog::{CatalogSnapshot, Run, RunId};
 use crate::error::{Error, Result};
 use crate::interfaces::http::{ApiError, AppState};
@@ -124,7 +124,13 @@ impl Params {
     }
 }
 
-/// `GET /api/runs/projects`.
+/// The projects the key can see, with their run counts.
+#[utoipa::path(
+    get,
+    path = "/api/runs/projects",
+    tag = "query",
+    responses((status = 200, description = "The projects", body = shapes::ProjectList))
+)]
 pub(super) async fn projects(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
@@ -151,7 +157,22 @@ pub(super) async fn projects(
     Ok(Json(json!({ "projects": list })))
 }
 
-/// `GET /api/runs/list`: runs of a project, with search, tags, the SDK's filter grammar, sort and paging.
+/// Runs of a project, with search, tags, the SDK's filter grammar, sort and paging.
+#[utoipa::path(
+    get,
+    path = "/api/runs/list",
+    tag = "query",
+    params(
+        ("projectName" = String, Query, description = "The project; it must lie in the key's scope"),
+        ("search" = Option<String>, Query, description = "A case-insensitive substring"),
+        ("tags" = Option<String>, Query, description = "Comma-separated tags a run must all have"),
+        ("filter" = Option<String>, Query, description = "The SDK's filter: a JSON object of field conditions (`$eq`, `$gt`, `$in`, `$regex`, `$and`, `$or`, …)"),
+        ("sort" = Option<String>, Query, description = "A run field, `-` first for descending; default `-createdAt`"),
+        ("limit" = Option<u64>, Query, description = "Most items answered"),
+        ("offset" = Option<u64>, Query, description = "Items skipped first"),
+    ),
+    responses((status = 200, description = "A page of runs", body = shapes::RunList))
+)]
 pub(super) async fn list(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
@@ -227,7 +248,17 @@ async fn details_of(
     Ok(Json(body))
 }
 
-/// `GET /api/runs/details/{id}`.
+/// A run by numeric id, with the names of its metrics.
+#[utoipa::path(
+    get,
+    path = "/api/runs/details/{id}",
+    tag = "query",
+    params(
+        ("id" = u64, Path, description = "The run's numeric id"),
+        ("projectName" = Option<String>, Query, description = "The project; it must lie in the key's scope"),
+    ),
+    responses((status = 200, description = "The run", body = shapes::RunDetails))
+)]
 pub(super) async fn details(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
@@ -240,7 +271,17 @@ pub(super) async fn details(
     details_of(&state, &scope, p.project(), &id).await
 }
 
-/// `GET /api/runs/details/by-display-id/{display_id}`.
+/// A run by display id, with the names of its metrics.
+#[utoipa::path(
+    get,
+    path = "/api/runs/details/by-display-id/{display_id}",
+    tag = "query",
+    params(
+        ("display_id" = String, Path, description = "The run's display id (`VS-6`)"),
+        ("projectName" = Option<String>, Query, description = "The project; it must lie in the key's scope"),
+    ),
+    responses((status = 200, description = "The run", body = shapes::RunDetails))
+)]
 pub(super) async fn details_by_display(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
@@ -286,7 +327,19 @@ fn run_id_list(snapshot: &CatalogSnapshot, project: Option<&str>, ids: &str) -> 
         .collect()
 }
 
-/// `GET /api/runs/metric-names`.
+/// The metric names of a project's runs (or of `runIds`).
+#[utoipa::path(
+    get,
+    path = "/api/runs/metric-names",
+    tag = "query",
+    params(
+        ("projectName" = String, Query, description = "The project; it must lie in the key's scope"),
+        ("runIds" = Option<String>, Query, description = "Comma-separated runs, by numeric or display id"),
+        ("search" = Option<String>, Query, description = "A case-insensitive substring"),
+        ("limit" = Option<u64>, Query, description = "Most items answered"),
+    ),
+    responses((status = 200, description = "The names, sorted (at most 500)", body = shapes::MetricNames))
+)]
 pub(super) async fn names(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
@@ -389,8 +442,24 @@ fn py_float(v: f64) -> String {
     }
 }
 
-/// `GET /api/runs/metrics`: a run's points (own, or `stitched=true` for the
-/// lineage-stitched series), shape-preserving downsampled to `limit`.
+/// A run's points (own, or `stitched=true` for the lineage-stitched series),
+/// shape-preserving downsampled to `limit`.
+#[utoipa::path(
+    get,
+    path = "/api/runs/metrics",
+    operation_id = "run_metrics",
+    tag = "query",
+    params(
+        ("runId" = String, Query, description = "A run, by numeric or display id"),
+        ("projectName" = Option<String>, Query, description = "The project; it must lie in the key's scope"),
+        ("logName" = Option<String>, Query, description = "A metric name"),
+        ("stitched" = Option<bool>, Query, description = "The series along the run's lineage (default false: own points)"),
+        ("stepMin" = Option<u64>, Query, description = "First step"),
+        ("stepMax" = Option<u64>, Query, description = "Last step"),
+        ("limit" = Option<u64>, Query, description = "Most points answered, over all metrics (default 10,000)"),
+    ),
+    responses((status = 200, description = "The points, by metric then step", body = shapes::MetricPoints))
+)]
 pub(super) async fn metrics(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
@@ -500,7 +569,18 @@ async fn stats(
     Ok(out)
 }
 
-/// `GET /api/runs/statistics`.
+/// Per-metric statistics of a run's own points.
+#[utoipa::path(
+    get,
+    path = "/api/runs/statistics",
+    tag = "query",
+    params(
+        ("runId" = String, Query, description = "A run, by numeric or display id"),
+        ("projectName" = Option<String>, Query, description = "The project; it must lie in the key's scope"),
+        ("logName" = Option<String>, Query, description = "A metric name"),
+    ),
+    responses((status = 200, description = "The statistics", body = shapes::RunStatistics))
+)]
 pub(super) async fn statistics(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
@@ -537,7 +617,19 @@ fn ascending(direction: Option<&str>) -> Result<bool> {
     }
 }
 
-/// `GET /api/runs/compare`: statistics of one metric across runs, and the best run by last value.
+/// Statistics of one metric across runs, and the best run by last value.
+#[utoipa::path(
+    get,
+    path = "/api/runs/compare",
+    tag = "query",
+    params(
+        ("runIds" = String, Query, description = "Comma-separated runs, by numeric or display id"),
+        ("logName" = String, Query, description = "A metric name"),
+        ("projectName" = Option<String>, Query, description = "The project; it must lie in the key's scope"),
+        ("direction" = Option<String>, Query, description = "`ASC` (default: lower is better) or `DESC`"),
+    ),
+    responses((status = 200, description = "The comparison", body = shapes::Comparison))
+)]
 pub(super) async fn compare(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
@@ -567,7 +659,21 @@ pub(super) async fn compare(
     ))
 }
 
-/// `GET /api/runs/leaderboard`: runs of a project ranked by an aggregate of one metric.
+/// Runs of a project ranked by an aggregate of one metric.
+#[utoipa::path(
+    get,
+    path = "/api/runs/leaderboard",
+    tag = "query",
+    params(
+        ("projectName" = String, Query, description = "The project; it must lie in the key's scope"),
+        ("logName" = String, Query, description = "A metric name"),
+        ("aggregation" = Option<String>, Query, description = "`MIN`, `MAX`, `AVG`, `LAST` (default) or `VARIANCE`"),
+        ("direction" = Option<String>, Query, description = "`ASC` (default: lower is better) or `DESC`"),
+        ("limit" = Option<u64>, Query, description = "Most items answered"),
+        ("offset" = Option<u64>, Query, description = "Items skipped first"),
+    ),
+    responses((status = 200, description = "The ranking", body = shapes::Leaderboard))
+)]
 pub(super) async fn leaderboard(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
@@ -629,8 +735,19 @@ pub(super) async fn leaderboard(
     Ok(Json(json!({ "leaderboard": ranked, "logName": metric })))
 }
 
-/// `GET /api/runs/files`: a run's uploaded files with signed download URLs;
-/// `logName` matches either the key or the file name.
+/// A run's uploaded files with signed download URLs.
+#[utoipa::path(
+    get,
+    path = "/api/runs/files",
+    operation_id = "run_files",
+    tag = "query",
+    params(
+        ("runId" = String, Query, description = "A run, by numeric or display id"),
+        ("projectName" = Option<String>, Query, description = "The project; it must lie in the key's scope"),
+        ("logName" = Option<String>, Query, description = "The name a file was logged under, or its file name"),
+    ),
+    responses((status = 200, description = "The files", body = shapes::FileList))
+)]
 pub(super) async fn files(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
@@ -672,7 +789,21 @@ pub(super) async fn files(
     Ok(Json(json!({ "files": files })))
 }
 
-/// `GET /api/runs/logs`: a run's console lines (never inherited).
+/// A run's console lines (never inherited from a parent).
+#[utoipa::path(
+    get,
+    path = "/api/runs/logs",
+    operation_id = "run_logs",
+    tag = "query",
+    params(
+        ("runId" = String, Query, description = "A run, by numeric or display id"),
+        ("projectName" = Option<String>, Query, description = "The project; it must lie in the key's scope"),
+        ("logType" = Option<String>, Query, description = "Only lines of this type (`INFO`, `ERROR`, …)"),
+        ("limit" = Option<u64>, Query, description = "Most lines answered (at most 10,000)"),
+        ("offset" = Option<u64>, Query, description = "Items skipped first"),
+    ),
+    responses((status = 200, description = "The lines, in time order", body = shapes::LogList))
+)]
 pub(super) async fn logs(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,

@@ -7,10 +7,11 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
-use super::{catalog, check_project, json_body};
+use super::{catalog, check_project, json_body, shapes};
 use crate::catalog::{ForkRequest, NewRun, Run, RunId, RunStatus, RunUpdate};
 use crate::error::{Error, Result};
 use crate::ingest::limits::MAX_RUN_BODY_BYTES;
@@ -19,7 +20,7 @@ use crate::scope::Scope;
 
 type Scoped = axum::Extension<Scope>;
 
-type Reply = std::result::Result<Json<Value>, ApiError>;
+type Reply<T> = std::result::Result<Json<T>, ApiError>;
 
 /// A lifecycle request's body, refused before parsing when over
 /// [`MAX_RUN_BODY_BYTES`] (parsing costs several times the text in memory).
@@ -33,22 +34,58 @@ fn run_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     json_body(bytes)
 }
 
-/// `POST /api/slug`: the SDK's key check at `init`.
-pub(super) async fn slug() -> Json<Value> {
-    Json(json!({ "organization": { "slug": "forkline" } }))
+/// The answer of the key check.
+#[derive(Serialize, ToSchema)]
+pub(super) struct SlugReply {
+    organization: Organization,
 }
 
-#[derive(Deserialize)]
+/// The one organization of an installation.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Organization {
+    #[schema(example = "forkline")]
+    slug: &'static str,
+}
+
+/// The SDK's key check at `init`: any valid key passes.
+#[utoipa::path(
+    post,
+    path = "/api/slug",
+    tag = "runs",
+    responses((status = 200, description = "The key is valid", body = SlugReply))
+)]
+pub(super) async fn slug() -> Json<SlugReply> {
+    Json(SlugReply {
+        organization: Organization { slug: "forkline" },
+    })
+}
+
+/// The body of `/api/runs/create`; other fields the SDK sends
+/// (`loggerSettings`, `systemMetadata`, …) are ignored.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct CreateBody {
+    /// `run` when absent.
+    #[schema(example = "resnet-lr3e-4")]
     run_name: Option<String>,
+    /// Required; it must lie in the key's scope.
+    #[schema(required = true, example = "vision-sweep")]
     project_name: Option<String>,
+    /// The caller's own id: a second create with the same one (in the project)
+    /// answers the existing run, with `resumed: true`.
     external_id: Option<String>,
+    #[schema(schema_with = shapes::config)]
     config: Option<Value>,
     tags: Option<Vec<String>>,
+    /// The run to fork (with `forkStep`).
+    #[schema(schema_with = shapes::run_reference)]
     fork_run_id: Option<Value>,
+    /// The parent's last step the fork inherits (with `forkRunId`).
+    #[schema(schema_with = shapes::non_negative)]
     fork_step: Option<Value>,
+    /// A fork starts from its parent's config (default true).
     inherit_config: Option<bool>,
+    /// A fork starts with its parent's tags (default false).
     inherit_tags: Option<bool>,
 }
 
@@ -73,27 +110,51 @@ fn non_negative(name: &str, value: &Value) -> Result<u64> {
         .ok_or_else(|| Error::invalid(format!("{name} must be an integer ≥ 0, got {value}")))
 }
 
-fn run_reply(state: &AppState, run: &Run, resumed: bool) -> Json<Value> {
-    Json(json!({
-        "runId": run.id,
-        "displayId": run.display_id,
-        "number": run.seq,
-        "projectName": run.project,
-        "url": format!("{}/runs/{}", state.public_url, run.display_id),
-        "resumed": resumed,
-        "forkedFromRunId": run.parent_id,
-        "forkStep": run.fork_step,
-    }))
+/// A run as the lifecycle routes answer it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RunReply {
+    run_id: RunId,
+    #[schema(example = "VS-6")]
+    display_id: String,
+    /// Sequential number within the project.
+    number: u64,
+    project_name: String,
+    url: String,
+    /// Whether the run existed already.
+    resumed: bool,
+    forked_from_run_id: Option<RunId>,
+    fork_step: Option<u64>,
 }
 
-/// `POST /api/runs/create`: a new run, a fork (`forkRunId` + `forkStep`), or
-/// the existing run of the project with the same `externalId`.
+fn run_reply(state: &AppState, run: &Run, resumed: bool) -> Json<RunReply> {
+    Json(RunReply {
+        run_id: run.id,
+        display_id: run.display_id.clone(),
+        number: run.seq,
+        project_name: run.project.clone(),
+        url: format!("{}/runs/{}", state.public_url, run.display_id),
+        resumed,
+        forked_from_run_id: run.parent_id,
+        fork_step: run.fork_step,
+    })
+}
+
+/// A new run, a fork (`forkRunId` + `forkStep`), or the existing run of the
+/// project with the same `externalId`.
+#[utoipa::path(
+    post,
+    path = "/api/runs/create",
+    tag = "runs",
+    request_body = CreateBody,
+    responses((status = 200, description = "The run", body = RunReply))
+)]
 pub(super) async fn create(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
     headers: HeaderMap,
     body: Bytes,
-) -> Reply {
+) -> Reply<RunReply> {
     let body: CreateBody = run_body(&body)?;
     let project = body
         .project_name
@@ -162,10 +223,13 @@ pub(super) async fn create(
     Ok(run_reply(&state, &run, false))
 }
 
-#[derive(Deserialize)]
+/// A run by numeric id (`runId`) or display id; one of them is required.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct RunRef {
+    #[schema(schema_with = shapes::run_id)]
     run_id: Option<Value>,
+    #[schema(example = "VS-6")]
     display_id: Option<String>,
 }
 
@@ -180,16 +244,23 @@ impl RunRef {
     }
 }
 
-/// `POST /api/runs/resume`: attaches a client to an existing run, by numeric
-/// or display id, and re-opens it: a finished run is RUNNING again (source
-/// `resume`), as Pluto's server does. The SDK's `close()` sends no status, so
-/// a resumed client that closes leaves the run RUNNING; `finish()` ends it.
+/// Attaches a client to an existing run, by numeric or display id, and
+/// re-opens it: a finished run is RUNNING again (source `resume`), as Pluto's
+/// server does. The SDK's `close()` sends no status, so a resumed client that
+/// closes leaves the run RUNNING; `finish()` ends it.
+#[utoipa::path(
+    post,
+    path = "/api/runs/resume",
+    tag = "runs",
+    request_body = RunRef,
+    responses((status = 200, description = "The run, RUNNING, with `resumed: true`", body = RunReply))
+)]
 pub(super) async fn resume(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
     headers: HeaderMap,
     body: Bytes,
-) -> Reply {
+) -> Reply<RunReply> {
     let reference = run_body::<RunRef>(&body)?.reference()?;
     let run = catalog(&state, &scope).await?.lookup(&reference)?.clone();
     check_project(&headers, &run)?;
@@ -209,47 +280,93 @@ async fn reopen(state: &AppState, run: &Arc<Run>, key: Option<&str>) -> Result<A
         .await
 }
 
-/// `POST /api/runs/trigger`: the heartbeat, which is activity of the run
-/// (see [`crate::liveness`]); answers the run's status.
+/// A run's status.
+#[derive(Serialize, ToSchema)]
+pub(super) struct StatusReply {
+    status: RunStatus,
+}
+
+/// The heartbeat, which is activity of the run (see [`crate::liveness`]);
+/// answers the run's status.
+#[utoipa::path(
+    post,
+    path = "/api/runs/trigger",
+    tag = "runs",
+    request_body = RunRef,
+    responses((status = 200, description = "The run's status", body = StatusReply))
+)]
 pub(super) async fn trigger(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
     body: Bytes,
-) -> Reply {
+) -> Reply<StatusReply> {
     let reference = run_body::<RunRef>(&body)?.reference()?;
     let run = catalog(&state, &scope).await?.lookup(&reference)?.clone();
     let run = super::active(&state, &scope, &run).await?;
-    Ok(Json(json!({ "status": run.status })))
+    Ok(Json(StatusReply { status: run.status }))
 }
 
-/// `POST /api/runs/logName/add`: names come from the data itself, so this only checks the run.
+/// An empty JSON object.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Empty {}
+
+/// Registers log names; names come from the data itself, so this only checks the run.
+#[utoipa::path(
+    post,
+    path = "/api/runs/logName/add",
+    tag = "runs",
+    request_body = RunRef,
+    responses((status = 200, description = "The run exists", body = Empty))
+)]
 pub(super) async fn log_names(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
     body: Bytes,
-) -> Reply {
+) -> Reply<Empty> {
     let reference = run_body::<RunRef>(&body)?.reference()?;
     catalog(&state, &scope).await?.lookup(&reference)?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
-#[derive(Deserialize)]
+/// The body of `/api/runs/status/update`; other fields the SDK sends are ignored.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct StatusBody {
+    #[schema(schema_with = shapes::run_id)]
     run_id: Value,
+    /// Upper or lower case.
+    #[schema(value_type = RunStatus)]
     status: String,
 }
 
-/// `POST /api/runs/status/update`. A terminal status never replaces a
-/// higher one (FAILED > CANCELLED > TERMINATED > COMPLETED): such a request
-/// is answered 200 with the run's status unchanged and `applied: false`
-/// (Pluto's server answers 200 too). The call is activity first, so a run the
-/// stale-run monitor terminated that now reports COMPLETED ends COMPLETED.
+/// A run's id and status after a change.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RunStatusReply {
+    run_id: RunId,
+    status: RunStatus,
+    /// Whether the status asked for was applied: a terminal status never
+    /// replaces a higher one (FAILED > CANCELLED > TERMINATED > COMPLETED).
+    applied: bool,
+}
+
+/// Sets a run's status. A terminal status never replaces a higher one
+/// (FAILED > CANCELLED > TERMINATED > COMPLETED): such a request is answered
+/// 200 with the run's status unchanged and `applied: false` (Pluto's server
+/// answers 200 too). The call is activity first, so a run the stale-run
+/// monitor terminated that now reports COMPLETED ends COMPLETED.
+#[utoipa::path(
+    post,
+    path = "/api/runs/status/update",
+    tag = "runs",
+    request_body = StatusBody,
+    responses((status = 200, description = "The run's status now", body = RunStatusReply))
+)]
 pub(super) async fn status(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
     body: Bytes,
-) -> Reply {
+) -> Reply<RunStatusReply> {
     let body: StatusBody = run_body(&body)?;
     let status: RunStatus = body.status.parse()?;
     let run = scoped_run(&state, &scope, &body.run_id).await?;
@@ -262,26 +379,44 @@ pub(super) async fn status(
             scope.key_id.as_deref(),
         )
         .await?;
-    Ok(Json(json!({
-        "runId": run.id,
-        "status": run.status,
-        "applied": run.status == status,
-    })))
+    Ok(Json(RunStatusReply {
+        run_id: run.id,
+        status: run.status,
+        applied: run.status == status,
+    }))
 }
 
-#[derive(Deserialize)]
+/// The body of `/api/runs/tags/update`.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct TagsBody {
+    #[schema(schema_with = shapes::run_id)]
     run_id: Value,
+    /// The whole new tag set.
     tags: Vec<String>,
 }
 
-/// `POST /api/runs/tags/update`: replaces the whole tag set.
+/// A run's id and tags after a change.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct TagsReply {
+    run_id: RunId,
+    tags: Vec<String>,
+}
+
+/// Replaces a run's whole tag set.
+#[utoipa::path(
+    post,
+    path = "/api/runs/tags/update",
+    tag = "runs",
+    request_body = TagsBody,
+    responses((status = 200, description = "The run's tags now", body = TagsReply))
+)]
 pub(super) async fn tags(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
     body: Bytes,
-) -> Reply {
+) -> Reply<TagsReply> {
     let body: TagsBody = run_body(&body)?;
     let id = scoped_run(&state, &scope, &body.run_id).await?.id;
     let run = state
@@ -292,22 +427,45 @@ pub(super) async fn tags(
             scope.key_id.as_deref(),
         )
         .await?;
-    Ok(Json(json!({ "runId": run.id, "tags": run.tags })))
+    Ok(Json(TagsReply {
+        run_id: run.id,
+        tags: run.tags.iter().cloned().collect(),
+    }))
 }
 
-#[derive(Deserialize)]
+/// The body of `/api/runs/config/update`.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct ConfigBody {
+    #[schema(schema_with = shapes::run_id)]
     run_id: Value,
+    /// The delta, deep-merged into the stored config.
+    #[schema(schema_with = shapes::config)]
     config: Option<Value>,
 }
 
-/// `POST /api/runs/config/update`: deep-merges the delta into the stored config.
+/// A run's id and config after a change.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ConfigReply {
+    run_id: RunId,
+    #[schema(value_type = Object)]
+    config: Map<String, Value>,
+}
+
+/// Deep-merges a delta into a run's stored config.
+#[utoipa::path(
+    post,
+    path = "/api/runs/config/update",
+    tag = "runs",
+    request_body = ConfigBody,
+    responses((status = 200, description = "The run's config now", body = ConfigReply))
+)]
 pub(super) async fn config(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
     body: Bytes,
-) -> Reply {
+) -> Reply<ConfigReply> {
     let body: ConfigBody = run_body(&body)?;
     let run = scoped_run(&state, &scope, &body.run_id).await?;
     let delta = config_object(body.config)?;
@@ -324,7 +482,10 @@ pub(super) async fn config(
             )
             .await?
     };
-    Ok(Json(json!({ "runId": run.id, "config": run.config })))
+    Ok(Json(ConfigReply {
+        run_id: run.id,
+        config: run.config.clone(),
+    }))
 }
 
 /// A run the request's key can see (else "unknown run").
