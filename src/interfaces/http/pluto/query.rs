@@ -18,6 +18,7 @@ use super::{catalog, collect, filters};
 use crate::catalog::{CatalogSnapshot, Run, RunId};
 use crate::error::{Error, Result};
 use crate::interfaces::http::{ApiError, AppState};
+use crate::query::downsample::series::count_extremes;
 use crate::scope::Scope;
 
 type Scoped = axum::Extension<Scope>;
@@ -346,27 +347,11 @@ fn points(batches: &[RecordBatch]) -> Result<Vec<Point>> {
     Ok(out)
 }
 
-/// Keeps the shape of a long series in `budget` points: the minimum and the
-/// maximum of each of `budget / 2` step buckets, in step order.
+/// Keeps the shape of a long series in `budget` points (the `count_extremes`
+/// strategy of `query::downsample`).
 fn min_max_downsample(series: Vec<Point>, budget: usize) -> Vec<Point> {
-    if series.len() <= budget || budget < 2 {
-        return series;
-    }
-    let buckets = budget / 2;
-    let n = series.len();
-    let mut keep = vec![false; n];
-    for b in 0..buckets {
-        let (lo, hi) = (
-            b * n / buckets,
-            ((b + 1) * n / buckets).max(b * n / buckets + 1),
-        );
-        let range = lo..hi.min(n);
-        let by_value = |i: &usize, j: &usize| series[*i].value.total_cmp(&series[*j].value);
-        if let (Some(min), Some(max)) = (range.clone().min_by(by_value), range.max_by(by_value)) {
-            keep[min] = true;
-            keep[max] = true;
-        }
-    }
+    let values: Vec<f64> = series.iter().map(|p| p.value).collect();
+    let keep = count_extremes(&values, budget);
     series
         .into_iter()
         .zip(keep)
