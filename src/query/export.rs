@@ -1,7 +1,10 @@
 //! Series exports: one run's or one family's metrics as a query, for file downloads.
 
+use datafusion::logical_expr::JoinType;
 use datafusion::prelude::{DataFrame, Expr, col, lit};
 
+use super::lineage_functions;
+use super::metric_selection::{MetricSelection, split_list};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::scope::Projects;
@@ -26,38 +29,14 @@ pub const MAX_METRIC_PATTERNS: usize = 100;
 impl SeriesExport {
     /// Parses a comma-separated metric list, dropping empty entries.
     pub fn parse_metrics(list: Option<&str>) -> Vec<String> {
-        list.unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|m| !m.is_empty())
-            .map(str::to_string)
-            .collect()
+        split_list(&[list.unwrap_or("")])
     }
 
     /// The filter on `metric`, built as an expression: no name reaches SQL text.
     fn metric_filter(&self) -> Result<Option<Expr>> {
-        let (patterns, names): (Vec<&String>, Vec<&String>) = self
-            .metrics
-            .iter()
-            .partition(|m| m.contains('*') || m.contains('%'));
-        if patterns.len() > MAX_METRIC_PATTERNS {
-            return Err(Error::invalid(format!(
-                "an export matches at most {MAX_METRIC_PATTERNS} metric patterns (names with \
-                 `*` or `%`), got {}; list the metrics by name instead",
-                patterns.len()
-            )));
-        }
-        let mut terms = Vec::new();
-        if !names.is_empty() {
-            let names = names.iter().map(|n| lit(n.as_str())).collect();
-            terms.push(col("metric").in_list(names, false));
-        }
-        terms.extend(
-            patterns
-                .iter()
-                .map(|p| col("metric").like(lit(p.replace('*', "%")))),
-        );
-        Ok(terms.into_iter().reduce(Expr::or))
+        let selection = MetricSelection::parse(&self.metrics);
+        selection.limit_patterns(MAX_METRIC_PATTERNS, "an export")?;
+        Ok(selection.expr(col("metric")))
     }
 
     /// The export's query, ordered by run, metric and step, and a file stem naming it.
@@ -72,17 +51,28 @@ impl SeriesExport {
             .await?
             .lookup(&self.run)?
             .clone();
-        let id = run.id;
         let filter = self.metric_filter()?;
-        let sql = match (self.stitched, self.family) {
-            (true, false) => format!("SELECT * FROM stitched_metrics({id})"),
-            (true, true) => format!("SELECT * FROM family_metrics({id})"),
-            (false, false) => format!("SELECT * FROM metrics WHERE run_id = {id}"),
+        let ctx = engine.scoped_session(scope).await?;
+        let id = lit(run.id as i64);
+        let mut df = match (self.stitched, self.family) {
+            (true, false) => lineage_functions::call(&ctx, "stitched_metrics", vec![id])?,
+            (true, true) => lineage_functions::call(&ctx, "family_metrics", vec![id])?,
+            (false, false) => ctx.table("metrics").await?.filter(col("run_id").eq(id))?,
             (false, true) => {
-                format!("SELECT m.* FROM metrics m JOIN family_runs({id}) f ON m.run_id = f.run_id")
+                let members = lineage_functions::call(&ctx, "family_runs", vec![id])?
+                    .select(vec![col("run_id").alias("member")])?;
+                let points = ctx.table("metrics").await?;
+                let columns: Vec<Expr> = points
+                    .schema()
+                    .columns()
+                    .into_iter()
+                    .map(Expr::Column)
+                    .collect();
+                points
+                    .join(members, JoinType::Inner, &["run_id"], &["member"], None)?
+                    .select(columns)?
             }
         };
-        let mut df = engine.scoped_sql(&sql, scope).await?;
         if let Some(filter) = filter {
             df = df.filter(filter)?;
         }

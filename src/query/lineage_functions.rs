@@ -14,11 +14,13 @@ use datafusion::catalog::{
     MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider, view::ViewTable,
 };
 use datafusion::common::{Column, ScalarValue, plan_err};
+use datafusion::dataframe::DataFrame;
 use datafusion::datasource::provider_as_source;
 use datafusion::error::Result as DFResult;
 use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::{SessionContext, col, lit};
 
+pub use super::metric_selection::MetricFilter;
 use super::points::PointSource;
 use super::stitch::{StitchedTable, Views};
 use crate::catalog::{CatalogSnapshot, Run, RunId, Segment};
@@ -37,6 +39,16 @@ pub fn register(ctx: &SessionContext, snapshot: Arc<CatalogSnapshot>, points: Ar
     ctx.register_udtf("project_metrics", Arc::new(ProjectMetrics(shared)));
 }
 
+/// A table function of `ctx` called with typed arguments, as a DataFrame:
+/// how forkline's own queries use the lineage functions without SQL text.
+pub fn call(ctx: &SessionContext, name: &str, args: Vec<Expr>) -> DFResult<DataFrame> {
+    let state = ctx.state();
+    let provider = ctx
+        .table_function(name)?
+        .create_table_provider_with_args(TableFunctionArgs::new(&args, &state))?;
+    ctx.read_table(provider)
+}
+
 #[derive(Debug, Clone)]
 struct Shared {
     snapshot: Arc<CatalogSnapshot>,
@@ -53,24 +65,6 @@ struct FamilyRuns(Shared);
 struct FamilyMetrics(Shared);
 #[derive(Debug)]
 struct ProjectMetrics(Shared);
-
-/// Which metrics a call selects: one name, or a `%` LIKE pattern.
-#[derive(Debug, Clone)]
-pub enum MetricFilter {
-    /// Exactly this metric.
-    Exact(String),
-    /// Metrics matching this LIKE pattern.
-    Like(String),
-}
-
-impl MetricFilter {
-    fn expr(&self, column: Expr) -> Expr {
-        match self {
-            MetricFilter::Exact(m) => column.eq(lit(m.clone())),
-            MetricFilter::Like(p) => column.like(lit(p.clone())),
-        }
-    }
-}
 
 fn literal<'a>(name: &str, position: &str, expr: &'a Expr) -> DFResult<&'a ScalarValue> {
     match expr {
@@ -112,11 +106,7 @@ fn metric_arg(name: &str, expr: Option<&Expr>) -> DFResult<Option<MetricFilter>>
     match literal(name, "metric", expr)? {
         ScalarValue::Utf8(Some(s))
         | ScalarValue::Utf8View(Some(s))
-        | ScalarValue::LargeUtf8(Some(s)) => Ok(Some(if s.contains('%') {
-            MetricFilter::Like(s.clone())
-        } else {
-            MetricFilter::Exact(s.clone())
-        })),
+        | ScalarValue::LargeUtf8(Some(s)) => Ok(Some(MetricFilter::sql(s))),
         other => plan_err!(
             "{name}: metric must be a string (a name or a % LIKE pattern), got {} of type {}",
             other,
@@ -461,6 +451,18 @@ fn stitch(
     };
     let table = StitchedTable::try_new(owners, exact, Views::new(views))?;
     LogicalPlanBuilder::scan("stitched", provider_as_source(Arc::new(table)), None)?.build()
+}
+
+/// Stitched views of many runs through the stitching operator whatever the
+/// metric selection, ordered by `(run_id, metric, step)`: for a caller that
+/// holds the selected owners' points anyway (the report), where the joined
+/// plan would fan them out unordered.
+pub fn stitched_views_plan(
+    points: &PointSource,
+    views: &[(RunId, Segment)],
+    metric: Option<&MetricFilter>,
+) -> DFResult<LogicalPlan> {
+    stitch(owner_points(points, views, metric)?, metric, views)
 }
 
 /// Stitched views of many runs at once, reading an owner's data once however

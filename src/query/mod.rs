@@ -8,6 +8,7 @@ pub mod file_scan;
 pub mod gate;
 pub mod limits;
 pub mod lineage_functions;
+pub mod metric_selection;
 pub mod points;
 pub mod run_aggregate;
 pub mod session;

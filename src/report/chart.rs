@@ -3,14 +3,14 @@
 //! Each run's line is drawn in two parts: the inherited part (points owned by
 //! an ancestor) faint, the run's own part solid; fork steps are dashed
 //! vertical lines. Series are reduced to at most [`MAX_POINTS_PER_RUN`] points
-//! per part (min/max per step bucket) so a chart stays a few tens of KiB
+//! per part (the `drawn_extremes` strategy of `query::downsample`) so a chart stays a few tens of KiB
 //! however long the runs are. Text uses the SVG backend's `<text>` elements,
 //! so no font is needed at build time; the browser picks one.
 
 use plotters::prelude::*;
 
 use super::FamilyMetric;
-use super::stats::downsample;
+use super::stats::drawn_part;
 use crate::error::{Error, Result};
 
 /// Points drawn per run part (inherited or own) at most, about: ≤ ~1000 per run.
@@ -56,15 +56,10 @@ pub fn svg(section: &FamilyMetric) -> Result<Option<String>> {
         .series
         .iter()
         .map(|s| {
-            let pick = |inherited: bool| -> Vec<(u64, f64)> {
-                let pts: Vec<(u64, f64)> = s
-                    .iter()
-                    .filter(|p| p.inherited == inherited && p.value.is_finite())
-                    .map(|p| (p.step, p.value))
-                    .collect();
-                downsample(&pts, MAX_POINTS_PER_RUN)
-            };
-            (pick(false), pick(true))
+            (
+                drawn_part(s, false, MAX_POINTS_PER_RUN),
+                drawn_part(s, true, MAX_POINTS_PER_RUN),
+            )
         })
         .collect();
     let all = || parts.iter().flat_map(|(a, b)| a.iter().chain(b.iter()));

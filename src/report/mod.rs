@@ -1,12 +1,12 @@
 //! Batch comparison reports across forked experiment families.
 //!
 //! A report covers some or all families of one project. Its numbers come
-//! from one scan per requested metric (name or pattern): the family plan of
-//! `lineage_functions` over every selected family at once, asked only for each
-//! run's *own* segment, so each stored point is read and sent once. Stitched
-//! series are then rebuilt in memory from the segment lists (a child's view
-//! is its ancestors' own points up to each fork, then its own), which is what
-//! `family_metrics` would return, without repeating inherited points per child.
+//! from one scan per requested metric (name or pattern): the stitched views
+//! of every run of the selected families at once, planned by
+//! `lineage_functions` and executed by the stitching operator (`query::stitch`),
+//! which reads each owner's points once and hands back every run's stitched
+//! series in `(run, metric, step)` order. The report does no stitching of its
+//! own: what it ranks is what `family_metrics` returns.
 
 pub mod chart;
 pub mod render;
@@ -24,8 +24,8 @@ use serde::Serialize;
 use crate::catalog::{CatalogSnapshot, FamilyMember, RunId, RunStatus};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::ingest::SYSTEM_METRIC_PREFIX;
 use crate::query::lineage_functions::{self, MetricFilter};
+use crate::query::metric_selection::{glob_match, split_list};
 use crate::scope::Projects;
 pub use stats::{Goal, Point, RunStats};
 
@@ -135,26 +135,6 @@ impl Goals {
     }
 }
 
-/// `*` matches any text; everything else matches itself.
-fn glob_match(pattern: &str, text: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == text;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
-        return false;
-    }
-    let mut rest = &text[first.len()..text.len() - last.len()];
-    for part in &parts[1..parts.len() - 1] {
-        match rest.find(part) {
-            Some(i) => rest = &rest[i + part.len()..],
-            None => return false,
-        }
-    }
-    true
-}
-
 /// What a report covers.
 #[derive(Debug, Clone)]
 pub struct ReportRequest {
@@ -173,13 +153,7 @@ pub struct ReportRequest {
 impl ReportRequest {
     /// Splits a comma-separated list, dropping empty entries.
     pub fn split_list<S: AsRef<str>>(items: &[S]) -> Vec<String> {
-        items
-            .iter()
-            .flat_map(|i| i.as_ref().split(','))
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect()
+        split_list(items)
     }
 }
 
@@ -304,8 +278,8 @@ impl crate::query::gate::Delivered for Report {
     }
 }
 
-/// Each run's own points of one metric, by run, sorted by step.
-type OwnPoints = HashMap<RunId, Vec<(u64, f64)>>;
+/// Each run's stitched series of one metric, by run, sorted by step.
+type Stitched = HashMap<RunId, Vec<Point>>;
 
 /// Computes a report over the runs of `scope` (the projects the caller's key opens).
 pub async fn build(
@@ -335,42 +309,43 @@ pub async fn build(
 
     let ctx = engine.scoped_session(scope).await?;
     let points = crate::query::session::points(&ctx)?;
-    // Each run's own segment only: every point is read and sent once.
     let mut views = Vec::new();
     for member in families.iter().flatten() {
-        let segments = catalog.segments(member.run.id)?;
-        if let Some(own) = segments.last() {
-            views.push((member.run.id, *own));
-        }
+        let run = member.run.id;
+        views.extend(catalog.segments(run)?.into_iter().map(|s| (run, s)));
     }
 
     progress(Progress::Start {
         scans: request.metrics.len(),
     });
-    // Metric by metric, so only one metric's points are in memory at a time.
+    // Metric by metric, so only one metric's series are in memory at a time.
     let mut metrics: Vec<MetricGoal> = Vec::new();
     let mut per_family: Vec<Vec<FamilyMetric>> = vec![Vec::new(); families.len()];
     for (index, spec) in request.metrics.iter().enumerate() {
-        let filter = if spec.contains('*') || spec.contains('%') {
-            MetricFilter::Like(spec.replace('*', "%"))
-        } else {
-            MetricFilter::Exact(spec.clone())
+        let filter = MetricFilter::glob(spec);
+        let plan = lineage_functions::stitched_views_plan(&points, &views, Some(&filter))?;
+        // The stitching operator holds the owners' points (in the memory
+        // pool): of a named metric, their metric column is left unread.
+        let columns: &[&str] = match &filter {
+            MetricFilter::Exact(_) => &["run_id", "step", "value", "inherited"],
+            MetricFilter::Like(_) => &["run_id", "metric", "step", "value", "inherited"],
         };
-        // Joined, not stitched: it streams, and the report keeps the points itself.
-        let plan = lineage_functions::joined_plan(&points, &views, Some(&filter))?;
-        let df = DataFrame::new(ctx.state(), plan);
+        let df = DataFrame::new(ctx.state(), plan).select_columns(columns)?;
         progress(Progress::Scan {
             index,
             spec: spec.clone(),
             rows: 0,
         });
         let mut stream = df.execute_stream().await?;
-        let mut found: BTreeMap<String, OwnPoints> = BTreeMap::new();
+        let mut found = Collected::new(match &filter {
+            MetricFilter::Exact(name) => Some(name.as_str()),
+            MetricFilter::Like(_) => None,
+        });
         let mut rows = 0u64;
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             rows += batch.num_rows() as u64;
-            collect_batch(&batch, &mut found)?;
+            found.add(&batch)?;
             progress(Progress::Scan {
                 index,
                 spec: spec.clone(),
@@ -378,20 +353,18 @@ pub async fn build(
             });
         }
         progress(Progress::ScanDone { index });
+        let mut found = found.finish();
         if let MetricFilter::Exact(name) = &filter {
             // A named metric gets its section even where no run logged it.
             found.entry(name.clone()).or_default();
         }
-        for (name, mut own) in found {
+        for (name, mut stitched) in found {
             if metrics.iter().any(|m| m.name == name) {
                 continue;
             }
-            for points in own.values_mut() {
-                points.sort_unstable_by_key(|p| p.0);
-            }
             let goal = request.goals.of(&name);
             for (family, out) in families.iter().zip(per_family.iter_mut()) {
-                out.push(family_metric(&catalog, family, &name, goal, &own)?);
+                out.push(family_metric(&catalog, family, &name, goal, &mut stitched)?);
             }
             metrics.push(MetricGoal { name, goal });
         }
@@ -456,75 +429,94 @@ fn select_families(
     Ok(roots)
 }
 
-/// Adds a batch of the family plan (`run_id, source_run_id, metric, step, value, …`)
-/// to the own points of each run.
-fn collect_batch(
-    batch: &arrow::array::RecordBatch,
-    found: &mut BTreeMap<String, OwnPoints>,
-) -> Result<()> {
-    let column = |name: &str| {
-        batch
-            .column_by_name(name)
-            .ok_or_else(|| Error::invalid(format!("family plan lacks column {name}")))
-    };
-    let runs = column("run_id")?.as_primitive::<Int64Type>();
-    let metrics = arrow::compute::cast(column("metric")?, &arrow::datatypes::DataType::Utf8)?;
-    let metrics = metrics.as_string::<i32>();
-    let steps = column("step")?.as_primitive::<Int64Type>();
-    let values = column("value")?.as_primitive::<Float64Type>();
-    for i in 0..batch.num_rows() {
-        if runs.is_null(i) || steps.is_null(i) || metrics.is_null(i) {
-            continue;
-        }
-        let value = if values.is_null(i) {
-            f64::NAN
-        } else {
-            values.value(i)
-        };
-        let metric = metrics.value(i);
-        let entry = match found.get_mut(metric) {
-            Some(e) => e,
-            None => found.entry(metric.to_string()).or_default(),
-        };
-        entry
-            .entry(runs.value(i) as RunId)
-            .or_default()
-            .push((steps.value(i).max(0) as u64, value));
-    }
-    Ok(())
+/// The stitched series of a scan, as its ordered batches arrive.
+struct Collected {
+    /// The metric of every row when the scan is of one named metric.
+    named: Option<String>,
+    done: BTreeMap<String, Stitched>,
+    /// The series being read (the stitching operator sends each one whole).
+    current: Option<(RunId, String, Vec<Point>)>,
 }
 
-/// A run's stitched series of `metric`, from its segments and the owners' own points.
-fn stitched(
-    catalog: &CatalogSnapshot,
-    run: RunId,
-    metric: &str,
-    own: &OwnPoints,
-) -> Result<Vec<Point>> {
-    let system = metric.starts_with(SYSTEM_METRIC_PREFIX);
-    let mut out = Vec::new();
-    for seg in catalog.segments(run)? {
-        if system && seg.owner != run {
-            continue;
+impl Collected {
+    fn new(named: Option<&str>) -> Self {
+        Self {
+            named: named.map(str::to_string),
+            done: BTreeMap::new(),
+            current: None,
         }
-        let Some(points) = own.get(&seg.owner) else {
-            continue;
-        };
-        let from = points.partition_point(|p| p.0 < seg.from_step);
-        let to = seg
-            .to_step
-            .map_or(points.len(), |t| points.partition_point(|p| p.0 <= t));
-        out.extend(
-            points[from..to.max(from)]
-                .iter()
-                .map(|&(step, value)| Point {
-                    step,
-                    value,
-                    inherited: seg.owner != run,
-                }),
-        );
     }
-    Ok(out)
+
+    /// Adds a batch of `run_id, [metric,] step, value, inherited` (the
+    /// metric is absent from a scan of one named metric).
+    fn add(&mut self, batch: &arrow::array::RecordBatch) -> Result<()> {
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| Error::invalid(format!("stitched plan lacks column {name}")))
+        };
+        let runs = column("run_id")?.as_primitive::<Int64Type>();
+        let metrics = match self.named {
+            Some(_) => None,
+            None => Some(arrow::compute::cast(
+                column("metric")?,
+                &arrow::datatypes::DataType::Utf8,
+            )?),
+        };
+        let metrics = metrics.as_ref().map(|m| m.as_string::<i32>());
+        let named = self.named.clone().unwrap_or_default();
+        let steps = column("step")?.as_primitive::<Int64Type>();
+        let values = column("value")?.as_primitive::<Float64Type>();
+        let inherited = column("inherited")?.as_boolean();
+        for i in 0..batch.num_rows() {
+            let metric = match metrics {
+                Some(m) if m.is_null(i) => continue,
+                Some(m) => m.value(i),
+                None => named.as_str(),
+            };
+            if runs.is_null(i) || steps.is_null(i) {
+                continue;
+            }
+            let run = runs.value(i) as RunId;
+            if !matches!(&self.current, Some((r, m, _)) if *r == run && m == metric) {
+                self.flush();
+                self.current = Some((run, metric.to_string(), Vec::new()));
+            }
+            let value = if values.is_null(i) {
+                f64::NAN
+            } else {
+                values.value(i)
+            };
+            if let Some((_, _, series)) = &mut self.current {
+                series.push(Point {
+                    step: steps.value(i).max(0) as u64,
+                    value,
+                    inherited: inherited.value(i),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) {
+        if let Some((run, metric, series)) = self.current.take() {
+            let mut series = series;
+            let all = self.done.entry(metric).or_default().entry(run).or_default();
+            all.append(&mut series);
+        }
+    }
+
+    /// Every series read, by metric and run, each sorted by step.
+    fn finish(mut self) -> BTreeMap<String, Stitched> {
+        self.flush();
+        // Already so when the plan keeps the operator's order; checked, not assumed.
+        for series in self.done.values_mut().flat_map(|s| s.values_mut()) {
+            if !series.is_sorted_by_key(|p| p.step) {
+                series.sort_by_key(|p| p.step);
+            }
+        }
+        self.done
+    }
 }
 
 /// HTML / Markdown anchor of a family section.
@@ -548,17 +540,18 @@ fn family_metric(
     family: &[FamilyMember],
     name: &str,
     goal: Goal,
-    own: &OwnPoints,
+    stitched: &mut Stitched,
 ) -> Result<FamilyMetric> {
     let index: HashMap<RunId, usize> = family
         .iter()
         .enumerate()
         .map(|(i, m)| (m.run.id, i))
         .collect();
+    // A run is in one family: its series is taken, not copied.
     let series: Vec<Vec<Point>> = family
         .iter()
-        .map(|m| stitched(catalog, m.run.id, name, own))
-        .collect::<Result<_>>()?;
+        .map(|m| stitched.remove(&m.run.id).unwrap_or_default())
+        .collect();
     let mut rows: Vec<RunRow> = family
         .iter()
         .enumerate()
@@ -657,17 +650,6 @@ mod tests {
         assert!(Goals::parse(Some("loss=up")).is_err());
         assert!(Goals::parse(Some("=min")).is_err());
         assert!(Goals::parse(Some("min,max")).is_err());
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("val/*", "val/loss"));
-        assert!(glob_match("*loss", "train/loss"));
-        assert!(glob_match("a*b*c", "aXXbYc"));
-        assert!(!glob_match("a*b*c", "aXXcYb"));
-        assert!(!glob_match("val/*", "train/loss"));
-        assert!(glob_match("loss", "loss"));
-        assert!(!glob_match("ab*ba", "aba"));
     }
 
     #[test]

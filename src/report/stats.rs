@@ -14,6 +14,8 @@
 
 use serde::Serialize;
 
+use crate::query::downsample::series::drawn_extremes;
+
 /// Whether smaller or larger values of a metric are better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -195,61 +197,32 @@ pub fn winner(best: &[Option<f64>], goal: Goal) -> Option<usize> {
     win.map(|(i, _)| i)
 }
 
-/// Reduces a step-sorted series to at most about `max_points` points for
-/// drawing: per bucket of steps, the first, minimum, maximum and last point in
-/// step order, so spikes and the line's ends survive.
-pub fn downsample(points: &[(u64, f64)], max_points: usize) -> Vec<(u64, f64)> {
-    if points.len() <= max_points || max_points < 8 {
-        return points.to_vec();
-    }
-    let buckets = max_points / 4;
-    let (lo, hi) = (points[0].0, points[points.len() - 1].0);
-    let width = ((hi - lo) / buckets as u64).max(1);
-    let mut out = Vec::with_capacity(max_points);
-    let mut start = 0;
-    while start < points.len() {
-        let bucket = (points[start].0 - lo) / width;
-        let end = start + points[start..].partition_point(|p| (p.0 - lo) / width == bucket);
-        let slice = &points[start..end];
-        let (mut min_i, mut max_i) = (0, 0);
-        for (i, p) in slice.iter().enumerate() {
-            if p.1 < slice[min_i].1 {
-                min_i = i;
-            }
-            if p.1 > slice[max_i].1 {
-                max_i = i;
-            }
-        }
-        let mut picks = vec![0, min_i, max_i, slice.len() - 1];
-        picks.sort_unstable();
-        picks.dedup();
-        out.extend(picks.into_iter().map(|i| slice[i]));
-        start = end;
-    }
-    out
+/// The inherited or the own part of a stitched series, finite points only,
+/// reduced for drawing by the report's strategy
+/// ([`drawn_extremes`](crate::query::downsample::series::drawn_extremes)).
+pub fn drawn_part(series: &[Point], inherited: bool, max_points: usize) -> Vec<(u64, f64)> {
+    let part: Vec<(u64, f64)> = series
+        .iter()
+        .filter(|p| p.inherited == inherited && p.value.is_finite())
+        .map(|p| (p.step, p.value))
+        .collect();
+    drawn_extremes(&part, max_points)
 }
 
-/// [`downsample`] applied to the inherited and the own part of a stitched
-/// series separately (non-finite points dropped), for drawing.
+/// [`drawn_part`] of the inherited, then the own part, as one series.
 pub fn downsample_series(series: &[Point], max_points: usize) -> Vec<Point> {
-    let mut out = Vec::new();
-    for inherited in [true, false] {
-        let part: Vec<(u64, f64)> = series
-            .iter()
-            .filter(|p| p.inherited == inherited && p.value.is_finite())
-            .map(|p| (p.step, p.value))
-            .collect();
-        out.extend(
-            downsample(&part, max_points)
+    [true, false]
+        .into_iter()
+        .flat_map(|inherited| {
+            drawn_part(series, inherited, max_points)
                 .into_iter()
-                .map(|(step, value)| Point {
+                .map(move |(step, value)| Point {
                     step,
                     value,
                     inherited,
-                }),
-        );
-    }
-    out
+                })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -346,19 +319,5 @@ mod tests {
         assert_eq!(winner(&best, Goal::Min), Some(1));
         assert_eq!(winner(&best, Goal::Max), Some(0));
         assert_eq!(winner(&[None, None], Goal::Max), None);
-    }
-
-    #[test]
-    fn downsample_keeps_extremes_and_ends() {
-        let points: Vec<(u64, f64)> = (0..100_000u64)
-            .map(|s| (s, if s == 54_321 { 1e9 } else { (s % 7) as f64 }))
-            .collect();
-        let small = downsample(&points, 1000);
-        assert!(small.len() <= 1000 + 4, "{}", small.len());
-        assert_eq!(small.first(), points.first());
-        assert_eq!(small.last(), points.last());
-        assert!(small.contains(&(54_321, 1e9)));
-        assert!(small.windows(2).all(|w| w[0].0 < w[1].0));
-        assert_eq!(downsample(&points[..10], 1000).len(), 10);
     }
 }

@@ -1,7 +1,9 @@
-//! The arithmetic behind `downsample` and `lttb`, on plain slices of points.
+//! The downsampling strategies, on plain slices of points sorted by step
+//! (see the module above for which reader uses which).
 //!
-//! Points are `(step, value)`; callers sort them with [`sort_points`] first so
-//! that results never depend on the order partitions were merged in.
+//! The aggregates' points are `(step, Option<value>)`, sorted with
+//! [`sort_points`] so that results never depend on the order partitions
+//! were merged in.
 
 use std::cmp::Ordering;
 
@@ -57,7 +59,7 @@ fn cmp_value(a: Option<f64>, b: Option<f64>) -> Ordering {
 /// Splits `[min_step, max_step]` into `n` buckets of equal integer width and
 /// summarises the non-empty ones. `points` must be sorted by [`sort_points`];
 /// `n` must be positive.
-pub fn buckets(points: &[Point], n: u64) -> Vec<Bucket> {
+pub fn min_max_last(points: &[Point], n: u64) -> Vec<Bucket> {
     let (Some(first), Some(last)) = (points.first(), points.last()) else {
         return Vec::new();
     };
@@ -127,6 +129,67 @@ pub fn lttb(points: &[(i64, f64)], n: usize) -> Option<Vec<usize>> {
     }
     picked.push(len - 1);
     Some(picked)
+}
+
+/// A report's drawing of a series: its step range cut into `max_points / 4`
+/// buckets of equal width, each kept as its first, lowest, highest and last
+/// points (fewer where they coincide), in step order. Series of at most
+/// `max_points` points, and budgets under 8, keep every point.
+pub fn drawn_extremes(points: &[(u64, f64)], max_points: usize) -> Vec<(u64, f64)> {
+    if points.len() <= max_points || max_points < 8 {
+        return points.to_vec();
+    }
+    let buckets = max_points / 4;
+    let (lo, hi) = (points[0].0, points[points.len() - 1].0);
+    let width = ((hi - lo) / buckets as u64).max(1);
+    let mut out = Vec::with_capacity(max_points);
+    let mut start = 0;
+    while start < points.len() {
+        let bucket = (points[start].0 - lo) / width;
+        let end = start + points[start..].partition_point(|p| (p.0 - lo) / width == bucket);
+        let slice = &points[start..end];
+        let (mut min_i, mut max_i) = (0, 0);
+        for (i, p) in slice.iter().enumerate() {
+            if p.1 < slice[min_i].1 {
+                min_i = i;
+            }
+            if p.1 > slice[max_i].1 {
+                max_i = i;
+            }
+        }
+        let mut picks = vec![0, min_i, max_i, slice.len() - 1];
+        picks.sort_unstable();
+        picks.dedup();
+        out.extend(picks.into_iter().map(|i| slice[i]));
+        start = end;
+    }
+    out
+}
+
+/// Which of `values` (a series in step order) to keep within `budget`: the
+/// lowest and highest of each of `budget / 2` buckets of equal point count,
+/// by IEEE total order. A series within the budget, or a budget under 2,
+/// keeps every point.
+pub fn count_extremes(values: &[f64], budget: usize) -> Vec<bool> {
+    let n = values.len();
+    if n <= budget || budget < 2 {
+        return vec![true; n];
+    }
+    let buckets = budget / 2;
+    let mut keep = vec![false; n];
+    for b in 0..buckets {
+        let (lo, hi) = (
+            b * n / buckets,
+            ((b + 1) * n / buckets).max(b * n / buckets + 1),
+        );
+        let range = lo..hi.min(n);
+        let by_value = |i: &usize, j: &usize| values[*i].total_cmp(&values[*j]);
+        if let (Some(min), Some(max)) = (range.clone().min_by(by_value), range.max_by(by_value)) {
+            keep[min] = true;
+            keep[max] = true;
+        }
+    }
+    keep
 }
 
 #[cfg(test)]
@@ -206,7 +269,7 @@ mod tests {
         // Steps 10..=19 in 3 buckets: width ceil(10/3) = 4 → [10,14), [14,18), [18,20).
         let points: Vec<Point> = (10..20).map(|s| (s, Some(s as f64))).collect();
         assert_eq!(
-            buckets(&points, 3),
+            min_max_last(&points, 3),
             vec![
                 bucket(10, 10.0, 13.0, 13.0, 4),
                 bucket(14, 14.0, 17.0, 17.0, 4),
@@ -214,16 +277,16 @@ mod tests {
             ]
         );
         // More buckets than steps: width 1, one bucket per step.
-        assert_eq!(buckets(&points, 1000).len(), 10);
+        assert_eq!(min_max_last(&points, 1000).len(), 10);
         // Empty buckets are left out; the bucket step is its start, not its first point.
         let sparse = [(0, Some(1.0)), (9, Some(2.0)), (10, Some(3.0))];
         assert_eq!(
-            buckets(&sparse, 4),
+            min_max_last(&sparse, 4),
             vec![bucket(0, 1.0, 1.0, 1.0, 1), bucket(9, 2.0, 3.0, 3.0, 2)]
         );
         let extreme = [(i64::MIN, Some(0.0)), (i64::MAX, Some(1.0))];
-        assert_eq!(buckets(&extreme, 2).len(), 2);
-        assert_eq!(buckets(&extreme, 1).len(), 1);
+        assert_eq!(min_max_last(&extreme, 2).len(), 2);
+        assert_eq!(min_max_last(&extreme, 1).len(), 1);
     }
 
     #[test]
@@ -237,7 +300,7 @@ mod tests {
             (5, None),
         ];
         sort_points(&mut points);
-        let got = buckets(&points, 3);
+        let got = min_max_last(&points, 3);
         assert_eq!(got.len(), 3);
         assert_eq!((got[0].min, got[0].max, got[0].count), (None, None, 2));
         assert!(got[0].last.unwrap().is_nan());
@@ -251,13 +314,58 @@ mod tests {
     fn last_is_the_value_at_the_highest_step() {
         let mut points = vec![(7, Some(70.0)), (3, Some(30.0)), (5, None), (1, Some(10.0))];
         sort_points(&mut points);
-        assert_eq!(buckets(&points, 1), vec![bucket(1, 10.0, 70.0, 70.0, 4)]);
+        assert_eq!(
+            min_max_last(&points, 1),
+            vec![bucket(1, 10.0, 70.0, 70.0, 4)]
+        );
         // Duplicate steps sort by value, so the larger one is "last" either way round.
         let mut a = vec![(2, Some(1.0)), (2, Some(9.0)), (2, None)];
         let mut b = vec![(2, None), (2, Some(9.0)), (2, Some(1.0))];
         sort_points(&mut a);
         sort_points(&mut b);
-        assert_eq!(buckets(&a, 1), buckets(&b, 1));
-        assert_eq!(buckets(&a, 1)[0].last, Some(9.0));
+        assert_eq!(min_max_last(&a, 1), min_max_last(&b, 1));
+        assert_eq!(min_max_last(&a, 1)[0].last, Some(9.0));
+    }
+
+    #[test]
+    fn drawn_extremes_keep_extremes_and_ends() {
+        let points: Vec<(u64, f64)> = (0..100_000u64)
+            .map(|s| (s, if s == 54_321 { 1e9 } else { (s % 7) as f64 }))
+            .collect();
+        let small = drawn_extremes(&points, 1000);
+        assert!(small.len() <= 1000 + 4, "{}", small.len());
+        assert_eq!(small.first(), points.first());
+        assert_eq!(small.last(), points.last());
+        assert!(small.contains(&(54_321, 1e9)));
+        assert!(small.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(drawn_extremes(&points[..10], 1000).len(), 10);
+        assert_eq!(drawn_extremes(&points[..100], 7).len(), 100);
+    }
+
+    #[test]
+    fn count_extremes_keep_each_buckets_min_and_max() {
+        // 12 points, budget 6: 3 buckets of 4 points.
+        let values = [
+            5.0,
+            1.0,
+            9.0,
+            3.0,
+            2.0,
+            2.0,
+            8.0,
+            7.0,
+            f64::NAN,
+            0.0,
+            4.0,
+            -1.0,
+        ];
+        let keep = count_extremes(&values, 6);
+        let kept: Vec<usize> = (0..values.len()).filter(|&i| keep[i]).collect();
+        // NaN sorts above every number in IEEE total order, so it is a maximum.
+        assert_eq!(kept, vec![1, 2, 4, 6, 8, 11]);
+        assert_eq!(count_extremes(&values, 12), vec![true; 12]);
+        assert_eq!(count_extremes(&values, 1), vec![true; 12]);
+        // A budget above the bucket count of points still keeps at most two per bucket.
+        assert!(count_extremes(&values, 11).iter().filter(|k| **k).count() <= 11);
     }
 }

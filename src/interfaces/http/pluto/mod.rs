@@ -14,6 +14,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use axum::http::{HeaderMap, Method};
 use axum::routing::{get, post, put};
+use datafusion::prelude::{DataFrame, SessionContext};
 
 pub use files::Signer;
 
@@ -140,11 +141,11 @@ pub(super) fn routes() -> Vec<Route> {
         query::details_by_display,
         query::names,
         query::metrics,
-        query::statistics,
-        query::compare,
-        query::leaderboard,
-        query::logs,
-        query::files,
+        query::stats::statistics,
+        query::stats::compare,
+        query::stats::leaderboard,
+        query::records::logs,
+        query::records::files,
     ),
     components(schemas(shapes::MetricLine, shapes::LogLine, shapes::DataLine))
 )]
@@ -166,18 +167,26 @@ async fn active(state: &AppState, scope: &Scope, run: &Arc<Run>) -> Result<Arc<R
 }
 
 /// Runs an internal query in the request's scope, as one admitted query
-/// (slot, queue and deadline of the query gate), and collects it.
-async fn collect(state: &AppState, scope: &Scope, sql: &str) -> Result<Vec<RecordBatch>> {
+/// (slot, queue and deadline of the query gate), and collects it. `plan`
+/// builds the query from typed fields on the caller's scoped session (no
+/// request text becomes SQL); `what` describes it in the query activity.
+async fn collect<F, Fut>(
+    state: &AppState,
+    scope: &Scope,
+    what: String,
+    plan: F,
+) -> Result<Vec<RecordBatch>>
+where
+    F: FnOnce(SessionContext) -> Fut,
+    Fut: Future<Output = Result<DataFrame>>,
+{
     let engine = &state.engine;
-    let recorded = QueryInfo::new(Interface::Sdk, sql, scope);
+    let recorded = QueryInfo::new(Interface::Sdk, what, scope);
     engine
         .gate()
         .run(recorded, async {
-            Ok(engine
-                .scoped_sql(sql, &scope.projects)
-                .await?
-                .collect()
-                .await?)
+            let ctx = engine.scoped_session(&scope.projects).await?;
+            Ok(plan(ctx).await?.collect().await?)
         })
         .await
 }

@@ -1,5 +1,13 @@
-//! The read API behind `pluto.query`: projects, runs, metrics, statistics,
-//! comparisons, leaderboards and logs, answered from the catalog snapshot and SQL.
+//! The read API behind `pluto.query`: projects, runs, metric names and
+//! points, answered from the catalog snapshot and query plans built from the
+//! request's typed fields; statistics, comparisons and leaderboards are in
+//! `stats`, files and logs in `records`.
+
+pub(super) mod records;
+pub(super) mod stats;
+
+pub(super) use records::{files, logs};
+pub(super) use stats::{compare, leaderboard, statistics};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -11,6 +19,9 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use datafusion::functions::expr_fn::{lower, strpos};
+use datafusion::logical_expr::SortExpr;
+use datafusion::prelude::{Expr, col, lit};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -18,6 +29,8 @@ use super::{catalog, collect, filters, shapes};
 use crate::catalog::{CatalogSnapshot, Run, RunId};
 use crate::error::{Error, Result};
 use crate::interfaces::http::{ApiError, AppState};
+use crate::query::downsample::series::count_extremes;
+use crate::query::lineage_functions;
 use crate::scope::Scope;
 
 type Scoped = axum::Extension<Scope>;
@@ -37,9 +50,20 @@ fn micros(column: &ArrayRef) -> Result<PrimitiveArray<TimestampMicrosecondType>>
         .clone())
 }
 
-/// A SQL string literal.
-fn lit(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+/// `run_id IN (runs)`.
+fn run_ids(runs: &[RunId]) -> Expr {
+    let ids = runs.iter().map(|r| lit(*r as i64)).collect();
+    col("run_id").in_list(ids, false)
+}
+
+/// Ascending, NULLs last (SQL's default order).
+fn ascending_by(column: &str) -> SortExpr {
+    col(column).sort(true, false)
+}
+
+/// A step bound as the `step` column's type where it fits.
+fn step_lit(step: u64) -> Expr {
+    i64::try_from(step).map_or_else(|_| lit(step), lit)
 }
 
 fn iso(t: &chrono::DateTime<chrono::Utc>) -> String {
@@ -298,19 +322,21 @@ async fn metric_names(
     search: Option<&str>,
     limit: usize,
 ) -> Result<Vec<String>> {
-    let ids: Vec<String> = runs.iter().map(|r| r.to_string()).collect();
-    let mut sql = format!(
-        "SELECT DISTINCT metric FROM metrics WHERE run_id IN ({})",
-        ids.join(",")
-    );
-    if let Some(s) = search.filter(|s| !s.is_empty()) {
-        sql.push_str(&format!(
-            " AND strpos(lower(metric), lower({})) > 0",
-            lit(s)
-        ));
-    }
-    sql.push_str(&format!(" ORDER BY metric LIMIT {limit}"));
-    let batches = collect(state, scope, &sql).await?;
+    let search = search.filter(|s| !s.is_empty()).map(str::to_string);
+    let what = format!("metric names of runs {runs:?} matching {search:?}");
+    let runs = run_ids(runs);
+    let batches = collect(state, scope, what, |ctx| async move {
+        let mut df = ctx.table("metrics").await?.filter(runs)?;
+        if let Some(s) = search {
+            df = df.filter(strpos(lower(col("metric")), lower(lit(s))).gt(lit(0)))?;
+        }
+        Ok(df
+            .select(vec![col("metric")])?
+            .distinct()?
+            .sort(vec![ascending_by("metric")])?
+            .limit(0, Some(limit))?)
+    })
+    .await?;
     let mut names = Vec::new();
     for b in &batches {
         let col = strings(b.column(0))?;
@@ -399,27 +425,11 @@ fn points(batches: &[RecordBatch]) -> Result<Vec<Point>> {
     Ok(out)
 }
 
-/// Keeps the shape of a long series in `budget` points: the minimum and the
-/// maximum of each of `budget / 2` step buckets, in step order.
+/// Keeps the shape of a long series in `budget` points (the `count_extremes`
+/// strategy of `query::downsample`).
 fn min_max_downsample(series: Vec<Point>, budget: usize) -> Vec<Point> {
-    if series.len() <= budget || budget < 2 {
-        return series;
-    }
-    let buckets = budget / 2;
-    let n = series.len();
-    let mut keep = vec![false; n];
-    for b in 0..buckets {
-        let (lo, hi) = (
-            b * n / buckets,
-            ((b + 1) * n / buckets).max(b * n / buckets + 1),
-        );
-        let range = lo..hi.min(n);
-        let by_value = |i: &usize, j: &usize| series[*i].value.total_cmp(&series[*j].value);
-        if let (Some(min), Some(max)) = (range.clone().min_by(by_value), range.max_by(by_value)) {
-            keep[min] = true;
-            keep[max] = true;
-        }
-    }
+    let values: Vec<f64> = series.iter().map(|p| p.value).collect();
+    let keep = count_extremes(&values, budget);
     series
         .into_iter()
         .zip(keep)
@@ -468,34 +478,38 @@ pub(super) async fn metrics(
     let snapshot = catalog(&state, &scope).await?;
     let run = p.run(&snapshot)?;
     let stitched = p.stitched.unwrap_or(false);
-    let mut sql = if stitched {
-        let metric = p
-            .log_name
-            .as_deref()
-            .map(|m| format!(", {}", lit(m)))
-            .unwrap_or_default();
-        format!(
-            "SELECT metric, step, value, time FROM stitched_metrics({}{metric}) WHERE true",
-            run.id
-        )
-    } else {
-        let mut s = format!(
-            "SELECT metric, step, value, time FROM metrics WHERE run_id = {}",
-            run.id
-        );
-        if let Some(m) = p.log_name.as_deref() {
-            s.push_str(&format!(" AND metric = {}", lit(m)));
+    let (id, metric, steps) = (run.id, p.log_name.clone(), (p.step_min, p.step_max));
+    let what = format!(
+        "points of run {id}, metric {metric:?}, steps {steps:?}{}",
+        if stitched { ", stitched" } else { "" }
+    );
+    let batches = collect(&state, &scope, what, |ctx| async move {
+        let mut df = if stitched {
+            // The table function's reading of the name (a `%` makes a pattern).
+            let mut args = vec![lit(id as i64)];
+            args.extend(metric.map(lit));
+            lineage_functions::call(&ctx, "stitched_metrics", args)?
+        } else {
+            let mut df = ctx
+                .table("metrics")
+                .await?
+                .filter(col("run_id").eq(lit(id as i64)))?;
+            if let Some(m) = metric {
+                df = df.filter(col("metric").eq(lit(m)))?;
+            }
+            df
+        };
+        if let Some(min) = steps.0 {
+            df = df.filter(col("step").gt_eq(step_lit(min)))?;
         }
-        s
-    };
-    if let Some(min) = p.step_min {
-        sql.push_str(&format!(" AND step >= {min}"));
-    }
-    if let Some(max) = p.step_max {
-        sql.push_str(&format!(" AND step <= {max}"));
-    }
-    sql.push_str(" ORDER BY metric, step");
-    let batches = collect(&state, &scope, &sql).await?;
+        if let Some(max) = steps.1 {
+            df = df.filter(col("step").lt_eq(step_lit(max)))?;
+        }
+        Ok(df
+            .select_columns(&["metric", "step", "value", "time"])?
+            .sort(vec![ascending_by("metric"), ascending_by("step")])?)
+    })
+    .await?;
     let mut by_metric: BTreeMap<String, Vec<Point>> = BTreeMap::new();
     for point in points(&batches)? {
         by_metric
@@ -526,317 +540,4 @@ pub(super) async fn metrics(
     }
     body.push_str("]}");
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
-}
-
-/// Per-metric statistics of the given runs' own points.
-async fn stats(
-    state: &AppState,
-    scope: &Scope,
-    runs: &[RunId],
-    metric: Option<&str>,
-) -> Result<Vec<Value>> {
-    let ids: Vec<String> = runs.iter().map(|r| r.to_string()).collect();
-    let filter = metric
-        .map(|m| format!(" AND metric = {}", lit(m)))
-        .unwrap_or_default();
-    let sql = format!(
-        "SELECT run_id, metric, count(*) AS count, min(value) AS min, max(value) AS max, avg(value) AS mean, \
-         var_samp(value) AS variance, last_value(value ORDER BY step) AS last, max(step) AS last_step, min(step) AS first_step \
-         FROM metrics WHERE run_id IN ({}){filter} AND NOT isnan(value) GROUP BY run_id, metric ORDER BY run_id, metric",
-        ids.join(",")
-    );
-    let batches = collect(state, scope, &sql).await?;
-    let mut out = Vec::new();
-    for b in &batches {
-        let f = |i: usize, row: usize| {
-            let a = b.column(i).as_primitive::<Float64Type>();
-            if a.is_null(row) {
-                Value::Null
-            } else {
-                json!(a.value(row))
-            }
-        };
-        let n = |i: usize, row: usize| b.column(i).as_primitive::<Int64Type>().value(row);
-        let metric = strings(b.column(1))?;
-        for row in 0..b.num_rows() {
-            out.push(json!({
-                "runId": n(0, row), "logName": metric.value(row), "count": n(2, row),
-                "min": f(3, row), "max": f(4, row), "mean": f(5, row), "variance": f(6, row),
-                "last": f(7, row), "lastStep": n(8, row), "firstStep": n(9, row),
-            }));
-        }
-    }
-    Ok(out)
-}
-
-/// Per-metric statistics of a run's own points.
-#[utoipa::path(
-    get,
-    path = "/api/runs/statistics",
-    tag = "query",
-    params(
-        ("runId" = String, Query, description = "A run, by numeric or display id"),
-        ("projectName" = Option<String>, Query, description = "The project; it must lie in the key's scope"),
-        ("logName" = Option<String>, Query, description = "A metric name"),
-    ),
-    responses((status = 200, description = "The statistics", body = shapes::RunStatistics))
-)]
-pub(super) async fn statistics(
-    State(state): State<AppState>,
-    axum::Extension(scope): Scoped,
-    Query(p): Query<Params>,
-) -> Reply {
-    let snapshot = catalog(&state, &scope).await?;
-    let run = p.run(&snapshot)?;
-    let stats = stats(&state, &scope, &[run.id], p.log_name.as_deref()).await?;
-    Ok(Json(
-        json!({ "runId": run.id, "displayId": run.display_id, "statistics": stats }),
-    ))
-}
-
-/// Orders statistics rows by the number under `key`, best first.
-fn rank_order(a: &Value, b: &Value, key: &str, ascending: bool) -> std::cmp::Ordering {
-    let (x, y) = (
-        a[key].as_f64().unwrap_or(0.0),
-        b[key].as_f64().unwrap_or(0.0),
-    );
-    if ascending {
-        x.total_cmp(&y)
-    } else {
-        y.total_cmp(&x)
-    }
-}
-
-fn ascending(direction: Option<&str>) -> Result<bool> {
-    match direction.map(str::to_ascii_uppercase).as_deref() {
-        None | Some("ASC") => Ok(true),
-        Some("DESC") => Ok(false),
-        Some(other) => Err(Error::invalid(format!(
-            "direction must be ASC or DESC, got `{other}`"
-        ))),
-    }
-}
-
-/// Statistics of one metric across runs, and the best run by last value.
-#[utoipa::path(
-    get,
-    path = "/api/runs/compare",
-    tag = "query",
-    params(
-        ("runIds" = String, Query, description = "Comma-separated runs, by numeric or display id"),
-        ("logName" = String, Query, description = "A metric name"),
-        ("projectName" = Option<String>, Query, description = "The project; it must lie in the key's scope"),
-        ("direction" = Option<String>, Query, description = "`ASC` (default: lower is better) or `DESC`"),
-    ),
-    responses((status = 200, description = "The comparison", body = shapes::Comparison))
-)]
-pub(super) async fn compare(
-    State(state): State<AppState>,
-    axum::Extension(scope): Scoped,
-    Query(p): Query<Params>,
-) -> Reply {
-    let snapshot = catalog(&state, &scope).await?;
-    let ids = run_id_list(&snapshot, p.project(), p.run_ids.as_deref().unwrap_or(""))?;
-    if ids.is_empty() {
-        return Err(Error::invalid("runIds is required").into());
-    }
-    let metric = p.metric()?;
-    let mut runs = stats(&state, &scope, &ids, Some(metric)).await?;
-    for r in &mut runs {
-        if let Some(run) = r["runId"].as_u64().and_then(|id| snapshot.get(id)) {
-            r["displayId"] = json!(run.display_id);
-            r["name"] = json!(run.name);
-        }
-    }
-    let asc = ascending(p.direction.as_deref())?;
-    let best = runs
-        .iter()
-        .filter(|r| r["last"].is_number())
-        .min_by(|a, b| rank_order(a, b, "last", asc))
-        .cloned();
-    Ok(Json(
-        json!({ "logName": metric, "runs": runs, "bestRun": best }),
-    ))
-}
-
-/// Runs of a project ranked by an aggregate of one metric.
-#[utoipa::path(
-    get,
-    path = "/api/runs/leaderboard",
-    tag = "query",
-    params(
-        ("projectName" = String, Query, description = "The project; it must lie in the key's scope"),
-        ("logName" = String, Query, description = "A metric name"),
-        ("aggregation" = Option<String>, Query, description = "`MIN`, `MAX`, `AVG`, `LAST` (default) or `VARIANCE`"),
-        ("direction" = Option<String>, Query, description = "`ASC` (default: lower is better) or `DESC`"),
-        ("limit" = Option<u64>, Query, description = "Most items answered"),
-        ("offset" = Option<u64>, Query, description = "Items skipped first"),
-    ),
-    responses((status = 200, description = "The ranking", body = shapes::Leaderboard))
-)]
-pub(super) async fn leaderboard(
-    State(state): State<AppState>,
-    axum::Extension(scope): Scoped,
-    Query(p): Query<Params>,
-) -> Reply {
-    let project = p
-        .project()
-        .ok_or_else(|| Error::invalid("projectName is required"))?;
-    let metric = p.metric()?;
-    let key = match p
-        .aggregation
-        .as_deref()
-        .unwrap_or("LAST")
-        .to_ascii_uppercase()
-        .as_str()
-    {
-        "MIN" => "min",
-        "MAX" => "max",
-        "AVG" => "mean",
-        "LAST" => "last",
-        "VARIANCE" => "variance",
-        other => {
-            return Err(Error::invalid(format!(
-                "aggregation must be MIN, MAX, AVG, LAST or VARIANCE, got `{other}`"
-            ))
-            .into());
-        }
-    };
-    let asc = ascending(p.direction.as_deref())?;
-    let snapshot = catalog(&state, &scope).await?;
-    let ids: Vec<RunId> = snapshot
-        .runs()
-        .filter(|r| r.project == project)
-        .map(|r| r.id)
-        .collect();
-    let mut rows = if ids.is_empty() {
-        Vec::new()
-    } else {
-        stats(&state, &scope, &ids, Some(metric)).await?
-    };
-    rows.retain(|r| r[key].is_number());
-    rows.sort_by(|a, b| rank_order(a, b, key, asc));
-    let offset = p.offset.unwrap_or(0);
-    let limit = p.limit.unwrap_or(50).min(100);
-    let ranked: Vec<Value> = rows
-        .into_iter()
-        .enumerate()
-        .skip(offset)
-        .take(limit)
-        .map(|(i, r)| {
-            let run = r["runId"].as_u64().and_then(|id| snapshot.get(id));
-            json!({
-                "rank": i + 1, "runId": r["runId"], "displayId": run.map(|r| r.display_id.clone()),
-                "name": run.map(|r| r.name.clone()), "status": run.map(|r| r.status),
-                "value": r[key], "logName": metric, "aggregation": key.to_uppercase(),
-            })
-        })
-        .collect();
-    Ok(Json(json!({ "leaderboard": ranked, "logName": metric })))
-}
-
-/// A run's uploaded files with signed download URLs.
-#[utoipa::path(
-    get,
-    path = "/api/runs/files",
-    operation_id = "run_files",
-    tag = "query",
-    params(
-        ("runId" = String, Query, description = "A run, by numeric or display id"),
-        ("projectName" = Option<String>, Query, description = "The project; it must lie in the key's scope"),
-        ("logName" = Option<String>, Query, description = "The name a file was logged under, or its file name"),
-    ),
-    responses((status = 200, description = "The files", body = shapes::FileList))
-)]
-pub(super) async fn files(
-    State(state): State<AppState>,
-    axum::Extension(scope): Scoped,
-    Query(p): Query<Params>,
-) -> Reply {
-    let snapshot = catalog(&state, &scope).await?;
-    let run = p.run(&snapshot)?;
-    let mut sql = format!(
-        "SELECT file_name, file_type, file_size, log_name, step, time FROM files WHERE run_id = {}",
-        run.id
-    );
-    if let Some(name) = p.log_name.as_deref().filter(|n| !n.is_empty()) {
-        sql.push_str(&format!(
-            " AND (log_name = {0} OR file_name = {0})",
-            lit(name)
-        ));
-    }
-    sql.push_str(" ORDER BY time, file_name");
-    let batches = collect(&state, &scope, &sql).await?;
-    let mut files = Vec::new();
-    for b in &batches {
-        let (name, kind, log) = (
-            strings(b.column(0))?,
-            strings(b.column(1))?,
-            strings(b.column(3))?,
-        );
-        let size = b.column(2).as_primitive::<Int64Type>();
-        let step = b.column(4).as_primitive::<Int64Type>();
-        let time = micros(b.column(5))?;
-        for i in 0..b.num_rows() {
-            let t = chrono::DateTime::from_timestamp_micros(time.value(i)).unwrap_or_default();
-            files.push(json!({
-                "fileName": name.value(i), "fileType": kind.value(i), "fileSize": size.value(i),
-                "logName": log.value(i), "step": if step.is_null(i) { Value::Null } else { json!(step.value(i)) },
-                "time": iso(&t), "downloadUrl": super::files::download_url(&state, run.id, name.value(i)),
-            }));
-        }
-    }
-    Ok(Json(json!({ "files": files })))
-}
-
-/// A run's console lines (never inherited from a parent).
-#[utoipa::path(
-    get,
-    path = "/api/runs/logs",
-    operation_id = "run_logs",
-    tag = "query",
-    params(
-        ("runId" = String, Query, description = "A run, by numeric or display id"),
-        ("projectName" = Option<String>, Query, description = "The project; it must lie in the key's scope"),
-        ("logType" = Option<String>, Query, description = "Only lines of this type (`INFO`, `ERROR`, …)"),
-        ("limit" = Option<u64>, Query, description = "Most lines answered (at most 10,000)"),
-        ("offset" = Option<u64>, Query, description = "Items skipped first"),
-    ),
-    responses((status = 200, description = "The lines, in time order", body = shapes::LogList))
-)]
-pub(super) async fn logs(
-    State(state): State<AppState>,
-    axum::Extension(scope): Scoped,
-    Query(p): Query<Params>,
-) -> Reply {
-    let snapshot = catalog(&state, &scope).await?;
-    let run = p.run(&snapshot)?;
-    let mut sql = format!(
-        "SELECT message, log_type, time, line_number FROM logs WHERE run_id = {}",
-        run.id
-    );
-    if let Some(t) = p.log_type.as_deref().filter(|t| !t.is_empty()) {
-        sql.push_str(&format!(" AND log_type = {}", lit(&t.to_ascii_uppercase())));
-    }
-    let limit = p.limit.unwrap_or(10_000).min(10_000);
-    sql.push_str(&format!(
-        " ORDER BY time, line_number LIMIT {limit} OFFSET {}",
-        p.offset.unwrap_or(0)
-    ));
-    let batches = collect(&state, &scope, &sql).await?;
-    let mut logs = Vec::new();
-    for b in &batches {
-        let message = strings(b.column(0))?;
-        let kind = strings(b.column(1))?;
-        let time = micros(b.column(2))?;
-        let line = b.column(3).as_primitive::<Int64Type>();
-        for i in 0..b.num_rows() {
-            let t = chrono::DateTime::from_timestamp_micros(time.value(i)).unwrap_or_default();
-            logs.push(json!({
-                "message": message.value(i), "logType": kind.value(i), "time": iso(&t),
-                "lineNumber": if line.is_null(i) { Value::Null } else { json!(line.value(i)) },
-            }));
-        }
-    }
-    Ok(Json(json!({ "logs": logs })))
 }

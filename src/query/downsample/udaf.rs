@@ -1,13 +1,6 @@
-//! Aggregate functions that shrink a series for a chart, usable on any query:
-//! `downsample(step, value, n)` (per-bucket min / max / last / count) and
-//! `lttb(step, value, n)` (Largest-Triangle-Three-Buckets).
-//!
-//! LTTB is our own ~40 lines (`series::lttb`) rather than the `minmaxlttb`
-//! crate: that crate takes and returns `Point { x: f64, y: f64 }` copies, so
-//! steps would come back through f64 (lossy past 2^53), and it requires
-//! strictly increasing x behind a `debug_assert!`, which duplicate steps
-//! (e.g. several metrics in one group) would trip. Ours returns indices and
-//! handles duplicates.
+//! The `downsample(step, value, n)` and `lttb(step, value, n)` aggregate
+//! functions: the [`min_max_last`](super::series::min_max_last) and
+//! [`lttb`](super::series::lttb) strategies, usable on any query.
 //!
 //! Both buffer the group's points (two List columns in the partial state, so
 //! two-phase aggregation merges them) and sort by (step, value) before
@@ -17,8 +10,6 @@
 //! integer literal after constant folding). `lttb` with `n < 3` fails only for
 //! a series longer than `n`: it always keeps both ends, so it has nothing to
 //! choose with, while a short series is returned whole as for any `n`.
-
-mod series;
 
 use std::sync::Arc;
 
@@ -36,7 +27,7 @@ use datafusion::logical_expr::{
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Literal;
 
-use series::Point;
+use super::series::{self, Point};
 
 /// `downsample(step, value, n)`: one struct per non-empty bucket of the group's step range.
 pub fn downsample_udaf() -> AggregateUDF {
@@ -204,7 +195,7 @@ impl SeriesAccumulator {
     }
 
     fn evaluate_downsample(&self) -> Result<ArrayRef> {
-        let buckets = series::buckets(&self.points, self.n);
+        let buckets = series::min_max_last(&self.points, self.n);
         let columns: Vec<ArrayRef> = vec![
             Arc::new(buckets.iter().map(|b| b.step).collect::<Int64Array>()),
             Arc::new(buckets.iter().map(|b| b.min).collect::<Float64Array>()),

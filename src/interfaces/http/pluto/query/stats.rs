@@ -1,0 +1,243 @@
+//! Statistics of runs' own points for the read API: per run and metric
+//! (`/api/runs/statistics`), across runs (`/api/runs/compare`) and ranked
+//! over a project (`/api/runs/leaderboard`), as one aggregate plan.
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Float64Type, Int64Type};
+use axum::Json;
+use axum::extract::{Query, State};
+use datafusion::functions::expr_fn::isnan;
+use datafusion::functions_aggregate::expr_fn::{avg, count, last_value, max, min, var_sample};
+use datafusion::prelude::{col, lit, not};
+use serde_json::{Value, json};
+
+use super::{
+    Params, Reply, Scoped, ascending_by, catalog, collect, run_id_list, run_ids, shapes, strings,
+};
+use crate::catalog::RunId;
+use crate::error::{Error, Result};
+use crate::interfaces::http::AppState;
+use crate::scope::Scope;
+
+/// Per-metric statistics of the given runs' own points.
+async fn stats(
+    state: &AppState,
+    scope: &Scope,
+    runs: &[RunId],
+    metric: Option<&str>,
+) -> Result<Vec<Value>> {
+    let metric = metric.map(str::to_string);
+    let what = format!("statistics of runs {runs:?}, metric {metric:?}");
+    let runs = run_ids(runs);
+    let batches = collect(state, scope, what, |ctx| async move {
+        let mut df = ctx.table("metrics").await?.filter(runs)?;
+        if let Some(m) = metric {
+            df = df.filter(col("metric").eq(lit(m)))?;
+        }
+        let value = || col("value");
+        Ok(df
+            .filter(not(isnan(value())))?
+            .aggregate(
+                vec![col("run_id"), col("metric")],
+                vec![
+                    count(lit(1)).alias("count"),
+                    min(value()).alias("min"),
+                    max(value()).alias("max"),
+                    avg(value()).alias("mean"),
+                    var_sample(value()).alias("variance"),
+                    last_value(value(), vec![ascending_by("step")]).alias("last"),
+                    max(col("step")).alias("last_step"),
+                    min(col("step")).alias("first_step"),
+                ],
+            )?
+            .sort(vec![ascending_by("run_id"), ascending_by("metric")])?)
+    })
+    .await?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let f = |i: usize, row: usize| {
+            let a = b.column(i).as_primitive::<Float64Type>();
+            if a.is_null(row) {
+                Value::Null
+            } else {
+                json!(a.value(row))
+            }
+        };
+        let n = |i: usize, row: usize| b.column(i).as_primitive::<Int64Type>().value(row);
+        let metric = strings(b.column(1))?;
+        for row in 0..b.num_rows() {
+            out.push(json!({
+                "runId": n(0, row), "logName": metric.value(row), "count": n(2, row),
+                "min": f(3, row), "max": f(4, row), "mean": f(5, row), "variance": f(6, row),
+                "last": f(7, row), "lastStep": n(8, row), "firstStep": n(9, row),
+            }));
+        }
+    }
+    Ok(out)
+}
+
+/// Per-metric statistics of a run's own points.
+#[utoipa::path(
+    get,
+    path = "/api/runs/statistics",
+    tag = "query",
+    params(
+        ("runId" = String, Query, description = "A run, by numeric or display id"),
+        ("projectName" = Option<String>, Query, description = "The project; it must lie in the key's scope"),
+        ("logName" = Option<String>, Query, description = "A metric name"),
+    ),
+    responses((status = 200, description = "The statistics", body = shapes::RunStatistics))
+)]
+pub(in super::super) async fn statistics(
+    State(state): State<AppState>,
+    axum::Extension(scope): Scoped,
+    Query(p): Query<Params>,
+) -> Reply {
+    let snapshot = catalog(&state, &scope).await?;
+    let run = p.run(&snapshot)?;
+    let stats = stats(&state, &scope, &[run.id], p.log_name.as_deref()).await?;
+    Ok(Json(
+        json!({ "runId": run.id, "displayId": run.display_id, "statistics": stats }),
+    ))
+}
+
+/// Orders statistics rows by the number under `key`, best first.
+fn rank_order(a: &Value, b: &Value, key: &str, ascending: bool) -> std::cmp::Ordering {
+    let (x, y) = (
+        a[key].as_f64().unwrap_or(0.0),
+        b[key].as_f64().unwrap_or(0.0),
+    );
+    if ascending {
+        x.total_cmp(&y)
+    } else {
+        y.total_cmp(&x)
+    }
+}
+
+fn ascending(direction: Option<&str>) -> Result<bool> {
+    match direction.map(str::to_ascii_uppercase).as_deref() {
+        None | Some("ASC") => Ok(true),
+        Some("DESC") => Ok(false),
+        Some(other) => Err(Error::invalid(format!(
+            "direction must be ASC or DESC, got `{other}`"
+        ))),
+    }
+}
+
+/// Statistics of one metric across runs, and the best run by last value.
+#[utoipa::path(
+    get,
+    path = "/api/runs/compare",
+    tag = "query",
+    params(
+        ("runIds" = String, Query, description = "Comma-separated runs, by numeric or display id"),
+        ("logName" = String, Query, description = "A metric name"),
+        ("projectName" = Option<String>, Query, description = "The project; it must lie in the key's scope"),
+        ("direction" = Option<String>, Query, description = "`ASC` (default: lower is better) or `DESC`"),
+    ),
+    responses((status = 200, description = "The comparison", body = shapes::Comparison))
+)]
+pub(in super::super) async fn compare(
+    State(state): State<AppState>,
+    axum::Extension(scope): Scoped,
+    Query(p): Query<Params>,
+) -> Reply {
+    let snapshot = catalog(&state, &scope).await?;
+    let ids = run_id_list(&snapshot, p.project(), p.run_ids.as_deref().unwrap_or(""))?;
+    if ids.is_empty() {
+        return Err(Error::invalid("runIds is required").into());
+    }
+    let metric = p.metric()?;
+    let mut runs = stats(&state, &scope, &ids, Some(metric)).await?;
+    for r in &mut runs {
+        if let Some(run) = r["runId"].as_u64().and_then(|id| snapshot.get(id)) {
+            r["displayId"] = json!(run.display_id);
+            r["name"] = json!(run.name);
+        }
+    }
+    let asc = ascending(p.direction.as_deref())?;
+    let best = runs
+        .iter()
+        .filter(|r| r["last"].is_number())
+        .min_by(|a, b| rank_order(a, b, "last", asc))
+        .cloned();
+    Ok(Json(
+        json!({ "logName": metric, "runs": runs, "bestRun": best }),
+    ))
+}
+
+/// Runs of a project ranked by an aggregate of one metric.
+#[utoipa::path(
+    get,
+    path = "/api/runs/leaderboard",
+    tag = "query",
+    params(
+        ("projectName" = String, Query, description = "The project; it must lie in the key's scope"),
+        ("logName" = String, Query, description = "A metric name"),
+        ("aggregation" = Option<String>, Query, description = "`MIN`, `MAX`, `AVG`, `LAST` (default) or `VARIANCE`"),
+        ("direction" = Option<String>, Query, description = "`ASC` (default: lower is better) or `DESC`"),
+        ("limit" = Option<u64>, Query, description = "Most items answered"),
+        ("offset" = Option<u64>, Query, description = "Items skipped first"),
+    ),
+    responses((status = 200, description = "The ranking", body = shapes::Leaderboard))
+)]
+pub(in super::super) async fn leaderboard(
+    State(state): State<AppState>,
+    axum::Extension(scope): Scoped,
+    Query(p): Query<Params>,
+) -> Reply {
+    let project = p
+        .project()
+        .ok_or_else(|| Error::invalid("projectName is required"))?;
+    let metric = p.metric()?;
+    let key = match p
+        .aggregation
+        .as_deref()
+        .unwrap_or("LAST")
+        .to_ascii_uppercase()
+        .as_str()
+    {
+        "MIN" => "min",
+        "MAX" => "max",
+        "AVG" => "mean",
+        "LAST" => "last",
+        "VARIANCE" => "variance",
+        other => {
+            return Err(Error::invalid(format!(
+                "aggregation must be MIN, MAX, AVG, LAST or VARIANCE, got `{other}`"
+            ))
+            .into());
+        }
+    };
+    let asc = ascending(p.direction.as_deref())?;
+    let snapshot = catalog(&state, &scope).await?;
+    let ids: Vec<RunId> = snapshot
+        .runs()
+        .filter(|r| r.project == project)
+        .map(|r| r.id)
+        .collect();
+    let mut rows = if ids.is_empty() {
+        Vec::new()
+    } else {
+        stats(&state, &scope, &ids, Some(metric)).await?
+    };
+    rows.retain(|r| r[key].is_number());
+    rows.sort_by(|a, b| rank_order(a, b, key, asc));
+    let offset = p.offset.unwrap_or(0);
+    let limit = p.limit.unwrap_or(50).min(100);
+    let ranked: Vec<Value> = rows
+        .into_iter()
+        .enumerate()
+        .skip(offset)
+        .take(limit)
+        .map(|(i, r)| {
+            let run = r["runId"].as_u64().and_then(|id| snapshot.get(id));
+            json!({
+                "rank": i + 1, "runId": r["runId"], "displayId": run.map(|r| r.display_id.clone()),
+                "name": run.map(|r| r.name.clone()), "status": run.map(|r| r.status),
+                "value": r[key], "logName": metric, "aggregation": key.to_uppercase(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "leaderboard": ranked, "logName": metric })))
+}
