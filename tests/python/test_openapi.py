@@ -81,7 +81,8 @@ def readme_examples():
         line = line.strip()
         if not line.startswith("curl "):
             continue
-        args = shlex.split(line.split(" #")[0])
+        # The request is the command before any comment or pipe.
+        args = shlex.split(line.split(" #")[0].split(" | ")[0])
         method, body, url = None, None, None
         i = 1
         while i < len(args):
