@@ -32,14 +32,13 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
-use serde_json::Value;
 
 use crate::catalog::CatalogSnapshot;
 use crate::error::{Error, Result};
 use crate::observe::Activity;
 use crate::scope::Projects;
 use crate::store::TableKind;
-use crate::store::files::TableFiles;
+use crate::store::files::{TableFiles, add_stats};
 use crate::store::schema::timestamp_type;
 use deltalake::DeltaTable;
 
@@ -382,23 +381,6 @@ struct Commit {
     runs: Option<(i64, i64)>,
 }
 
-/// The row count and `run_id` range that an add action's statistics carry.
-fn add_stats(stats: Option<&str>) -> (Option<i64>, Option<(i64, i64)>) {
-    let stats: Option<Value> = stats.and_then(|s| serde_json::from_str(s).ok());
-    let rows = stats
-        .as_ref()
-        .and_then(|s| s.get("numRecords"))
-        .and_then(Value::as_i64);
-    let bound = |key: &str| {
-        stats
-            .as_ref()
-            .and_then(|s| s.get(key))
-            .and_then(|v| v.get("run_id"))
-            .and_then(Value::as_i64)
-    };
-    (rows, bound("minValues").zip(bound("maxValues")))
-}
-
 /// Reads commit `version` of `kind`'s log; `None` once the log no longer holds it.
 async fn commit(
     table: &deltalake::DeltaTable,
@@ -429,6 +411,7 @@ async fn commit(
             Action::Add(add) => {
                 c.added += 1;
                 let (rows, range) = add_stats(add.stats.as_deref());
+                let rows = rows.and_then(|r| i64::try_from(r).ok());
                 c.rows = c.rows.zip(rows).map(|(a, b)| a + b);
                 runs = Some(match (runs, range) {
                     (None, r) => r,

@@ -54,30 +54,37 @@ pub struct DataFile {
     pub class: FileClass,
 }
 
+/// The row count and `run_id` range an add action's statistics (its JSON
+/// `stats`) carry; `None` where they are missing or unreadable.
+pub fn add_stats(stats: Option<&str>) -> (Option<u64>, Option<(i64, i64)>) {
+    let stats: Option<Value> = stats.and_then(|s| serde_json::from_str(s).ok());
+    let rows = stats
+        .as_ref()
+        .and_then(|s| s.get("numRecords"))
+        .and_then(Value::as_u64);
+    let bound = |key: &str| {
+        stats
+            .as_ref()
+            .and_then(|s| s.get(key))
+            .and_then(|v| v.get("run_id"))
+            .and_then(Value::as_i64)
+    };
+    (rows, bound("minValues").zip(bound("maxValues")))
+}
+
 impl DataFile {
     /// Parses one entry of a Delta snapshot; `table` is the table directory's location.
     pub fn from_log(table: &Path, relative: &str, size: i64, stats: Option<&str>) -> Result<Self> {
         let location = Path::parse(format!("{table}/{relative}")).map_err(|e| {
             Error::invalid(format!("bad file path {relative} in the Delta log: {e}"))
         })?;
-        let stats: Option<Value> = stats.and_then(|s| serde_json::from_str(s).ok());
-        let rows = stats
-            .as_ref()
-            .and_then(|s| s.get("numRecords"))
-            .and_then(Value::as_u64);
-        let bound = |key: &str| {
-            stats
-                .as_ref()
-                .and_then(|s| s.get(key))
-                .and_then(|v| v.get("run_id"))
-                .and_then(Value::as_i64)
-        };
+        let (rows, runs) = add_stats(stats);
         Ok(Self {
             location,
             relative: relative.to_string(),
             size: size.max(0) as u64,
             rows,
-            runs: bound("minValues").zip(bound("maxValues")),
+            runs,
             class: FileClass::of(relative),
         })
     }
