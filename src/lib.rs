@@ -4,11 +4,14 @@
 //! commits them to Delta tables, [`catalog`] keeps runs and lineage,
 //! [`query`] answers SQL with lineage table functions, and [`interfaces`]
 //! are the CLI and HTTP front doors over one [`engine::Engine`]; [`liveness`]
-//! is how `forkline serve` tells live runs from silent ones.
+//! is how `forkline serve` tells live runs from silent ones; [`cluster`]
+//! (feature `cluster`) runs the plans forkline makes on a Ballista cluster.
 
 pub mod auth;
 pub mod bench_data;
 pub mod catalog;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod compact;
 pub mod demo;
 pub mod engine;

@@ -860,3 +860,24 @@ fn same_key(a: &StringViewArray, i: usize, b: &StringViewArray, j: usize) -> boo
         (valid_a, valid_b) => valid_a == valid_b,
     }
 }
+
+/// What the cluster codec (`crate::cluster`) carries of a
+/// [`RunAggregateExec`] across processes, and how it is rebuilt there.
+impl RunAggregateExec {
+    /// The partial aggregate this operator stands in for.
+    pub fn aggregate(&self) -> &Arc<AggregateExec> {
+        &self.agg
+    }
+
+    /// See [`RunAggregate::with_min_mean_run`].
+    pub fn min_mean_run(&self) -> usize {
+        self.min_mean_run
+    }
+
+    /// The operator standing in for `agg`, or `None` when [`Shape::of`]
+    /// does not accept it (then `agg` runs as it is).
+    pub fn try_from_aggregate(agg: Arc<AggregateExec>, min_mean_run: usize) -> Option<Self> {
+        let shape = Shape::of(&agg)?;
+        Some(Self::new(agg, shape, min_mean_run))
+    }
+}

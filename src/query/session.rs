@@ -126,12 +126,19 @@ pub async fn build(
     let events = scope(status_events(&ctx, store, options).await?)?;
     ctx.register_table(RUN_STATUS_EVENTS, events.clone())?;
     lineage_functions::register(&ctx, snapshot, points);
-    ctx.register_udaf(downsample::downsample_udaf());
-    ctx.register_udaf(downsample::lttb_udaf());
-    bounded::register(&ctx);
+    register_functions(&ctx);
     // The status history is stored data, listed with the system tables too.
     system::register(&ctx, system, vec![(RUN_STATUS_EVENTS, events)])?;
     Ok(ctx)
+}
+
+/// The functions forkline adds to DataFusion's: the `downsample` / `lttb`
+/// aggregates and the output-bounded string functions. Plans name them, so
+/// every process that decodes a plan registers them too (see `crate::cluster`).
+pub fn register_functions(ctx: &SessionContext) {
+    ctx.register_udaf(downsample::downsample_udaf());
+    ctx.register_udaf(downsample::lttb_udaf());
+    bounded::register(ctx);
 }
 
 /// The point source a session built by [`build`] reads metrics from.

@@ -651,3 +651,59 @@ impl Batches {
         )?)
     }
 }
+
+/// What the cluster codec (`crate::cluster`) carries of a [`StitchExec`]
+/// across processes, and how it is rebuilt there.
+impl StitchExec {
+    /// Every viewer's segments.
+    pub fn views(&self) -> &Views {
+        &self.views
+    }
+
+    /// The one metric the owners hold, when the call named one.
+    pub fn metric(&self) -> Option<&str> {
+        self.metric.as_deref()
+    }
+
+    /// The output columns, as positions in the full stitched schema.
+    pub fn output_positions(&self) -> Vec<usize> {
+        self.outputs
+            .iter()
+            .map(|o| OUTPUTS.iter().position(|p| p == o).unwrap_or_default())
+            .collect()
+    }
+
+    /// The operator [`StitchExec::views`], [`StitchExec::metric`], its
+    /// schema and [`StitchExec::output_positions`] describe, over `owners`.
+    pub fn from_parts(
+        owners: Arc<dyn ExecutionPlan>,
+        views: Views,
+        metric: Option<String>,
+        schema: SchemaRef,
+        positions: &[usize],
+    ) -> DFResult<Self> {
+        let outputs = positions
+            .iter()
+            .map(|&i| {
+                OUTPUTS.get(i).copied().ok_or_else(|| {
+                    DataFusionError::Plan(format!("stitched view has no output column {i}"))
+                })
+            })
+            .collect::<DFResult<Vec<_>>>()?;
+        if outputs.len() != schema.fields().len() {
+            return internal_err!(
+                "StitchExec: {} outputs for {} columns",
+                outputs.len(),
+                schema.fields().len()
+            );
+        }
+        Self::try_new(owners, Arc::new(views), metric, schema, outputs)
+    }
+}
+
+impl Views {
+    /// `(viewer, segments)`, viewers ascending, segments by step.
+    pub fn viewers(&self) -> &[(RunId, Vec<Segment>)] {
+        &self.0
+    }
+}

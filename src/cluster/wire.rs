@@ -1,0 +1,221 @@
+//! The wire form of forkline's own operators.
+//!
+//! A node body starts with [`MAGIC`]; its first byte, `F` (0x46), would be
+//! field 8 with wire type 6 in protobuf, which does not exist, so no node
+//! Ballista's codec writes starts with it and the two never mistake each
+//! other's bytes.
+
+use std::sync::Arc;
+
+use arrow::datatypes::Schema;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::aggregates::AggregateExec;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion_proto::physical_plan::{
+    PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalProtoConverterExtension,
+};
+use datafusion_proto::protobuf;
+use prost::Message;
+
+use crate::catalog::Segment;
+use crate::query::run_aggregate::RunAggregateExec;
+use crate::query::stitch::{StitchExec, Views};
+
+const MAGIC: &[u8] = b"FKL1";
+
+#[derive(Clone, PartialEq, Message)]
+struct Node {
+    #[prost(oneof = "Kind", tags = "1, 2")]
+    kind: Option<Kind>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum Kind {
+    #[prost(message, tag = "1")]
+    Stitch(StitchNode),
+    #[prost(message, tag = "2")]
+    RunAggregate(RunAggregateNode),
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct StitchNode {
+    #[prost(message, repeated, tag = "1")]
+    views: Vec<ViewNode>,
+    #[prost(string, optional, tag = "2")]
+    metric: Option<String>,
+    #[prost(message, optional, tag = "3")]
+    schema: Option<protobuf::Schema>,
+    #[prost(uint32, repeated, tag = "4")]
+    outputs: Vec<u32>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ViewNode {
+    #[prost(uint64, tag = "1")]
+    viewer: u64,
+    #[prost(message, repeated, tag = "2")]
+    segments: Vec<SegmentNode>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct SegmentNode {
+    #[prost(uint64, tag = "1")]
+    owner: u64,
+    #[prost(uint64, tag = "2")]
+    depth: u64,
+    #[prost(uint64, tag = "3")]
+    from_step: u64,
+    #[prost(uint64, optional, tag = "4")]
+    to_step: Option<u64>,
+}
+
+/// The partial aggregate travels with an empty stand-in for its input, which
+/// crosses as the extension node's own child.
+#[derive(Clone, PartialEq, Message)]
+struct RunAggregateNode {
+    #[prost(uint64, tag = "1")]
+    min_mean_run: u64,
+    #[prost(message, optional, tag = "2")]
+    aggregate: Option<protobuf::PhysicalPlanNode>,
+}
+
+/// Writes `node` to `buf` if it is one of forkline's operators; `false` when
+/// it is not (then someone else's codec must).
+pub fn encode(
+    node: &Arc<dyn ExecutionPlan>,
+    buf: &mut Vec<u8>,
+    codec: &dyn PhysicalExtensionCodec,
+    converter: &dyn PhysicalProtoConverterExtension,
+) -> Result<bool> {
+    let kind = if let Some(stitch) = node.downcast_ref::<StitchExec>() {
+        Kind::Stitch(stitch_node(stitch, node)?)
+    } else if let Some(run) = node.downcast_ref::<RunAggregateExec>() {
+        let agg: Arc<dyn ExecutionPlan> = run.aggregate().clone();
+        let stand_in = Arc::new(EmptyExec::new(run.aggregate().input().schema()));
+        let agg = agg.with_new_children(vec![stand_in])?;
+        Kind::RunAggregate(RunAggregateNode {
+            min_mean_run: run.min_mean_run() as u64,
+            aggregate: Some(converter.execution_plan_to_proto(&agg, codec)?),
+        })
+    } else {
+        return Ok(false);
+    };
+    buf.extend_from_slice(MAGIC);
+    Node { kind: Some(kind) }
+        .encode(buf)
+        .map_err(|e| DataFusionError::Internal(format!("encoding a forkline operator: {e}")))?;
+    Ok(true)
+}
+
+fn stitch_node(stitch: &StitchExec, node: &Arc<dyn ExecutionPlan>) -> Result<StitchNode> {
+    let views = stitch
+        .views()
+        .viewers()
+        .iter()
+        .map(|(viewer, segments)| ViewNode {
+            viewer: *viewer,
+            segments: segments
+                .iter()
+                .map(|s| SegmentNode {
+                    owner: s.owner,
+                    depth: s.depth as u64,
+                    from_step: s.from_step,
+                    to_step: s.to_step,
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(StitchNode {
+        views,
+        metric: stitch.metric().map(str::to_string),
+        schema: Some(protobuf::Schema::try_from(node.schema().as_ref())?),
+        outputs: stitch
+            .output_positions()
+            .into_iter()
+            .map(|p| p as u32)
+            .collect(),
+    })
+}
+
+/// The body of one of forkline's nodes, if `buf` is one.
+pub fn ours(buf: &[u8]) -> Option<&[u8]> {
+    buf.strip_prefix(MAGIC)
+}
+
+/// Rebuilds the operator `body` (see [`ours`]) describes over `inputs`.
+pub fn decode(
+    body: &[u8],
+    inputs: &[Arc<dyn ExecutionPlan>],
+    ctx: &TaskContext,
+    codec: &dyn PhysicalExtensionCodec,
+    converter: &dyn PhysicalProtoConverterExtension,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let node = Node::decode(body)
+        .map_err(|e| DataFusionError::Internal(format!("decoding a forkline operator: {e}")))?;
+    let [input] = inputs else {
+        return Err(DataFusionError::Internal(format!(
+            "a forkline operator takes one input, got {}",
+            inputs.len()
+        )));
+    };
+    match node.kind {
+        Some(Kind::Stitch(stitch)) => {
+            let schema = stitch
+                .schema
+                .as_ref()
+                .ok_or_else(|| DataFusionError::Internal("StitchExec without a schema".into()))?;
+            let pairs: Vec<_> = stitch
+                .views
+                .iter()
+                .flat_map(|v| {
+                    v.segments.iter().map(|s| {
+                        let segment = Segment {
+                            owner: s.owner,
+                            depth: s.depth as usize,
+                            from_step: s.from_step,
+                            to_step: s.to_step,
+                        };
+                        (v.viewer, segment)
+                    })
+                })
+                .collect();
+            let positions: Vec<usize> = stitch.outputs.iter().map(|&p| p as usize).collect();
+            Ok(Arc::new(StitchExec::from_parts(
+                input.clone(),
+                Views::new(&pairs),
+                stitch.metric,
+                Arc::new(Schema::try_from(schema)?),
+                &positions,
+            )?))
+        }
+        Some(Kind::RunAggregate(run)) => {
+            let proto = run.aggregate.as_ref().ok_or_else(|| {
+                DataFusionError::Internal("RunAggregateExec without its aggregate".into())
+            })?;
+            let agg = converter
+                .proto_to_execution_plan(proto, &PhysicalPlanDecodeContext::new(ctx, codec))?
+                .with_new_children(vec![input.clone()])?;
+            let Some(partial) = agg.downcast_ref::<AggregateExec>() else {
+                return Err(DataFusionError::Internal(format!(
+                    "RunAggregateExec carries {}, not an aggregate",
+                    agg.name()
+                )));
+            };
+            let min_mean_run = usize::try_from(run.min_mean_run).unwrap_or(usize::MAX);
+            // Types the executor's plan no longer fits keep DataFusion's operator.
+            Ok(
+                match RunAggregateExec::try_from_aggregate(Arc::new(partial.clone()), min_mean_run)
+                {
+                    Some(run) => Arc::new(run),
+                    None => agg,
+                },
+            )
+        }
+        None => Err(DataFusionError::Internal(
+            "a forkline operator of an unknown kind: is this executor older than the client?"
+                .into(),
+        )),
+    }
+}
