@@ -5,11 +5,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use ballista_core::extension::SessionConfigExt;
 use ballista_core::serde::BallistaCodec;
-use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use ballista_core::serde::BallistaLogicalExtensionCodec;
+use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use ballista_executor::new_standalone_executor_from_state;
 use ballista_scheduler::standalone::new_standalone_scheduler_with_builder;
+use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::SessionConfig;
 
@@ -27,8 +29,10 @@ pub async fn start(executors: usize, slots: usize, runtime: Arc<RuntimeEnv>) -> 
         ForklineCodec::shared(),
     );
     let address: SocketAddr = new_standalone_scheduler_with_builder(
-        Arc::new(move |config: SessionConfig| Ok(state(config, session_runtime.clone()))),
-        Arc::new(SessionConfig::new),
+        Arc::new(move |config: SessionConfig| {
+            Ok::<_, DataFusionError>(state(config, session_runtime.clone()))
+        }),
+        Arc::new(SessionConfig::new_with_ballista),
         codec,
     )
     .await

@@ -13,6 +13,7 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion_proto::physical_plan::{
     PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalProtoConverterExtension,
 };
@@ -93,8 +94,9 @@ pub fn encode(
         Kind::Stitch(stitch_node(stitch, node)?)
     } else if let Some(run) = node.downcast_ref::<RunAggregateExec>() {
         let agg: Arc<dyn ExecutionPlan> = run.aggregate().clone();
-        let stand_in = Arc::new(EmptyExec::new(run.aggregate().input().schema()));
-        let agg = agg.with_new_children(vec![stand_in])?;
+        let stand_in: Arc<dyn ExecutionPlan> =
+            Arc::new(EmptyExec::new(run.aggregate().input().schema()));
+        let agg = agg.replace_children(vec![stand_in], recompute())?;
         Kind::RunAggregate(RunAggregateNode {
             min_mean_run: run.min_mean_run() as u64,
             aggregate: Some(converter.execution_plan_to_proto(&agg, codec)?),
@@ -137,6 +139,11 @@ fn stitch_node(stitch: &StitchExec, node: &Arc<dyn ExecutionPlan>) -> Result<Sti
             .map(|p| p as u32)
             .collect(),
     })
+}
+
+/// Children swapped for others of the same schema: properties are recomputed.
+fn recompute() -> ReplaceChildrenOptions {
+    ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute)
 }
 
 /// The body of one of forkline's nodes, if `buf` is one.
@@ -196,7 +203,7 @@ pub fn decode(
             })?;
             let agg = converter
                 .proto_to_execution_plan(proto, &PhysicalPlanDecodeContext::new(ctx, codec))?
-                .with_new_children(vec![input.clone()])?;
+                .replace_children(vec![input.clone()], recompute())?;
             let Some(partial) = agg.downcast_ref::<AggregateExec>() else {
                 return Err(DataFusionError::Internal(format!(
                     "RunAggregateExec carries {}, not an aggregate",
@@ -208,7 +215,7 @@ pub fn decode(
             Ok(
                 match RunAggregateExec::try_from_aggregate(Arc::new(partial.clone()), min_mean_run)
                 {
-                    Some(run) => Arc::new(run),
+                    Some(run) => Arc::new(run) as Arc<dyn ExecutionPlan>,
                     None => agg,
                 },
             )

@@ -41,6 +41,8 @@ use datafusion::physical_expr::expressions::Column as PhysicalColumn;
 use datafusion::physical_expr::{
     AcrossPartitions, ConstExpr, EquivalenceProperties, PhysicalExpr, PhysicalSortExpr,
 };
+use datafusion::physical_plan::Distribution;
+use datafusion::physical_plan::distribution_requirements::InputDistributionRequirements;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -307,6 +309,13 @@ impl ExecutionPlan for StitchExec {
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
         vec![&self.owners]
+    }
+
+    /// One input partition: the owners' scans then end in a coalesce, which
+    /// a distributed planner (Ballista) makes a stage boundary, so the scans
+    /// spread over executors and this task reads all of their output.
+    fn input_distribution_requirements(&self) -> InputDistributionRequirements {
+        InputDistributionRequirements::new(vec![Distribution::SinglePartition])
     }
 
     fn apply_expressions(
