@@ -1,11 +1,10 @@
-//! The one write path for metric points: validate, sort, and shape them into a
-//! batch that the store commits atomically; [`GroupCommitter`] coalesces
-//! concurrent batches into one commit.
+//! What comes in: metric points validated, sorted and shaped into a batch
+//! that the store commits atomically (the engine's group committer coalesces
+//! concurrent batches into one commit), the input limits, and file import.
 
-mod group_commit;
+pub mod import;
 pub mod limits;
 
-pub use group_commit::GroupCommitter;
 pub use limits::MAX_METRIC_NAME;
 
 use std::sync::Arc;
@@ -13,8 +12,8 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use chrono::Utc;
 
-use crate::catalog::RunId;
 use crate::error::{Error, Result};
+use crate::store::RunId;
 use crate::store::TableKind;
 use crate::store::schema::{arrow_schema, timestamps};
 

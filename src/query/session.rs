@@ -1,6 +1,7 @@
 //! The one place that builds a DataFusion session: tables, table functions, limits.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::{ArrayRef, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema};
@@ -19,7 +20,6 @@ use deltalake::DeltaTable;
 use super::points::PointSource;
 use super::{bounded, downsample, lineage_functions, run_aggregate, system, unnest_keys};
 use crate::catalog::CatalogSnapshot;
-use crate::engine::EngineOptions;
 use crate::error::Result;
 use crate::observe::Activity;
 use crate::scope::Projects;
@@ -33,9 +33,9 @@ pub const METRIC_WRITES: &str = "metric_writes";
 pub const RUN_STATUS_EVENTS: &str = "run_status_events";
 
 /// The runtime shared by every session of an engine, so the memory limit is global.
-pub fn runtime(options: &EngineOptions) -> Result<Arc<RuntimeEnv>> {
+pub fn runtime(memory_limit: usize) -> Result<Arc<RuntimeEnv>> {
     Ok(RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(FairSpillPool::new(options.memory_limit)))
+        .with_memory_pool(Arc::new(FairSpillPool::new(memory_limit)))
         .build_arc()?)
 }
 
@@ -43,9 +43,9 @@ pub fn runtime(options: &EngineOptions) -> Result<Arc<RuntimeEnv>> {
 /// (so a bad variable fails at start-up, and sessions do not re-read them).
 /// `DATAFUSION_*` variables tune the engine (`DATAFUSION_EXECUTION_BATCH_SIZE`,
 /// …); the settings below, which forkline's plans rely on, win over them.
-pub fn config(options: &EngineOptions) -> Result<SessionConfig> {
+pub fn config(target_partitions: usize) -> Result<SessionConfig> {
     let mut config = SessionConfig::from_env()?
-        .with_target_partitions(options.target_partitions.max(1))
+        .with_target_partitions(target_partitions.max(1))
         .with_information_schema(true);
     let parquet = &mut config.options_mut().execution.parquet;
     // Off by default in DataFusion; lineage scans live on row-level step predicates.
@@ -67,7 +67,7 @@ pub fn config(options: &EngineOptions) -> Result<SessionConfig> {
 pub async fn build(
     runtime: &Arc<RuntimeEnv>,
     config: &SessionConfig,
-    options: &EngineOptions,
+    refresh: Duration,
     snapshot: Arc<CatalogSnapshot>,
     store: &Store,
     activity: &Arc<Activity>,
@@ -75,7 +75,7 @@ pub async fn build(
 ) -> Result<SessionContext> {
     let mut listed = Vec::new();
     for kind in system::LISTED {
-        let table = store.refresh_within(kind, options.refresh_interval).await?;
+        let table = store.refresh_within(kind, refresh).await?;
         listed.push((kind, table, store.files(kind).await?));
     }
     let system = system::Sources {
@@ -93,9 +93,7 @@ pub async fn build(
         Some(ids) => only_runs(provider, ids),
         None => Ok(provider),
     };
-    store
-        .refresh_within(TableKind::Metrics, options.refresh_interval)
-        .await?;
+    store.refresh_within(TableKind::Metrics, refresh).await?;
     let files = store.files(TableKind::Metrics).await?;
     let points = Arc::new(PointSource::new(
         &files,
@@ -114,7 +112,7 @@ pub async fn build(
         .build();
     let ctx = SessionContext::new_with_state(state);
     for kind in [TableKind::Logs, TableKind::Data, TableKind::Files] {
-        let table = store.refresh_within(kind, options.refresh_interval).await?;
+        let table = store.refresh_within(kind, refresh).await?;
         table.update_datafusion_session(&ctx.state())?;
         ctx.register_table(kind.dir(), scope(table.table_provider().await?)?)?;
     }
@@ -123,7 +121,7 @@ pub async fn build(
     let latest = points.latest(None, "metrics")?.build()?;
     ctx.register_table("metrics", Arc::new(ViewTable::new(latest, None)))?;
     ctx.register_table("runs", Arc::new(runs_table(&snapshot)?))?;
-    let events = scope(status_events(&ctx, store, options).await?)?;
+    let events = scope(status_events(&ctx, store, refresh).await?)?;
     ctx.register_table(RUN_STATUS_EVENTS, events.clone())?;
     lineage_functions::register(&ctx, snapshot, points);
     ctx.register_udaf(downsample::downsample_udaf());
@@ -169,11 +167,9 @@ pub async fn scan_all(runtime: &Arc<RuntimeEnv>, table: &DeltaTable) -> Result<V
 async fn status_events(
     ctx: &SessionContext,
     store: &Store,
-    options: &EngineOptions,
+    refresh: Duration,
 ) -> Result<Arc<dyn TableProvider>> {
-    let table = store
-        .refresh_within(TableKind::Runs, options.refresh_interval)
-        .await?;
+    let table = store.refresh_within(TableKind::Runs, refresh).await?;
     table.update_datafusion_session(&ctx.state())?;
     let provider = table.table_provider().await?;
     // A runs table no forkline with status history has written to yet.

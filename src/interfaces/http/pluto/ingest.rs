@@ -12,11 +12,11 @@ use axum::http::HeaderMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::ndjson::{for_each_line, shown, step, time_us};
+use super::ndjson::{Object, for_each_line, shown, step, time_us};
 use std::sync::Arc;
 
 use super::{RunHeader, header_run};
-use crate::catalog::Run;
+use crate::catalog::{Run, RunId};
 use crate::error::{Error, Result};
 use crate::ingest::limits::{MAX_DATA_LINE_BYTES, MAX_LINE_BYTES, MAX_POINTS_PER_REQUEST};
 use crate::ingest::{MetricPoint, PointBatch};
@@ -41,23 +41,40 @@ async fn run_of(state: &AppState, scope: &Scope, headers: &HeaderMap) -> Result<
     Ok(snapshot.require(id)?.clone())
 }
 
-/// Commits the rows of a logs or data request as one append; empty requests
-/// write nothing. A stored request is activity of its run.
-async fn store_rows(
+/// A logs or data request: every line parsed into a record of the
+/// `X-Run-Id` run by `parse`, the whole request validated, then committed as
+/// one append (an empty request writes nothing). A stored request is
+/// activity of its run.
+async fn side_records<R>(
     state: &AppState,
     scope: &Scope,
-    run: &Arc<Run>,
+    headers: &HeaderMap,
+    body: &Bytes,
     kind: TableKind,
-    rows: usize,
-    batch: Result<RecordBatch>,
-    body_bytes: usize,
+    parse: impl Fn(usize, RunId, Object) -> Result<R>,
+    encode: fn(&[R]) -> Result<RecordBatch>,
 ) -> Reply {
-    if rows > 0 {
-        state.engine.store().append(kind, vec![batch?]).await?;
+    let target = run_of(state, scope, headers).await?;
+    let (max_line, limit_name) = match kind {
+        TableKind::Data => (MAX_DATA_LINE_BYTES, "MAX_DATA_LINE_BYTES"),
+        _ => (MAX_LINE_BYTES, "MAX_LINE_BYTES"),
+    };
+    let mut records = Vec::new();
+    for_each_line(body, max_line, limit_name, |line, obj| {
+        records.push(parse(line, target.id, obj)?);
+        Ok(())
+    })?;
+    if !records.is_empty() {
+        state
+            .engine
+            .append_records(kind, vec![encode(&records)?])
+            .await?;
     }
-    metrics::ingest(kind, rows, body_bytes);
-    super::active(state, scope, run).await?;
-    Ok(Json(Stored { stored: rows }))
+    metrics::ingest(kind, records.len(), body.len());
+    super::active(state, scope, &target).await?;
+    Ok(Json(Stored {
+        stored: records.len(),
+    }))
 }
 
 /// Metric values, one `MetricLine` a line: `{"time": ms, "step": n, "data": {name: number}}`.
@@ -140,38 +157,36 @@ pub(super) async fn logs(
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
-    let target = run_of(&state, &scope, &headers).await?;
-    let run = target.id;
-    let mut records = Vec::new();
-    for_each_line(&body, MAX_LINE_BYTES, "MAX_LINE_BYTES", |line, mut obj| {
-        let Some(Value::String(message)) = obj.remove("message") else {
-            return Err(Error::invalid(format!(
-                "line {line}: `message` must be a string"
-            )));
-        };
-        records.push(LogRecord {
-            run_id: run,
-            time_us: time_us(line, &obj)?,
-            line_number: obj.get("lineNumber").and_then(Value::as_i64),
-            log_type: obj
-                .get("logType")
-                .and_then(Value::as_str)
-                .unwrap_or("INFO")
-                .to_ascii_uppercase(),
-            message,
-        });
-        Ok(())
-    })?;
-    store_rows(
+    side_records(
         &state,
         &scope,
-        &target,
+        &headers,
+        &body,
         TableKind::Logs,
-        records.len(),
-        LogRecord::batch(&records),
-        body.len(),
+        log_record,
+        LogRecord::batch,
     )
     .await
+}
+
+/// One console line of `run`.
+fn log_record(line: usize, run: RunId, mut obj: Object) -> Result<LogRecord> {
+    let Some(Value::String(message)) = obj.remove("message") else {
+        return Err(Error::invalid(format!(
+            "line {line}: `message` must be a string"
+        )));
+    };
+    Ok(LogRecord {
+        run_id: run,
+        time_us: time_us(line, &obj)?,
+        line_number: obj.get("lineNumber").and_then(Value::as_i64),
+        log_type: obj
+            .get("logType")
+            .and_then(Value::as_str)
+            .unwrap_or("INFO")
+            .to_ascii_uppercase(),
+        message,
+    })
 }
 
 /// Structured values, one `DataLine` a line: `{"time", "data", "dataType", "logName", "step"}`.
@@ -191,42 +206,35 @@ pub(super) async fn data(
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
-    let target = run_of(&state, &scope, &headers).await?;
-    let run = target.id;
-    let mut records = Vec::new();
-    for_each_line(
-        &body,
-        MAX_DATA_LINE_BYTES,
-        "MAX_DATA_LINE_BYTES",
-        |line, obj| {
-            let field = |name: &str| -> Result<String> {
-                match obj.get(name) {
-                    Some(Value::String(s)) => Ok(s.clone()),
-                    Some(other) if name == "data" => Ok(other.to_string()),
-                    _ => Err(Error::invalid(format!(
-                        "line {line}: `{name}` must be a string"
-                    ))),
-                }
-            };
-            records.push(DataRecord {
-                run_id: run,
-                log_name: field("logName")?,
-                step: step(line, &obj)?,
-                time_us: time_us(line, &obj)?,
-                data_type: field("dataType")?,
-                data: field("data")?,
-            });
-            Ok(())
-        },
-    )?;
-    store_rows(
+    side_records(
         &state,
         &scope,
-        &target,
+        &headers,
+        &body,
         TableKind::Data,
-        records.len(),
-        DataRecord::batch(&records),
-        body.len(),
+        data_record,
+        DataRecord::batch,
     )
     .await
+}
+
+/// One structured value of `run`.
+fn data_record(line: usize, run: RunId, obj: Object) -> Result<DataRecord> {
+    let field = |name: &str| -> Result<String> {
+        match obj.get(name) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(other) if name == "data" => Ok(other.to_string()),
+            _ => Err(Error::invalid(format!(
+                "line {line}: `{name}` must be a string"
+            ))),
+        }
+    };
+    Ok(DataRecord {
+        run_id: run,
+        log_name: field("logName")?,
+        step: step(line, &obj)?,
+        time_us: time_us(line, &obj)?,
+        data_type: field("dataType")?,
+        data: field("data")?,
+    })
 }

@@ -1,5 +1,10 @@
 //! The engine: a store, its catalog snapshot, and the operations every interface shares.
 
+mod group_commit;
+mod writes;
+
+pub use group_commit::GroupCommitter;
+
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -13,7 +18,6 @@ use crate::catalog::{
     run::runs_to_batch,
 };
 use crate::error::{Error, Result};
-use crate::ingest::{MetricPoint, PointBatch};
 use crate::observe::{Activity, Interface, QueryInfo};
 use crate::query;
 use crate::scope::{Projects, Scope};
@@ -120,8 +124,8 @@ impl Engine {
     /// where `options.open` allows.
     pub async fn open_with(spec: &str, options: EngineOptions) -> Result<Self> {
         let store = Store::open_in(spec, &options.store, options.open).await?;
-        let runtime = query::session::runtime(&options)?;
-        let session_config = query::session::config(&options)?;
+        let runtime = query::session::runtime(options.memory_limit)?;
+        let session_config = query::session::config(options.target_partitions)?;
         // Metric scans read the store's files directly (see `query::file_scan`).
         let location = store.location();
         runtime.register_object_store(
@@ -332,7 +336,7 @@ impl Engine {
         let segments = snapshot.segments(snapshot.lookup(&req.run)?.id)?;
         // Another process may have committed points moments ago: read the latest.
         self.store.refresh(TableKind::Metrics).await?;
-        let max_step = query::stitched_max_step(self, &segments).await?;
+        let max_step = query::stitched_max_step(&self.session().await?, &segments).await?;
         let run = self
             .commit_run(|snap| {
                 let req = &req;
@@ -382,24 +386,29 @@ impl Engine {
         .await
     }
 
-    /// Appends points of one run as one commit; returns how many were stored.
-    pub async fn write_points(&self, run: &str, points: Vec<MetricPoint>) -> Result<usize> {
-        let snapshot = self.catalog().await?;
-        let id = snapshot.lookup(run)?.id;
-        let mut batch = PointBatch::new();
-        batch.extend(id, points)?;
-        self.write_batch(batch).await
-    }
-
-    /// Commits a batch gathered from any number of runs (which must exist).
-    pub async fn write_batch(&self, batch: PointBatch) -> Result<usize> {
-        if batch.is_empty() {
-            return Ok(0);
+    /// What `/metrics` reports about the engine's state now: table versions
+    /// (as cached, at most `refresh_interval` old), runs by status and the
+    /// query memory pool.
+    pub async fn gauges(&self) -> Result<crate::observe::metrics::Gauges> {
+        let mut gauges = crate::observe::metrics::Gauges::default();
+        for kind in TableKind::ALL {
+            let table = self
+                .store
+                .refresh_within(kind, self.options.refresh_interval)
+                .await?;
+            if let Some(version) = table.version() {
+                gauges.table_versions.push((kind, version));
+            }
         }
-        let records: RecordBatch = batch.into_record_batch()?;
-        let n = records.num_rows();
-        self.store.append(TableKind::Metrics, vec![records]).await?;
-        Ok(n)
+        for run in self.catalog().await?.runs() {
+            *gauges
+                .runs_by_status
+                .entry(run.status.as_str())
+                .or_insert(0) += 1;
+        }
+        gauges.memory_reserved = self.runtime.memory_pool.reserved();
+        gauges.memory_limit = self.options.memory_limit;
+        Ok(gauges)
     }
 
     /// Resolves a run reference against the latest catalog.
@@ -444,7 +453,7 @@ impl Engine {
         let ctx = query::session::build(
             &self.runtime,
             &self.session_config,
-            &self.options,
+            self.options.refresh_interval,
             snapshot,
             &self.store,
             &self.activity,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::cli::ReportArgs;
+use super::ReportArgs;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::report::{self, Goals, Progress, ReportRequest};

@@ -14,24 +14,24 @@ use arrow::datatypes::{
 };
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ingest::{MetricPoint, PointBatch, limits};
+use crate::store::RunId;
 
-/// Imports `path` into `run`; returns the number of points stored.
-pub async fn import_file(engine: &Engine, run: &str, path: &Path) -> Result<usize> {
-    let run = engine.resolve_run(run).await?;
+/// Reads and validates every row of `path` as points of `run`; the caller
+/// commits the batch whole.
+pub fn read_points(run: RunId, path: &Path) -> Result<PointBatch> {
     let batches = read_file(path)?;
     let mut points = PointBatch::new();
     let mut first_row = 1;
     for batch in &batches {
-        points.extend(run.id, points_from_batch(batch, first_row)?)?;
+        points.extend(run, points_from_batch(batch, first_row)?)?;
         first_row += batch.num_rows();
     }
     if points.is_empty() {
         return Err(Error::invalid(format!("{} holds no rows", path.display())));
     }
-    engine.write_batch(points).await
+    Ok(points)
 }
 
 fn read_file(path: &Path) -> Result<Vec<RecordBatch>> {

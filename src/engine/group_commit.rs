@@ -7,9 +7,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::PointBatch;
-use crate::engine::Engine;
+use super::Engine;
 use crate::error::{Error, Result};
+use crate::ingest::PointBatch;
 
 /// A group is committed early once it holds this many points.
 const MAX_GROUP_POINTS: usize = 2_000_000;

@@ -8,7 +8,7 @@ use super::{ApiError, AppState, stream_response};
 use crate::error::Error;
 use crate::interfaces::format::Format;
 use crate::observe::{Interface, QueryInfo};
-use crate::query::export::SeriesExport;
+use crate::query::series_export::SeriesExport;
 use crate::scope::Scope;
 
 /// Query parameters of `/api/export`.
@@ -73,7 +73,9 @@ pub async fn export(
     let batches = engine
         .gate()
         .stream(recorded, async {
-            let (df, named) = export.plan(engine, &scope.projects).await?;
+            let catalog = engine.scoped_catalog(&scope.projects).await?;
+            let ctx = engine.scoped_session(&scope.projects).await?;
+            let (df, named) = export.plan(&catalog, &ctx).await?;
             stem = named;
             Ok(df)
         })

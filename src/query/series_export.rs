@@ -1,13 +1,12 @@
 //! Series exports: one run's or one family's metrics as a query, for file downloads.
 
 use datafusion::logical_expr::JoinType;
-use datafusion::prelude::{DataFrame, Expr, col, lit};
+use datafusion::prelude::{DataFrame, Expr, SessionContext, col, lit};
 
 use super::lineage_functions;
 use super::metric_selection::{MetricSelection, split_list};
-use crate::engine::Engine;
+use crate::catalog::CatalogSnapshot;
 use crate::error::{Error, Result};
-use crate::scope::Projects;
 
 /// What to export.
 #[derive(Debug, Clone)]
@@ -41,25 +40,25 @@ impl SeriesExport {
 
     /// The export's query, ordered by run, metric and step, and a file stem naming it.
     ///
-    /// Runs outside `scope` do not exist.
-    pub async fn plan(&self, engine: &Engine, scope: &Projects) -> Result<(DataFrame, String)> {
+    /// `catalog` and `ctx` are the caller's scoped ones: runs outside them do
+    /// not exist.
+    pub async fn plan(
+        &self,
+        catalog: &CatalogSnapshot,
+        ctx: &SessionContext,
+    ) -> Result<(DataFrame, String)> {
         if self.run.trim().is_empty() {
             return Err(Error::invalid("give the run to export"));
         }
-        let run = engine
-            .scoped_catalog(scope)
-            .await?
-            .lookup(&self.run)?
-            .clone();
+        let run = catalog.lookup(&self.run)?.clone();
         let filter = self.metric_filter()?;
-        let ctx = engine.scoped_session(scope).await?;
         let id = lit(run.id as i64);
         let mut df = match (self.stitched, self.family) {
-            (true, false) => lineage_functions::call(&ctx, "stitched_metrics", vec![id])?,
-            (true, true) => lineage_functions::call(&ctx, "family_metrics", vec![id])?,
+            (true, false) => lineage_functions::call(ctx, "stitched_metrics", vec![id])?,
+            (true, true) => lineage_functions::call(ctx, "family_metrics", vec![id])?,
             (false, false) => ctx.table("metrics").await?.filter(col("run_id").eq(id))?,
             (false, true) => {
-                let members = lineage_functions::call(&ctx, "family_runs", vec![id])?
+                let members = lineage_functions::call(ctx, "family_runs", vec![id])?
                     .select(vec![col("run_id").alias("member")])?;
                 let points = ctx.table("metrics").await?;
                 let columns: Vec<Expr> = points

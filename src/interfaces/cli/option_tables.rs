@@ -4,7 +4,8 @@
 
 use clap::{Arg, Command, CommandFactory};
 
-use crate::interfaces::cli::Cli;
+use super::Cli;
+use crate::options::{ConnectionArgs, GlobalArgs};
 
 fn readme() -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
@@ -133,7 +134,7 @@ fn limits_table() {
         "| `forkline serve` flag (variable `FORKLINE_…`) |",
     );
     let group = <super::QueryArgs as clap::Args>::augment_args(Command::new("q"));
-    let group = <super::ConnectionArgs as clap::Args>::augment_args(group);
+    let group = <ConnectionArgs as clap::Args>::augment_args(group);
     let args = options(&group);
     for row in &rows {
         let arg = find(&args, &row[0]);
@@ -160,7 +161,6 @@ fn config_file_example() {
         .expect("README's config-file example")
         + 8;
     let end = start + readme[start..].find("```").expect("end of the example");
-    let example: super::GlobalArgs =
-        toml::from_str(&readme[start..end]).unwrap_or_else(|e| panic!("{e}"));
+    let example: GlobalArgs = toml::from_str(&readme[start..end]).unwrap_or_else(|e| panic!("{e}"));
     assert!(example.store.starts_with("s3://"), "{example:?}");
 }

@@ -13,10 +13,10 @@ use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
 use tokio::io::AsyncWriteExt;
 
-use super::format::{Format, encode_stream};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::query::export::SeriesExport;
+use crate::interfaces::format::{Format, encode_stream};
+use crate::query::series_export::SeriesExport;
 use crate::store::location::{StoreLocation, StoreOptions};
 
 /// What one export wrote.
@@ -117,7 +117,9 @@ pub async fn export_to(
             "export formats are parquet, arrow, csv and json",
         ));
     }
-    let (df, _) = export.plan(engine, &crate::scope::Projects::All).await?;
+    let (df, _) = export
+        .plan(&*engine.catalog().await?, &engine.session().await?)
+        .await?;
     let batches = df.execute_stream().await?;
     let schema = batches.schema();
     let bar = ProgressBar::new_spinner();
