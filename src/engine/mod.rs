@@ -125,7 +125,8 @@ impl Engine {
     pub async fn open_with(spec: &str, options: EngineOptions) -> Result<Self> {
         let store = Store::open_in(spec, &options.store, options.open).await?;
         let runtime = query::session::runtime(options.memory_limit)?;
-        let session_config = query::session::config(options.target_partitions)?;
+        let session_config =
+            query::session::config(options.target_partitions, options.memory_limit)?;
         // Metric scans read the store's files directly (see `query::file_scan`).
         let location = store.location();
         runtime.register_object_store(

@@ -43,10 +43,18 @@ pub fn runtime(memory_limit: usize) -> Result<Arc<RuntimeEnv>> {
 /// (so a bad variable fails at start-up, and sessions do not re-read them).
 /// `DATAFUSION_*` variables tune the engine (`DATAFUSION_EXECUTION_BATCH_SIZE`,
 /// …); the settings below, which forkline's plans rely on, win over them.
-pub fn config(target_partitions: usize) -> Result<SessionConfig> {
+pub fn config(target_partitions: usize, memory_limit: usize) -> Result<SessionConfig> {
     let mut config = SessionConfig::from_env()?
         .with_target_partitions(target_partitions.max(1))
         .with_information_schema(true);
+    // A sort sets this much of the pool aside for merging its spill files
+    // before it holds any row (10 MiB by default): of a small pool that left
+    // no room to sort at all. A sixteenth of the pool still merges a few
+    // dozen spill files at a time.
+    let execution = &mut config.options_mut().execution;
+    execution.sort_spill_reservation_bytes = execution
+        .sort_spill_reservation_bytes
+        .min(memory_limit / 16);
     let parquet = &mut config.options_mut().execution.parquet;
     // Off by default in DataFusion; lineage scans live on row-level step predicates.
     parquet.pushdown_filters = true;

@@ -23,6 +23,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::batches::Batches;
 use super::owner_points::OwnerPoints;
+use super::spill;
 use super::{Out, Views};
 
 /// Stitches owner points into every viewer's series (one output partition,
@@ -164,11 +165,26 @@ impl ExecutionPlan for StitchExec {
         let batch_size = context.session_config().batch_size();
         let collected = async move {
             let reservation = MemoryConsumer::new("StitchExec").register(context.memory_pool());
-            let points =
-                OwnerPoints::collect(owners, metric.as_deref(), context, reservation).await?;
-            let pieces = points.pieces(&views);
-            let batches = Batches::new(points, pieces, batch_size.max(1), schema, outputs);
-            Ok::<_, DataFusionError>(futures::stream::iter(batches).boxed())
+            let held = OwnerPoints::collect(
+                owners.clone(),
+                metric.as_deref(),
+                context.clone(),
+                reservation,
+            )
+            .await;
+            match held {
+                Ok(points) => {
+                    let pieces = points.pieces(&views);
+                    let batches = Batches::new(points, pieces, batch_size.max(1), schema, outputs);
+                    Ok::<_, DataFusionError>(futures::stream::iter(batches).boxed())
+                }
+                // What was read is dropped with the refused reservation.
+                Err(e) if spill::is_pool_exhausted(&e) => Ok(spill::sorted_stream(
+                    owners, &views, metric, outputs, schema, context,
+                )?
+                .boxed()),
+                Err(e) => Err(e),
+            }
         };
         let stream = futures::stream::once(collected).try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(

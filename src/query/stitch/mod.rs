@@ -14,10 +14,13 @@
 //! The owners' points are held in memory (accounted to the memory pool), so
 //! the planner uses this operator where they are bounded by what is asked
 //! for: one run's series (the output itself), or one metric of many runs.
+//! Where even that exceeds the pool, the operator reads the owners again and
+//! sorts the fanned-out rows with a sort that spills (`spill`).
 
 mod batches;
 mod exec;
 mod owner_points;
+mod spill;
 
 use std::sync::Arc;
 
