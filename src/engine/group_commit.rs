@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::Engine;
@@ -54,7 +54,14 @@ impl GroupCommitter {
     }
 }
 
+/// Groups committed at once: the next group gathers (and encodes) while the
+/// last one's file and log entry are written, so the window is not idle time.
+/// Appends to one table retry on a concurrent commit, and the newest write of
+/// a point is told by its write sequence number, not by commit order.
+const IN_FLIGHT: u32 = 2;
+
 async fn run(engine: Arc<Engine>, mut rx: mpsc::Receiver<Pending>, window: Duration) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT as usize));
     while let Some(first) = rx.recv().await {
         let deadline = Instant::now() + window;
         let mut points = first.batch.len();
@@ -68,31 +75,45 @@ async fn run(engine: Arc<Engine>, mut rx: mpsc::Receiver<Pending>, window: Durat
                 Ok(None) | Err(_) => break,
             }
         }
-        let mut merged = PointBatch::new();
-        let mut counts = Vec::with_capacity(group.len());
-        let mut waiters = Vec::with_capacity(group.len());
-        for p in group {
-            counts.push(p.batch.len());
-            merged.append(p.batch);
-            waiters.push(p.done);
-        }
-        let started = Instant::now();
-        let outcome = engine.write_batch(merged).await;
-        crate::observe::metrics::group_commit(
-            waiters.len(),
-            points,
-            started.elapsed(),
-            outcome.is_ok(),
-        );
-        if let Err(e) = &outcome {
-            tracing::error!(error = %e, points, "group commit failed");
-        }
-        for (done, n) in waiters.into_iter().zip(counts) {
-            let reply = match &outcome {
-                Ok(_) => Ok(n),
-                Err(e) => Err(format!("points were not committed: {e}")),
-            };
-            let _ = done.send(reply);
-        }
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            commit(&engine, group, points).await;
+            drop(slot);
+        });
+    }
+    // Every group taken is answered before the committer ends.
+    let _ = slots.acquire_many(IN_FLIGHT).await;
+}
+
+/// Commits `group` as one append and answers each of its callers.
+async fn commit(engine: &Engine, group: Vec<Pending>, points: usize) {
+    let mut merged = PointBatch::new();
+    let mut counts = Vec::with_capacity(group.len());
+    let mut waiters = Vec::with_capacity(group.len());
+    for p in group {
+        counts.push(p.batch.len());
+        merged.append(p.batch);
+        waiters.push(p.done);
+    }
+    let started = Instant::now();
+    let outcome = engine.write_batch(merged).await;
+    crate::observe::metrics::group_commit(
+        waiters.len(),
+        points,
+        started.elapsed(),
+        outcome.is_ok(),
+    );
+    if let Err(e) = &outcome {
+        tracing::error!(error = %e, points, "group commit failed");
+    }
+    for (done, n) in waiters.into_iter().zip(counts) {
+        let reply = match &outcome {
+            Ok(_) => Ok(n),
+            Err(e) => Err(format!("points were not committed: {e}")),
+        };
+        let _ = done.send(reply);
     }
 }

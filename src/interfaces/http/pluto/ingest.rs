@@ -12,15 +12,16 @@ use axum::http::HeaderMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::ndjson::{Object, for_each_line, shown, step, time_us};
+use super::metric_line::{self, Reading};
+use super::ndjson::{Object, for_each_line, lines, shown, step, time_us};
 use std::sync::Arc;
 
 use super::{RunHeader, header_run};
 use crate::catalog::{Run, RunId};
 use crate::error::{Error, Result};
+use crate::ingest::PointBatch;
 use crate::ingest::limits::{MAX_DATA_LINE_BYTES, MAX_LINE_BYTES, MAX_POINTS_PER_REQUEST};
-use crate::ingest::{MetricPoint, PointBatch};
-use crate::interfaces::http::{ApiError, AppState, lenient_json};
+use crate::interfaces::http::{ApiError, AppState};
 use crate::observe::metrics;
 use crate::scope::Scope;
 use crate::store::TableKind;
@@ -98,41 +99,43 @@ pub(super) async fn metrics(
     let target = run_of(&state, &scope, &headers).await?;
     let run = target.id;
     let mut batch = PointBatch::new();
-    for_each_line(&body, MAX_LINE_BYTES, "MAX_LINE_BYTES", |line, mut obj| {
-        let time_us = time_us(line, &obj)?;
-        let step = step(line, &obj)?;
-        let Some(Value::Object(data)) = obj.remove("data") else {
-            return Err(Error::invalid(format!(
-                "line {line}: `data` must be an object of metric values"
-            )));
-        };
-        let mut points = Vec::with_capacity(data.len());
-        for (name, value) in data {
-            // `run.log({"a": None})`: Pluto stores the line's other values.
-            if value.is_null() {
-                continue;
+    lines(&body, MAX_LINE_BYTES, "MAX_LINE_BYTES", |line, text| {
+        metric_line::parse(line, text, |parsed| {
+            let time_us = time_us(line, parsed.time.as_ref())?;
+            let step = step(line, parsed.step.as_ref())?;
+            let Some(values) = parsed.data else {
+                return Err(Error::invalid(format!(
+                    "line {line}: `data` must be an object of metric values"
+                )));
+            };
+            let mut count = 0;
+            for (name, value) in &values {
+                match value {
+                    // `run.log({"a": None})`: Pluto stores the line's other values.
+                    Reading::Null => {}
+                    Reading::Number(_) => count += 1,
+                    Reading::Other(v) => {
+                        return Err(Error::invalid(format!(
+                            "line {line}: value of `{name}` is not a number: {}",
+                            shown(v)
+                        )));
+                    }
+                }
             }
-            let value = lenient_json::number(&value).ok_or_else(|| {
-                Error::invalid(format!(
-                    "line {line}: value of `{name}` is not a number: {}",
-                    shown(&value)
-                ))
-            })?;
-            points.push(MetricPoint {
-                metric: name,
-                step,
-                value,
-                time_us,
-            });
-        }
-        if batch.len() + points.len() > MAX_POINTS_PER_REQUEST {
-            return Err(Error::invalid(format!(
-                "line {line}: the request holds more than {MAX_POINTS_PER_REQUEST} metric values (MAX_POINTS_PER_REQUEST); send it in parts"
-            )));
-        }
-        batch
-            .extend(run, points)
-            .map_err(|e| Error::invalid(format!("line {line}: {e}")))
+            if batch.len() + count > MAX_POINTS_PER_REQUEST {
+                return Err(Error::invalid(format!(
+                    "line {line}: the request holds more than {MAX_POINTS_PER_REQUEST} metric values (MAX_POINTS_PER_REQUEST); send it in parts"
+                )));
+            }
+            for (name, value) in &values {
+                if let Reading::Number(value) = value {
+                    batch
+                        .push(run, name, step, *value, time_us)
+                        .map_err(|e| Error::invalid(format!("line {line}: {e}")))?;
+                }
+            }
+            Ok(())
+        })
     })?;
     let stored = state.committer.submit(batch).await?;
     metrics::ingest(TableKind::Metrics, stored, body.len());
@@ -178,7 +181,7 @@ fn log_record(line: usize, run: RunId, mut obj: Object) -> Result<LogRecord> {
     };
     Ok(LogRecord {
         run_id: run,
-        time_us: time_us(line, &obj)?,
+        time_us: time_us(line, obj.get("time"))?,
         line_number: obj.get("lineNumber").and_then(Value::as_i64),
         log_type: obj
             .get("logType")
@@ -232,8 +235,8 @@ fn data_record(line: usize, run: RunId, obj: Object) -> Result<DataRecord> {
     Ok(DataRecord {
         run_id: run,
         log_name: field("logName")?,
-        step: step(line, &obj)?,
-        time_us: time_us(line, &obj)?,
+        step: step(line, obj.get("step"))?,
+        time_us: time_us(line, obj.get("time"))?,
         data_type: field("dataType")?,
         data: field("data")?,
     })

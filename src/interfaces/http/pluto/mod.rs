@@ -4,6 +4,7 @@
 mod files;
 mod filters;
 mod ingest;
+mod metric_line;
 mod ndjson;
 mod query;
 mod runs;
