@@ -99,6 +99,25 @@ struct Phase {
     errors: u64,
 }
 
+impl Phase {
+    /// A phase that began at `started` and has just ended.
+    fn new(
+        offered: f64,
+        latencies: Vec<Duration>,
+        errors: u64,
+        started: Instant,
+        shape: Shape,
+    ) -> Self {
+        Self {
+            offered,
+            acked_points: latencies.len() as u64 * shape.points(),
+            elapsed: started.elapsed().as_secs_f64(),
+            latencies,
+            errors,
+        }
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -157,21 +176,13 @@ async fn closed_loop(
             })
         })
         .collect();
-    let mut phase = Phase {
-        offered: f64::NAN,
-        acked_points: 0,
-        elapsed: 0.0,
-        latencies: Vec::new(),
-        errors: 0,
-    };
+    let (mut latencies, mut errors) = (Vec::new(), 0);
     for w in writers {
-        let (latencies, errors) = w.await.unwrap();
-        phase.latencies.extend(latencies);
-        phase.errors += errors;
+        let (answered, failed) = w.await.unwrap();
+        latencies.extend(answered);
+        errors += failed;
     }
-    phase.elapsed = started.elapsed().as_secs_f64();
-    phase.acked_points = phase.latencies.len() as u64 * shape.points();
-    phase
+    Phase::new(f64::NAN, latencies, errors, started, shape)
 }
 
 /// Requests leave at `rate` points/s, round robin over the runs, for
@@ -206,24 +217,14 @@ async fn open_loop(
             sent += 1;
         }
     }
-    let mut phase = Phase {
-        offered: rate,
-        acked_points: 0,
-        elapsed: 0.0,
-        latencies: Vec::with_capacity(answers.len()),
-        errors: 0,
-    };
+    let (mut latencies, mut errors) = (Vec::with_capacity(answers.len()), 0);
     for a in answers {
-        let (ok, latency) = a.await.unwrap();
-        if ok {
-            phase.latencies.push(latency);
-        } else {
-            phase.errors += 1;
+        match a.await.unwrap() {
+            (true, latency) => latencies.push(latency),
+            (false, _) => errors += 1,
         }
     }
-    phase.elapsed = started.elapsed().as_secs_f64();
-    phase.acked_points = phase.latencies.len() as u64 * shape.points();
-    phase
+    Phase::new(rate, latencies, errors, started, shape)
 }
 
 fn report(label: &str, mut phase: Phase) -> f64 {

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{spawn_server_with, temp_store};
+use common::{peak_rss_mib, spawn_server_with, temp_store};
 use forkline::Engine;
 use forkline::catalog::{ForkRequest, NewRun};
 use forkline::ingest::MetricPoint;
@@ -24,17 +24,6 @@ const CHUNK: u64 = 1_000_000;
 /// The step fork `k` (1-based) forks the root at.
 fn fork_step(k: u64) -> u64 {
     ROOT_STEPS - 1 - 1000 * k
-}
-
-/// Peak resident memory of a process, in MiB.
-fn peak_rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .expect("VmHWM in /proc status");
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib / 1024
 }
 
 /// Writes the family; returns the root's run id and its forks'.
