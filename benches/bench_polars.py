@@ -29,6 +29,8 @@ DEFAULT = {
     "q3": "join",
     "q4": "join",
     "q6": "join",
+    "q7": "union",
+    "q8": "join",
 }
 
 
@@ -44,10 +46,12 @@ def _segments_frame(segments):
     )
 
 
-def _stitched(lf, segments, metric, variant):
+def _stitched(lf, segments, metric, variant, window=None):
     """Points of every viewer's stitched view: columns viewer, metric, step, value."""
     if metric is not None:
         lf = lf.filter(pl.col("metric") == metric)
+    if window is not None:
+        lf = lf.filter(pl.col("step").is_between(window[0], window[1]))
     if variant == "union":
         parts = [
             lf.filter((pl.col("run_id") == o) & (pl.col("step") >= a) & (pl.col("step") <= b)).select(
@@ -64,8 +68,8 @@ def _stitched(lf, segments, metric, variant):
     )
 
 
-def query(name, files, metric, segments, width, variant=None):
-    """The LazyFrame answering query `name` (q1 … q6)."""
+def query(name, files, metric, segments, width, variant=None, window=None):
+    """The LazyFrame answering query `name` (q1 … q8; `window`: Q7's and Q8's step range)."""
     lf = scan(files)
     variant = variant or DEFAULT.get(name)
     if name == "q1":
@@ -84,6 +88,14 @@ def query(name, files, metric, segments, width, variant=None):
             .group_by("viewer")
             .agg(pl.col("step").max(), pl.col("value").get(pl.col("step").arg_max()))
             .rename({"viewer": "run_id"})
+            .sort("run_id")
+        )
+    if name == "q7":
+        return _stitched(lf, segments, metric, variant, window).select("step", "value").sort("step")
+    if name == "q8":
+        return (
+            _stitched(lf, segments, metric, variant, window)
+            .select(pl.col("viewer").alias("run_id"), "value")
             .sort("run_id")
         )
     if name == "q5":

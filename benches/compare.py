@@ -51,6 +51,8 @@ QUERIES = {
     "q4": "q4_leaderboard",
     "q5": "q5_full_scan",
     "q6": "q6_family_downsample",
+    "q7": "q7_stitched_zoom",
+    "q8": "q8_project_at_step",
 }
 TITLES = {
     "q1": "Q1 stitched, 1 metric, depth-8 run",
@@ -59,8 +61,12 @@ TITLES = {
     "q4": "Q4 leaderboard, last point, {n} runs",
     "q5": "Q5 full-scan aggregate",
     "q6": "Q6 family downsample, 1,000 buckets",
+    "q7": "Q7 zoom, 300 steps across a fork, depth-8 run",
+    "q8": "Q8 one step, {n} runs",
 }
-LINEAGE = ["q1", "q2", "q3", "q4", "q6"]
+LINEAGE = ["q1", "q2", "q3", "q4", "q6", "q7", "q8"]
+# Q8's step: every run's stitched view holds it (each root logs 0..2,499).
+Q8_STEP = 2000
 ENGINES = ["forkline", "forkline-naive", "duckdb", "polars"]
 OPEN_END = 2**63 - 1
 PROJECT = "bench"
@@ -84,6 +90,8 @@ DUCKDB_DEFAULT = {
     "q3": "join",
     "q4": "join",
     "q6": "join",
+    "q7": "join",
+    "q8": "join",
 }
 
 
@@ -192,7 +200,7 @@ def duckdb_setup(files, threads):
     return [f"SET threads = {threads}", f"CREATE VIEW metrics AS SELECT * FROM read_parquet([{listed}])"]
 
 
-def duckdb_sql(name, metric, segs, width, variant=None):
+def duckdb_sql(name, metric, segs, width, variant=None, window=None):
     variant = variant or DUCKDB_DEFAULT.get(name)
     if name == "q5":
         return (
@@ -200,6 +208,9 @@ def duckdb_sql(name, metric, segs, width, variant=None):
             "FROM metrics GROUP BY metric ORDER BY metric"
         )
     mfilter = f"metric = '{metric}'" if name != "q2" else "metric IS NOT NULL"
+    if window is not None:
+        # Q7, Q8: the step window a user writes, which the peer pushes into its scan.
+        mfilter += f" AND step BETWEEN {window[0]} AND {window[1]}"
     if variant == "union":
         stitched = " UNION ALL ".join(
             f"SELECT {v}::BIGINT AS viewer, metric, step, value FROM metrics "
@@ -219,6 +230,10 @@ def duckdb_sql(name, metric, segs, width, variant=None):
         return f"SELECT metric, step, value FROM ({stitched}) ORDER BY metric, step"
     if name == "q3":
         return f"SELECT viewer AS run_id, step, value FROM ({stitched}) ORDER BY run_id, step"
+    if name == "q7":
+        return f"SELECT step, value FROM ({stitched}) ORDER BY step"
+    if name == "q8":
+        return f"SELECT viewer AS run_id, value FROM ({stitched}) ORDER BY run_id"
     if name == "q4":
         return (
             f"SELECT viewer AS run_id, max(step) AS step, arg_max(value, step) AS value FROM ({stitched}) "
@@ -325,6 +340,11 @@ def main():
         "q4": [s for v in bench for s in segments(runs, v)],
         "q6": [s for v in family for s in segments(runs, v)],
     }
+    segs["q7"] = segs["q1"]
+    segs["q8"] = segs["q4"]
+    # Q7's window: 150 steps either side of the start of the run's own segment.
+    zoom_lo = segs["q1"][-1][2] - 150
+    windows = {"q7": (zoom_lo, zoom_lo + 299), "q8": (Q8_STEP, Q8_STEP)}
     max_step = (
         pl.scan_parquet(files)
         .filter(pl.col("run_id").is_in(family) & (pl.col("metric") == metric))
@@ -333,7 +353,15 @@ def main():
         .item()
     )
     width = math.ceil((max_step + 1) / 1000)
-    base = {"run": runs[target][3], "family": runs[root][3], "metric": metric, "width": width}
+    base = {
+        "run": runs[target][3],
+        "family": runs[root][3],
+        "metric": metric,
+        "width": width,
+        "lo": windows["q7"][0],
+        "hi": windows["q7"][1],
+        "step": Q8_STEP,
+    }
     print(
         f"targets: run {runs[target][3]} (id {target}, depth {deepest}), family {runs[root][3]} "
         f"({len(family)} runs), metric {metric}, bucket width {width}; {len(files)} files, {points:,} points",
@@ -350,7 +378,7 @@ def main():
             texts[(q, "forkline")] = fill(read_query(q), base)
             if q in LINEAGE:
                 texts[(q, "forkline-naive")] = fill(read_query(q, naive=True), {**base, "segments": values_sql(segs[q])})
-            texts[(q, "duckdb")] = duckdb_sql(q, metric, segs.get(q), width)
+            texts[(q, "duckdb")] = duckdb_sql(q, metric, segs.get(q), width, window=windows.get(q))
 
         def run(q, engine, variant=None):
             if engine == "forkline":
@@ -358,9 +386,14 @@ def main():
             if engine == "forkline-naive":
                 return fl.query(texts[(q, engine)])
             if engine == "duckdb":
-                sql = texts[(q, engine)] if variant is None else duckdb_sql(q, metric, segs.get(q), width, variant)
+                sql = (
+                    texts[(q, engine)]
+                    if variant is None
+                    else duckdb_sql(q, metric, segs.get(q), width, variant, windows.get(q))
+                )
                 return con.sql(sql).to_arrow_table()
-            return bench_polars.query(q, files, metric, segs.get(q), width, variant).collect().to_arrow()
+            lf = bench_polars.query(q, files, metric, segs.get(q), width, variant, windows.get(q))
+            return lf.collect().to_arrow()
 
         def engines_of(q):
             return [e for e in ENGINES if e != "forkline-naive" or q in LINEAGE]

@@ -229,7 +229,7 @@ fn main() {
         forks_and_series(&engine, &runs, &depths, reps).await;
         other_project(&engine, runs[deepest], deepest).await;
 
-        let report = forkline::compact::compact(&engine, &Default::default())
+        let report = forkline::maintenance::compact::compact(&engine, &Default::default())
             .await
             .unwrap();
         println!();

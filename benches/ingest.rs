@@ -1,15 +1,24 @@
-//! Sustained ingest through the SDK's NDJSON format: a loopback load generator
-//! against a real `forkline serve` on a fresh local store. Reports points/s and
-//! acknowledgment latency (an ack means the points are committed) per commit window.
+//! Sustained ingest through the SDK's NDJSON format, open loop: requests leave
+//! at a fixed rate whether or not earlier ones were answered, from many runs
+//! at once, against a real `forkline serve` on a fresh local store. An ack
+//! means the points are committed.
 //!
-//! Run: `cargo bench --bench ingest` (env: INGEST_SECONDS, INGEST_CLIENTS, INGEST_WINDOWS_MS).
+//! A closed-loop phase (one writer per run, each waiting for its ack) finds
+//! the maximum acknowledged rate; open-loop phases then offer 25%, 50%, 75%
+//! and 100% of it. Latency counts from when a request was due to leave, so a
+//! generator that falls behind shows as latency, not as a lower offered rate.
+//!
+//! Run: `cargo bench --bench ingest`. Environment: `INGEST_SECONDS` (per
+//! phase, 10), `INGEST_RUNS` (256), `INGEST_WINDOW_MS` (the server's commit
+//! window, 100), `INGEST_LINES` (lines per request, 100: the SDK's batch),
+//! `INGEST_METRICS` (metrics per line, 5).
 
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-const LINES_PER_REQUEST: u64 = 100; // the SDK's sync batch size
-const METRICS_PER_LINE: u64 = 5;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -48,106 +57,243 @@ fn start(store: &str, window_ms: u64) -> Server {
     Server(child, base)
 }
 
-fn body(request: u64) -> String {
-    let mut out = String::with_capacity(LINES_PER_REQUEST as usize * 140);
-    for line in 0..LINES_PER_REQUEST {
-        let step = request * LINES_PER_REQUEST + line;
-        out.push_str(&format!(
-            "{{\"time\": {}, \"step\": {step}, \"data\": {{",
-            1_700_000_000_000u64 + step
-        ));
-        for m in 0..METRICS_PER_LINE {
-            let sep = if m == 0 { "" } else { ", " };
-            out.push_str(&format!("{sep}\"m{m}\": {}", 1.0 / (step + m + 1) as f64));
-        }
-        out.push_str("}}\n");
+/// The shape of every request.
+#[derive(Clone, Copy)]
+struct Shape {
+    lines: u64,
+    metrics: u64,
+}
+
+impl Shape {
+    fn points(self) -> u64 {
+        self.lines * self.metrics
     }
-    out
+
+    /// Request `n` of a run: the next `lines` steps, as the SDK writes them.
+    fn body(self, n: u64) -> String {
+        let mut out =
+            String::with_capacity(self.lines as usize * (40 + 24 * self.metrics as usize));
+        for line in 0..self.lines {
+            let step = n * self.lines + line;
+            let _ = write!(
+                out,
+                "{{\"time\": {}, \"step\": {step}, \"data\": {{",
+                1_700_000_000_000u64 + step
+            );
+            for m in 0..self.metrics {
+                let sep = if m == 0 { "" } else { ", " };
+                let _ = write!(out, "{sep}\"train/m{m}\": {}", 1.0 / (step + m + 1) as f64);
+            }
+            out.push_str("}}\n");
+        }
+        out
+    }
+}
+
+/// What a phase measured.
+struct Phase {
+    offered: f64,
+    acked_points: u64,
+    elapsed: f64,
+    latencies: Vec<Duration>,
+    errors: u64,
+}
+
+impl Phase {
+    /// A phase that began at `started` and has just ended.
+    fn new(
+        offered: f64,
+        latencies: Vec<Duration>,
+        errors: u64,
+        started: Instant,
+        shape: Shape,
+    ) -> Self {
+        Self {
+            offered,
+            acked_points: latencies.len() as u64 * shape.points(),
+            elapsed: started.elapsed().as_secs_f64(),
+            latencies,
+            errors,
+        }
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn send(client: &reqwest::Client, base: &str, run: &str, body: String) -> bool {
+    let resp = client
+        .post(format!("{base}/ingest/metrics"))
+        .header("x-run-id", run)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await;
+    matches!(resp, Ok(r) if r.status() == 200)
+}
+
+/// Each run's next request number, shared by the phases so steps only grow.
+struct Runs {
+    ids: Vec<String>,
+    next: Vec<AtomicU64>,
+}
+
+impl Runs {
+    fn take(&self, i: usize) -> (&str, u64) {
+        (&self.ids[i], self.next[i].fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// One writer per run, each waiting for its ack: the maximum rate.
+async fn closed_loop(
+    client: &reqwest::Client,
+    base: &str,
+    runs: &Arc<Runs>,
+    shape: Shape,
+    seconds: u64,
+) -> Phase {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let writers: Vec<_> = (0..runs.ids.len())
+        .map(|i| {
+            let (client, base, runs) = (client.clone(), base.to_string(), runs.clone());
+            tokio::spawn(async move {
+                let (mut latencies, mut errors) = (Vec::new(), 0);
+                while Instant::now() < deadline {
+                    let (run, n) = runs.take(i);
+                    let sent = Instant::now();
+                    if send(&client, &base, run, shape.body(n)).await {
+                        latencies.push(sent.elapsed());
+                    } else {
+                        errors += 1;
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let (mut latencies, mut errors) = (Vec::new(), 0);
+    for w in writers {
+        let (answered, failed) = w.await.unwrap();
+        latencies.extend(answered);
+        errors += failed;
+    }
+    Phase::new(f64::NAN, latencies, errors, started, shape)
+}
+
+/// Requests leave at `rate` points/s, round robin over the runs, for
+/// `seconds`; the phase ends when the last one is answered.
+async fn open_loop(
+    client: &reqwest::Client,
+    base: &str,
+    runs: &Arc<Runs>,
+    shape: Shape,
+    seconds: u64,
+    rate: f64,
+) -> Phase {
+    let per_second = rate / shape.points() as f64;
+    let total = (per_second * seconds as f64).round() as u64;
+    let started = Instant::now();
+    let mut answers = Vec::with_capacity(total as usize);
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut sent = 0u64;
+    while sent < total {
+        tick.tick().await;
+        let due = ((started.elapsed().as_secs_f64() * per_second) as u64).min(total);
+        while sent < due {
+            // When this request was due: queueing in the generator counts.
+            let at = started + Duration::from_secs_f64(sent as f64 / per_second);
+            let (run, n) = runs.take(sent as usize % runs.ids.len());
+            let (client, base, run) = (client.clone(), base.to_string(), run.to_string());
+            answers.push(tokio::spawn(async move {
+                let ok = send(&client, &base, &run, shape.body(n)).await;
+                (ok, at.elapsed())
+            }));
+            sent += 1;
+        }
+    }
+    let (mut latencies, mut errors) = (Vec::with_capacity(answers.len()), 0);
+    for a in answers {
+        match a.await.unwrap() {
+            (true, latency) => latencies.push(latency),
+            (false, _) => errors += 1,
+        }
+    }
+    Phase::new(rate, latencies, errors, started, shape)
+}
+
+fn report(label: &str, mut phase: Phase) -> f64 {
+    phase.latencies.sort();
+    let ms = |p: f64| percentile(&phase.latencies, p).as_secs_f64() * 1e3;
+    let acked = phase.acked_points as f64 / phase.elapsed;
+    let offered = if phase.offered.is_nan() {
+        "closed loop".to_string()
+    } else {
+        format!("{:.0}", phase.offered)
+    };
+    println!(
+        "| {label} | {offered} | {acked:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {} |",
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        phase.errors,
+    );
+    acked
 }
 
 fn main() {
     let seconds: u64 = env_or("INGEST_SECONDS", 10);
-    let clients: u64 = env_or("INGEST_CLIENTS", 16);
-    let windows: Vec<u64> = std::env::var("INGEST_WINDOWS_MS")
-        .unwrap_or_else(|_| "20,100,250".into())
-        .split(',')
-        .filter_map(|w| w.trim().parse().ok())
-        .collect();
+    let run_count: usize = env_or("INGEST_RUNS", 256);
+    let window: u64 = env_or("INGEST_WINDOW_MS", 100);
+    let shape = Shape {
+        lines: env_or("INGEST_LINES", 100),
+        metrics: env_or("INGEST_METRICS", 5),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("warehouse");
+    let server = start(store.to_str().unwrap(), window);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    println!("| commit window | clients | points/s | requests/s | ack p50 | ack p99 | commits |");
-    println!("|---|---|---|---|---|---|---|");
-    for window in windows {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("warehouse");
-        let server = start(store.to_str().unwrap(), window);
-        rt.block_on(async {
-            let client = reqwest::Client::new();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let mut ids = Vec::with_capacity(run_count);
+        for r in 0..run_count {
             let run: serde_json::Value = client
                 .post(format!("{}/api/runs/create", server.1))
-                .json(&serde_json::json!({"runName": "bench", "projectName": "ingest-bench"}))
+                .json(&serde_json::json!({"runName": format!("bench-{r}"), "projectName": "ingest-bench"}))
                 .send()
                 .await
                 .unwrap()
                 .json()
                 .await
                 .unwrap();
-            let run_id = run["runId"].to_string();
-            let deadline = Instant::now() + Duration::from_secs(seconds);
-            let tasks: Vec<_> = (0..clients)
-                .map(|c| {
-                    let (client, base, run_id) = (client.clone(), server.1.clone(), run_id.clone());
-                    tokio::spawn(async move {
-                        let mut latencies = Vec::new();
-                        let mut request = c;
-                        while Instant::now() < deadline {
-                            let payload = body(request);
-                            let start = Instant::now();
-                            let resp = client
-                                .post(format!("{base}/ingest/metrics"))
-                                .header("x-run-id", &run_id)
-                                .header("content-type", "application/x-ndjson")
-                                .body(payload)
-                                .send()
-                                .await
-                                .unwrap();
-                            assert_eq!(resp.status(), 200);
-                            latencies.push(start.elapsed());
-                            request += clients;
-                        }
-                        latencies
-                    })
-                })
-                .collect();
-            let started = Instant::now();
-            let mut latencies: Vec<Duration> = Vec::new();
-            for t in tasks {
-                latencies.extend(t.await.unwrap());
-            }
-            let elapsed = started.elapsed().as_secs_f64();
-            latencies.sort();
-            let requests = latencies.len() as f64;
-            let commits = std::fs::read_dir(store.join("metrics/_delta_log"))
-                .unwrap()
-                .filter(|e| {
-                    e.as_ref()
-                        .unwrap()
-                        .path()
-                        .extension()
-                        .is_some_and(|x| x == "json")
-                })
-                .count();
-            println!(
-                "| {window} ms | {clients} | {:.0} | {:.0} | {:.1} ms | {:.1} ms | {commits} |",
-                requests * (LINES_PER_REQUEST * METRICS_PER_LINE) as f64 / elapsed,
-                requests / elapsed,
-                percentile(&latencies, 0.5).as_secs_f64() * 1e3,
-                percentile(&latencies, 0.99).as_secs_f64() * 1e3,
-            );
+            ids.push(run["runId"].to_string());
+        }
+        let runs = Arc::new(Runs {
+            next: ids.iter().map(|_| AtomicU64::new(0)).collect(),
+            ids,
         });
-        drop(server);
-    }
+        println!(
+            "{run_count} runs, {} lines × {} metrics per request, commit window {window} ms, {seconds} s per phase",
+            shape.lines, shape.metrics
+        );
+        println!();
+        println!("| load | offered points/s | acknowledged points/s | ack p50 | ack p99 | ack p99.9 | errors |");
+        println!("|---|---:|---:|---:|---:|---:|---:|");
+        let base = server.1.clone();
+        let max = report(
+            "max (closed loop)",
+            closed_loop(&client, &base, &runs, shape, seconds).await,
+        );
+        for percent in [25, 50, 75, 100] {
+            let rate = max * percent as f64 / 100.0;
+            let phase = open_loop(&client, &base, &runs, shape, seconds, rate).await;
+            report(&format!("{percent}%"), phase);
+        }
+    });
+    drop(server);
 }

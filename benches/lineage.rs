@@ -66,7 +66,7 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("warehouse");
         let engine = Engine::open(store.to_str().unwrap()).await.unwrap();
-        forkline::demo::build(&engine, 7).await.unwrap();
+        forkline::fixtures::demo::build(&engine, 7).await.unwrap();
 
         let family: Vec<String> = scalar_rows(&engine, "SELECT run_id FROM family_runs('VS-1') ORDER BY run_id")
             .await

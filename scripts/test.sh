@@ -21,4 +21,5 @@ FORKLINE_BIN="$PWD/target/debug/forkline" .venv/bin/python -m pytest -q tests/py
 # second run would test nothing new.
 INSTA_UPDATE=no .venv/bin/python tests/python/s3_server.py -- \
   cargo test --test lineage_docs --test compact --test http --test cli --test export --test crash \
-  --test report --test maintenance --test ingest_http --test bench_data --test multi_process
+  --test report --test maintenance --test ingest_http --test bench_data --test multi_process \
+  --test cluster_processes

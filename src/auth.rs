@@ -324,7 +324,7 @@ pub async fn create_key(
     let key = format!("{KEY_PREFIX}{}", hex::encode(secret));
     let h = hash(&key);
     let batch = key_row(&h, projects, read_only, false)?;
-    engine.store().append(TableKind::Keys, vec![batch]).await?;
+    engine.append_records(TableKind::Keys, vec![batch]).await?;
     Ok((key, h[..KEY_ID_LEN].to_string()))
 }
 
@@ -379,7 +379,7 @@ pub async fn revoke_key(engine: &Engine, id_prefix: &str) -> Result<String> {
         return Ok(info.id.clone());
     }
     let batch = key_row(h, &info.projects, info.read_only, true)?;
-    engine.store().append(TableKind::Keys, vec![batch]).await?;
+    engine.append_records(TableKind::Keys, vec![batch]).await?;
     Ok(info.id.clone())
 }
 

@@ -1,22 +1,20 @@
 //! forkline: an analytics backend for ML experiment tracking with run forking.
 //!
-//! The tree follows the data flow: [`ingest`] validates points, [`store`]
-//! commits them to Delta tables, [`catalog`] keeps runs and lineage,
-//! [`query`] answers SQL with lineage table functions, and [`interfaces`]
-//! are the CLI and HTTP front doors over one [`engine::Engine`]; [`liveness`]
-//! is how `forkline serve` tells live runs from silent ones; [`cluster`]
-//! (feature `cluster`) runs the plans forkline makes on a Ballista cluster.
+//! The modules are layered so data flows one way (`tests/module_layers.rs`
+//! fails on an import cycle): [`store`] holds the Delta tables, [`ingest`]
+//! validates what comes in, [`catalog`] keeps runs and lineage, [`query`]
+//! answers SQL with lineage table functions, and [`engine::Engine`] ties
+//! them together and is the one write path. Above it sit [`auth`],
+//! [`liveness`], [`maintenance`], [`report`] and the generated
+//! [`fixtures`]; [`interfaces`] are the CLI, HTTP and Flight SQL front doors.
+//! [`cluster`] runs the plans forkline makes on a Ballista cluster.
 
 pub mod auth;
-pub mod bench_data;
 pub mod catalog;
-#[cfg(feature = "cluster")]
 pub mod cluster;
-pub mod compact;
-pub mod demo;
 pub mod engine;
 pub mod error;
-pub mod import;
+pub mod fixtures;
 pub mod ingest;
 pub mod interfaces;
 pub mod liveness;

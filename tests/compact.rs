@@ -6,8 +6,8 @@ mod common;
 
 use common::{cli, product_docs, rows, temp_store};
 use forkline::catalog::NewRun;
-use forkline::compact::{CompactOptions, compact};
 use forkline::ingest::MetricPoint;
+use forkline::maintenance::compact::{CompactOptions, compact};
 use forkline::store::{FileClass, TableKind};
 use forkline::{Engine, Result};
 
@@ -262,7 +262,7 @@ fn cli_compacts_and_then_has_nothing_to_do() {
 async fn runs_log_merges_into_one_file_and_the_catalog_is_unchanged() {
     let (_dir, store) = temp_store();
     let engine = Engine::open(&store).await.unwrap();
-    let runs = forkline::compact::RUNS_FILES + 3;
+    let runs = forkline::maintenance::compact::RUNS_FILES + 3;
     for n in 0..runs {
         engine
             .create_run(NewRun {

@@ -7,7 +7,7 @@ use std::io::Write;
 use arrow::array::RecordBatch;
 use arrow::buffer::Buffer;
 use arrow::ipc::reader::StreamDecoder;
-use common::{product_docs, spawn_server_with, temp_store};
+use common::{peak_rss_mib, product_docs, spawn_server_with, temp_store};
 use forkline::Engine;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -20,17 +20,6 @@ async fn fixture() -> (tempfile::TempDir, String) {
     let engine = Engine::open(&store).await.unwrap();
     product_docs(&engine).await.unwrap();
     (dir, store)
-}
-
-/// Peak resident memory of a process, in MiB.
-fn peak_rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .expect("VmHWM in /proc status");
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib / 1024
 }
 
 /// Reads an Arrow IPC stream chunk by chunk as it arrives, counting its rows.

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use common::{rows, temp_store};
 use forkline::catalog::NewRun;
-use forkline::compact::{CompactOptions, compact};
-use forkline::ingest::{GroupCommitter, MetricPoint, PointBatch};
+use forkline::engine::GroupCommitter;
+use forkline::ingest::{MetricPoint, PointBatch};
+use forkline::maintenance::compact::{CompactOptions, compact};
 use forkline::store::{FileClass, TableKind};
 use forkline::{Engine, Error};
 

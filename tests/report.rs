@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{cli, product_docs, spawn_server, spawn_server_with, temp_store};
+use common::{chromium_or_skip, cli, product_docs, spawn_server, spawn_server_with, temp_store};
 use forkline::Engine;
 use serde_json::Value;
 
@@ -205,7 +205,7 @@ async fn product_docs_numbers_match_sql() {
 async fn demo_store_all_families_match_sql() {
     let (_dir, store) = temp_store();
     let engine = Engine::open(&store).await.unwrap();
-    forkline::demo::build(&engine, 7).await.unwrap();
+    forkline::fixtures::demo::build(&engine, 7).await.unwrap();
     let report = report_json(
         &store,
         &[
@@ -494,18 +494,6 @@ async fn cli_errors_write_nothing() {
     }
 }
 
-fn chromium() -> Option<PathBuf> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .find_map(|name| {
-            std::env::var_os("PATH").and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|d| d.join(name))
-                    .find(|p| p.is_file())
-            })
-        })
-}
-
 fn run_chromium(bin: &Path, profile: &Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new(bin)
         .args([
@@ -531,20 +519,12 @@ fn run_chromium(bin: &Path, profile: &Path, args: &[&str]) -> std::process::Outp
 /// first family section for the README.
 #[tokio::test]
 async fn html_renders_in_headless_chromium() {
-    let Some(bin) = chromium() else {
-        // CI installs Chromium (.ci/run): there a missing browser is a failure, not a skip.
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "chromium is not installed; .ci/run should have installed it"
-        );
-        eprintln!(
-            "SKIPPED: chromium is not installed (apt-get install chromium); the HTML was not rendered"
-        );
+    let Some(bin) = chromium_or_skip() else {
         return;
     };
     let (dir, store) = temp_store();
     let engine = Engine::open(&store).await.unwrap();
-    forkline::demo::build(&engine, 7).await.unwrap();
+    forkline::fixtures::demo::build(&engine, 7).await.unwrap();
     let page = dir.path().join("report.html");
     let (ok, _, err) = cli(
         &store,
@@ -599,12 +579,25 @@ async fn html_renders_in_headless_chromium() {
             lines >= 5,
             "a line per run at least: {lines} polylines of 3+ points"
         );
-        // Fork steps: dashes are 2-point segments in a run's color (axes are black).
-        let dashes = paths
-            .iter()
-            .filter(|p| points(p) == 2 && !p.contains("stroke=\"#000000\""))
-            .count();
-        assert!(dashes >= 10, "dashed fork lines: {dashes} dashes");
+        // Fork steps: one vertical dashed line each, in its run's colour.
+        let forks: Vec<&str> = svg
+            .match_indices("<line ")
+            .map(|(i, _)| &svg[i..i + svg[i..].find('>').unwrap()])
+            .filter(|l| l.contains("stroke-dasharray"))
+            .collect();
+        assert!(forks.len() >= 4, "dashed fork lines: {forks:?}");
+        for line in &forks {
+            let attr = |name: &str| {
+                line.split(&format!(" {name}=\""))
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+            };
+            assert_eq!(attr("x1"), attr("x2"), "a fork line is vertical: {line}");
+            assert!(
+                !line.contains("stroke=\"#000000\""),
+                "in a run's colour: {line}"
+            );
+        }
     }
     assert!(dom.contains("id=\"family-vs-1\"") && dom.contains("href=\"#family-vs-10\""));
 

@@ -18,8 +18,8 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::SessionContext;
 use forkline::Engine;
 use forkline::catalog::NewRun;
-use forkline::compact::{CompactOptions, compact};
 use forkline::ingest::MetricPoint;
+use forkline::maintenance::compact::{CompactOptions, compact};
 use forkline::query::run_aggregate::{FALLBACK_METRIC, MIN_MEAN_RUN, RULE_NAME, RunAggregate};
 
 /// Values DataFusion's float min/max/sum treat specially, and plain ones.

@@ -467,14 +467,14 @@ async fn a_runs_table_without_status_history_reads_and_gains_it() {
         [["1", "COMPLETED", "RUNNING", "resume"]]
     );
     // Merging the runs log keeps old and new rows, and the event.
-    for i in 0..forkline::compact::RUNS_FILES {
+    for i in 0..forkline::maintenance::compact::RUNS_FILES {
         let tags = RunUpdate::SetTags(vec![format!("t{i}")]);
         engine.update_run("LEG-1", tags).await.unwrap();
     }
-    let report = forkline::compact::compact(&engine, &Default::default())
+    let report = forkline::maintenance::compact::compact(&engine, &Default::default())
         .await
         .unwrap();
-    assert!(report.runs_files_merged > forkline::compact::RUNS_FILES);
+    assert!(report.runs_files_merged > forkline::maintenance::compact::RUNS_FILES);
     // A fresh process reads both revisions, old and new.
     drop(engine);
     let engine = forkline::Engine::open(store.to_str().unwrap())

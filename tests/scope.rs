@@ -290,6 +290,8 @@ enum Addresses {
     Project,
     /// Nothing in particular (SQL, the project list, the key check).
     Nothing,
+    /// The project in the path (the console's pages): a key that does not open it gets 403.
+    PathProject,
 }
 
 /// The request of every route: a route without one fails the test, so a new
@@ -388,6 +390,36 @@ fn call_for(spec: &RouteSpec, w: &World) -> Call {
             None,
             Addresses::Run,
         ),
+        // The console's shell and assets hold no data: public.
+        "/" | "/sql" | "/console/console.js" | "/console/console.css" => {
+            (spec.path.into(), None, Addresses::Nothing)
+        }
+        "/p/{project}" => ("/p/beta".into(), None, Addresses::Nothing),
+        "/p/{project}/f/{run}" => (format!("/p/beta/f/{display}"), None, Addresses::Nothing),
+        "/p/{project}/r/{run}" => (format!("/p/beta/r/{display}"), None, Addresses::Nothing),
+        "/p/{project}/compare" => (
+            format!("/p/beta/compare?runs={display}"),
+            None,
+            Addresses::Nothing,
+        ),
+        // The console's pages: what the shell shows, rendered for the key.
+        "/api/console/p" => (spec.path.into(), None, Addresses::Nothing),
+        "/api/console/p/{project}" => ("/api/console/p/beta".into(), None, Addresses::PathProject),
+        "/api/console/p/{project}/f/{run}" => (
+            format!("/api/console/p/beta/f/{display}?metric=beta-secret/loss"),
+            None,
+            Addresses::PathProject,
+        ),
+        "/api/console/p/{project}/r/{run}" => (
+            format!("/api/console/p/beta/r/{display}"),
+            None,
+            Addresses::PathProject,
+        ),
+        "/api/console/p/{project}/compare" => (
+            format!("/api/console/p/beta/compare?runs={display}&metric=beta-secret/loss"),
+            None,
+            Addresses::PathProject,
+        ),
         other => panic!(
             "route {} {other} has no row in the scope matrix: add one to tests/scope.rs",
             spec.method
@@ -455,6 +487,7 @@ fn expected(spec: &RouteSpec, call: &Call, key: Key, named: Named) -> u16 {
             }
         }
         _ if call.addresses == Addresses::Run && key == Key::OtherProject => 404,
+        _ if call.addresses == Addresses::PathProject && key == Key::OtherProject => 403,
         _ => 200,
     }
 }

@@ -7,7 +7,8 @@
 //! `EXPLAIN` answers the physical plan's shape only: one row per operator,
 //! indented as DataFusion indents it, without its details (file names, sizes,
 //! partition counts), so plan pins fail on a moved or added operator and on
-//! nothing else.
+//! nothing else. An `EXPLAIN /* with predicates */ …` also keeps each scan's
+//! `predicate=…`, for pins of what reaches a scan.
 
 mod common;
 
@@ -41,7 +42,10 @@ impl AsyncDB for Db {
             let batches = df.collect().await.map_err(|e| SqlError(e.to_string()))?;
             return Ok(DBOutput::Rows {
                 types: vec![DefaultColumnType::Text],
-                rows: plan_shape(&common::render(&batches)),
+                rows: plan_shape(
+                    &common::render(&batches),
+                    sql.contains("/* with predicates */"),
+                ),
             });
         }
         let types = df
@@ -73,8 +77,9 @@ impl AsyncDB for Db {
 }
 
 /// The operator names of the `physical_plan` row of an `EXPLAIN` answer, one
-/// per row with their indentation (dots for spaces, as slt trims cells).
-fn plan_shape(rows: &[Vec<String>]) -> Vec<Vec<String>> {
+/// per row with their indentation (dots for spaces, as slt trims cells); with
+/// `predicates`, a scan's name is followed by its `predicate=…`.
+fn plan_shape(rows: &[Vec<String>], predicates: bool) -> Vec<Vec<String>> {
     rows.iter()
         .filter(|row| row.first().is_some_and(|kind| kind == "physical_plan"))
         .flat_map(|row| row[1].lines().map(str::to_string).collect::<Vec<_>>())
@@ -86,7 +91,13 @@ fn plan_shape(rows: &[Vec<String>]) -> Vec<Vec<String>> {
                 .split([':', ' '])
                 .next()
                 .unwrap_or_default();
-            vec![format!("{}{name}", ".".repeat(depth))]
+            let predicate = line
+                .split(", ")
+                .find(|part| part.starts_with("predicate="))
+                .filter(|_| predicates && name == "DataSourceExec")
+                .map(|p| format!(" {p}"))
+                .unwrap_or_default();
+            vec![format!("{}{name}{predicate}", ".".repeat(depth))]
         })
         .collect()
 }

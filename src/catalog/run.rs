@@ -14,8 +14,7 @@ use crate::error::{Error, Result};
 use crate::store::TableKind;
 use crate::store::schema::{arrow_schema, timestamps};
 
-/// Numeric run id: unique, sequential across the store, never reused.
-pub type RunId = u64;
+pub use crate::store::RunId;
 
 /// Lifecycle state of a run.
 #[derive(

@@ -16,7 +16,7 @@ use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::SessionConfig;
 
 use super::codec::ForklineCodec;
-use super::functions::state;
+use super::functions::{cluster_config, state};
 use crate::error::{Error, Result};
 
 /// Starts a scheduler and `executors` executors of `slots` task slots each,
@@ -32,7 +32,7 @@ pub async fn start(executors: usize, slots: usize, runtime: Arc<RuntimeEnv>) -> 
         Arc::new(move |config: SessionConfig| {
             Ok::<_, DataFusionError>(state(config, session_runtime.clone()))
         }),
-        Arc::new(SessionConfig::new_with_ballista),
+        Arc::new(|| cluster_config(SessionConfig::new_with_ballista())),
         codec,
     )
     .await

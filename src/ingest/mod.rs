@@ -1,20 +1,20 @@
-//! The one write path for metric points: validate, sort, and shape them into a
-//! batch that the store commits atomically; [`GroupCommitter`] coalesces
-//! concurrent batches into one commit.
+//! What comes in: metric points validated, sorted and shaped into a batch
+//! that the store commits atomically (the engine's group committer coalesces
+//! concurrent batches into one commit), the input limits, and file import.
 
-mod group_commit;
+pub mod import;
 pub mod limits;
 
-pub use group_commit::GroupCommitter;
 pub use limits::MAX_METRIC_NAME;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use chrono::Utc;
 
-use crate::catalog::RunId;
 use crate::error::{Error, Result};
+use crate::store::RunId;
 use crate::store::TableKind;
 use crate::store::schema::{arrow_schema, timestamps};
 
@@ -70,10 +70,19 @@ impl MetricPoint {
     }
 }
 
-/// Points of one or more runs gathered for a single commit.
+/// Points of one or more runs gathered for a single commit, held by column
+/// with each metric name stored once: ingest sees few names and many points,
+/// so a point costs no allocation of its own.
 #[derive(Debug, Default)]
 pub struct PointBatch {
-    rows: Vec<(RunId, MetricPoint)>,
+    /// Distinct metric names, by id.
+    names: Vec<Box<str>>,
+    ids: HashMap<Box<str>, u32>,
+    runs: Vec<RunId>,
+    metrics: Vec<u32>,
+    steps: Vec<i64>,
+    values: Vec<f64>,
+    times: Vec<Option<i64>>,
 }
 
 impl PointBatch {
@@ -82,36 +91,93 @@ impl PointBatch {
         Self::default()
     }
 
+    /// Adds one point of `run`; a bad point is refused and nothing is added.
+    pub fn push(
+        &mut self,
+        run: RunId,
+        metric: &str,
+        step: u64,
+        value: f64,
+        time_us: Option<i64>,
+    ) -> Result<()> {
+        let known = self.ids.get(metric).copied();
+        if known.is_none() {
+            check_name(metric)?;
+        }
+        check_point(metric, step, time_us)?;
+        let id = match known {
+            Some(id) => id,
+            None => {
+                let id = self.names.len() as u32;
+                self.names.push(metric.into());
+                self.ids.insert(metric.into(), id);
+                id
+            }
+        };
+        self.runs.push(run);
+        self.metrics.push(id);
+        self.steps.push(step as i64);
+        self.values.push(value);
+        self.times.push(time_us);
+        Ok(())
+    }
+
     /// Adds the points of `run`, rejecting the whole call on the first bad point.
     pub fn extend(
         &mut self,
         run: RunId,
         points: impl IntoIterator<Item = MetricPoint>,
     ) -> Result<()> {
-        let start = self.rows.len();
+        let start = self.len();
         for p in points {
-            if let Err(e) = validate(&p) {
-                self.rows.truncate(start);
+            if let Err(e) = self.push(run, &p.metric, p.step, p.value, p.time_us) {
+                self.truncate(start);
                 return Err(e);
             }
-            self.rows.push((run, p));
         }
         Ok(())
     }
 
+    /// Keeps the first `len` points (names stay known: unused ones encode nothing).
+    fn truncate(&mut self, len: usize) {
+        self.runs.truncate(len);
+        self.metrics.truncate(len);
+        self.steps.truncate(len);
+        self.values.truncate(len);
+        self.times.truncate(len);
+    }
+
     /// Moves every point of `other` into this batch, after the points already here.
     pub fn append(&mut self, other: PointBatch) {
-        self.rows.extend(other.rows);
+        let remap: Vec<u32> = other
+            .names
+            .into_iter()
+            .map(|name| match self.ids.get(&name) {
+                Some(id) => *id,
+                None => {
+                    let id = self.names.len() as u32;
+                    self.ids.insert(name.clone(), id);
+                    self.names.push(name);
+                    id
+                }
+            })
+            .collect();
+        self.runs.extend(other.runs);
+        self.metrics
+            .extend(other.metrics.into_iter().map(|m| remap[m as usize]));
+        self.steps.extend(other.steps);
+        self.values.extend(other.values);
+        self.times.extend(other.times);
     }
 
     /// Number of points gathered so far.
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.runs.len()
     }
 
     /// Whether no point was gathered.
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.runs.is_empty()
     }
 
     /// Sorts by `(run_id, metric, step)` and encodes the points in the
@@ -127,32 +193,49 @@ impl PointBatch {
 
     /// As [`Self::into_record_batch`], numbering from `reserve(count)`.
     fn encode(self, reserve: impl FnOnce(i64) -> i64) -> Result<RecordBatch> {
-        let mut rows = self.rows;
+        // Names compare by their rank among the batch's names, so the sort
+        // compares integers only.
+        let mut by_name: Vec<u32> = (0..self.names.len() as u32).collect();
+        by_name.sort_unstable_by(|a, b| self.names[*a as usize].cmp(&self.names[*b as usize]));
+        let mut rank = vec![0u32; by_name.len()];
+        for (r, id) in by_name.iter().enumerate() {
+            rank[*id as usize] = r as u32;
+        }
+        let key = |i: usize| (self.runs[i], rank[self.metrics[i] as usize], self.steps[i]);
+        let mut order: Vec<usize> = (0..self.len()).collect();
         // Stable: repeats of a key stay in the order they were gathered.
-        rows.sort_by(|(ra, a), (rb, b)| (ra, &a.metric, a.step).cmp(&(rb, &b.metric, b.step)));
-        let mut ranks: Vec<i64> = Vec::with_capacity(rows.len());
-        for i in 0..rows.len() {
-            let repeat = i > 0 && {
-                let ((r0, p0), (r1, p1)) = (&rows[i - 1], &rows[i]);
-                r0 == r1 && p0.metric == p1.metric && p0.step == p1.step
-            };
-            ranks.push(if repeat { ranks[i - 1] + 1 } else { 0 });
+        order.sort_by_key(|&i| key(i));
+        let mut ranks: Vec<i64> = Vec::with_capacity(order.len());
+        for (n, &i) in order.iter().enumerate() {
+            let repeat = n > 0 && key(order[n - 1]) == key(i);
+            ranks.push(if repeat { ranks[n - 1] + 1 } else { 0 });
         }
         let first_seq = reserve(ranks.iter().max().map_or(1, |m| m + 1));
         let now = Utc::now().timestamp_micros();
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(rows.iter().map(|(r, _)| *r as i64).collect::<Int64Array>()),
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|(_, p)| p.metric.as_str()),
-            )),
             Arc::new(
-                rows.iter()
-                    .map(|(_, p)| p.step as i64)
+                order
+                    .iter()
+                    .map(|&i| self.runs[i] as i64)
                     .collect::<Int64Array>(),
             ),
-            Arc::new(rows.iter().map(|(_, p)| p.value).collect::<Float64Array>()),
+            Arc::new(StringArray::from_iter_values(
+                order
+                    .iter()
+                    .map(|&i| &*self.names[self.metrics[i] as usize]),
+            )),
+            Arc::new(order.iter().map(|&i| self.steps[i]).collect::<Int64Array>()),
+            Arc::new(
+                order
+                    .iter()
+                    .map(|&i| self.values[i])
+                    .collect::<Float64Array>(),
+            ),
             Arc::new(timestamps(
-                rows.iter().map(|(_, p)| p.time_us.unwrap_or(now)).collect(),
+                order
+                    .iter()
+                    .map(|&i| self.times[i].unwrap_or(now))
+                    .collect(),
             )),
             Arc::new(
                 ranks
@@ -168,26 +251,30 @@ impl PointBatch {
     }
 }
 
-fn validate(p: &MetricPoint) -> Result<()> {
-    if p.metric.trim().is_empty() {
+/// A metric name is checked once per batch, when it is first seen.
+fn check_name(metric: &str) -> Result<()> {
+    if metric.trim().is_empty() {
         return Err(Error::invalid("metric name must not be empty"));
     }
-    if p.metric.len() > MAX_METRIC_NAME {
+    if metric.len() > MAX_METRIC_NAME {
         return Err(Error::invalid(format!(
             "metric name `{}…` is longer than the limit of {MAX_METRIC_NAME} bytes",
-            short(&p.metric)
+            short(metric)
         )));
     }
-    if p.step > i64::MAX as u64 {
-        return Err(Error::invalid(format!("step {} is too large", p.step)));
+    Ok(())
+}
+
+fn check_point(metric: &str, step: u64, time_us: Option<i64>) -> Result<()> {
+    if step > i64::MAX as u64 {
+        return Err(Error::invalid(format!("step {step} is too large")));
     }
-    if let Some(us) = p.time_us
+    if let Some(us) = time_us
         && !limits::time_in_window(us)
     {
         return Err(Error::invalid(format!(
-            "time of `{}` at step {} ({us} µs since the epoch) is outside {}",
-            short(&p.metric),
-            p.step,
+            "time of `{}` at step {step} ({us} µs since the epoch) is outside {}",
+            short(metric),
             limits::TIME_WINDOW
         )));
     }

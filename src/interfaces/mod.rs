@@ -2,8 +2,9 @@
 
 pub mod cli;
 pub mod config_file;
-pub mod export;
+mod connection_limits;
 pub mod flight;
 pub mod format;
 pub mod http;
-pub mod report;
+
+pub use connection_limits::ConnectionLimits;

@@ -28,6 +28,8 @@ pub enum Interface {
     Export,
     /// The read API of the pluto SDK (`/api/runs/...`), whose SQL forkline writes.
     Sdk,
+    /// The web console's pages (`/api/console/...`), whose queries forkline plans.
+    Console,
     /// In-process callers: the CLI, benches, tests.
     Cli,
 }
@@ -42,6 +44,7 @@ impl Interface {
             Interface::Export => "export",
             Interface::Sdk => "sdk",
             Interface::Cli => "cli",
+            Interface::Console => "console",
         }
     }
 }
@@ -221,13 +224,17 @@ impl Activity {
 
     /// Records a finished query, in the ring and the metrics.
     pub fn record_query(&self, record: QueryRecord) {
-        super::metrics::query(&record);
+        let r = &record;
+        let (interface, outcome) = (r.info.interface.name(), r.outcome.name());
+        super::metrics::query(interface, outcome, r.duration, (r.rows, r.bytes));
         self.queries.push(record);
     }
 
     /// Records a compaction, in the ring and the metrics.
     pub fn record_compaction(&self, record: CompactionRecord) {
-        super::metrics::compaction(&record);
+        let r = &record;
+        let (files, bytes) = ((r.files_in, r.files_out), (r.bytes_in, r.bytes_out));
+        super::metrics::compaction(r.table, r.error.is_none(), r.duration, files, bytes);
         self.compactions.push(record);
     }
 }

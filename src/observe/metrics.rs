@@ -12,9 +12,6 @@ use std::time::Duration;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use super::activity::{CompactionRecord, QueryRecord};
-use crate::engine::Engine;
-use crate::error::Result;
 use crate::store::TableKind;
 
 const INGEST_REQUESTS: &str = "forkline_ingest_requests_total";
@@ -208,30 +205,36 @@ pub fn status_change(source: &'static str, to: &'static str) {
     counter!(STATUS_CHANGES, "source" => source, "status" => to).increment(1);
 }
 
-/// A finished query.
-pub(super) fn query(record: &QueryRecord) {
-    let interface = record.info.interface.name();
-    let outcome = record.outcome.name();
+/// A finished query of `interface` that ended with `outcome`, having sent
+/// `(rows, bytes)`.
+pub(super) fn query(
+    interface: &'static str,
+    outcome: &'static str,
+    took: Duration,
+    sent: (u64, u64),
+) {
     counter!(QUERIES, "interface" => interface, "outcome" => outcome).increment(1);
     histogram!(QUERY_SECONDS, "interface" => interface, "outcome" => outcome)
-        .record(record.duration.as_secs_f64());
-    counter!(QUERY_ROWS, "interface" => interface).increment(record.rows);
-    counter!(QUERY_BYTES, "interface" => interface).increment(record.bytes);
+        .record(took.as_secs_f64());
+    counter!(QUERY_ROWS, "interface" => interface).increment(sent.0);
+    counter!(QUERY_BYTES, "interface" => interface).increment(sent.1);
 }
 
-/// A compaction run.
-pub(super) fn compaction(record: &CompactionRecord) {
-    let outcome = if record.error.is_some() {
-        "error"
-    } else {
-        "ok"
-    };
-    counter!(COMPACTIONS, "table" => record.table, "outcome" => outcome).increment(1);
-    counter!(COMPACTION_FILES_IN, "table" => record.table).increment(record.files_in);
-    counter!(COMPACTION_FILES_OUT, "table" => record.table).increment(record.files_out);
-    counter!(COMPACTION_BYTES_IN, "table" => record.table).increment(record.bytes_in);
-    counter!(COMPACTION_BYTES_OUT, "table" => record.table).increment(record.bytes_out);
-    histogram!(COMPACTION_SECONDS, "table" => record.table).record(record.duration.as_secs_f64());
+/// A compaction run of `table`: files and bytes `(in, out)`.
+pub(super) fn compaction(
+    table: &'static str,
+    ok: bool,
+    took: Duration,
+    files: (u64, u64),
+    bytes: (u64, u64),
+) {
+    let outcome = if ok { "ok" } else { "error" };
+    counter!(COMPACTIONS, "table" => table, "outcome" => outcome).increment(1);
+    counter!(COMPACTION_FILES_IN, "table" => table).increment(files.0);
+    counter!(COMPACTION_FILES_OUT, "table" => table).increment(files.1);
+    counter!(COMPACTION_BYTES_IN, "table" => table).increment(bytes.0);
+    counter!(COMPACTION_BYTES_OUT, "table" => table).increment(bytes.1);
+    histogram!(COMPACTION_SECONDS, "table" => table).record(took.as_secs_f64());
 }
 
 /// A request of `interface` failed because of the store (or a commit).
@@ -244,35 +247,35 @@ pub fn http_error(status: u16) {
     counter!(HTTP_ERRORS, "status" => status.to_string()).increment(1);
 }
 
-/// The text exposition of every metric, with the state gauges computed now
-/// (from `engine`'s latest catalog and cached table versions).
-pub async fn render(engine: &Engine) -> Result<String> {
+/// The state the gauges report, read from the engine when scraped.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    /// The latest version of each table that has one.
+    pub table_versions: Vec<(TableKind, u64)>,
+    /// Runs of the latest catalog by status name.
+    pub runs_by_status: std::collections::BTreeMap<&'static str, u64>,
+    /// Bytes reserved in the query memory pool now.
+    pub memory_reserved: usize,
+    /// The query memory pool's limit.
+    pub memory_limit: usize,
+}
+
+/// The text exposition of every metric, with the state gauges set from `now`.
+pub fn render(now: &Gauges) -> String {
     let handle = handle();
-    for kind in TableKind::ALL {
-        let table = engine
-            .store()
-            .refresh_within(kind, engine.options().refresh_interval)
-            .await?;
-        if let Some(version) = table.version() {
-            gauge!(TABLE_VERSION, "table" => kind.dir()).set(version as f64);
-        }
+    for (kind, version) in &now.table_versions {
+        gauge!(TABLE_VERSION, "table" => kind.dir()).set(*version as f64);
     }
-    let catalog = engine.catalog().await?;
     // A status that had runs and has none now must read 0, not its last count.
     static SEEN: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
-    let mut counts = std::collections::BTreeMap::new();
-    for run in catalog.runs() {
-        *counts.entry(run.status.as_str()).or_insert(0u64) += 1;
-    }
     let mut seen = SEEN.lock().expect("status set poisoned");
-    seen.extend(counts.keys().copied());
+    seen.extend(now.runs_by_status.keys().copied());
     for status in seen.iter() {
-        let n = counts.get(status).copied().unwrap_or(0);
+        let n = now.runs_by_status.get(status).copied().unwrap_or(0);
         gauge!(RUNS, "status" => *status).set(n as f64);
     }
     drop(seen);
-    let pool = &engine.runtime().memory_pool;
-    gauge!(MEMORY_RESERVED).set(pool.reserved() as f64);
-    gauge!(MEMORY_LIMIT).set(engine.options().memory_limit as f64);
-    Ok(handle.render())
+    gauge!(MEMORY_RESERVED).set(now.memory_reserved as f64);
+    gauge!(MEMORY_LIMIT).set(now.memory_limit as f64);
+    handle.render()
 }

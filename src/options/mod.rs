@@ -1,25 +1,26 @@
 //! Command-line options, declared once per group.
 //!
 //! Each group is one struct deriving clap's `Args`, flattened into the
-//! commands of [`crate::interfaces::cli`]; the group a `--config-file` may
+//! commands of the CLI; the group a `--config-file` may
 //! hold ([`GlobalArgs`]) derives serde's `Deserialize` too, keyed by the long
 //! flag names. Defaults are written only in the `#[arg]` attributes:
 //! [`defaults`] parses an empty command line for them, and the settings the
 //! engine and the servers run with (`EngineOptions`, `QueryLimits`,
 //! `ServerOptions`, `ConnectionLimits`, `CompactOptions`) build their
 //! `Default` from it, so a library user starts where the binary does.
-//! README's option tables are checked against these definitions (`readme`).
+//! README's option tables are checked against these definitions by the
+//! CLI's `option_tables` test.
 
+mod cluster;
 mod compaction;
 mod global;
 mod query;
-#[cfg(test)]
-mod readme;
 mod server;
 mod values;
 
 use clap::{Args, FromArgMatches};
 
+pub use cluster::{ClusterArgs, ExecutorArgs, SchedulerArgs};
 pub use compaction::{AutoCompactArgs, CompactArgs};
 pub use global::GlobalArgs;
 pub use query::QueryArgs;

@@ -33,6 +33,9 @@ pub struct ServerArgs {
     /// monitor off. Servers sharing a store should agree on it.
     #[arg(long, env = "FORKLINE_STALE_AFTER", value_name = "DURATION", default_value = "15m", value_parser = super::values::parse_duration)]
     pub stale_after: Duration,
+    /// Do not serve the web console (`GET /` and the pages under it answer 404).
+    #[arg(long, env = "FORKLINE_NO_CONSOLE")]
+    pub no_console: bool,
 }
 
 impl Default for ServerArgs {

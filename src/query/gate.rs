@@ -26,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
+use super::runner::{self, PlanRunner};
 use crate::observe::activity::{Activity, Outcome, QueryInfo, QueryRecord};
 
 /// Limits on the queries a server runs.
@@ -69,6 +70,7 @@ pub struct QueryGate {
     running: Arc<Semaphore>,
     queue: Arc<Semaphore>,
     activity: Arc<Activity>,
+    runner: Arc<dyn PlanRunner>,
 }
 
 /// What a query run with [`QueryGate::run`] delivered: `(rows, bytes)` for its record.
@@ -97,13 +99,29 @@ impl Delivered for DataFrame {
 
 impl QueryGate {
     /// A gate enforcing `limits` that records every query it admits in `activity`.
-    pub fn new(limits: QueryLimits, activity: Arc<Activity>) -> Self {
+    pub fn new(limits: QueryLimits, activity: Arc<Activity>, runner: Arc<dyn PlanRunner>) -> Self {
         Self {
             running: Arc::new(Semaphore::new(limits.max_concurrent.max(1))),
             queue: Arc::new(Semaphore::new(limits.max_queued)),
             limits,
             activity,
+            runner,
         }
+    }
+
+    /// Starts `df`'s plan where this engine runs plans (see [`PlanRunner`]).
+    pub async fn execute(&self, df: DataFrame) -> Result<SendableRecordBatchStream> {
+        self.runner.execute(df).await
+    }
+
+    /// Every row of `df`, run as [`QueryGate::execute`] runs it.
+    pub async fn collect(&self, df: DataFrame) -> Result<Vec<RecordBatch>> {
+        runner::collect(self.execute(df).await?).await
+    }
+
+    /// Where this engine runs plans.
+    pub fn runner(&self) -> &Arc<dyn PlanRunner> {
+        &self.runner
     }
 
     /// The limits enforced.
@@ -151,7 +169,7 @@ impl QueryGate {
         query: QueryInfo,
         plan: impl Future<Output = Result<DataFrame>>,
     ) -> Result<SendableRecordBatchStream> {
-        let start = async { Ok(plan.await?.execute_stream().await?) };
+        let start = async { self.runner.execute(plan.await?).await };
         if ADMITTED.try_with(|_| ()).is_ok() {
             return start.await;
         }

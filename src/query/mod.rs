@@ -3,14 +3,18 @@
 
 pub mod bounded;
 pub mod downsample;
-pub mod export;
 pub mod file_scan;
 pub mod gate;
 pub mod limits;
 pub mod lineage_functions;
+pub mod lineage_plans;
+mod lineage_pushdown;
+mod lineage_view;
 pub mod metric_selection;
 pub mod points;
 pub mod run_aggregate;
+pub mod runner;
+pub mod series_export;
 pub mod session;
 pub mod stitch;
 pub mod system;
@@ -24,7 +28,6 @@ use datafusion::logical_expr::LogicalPlanBuilder;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionContext, col};
 
 use crate::catalog::Segment;
-use crate::engine::Engine;
 use crate::error::{Error, Result};
 
 /// Plans `sql`, refusing anything that is not a read-only query or that
@@ -63,12 +66,11 @@ pub async fn read_only_sql(ctx: &SessionContext, sql: &str) -> Result<DataFrame>
 /// first and alone: a run that logged past its fork step is answered by a
 /// scan of its own points, however deep its lineage. Only when it is empty
 /// is the rest of the view read, stitched as `stitched_metrics` reads it.
-pub async fn stitched_max_step(engine: &Engine, segments: &[Segment]) -> Result<Option<u64>> {
+pub async fn stitched_max_step(ctx: &SessionContext, segments: &[Segment]) -> Result<Option<u64>> {
     let Some((own, inherited)) = segments.split_last() else {
         return Ok(None);
     };
-    let ctx = engine.session().await?;
-    let points = session::points(&ctx)?;
+    let points = session::points(ctx)?;
     for part in [std::slice::from_ref(own), inherited] {
         if part.is_empty() {
             continue;

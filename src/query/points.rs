@@ -10,6 +10,7 @@
 use std::ops::Not;
 use std::sync::Arc;
 
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::provider_as_source;
 use datafusion::error::Result as DFResult;
@@ -46,6 +47,7 @@ pub struct PointSource {
 impl PointSource {
     /// The point source of `files`, each provider passed through `wrap`.
     pub fn new(files: &TableFiles, store: &ObjectStoreUrl, wrap: Wrap<'_>) -> Result<Self> {
+        let schema = nullable_values(arrow_schema(TableKind::Metrics));
         let table = |keep: &dyn Fn(FileClass) -> bool| {
             let chosen = files
                 .files
@@ -54,7 +56,7 @@ impl PointSource {
                 .cloned()
                 .collect();
             wrap(Arc::new(FileSetTable::new(
-                arrow_schema(TableKind::Metrics),
+                schema.clone(),
                 store.clone(),
                 chosen,
             )))
@@ -140,6 +142,23 @@ impl PointSource {
             .try_fold(LogicalPlanBuilder::from(first), |b, plan| b.union(plan))?
             .alias(alias)
     }
+}
+
+/// `schema` with `value` and `time` nullable, as last-write-wins (an
+/// aggregate) gives them: the branches of [`PointSource::latest`] then agree
+/// without a cast. A cast that only widens nullability does not survive
+/// DataFusion's plan wire format (its target field is not carried), so a
+/// cluster decoding the plan would rebuild it with one more node at each hop.
+fn nullable_values(schema: SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.name().as_str() {
+            "value" | "time" => f.as_ref().clone().with_nullable(true),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
 }
 
 fn scan(provider: &Arc<dyn TableProvider>) -> DFResult<LogicalPlanBuilder> {

@@ -1,6 +1,7 @@
 //! The one place that builds a DataFusion session: tables, table functions, limits.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::{ArrayRef, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema};
@@ -16,14 +17,14 @@ use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
 use deltalake::DeltaTable;
 
+use super::file_scan::FileSetTable;
 use super::points::PointSource;
 use super::{bounded, downsample, lineage_functions, run_aggregate, system, unnest_keys};
 use crate::catalog::CatalogSnapshot;
-use crate::engine::EngineOptions;
 use crate::error::Result;
 use crate::observe::Activity;
 use crate::scope::Projects;
-use crate::store::schema::{timestamp_type, timestamps};
+use crate::store::schema::{arrow_schema, timestamp_type, timestamps};
 use crate::store::{Store, TableKind};
 
 /// Name of the SQL table holding every metric write, superseded ones included.
@@ -33,9 +34,9 @@ pub const METRIC_WRITES: &str = "metric_writes";
 pub const RUN_STATUS_EVENTS: &str = "run_status_events";
 
 /// The runtime shared by every session of an engine, so the memory limit is global.
-pub fn runtime(options: &EngineOptions) -> Result<Arc<RuntimeEnv>> {
+pub fn runtime(memory_limit: usize) -> Result<Arc<RuntimeEnv>> {
     Ok(RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(FairSpillPool::new(options.memory_limit)))
+        .with_memory_pool(Arc::new(FairSpillPool::new(memory_limit)))
         .build_arc()?)
 }
 
@@ -43,10 +44,18 @@ pub fn runtime(options: &EngineOptions) -> Result<Arc<RuntimeEnv>> {
 /// (so a bad variable fails at start-up, and sessions do not re-read them).
 /// `DATAFUSION_*` variables tune the engine (`DATAFUSION_EXECUTION_BATCH_SIZE`,
 /// …); the settings below, which forkline's plans rely on, win over them.
-pub fn config(options: &EngineOptions) -> Result<SessionConfig> {
+pub fn config(target_partitions: usize, memory_limit: usize) -> Result<SessionConfig> {
     let mut config = SessionConfig::from_env()?
-        .with_target_partitions(options.target_partitions.max(1))
+        .with_target_partitions(target_partitions.max(1))
         .with_information_schema(true);
+    // A sort sets this much of the pool aside for merging its spill files
+    // before it holds any row (10 MiB by default): of a small pool that left
+    // no room to sort at all. A sixteenth of the pool still merges a few
+    // dozen spill files at a time.
+    let execution = &mut config.options_mut().execution;
+    execution.sort_spill_reservation_bytes = execution
+        .sort_spill_reservation_bytes
+        .min(memory_limit / 16);
     let parquet = &mut config.options_mut().execution.parquet;
     // Off by default in DataFusion; lineage scans live on row-level step predicates.
     parquet.pushdown_filters = true;
@@ -67,7 +76,7 @@ pub fn config(options: &EngineOptions) -> Result<SessionConfig> {
 pub async fn build(
     runtime: &Arc<RuntimeEnv>,
     config: &SessionConfig,
-    options: &EngineOptions,
+    refresh: Duration,
     snapshot: Arc<CatalogSnapshot>,
     store: &Store,
     activity: &Arc<Activity>,
@@ -75,7 +84,7 @@ pub async fn build(
 ) -> Result<SessionContext> {
     let mut listed = Vec::new();
     for kind in system::LISTED {
-        let table = store.refresh_within(kind, options.refresh_interval).await?;
+        let table = store.refresh_within(kind, refresh).await?;
         listed.push((kind, table, store.files(kind).await?));
     }
     let system = system::Sources {
@@ -93,9 +102,7 @@ pub async fn build(
         Some(ids) => only_runs(provider, ids),
         None => Ok(provider),
     };
-    store
-        .refresh_within(TableKind::Metrics, options.refresh_interval)
-        .await?;
+    store.refresh_within(TableKind::Metrics, refresh).await?;
     let files = store.files(TableKind::Metrics).await?;
     let points = Arc::new(PointSource::new(
         &files,
@@ -113,17 +120,18 @@ pub async fn build(
         .with_physical_optimizer_rules(run_aggregate::with_rule(PhysicalOptimizer::new().rules))
         .build();
     let ctx = SessionContext::new_with_state(state);
+    // Plain Parquet scans of the snapshot's files, as for metrics: plans any
+    // DataFusion engine can serialize (a cluster's executors run them).
     for kind in [TableKind::Logs, TableKind::Data, TableKind::Files] {
-        let table = store.refresh_within(kind, options.refresh_interval).await?;
-        table.update_datafusion_session(&ctx.state())?;
-        ctx.register_table(kind.dir(), scope(table.table_provider().await?)?)?;
+        store.refresh_within(kind, refresh).await?;
+        ctx.register_table(kind.dir(), scope(snapshot_table(store, kind).await?)?)?;
     }
     // `metric_writes` is every write; `metrics` the latest write of each point.
     ctx.register_table(METRIC_WRITES, points.writes())?;
     let latest = points.latest(None, "metrics")?.build()?;
     ctx.register_table("metrics", Arc::new(ViewTable::new(latest, None)))?;
     ctx.register_table("runs", Arc::new(runs_table(&snapshot)?))?;
-    let events = scope(status_events(&ctx, store, options).await?)?;
+    let events = scope(status_events(store, refresh).await?)?;
     ctx.register_table(RUN_STATUS_EVENTS, events.clone())?;
     lineage_functions::register(&ctx, snapshot, points);
     register_functions(&ctx);
@@ -132,9 +140,19 @@ pub async fn build(
     Ok(ctx)
 }
 
+/// The files of `kind`'s latest known snapshot, as one table.
+async fn snapshot_table(store: &Store, kind: TableKind) -> Result<Arc<dyn TableProvider>> {
+    let files = store.files(kind).await?;
+    Ok(Arc::new(FileSetTable::new(
+        arrow_schema(kind),
+        store.location().object_store_url(),
+        files.files.clone(),
+    )))
+}
+
 /// The functions forkline adds to DataFusion's: the `downsample` / `lttb`
 /// aggregates and the output-bounded string functions. Plans name them, so
-/// every process that decodes a plan registers them too (see `crate::cluster`).
+/// every process that decodes a plan registers them too (`crate::cluster`).
 pub fn register_functions(ctx: &SessionContext) {
     ctx.register_udaf(downsample::downsample_udaf());
     ctx.register_udaf(downsample::lttb_udaf());
@@ -173,30 +191,11 @@ pub async fn scan_all(runtime: &Arc<RuntimeEnv>, table: &DeltaTable) -> Result<V
 /// The `run_status_events` SQL table: the revisions of the `runs` log that
 /// changed a status (see `catalog::run::StatusChange`), read from the stored
 /// table, so every change any process committed is there exactly once.
-async fn status_events(
-    ctx: &SessionContext,
-    store: &Store,
-    options: &EngineOptions,
-) -> Result<Arc<dyn TableProvider>> {
-    let table = store
-        .refresh_within(TableKind::Runs, options.refresh_interval)
-        .await?;
-    table.update_datafusion_session(&ctx.state())?;
-    let provider = table.table_provider().await?;
-    // A runs table no forkline with status history has written to yet.
-    if provider.schema().field_with_name("status_rev").is_err() {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("run_id", DataType::Int64, false),
-            Field::new("project", DataType::Utf8, false),
-            Field::new("from_status", DataType::Utf8, true),
-            Field::new("to_status", DataType::Utf8, false),
-            Field::new("source", DataType::Utf8, false),
-            Field::new("time", timestamp_type(), false),
-            Field::new("key_id", DataType::Utf8, true),
-            Field::new("rev", DataType::Int64, false),
-        ]));
-        return Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?));
-    }
+async fn status_events(store: &Store, refresh: Duration) -> Result<Arc<dyn TableProvider>> {
+    store.refresh_within(TableKind::Runs, refresh).await?;
+    // Rows written before runs carried a status history read `status_rev`
+    // as null, so they are no events.
+    let provider = snapshot_table(store, TableKind::Runs).await?;
     let plan = LogicalPlanBuilder::scan("runs_log", provider_as_source(provider), None)?
         .filter(col("status_rev").eq(col("rev")))?
         .project(vec![

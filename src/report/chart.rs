@@ -2,9 +2,12 @@
 //!
 //! Each run's line is drawn in two parts: the inherited part (points owned by
 //! an ancestor) faint, the run's own part solid; fork steps are dashed
-//! vertical lines. Series are reduced to at most [`MAX_POINTS_PER_RUN`] points
-//! per part (the `drawn_extremes` strategy of `query::downsample`) so a chart stays a few tens of KiB
-//! however long the runs are. Text uses the SVG backend's `<text>` elements,
+//! vertical lines. Series are reduced to [`points_per_part`] points per part
+//! (the `drawn_extremes` strategy of `query::downsample`), a budget shared by
+//! the chart's runs, so a chart stays under about a hundred KiB however long
+//! and however many the runs are. In a chart of more than [`FAINT_RUNS`] runs
+//! the inherited parts, which lie on their ancestors' own lines, are not
+//! drawn a second time, and the budget goes to the own parts. Text uses the SVG backend's `<text>` elements,
 //! so no font is needed at build time; the browser picks one.
 
 use plotters::prelude::*;
@@ -13,8 +16,28 @@ use super::FamilyMetric;
 use super::stats::drawn_part;
 use crate::error::{Error, Result};
 
-/// Points drawn per run part (inherited or own) at most, about: ≤ ~1000 per run.
-pub const MAX_POINTS_PER_RUN: usize = 500;
+/// Points a chart draws at most, about, over all its runs and parts: what
+/// its 1,000 pixel columns can show, a few times over.
+const CHART_POINTS: usize = 6_000;
+
+/// Points of one run part (inherited or own), at most and at least.
+const PART_POINTS: (usize, usize) = (24, 500);
+
+/// Charts of at most this many runs draw each run's inherited part, faint.
+pub const FAINT_RUNS: usize = 12;
+
+/// Whether a chart of `runs` runs draws their inherited parts.
+pub fn draws_inherited(runs: usize) -> bool {
+    runs <= FAINT_RUNS
+}
+
+/// Points drawn per run part of a chart of `runs` runs: the chart's budget
+/// shared out, so a family of a hundred runs draws about as many points as
+/// one of ten.
+pub fn points_per_part(runs: usize) -> usize {
+    let parts = runs.max(1) * if draws_inherited(runs) { 2 } else { 1 };
+    (CHART_POINTS / parts).clamp(PART_POINTS.0, PART_POINTS.1)
+}
 
 /// A run part's points, `(step, value)`.
 type Steps = Vec<(u64, f64)>;
@@ -52,14 +75,18 @@ fn draw_error<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) ->
 /// The SVG of one metric of one family; `None` when no run has a finite point.
 pub fn svg(section: &FamilyMetric) -> Result<Option<String>> {
     // (own part, inherited part) of each run, finite points only, downsampled.
+    let budget = points_per_part(section.series.len());
+    let faint = draws_inherited(section.series.len());
     let parts: Vec<(Steps, Steps)> = section
         .series
         .iter()
         .map(|s| {
-            (
-                drawn_part(s, false, MAX_POINTS_PER_RUN),
-                drawn_part(s, true, MAX_POINTS_PER_RUN),
-            )
+            let inherited = if faint {
+                drawn_part(s, true, budget)
+            } else {
+                Vec::new()
+            };
+            (drawn_part(s, false, budget), inherited)
         })
         .collect();
     let all = || parts.iter().flat_map(|(a, b)| a.iter().chain(b.iter()));
@@ -93,6 +120,7 @@ pub fn svg(section: &FamilyMetric) -> Result<Option<String>> {
     let (x0, x1) = (x0 as f64, x1 as f64);
 
     let mut out = String::new();
+    let mut forks = String::new();
     {
         let root = SVGBackend::with_string(&mut out, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_error)?;
@@ -113,21 +141,21 @@ pub fn svg(section: &FamilyMetric) -> Result<Option<String>> {
                 section.metric.clone()
             })
             .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| super::render::tick(if log { 10f64.powf(*y) } else { *y }))
+            .y_label_formatter(&|y| super::numbers::tick(if log { 10f64.powf(*y) } else { *y }))
             .draw()
             .map_err(draw_error)?;
 
+        // One SVG dashed line per fork, added after plotters is done: its
+        // dashed series writes every dash as an element of its own.
         for (i, row) in section.runs.iter().enumerate() {
             if let Some(fork) = row.fork_step {
-                let style = color(i).mix(0.7).stroke_width(1);
-                chart
-                    .draw_series(DashedLineSeries::new(
-                        [(fork as f64, y0), (fork as f64, y1)],
-                        6,
-                        4,
-                        style,
-                    ))
-                    .map_err(draw_error)?;
+                let (x, top) = chart.backend_coord(&(fork as f64, y1));
+                let (_, bottom) = chart.backend_coord(&(fork as f64, y0));
+                forks.push_str(&format!(
+                    "<line x1=\"{x}\" y1=\"{top}\" x2=\"{x}\" y2=\"{bottom}\" stroke=\"{}\" \
+                     stroke-opacity=\"0.7\" stroke-width=\"1\" stroke-dasharray=\"6 4\"/>\n",
+                    css_color(i)
+                ));
             }
         }
         for (i, (own, inherited)) in parts.iter().enumerate() {
@@ -155,6 +183,14 @@ pub fn svg(section: &FamilyMetric) -> Result<Option<String>> {
             }
         }
         root.present().map_err(draw_error)?;
+    }
+    match out.rfind("</svg>") {
+        Some(end) => out.insert_str(end, &forks),
+        None => {
+            return Err(Error::invalid(
+                "chart: the SVG backend wrote no closing tag",
+            ));
+        }
     }
     Ok(Some(out))
 }

@@ -1,282 +1,45 @@
 //! Batch comparison reports across forked experiment families.
 //!
-//! A report covers some or all families of one project. Its numbers come
-//! from one scan per requested metric (name or pattern): the stitched views
-//! of every run of the selected families at once, planned by
-//! `lineage_functions` and executed by the stitching operator (`query::stitch`),
-//! which reads each owner's points once and hands back every run's stitched
-//! series in `(run, metric, step)` order. The report does no stitching of its
-//! own: what it ranks is what `family_metrics` returns.
+//! A report covers some or all families of one project. Patterns among the
+//! requested metrics are first resolved to the metrics the families logged;
+//! then the numbers come from one scan per metric and family: the stitched
+//! views of every run of the family at once, planned by `lineage_functions`
+//! and executed by the stitching operator (`query::stitch`), which reads each
+//! owner's points once and hands back every run's stitched series in
+//! `(run, step)` order. The report does no stitching of its own: what it
+//! ranks is what `family_metrics` returns. Only a family's series of one
+//! metric are held at a time (a few families' at once, [`SCANS_IN_FLIGHT`]),
+//! and only their drawn points are kept for the charts.
 
 pub mod chart;
+mod model;
+pub mod numbers;
 pub mod render;
 pub mod stats;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{Array, AsArray};
-use arrow::datatypes::{Float64Type, Int64Type};
-use datafusion::prelude::DataFrame;
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::prelude::{DataFrame, SessionContext, cast, col, lit};
 use futures::StreamExt;
-use serde::Serialize;
 
-use crate::catalog::{CatalogSnapshot, FamilyMember, RunId, RunStatus};
+use crate::catalog::{CatalogSnapshot, FamilyMember, RunId, RunStatus, Segment};
 use crate::engine::Engine;
+use crate::query::gate::QueryGate;
 use crate::error::{Error, Result};
 use crate::query::lineage_functions::{self, MetricFilter};
-use crate::query::metric_selection::{glob_match, split_list};
+use crate::query::points::PointSource;
+use crate::query::session::METRIC_WRITES;
 use crate::scope::Projects;
+pub use model::*;
 pub use stats::{Goal, Point, RunStats};
 
-/// Output format of a report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ReportFormat {
-    /// One self-contained HTML file with inline SVG charts.
-    Html,
-    /// Markdown tables.
-    Md,
-    /// Every number, as one JSON document.
-    Json,
-    /// One row per (family, metric, run).
-    Csv,
-}
-
-impl std::str::FromStr for ReportFormat {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "html" => Ok(Self::Html),
-            "md" | "markdown" => Ok(Self::Md),
-            "json" => Ok(Self::Json),
-            "csv" => Ok(Self::Csv),
-            other => Err(Error::invalid(format!(
-                "unknown report format `{other}` (expected html, md, json or csv)"
-            ))),
-        }
-    }
-}
-
-impl ReportFormat {
-    /// HTTP media type.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Self::Html => "text/html; charset=utf-8",
-            Self::Md => "text/markdown; charset=utf-8",
-            Self::Json => "application/json",
-            Self::Csv => "text/csv; charset=utf-8",
-        }
-    }
-
-    /// Usual file extension.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Self::Html => "html",
-            Self::Md => "md",
-            Self::Json => "json",
-            Self::Csv => "csv",
-        }
-    }
-}
-
-/// Goals per metric: entries `name=min|max` (the name may hold `*`), and a
-/// bare `min|max` as the default for every other metric (`min` when absent).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Goals {
-    default: Goal,
-    per_metric: Vec<(String, Goal)>,
-}
-
-impl Default for Goals {
-    fn default() -> Self {
-        Self {
-            default: Goal::Min,
-            per_metric: Vec::new(),
-        }
-    }
-}
-
-impl Goals {
-    /// Parses `min`, `max`, or `train/loss=min,val/acc=max` (both may mix).
-    pub fn parse(text: Option<&str>) -> Result<Self> {
-        let mut goals = Goals::default();
-        let Some(text) = text else { return Ok(goals) };
-        let mut default_seen = false;
-        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            match entry.rsplit_once('=') {
-                Some((metric, goal)) => {
-                    let metric = metric.trim();
-                    if metric.is_empty() {
-                        return Err(Error::invalid(format!("goal `{entry}` names no metric")));
-                    }
-                    let goal = goal
-                        .parse()
-                        .map_err(|e| Error::invalid(format!("goal of `{metric}`: {e}")))?;
-                    goals.per_metric.push((metric.to_string(), goal));
-                }
-                None => {
-                    if default_seen {
-                        return Err(Error::invalid("give at most one goal without a metric"));
-                    }
-                    default_seen = true;
-                    goals.default = entry.parse().map_err(Error::invalid)?;
-                }
-            }
-        }
-        Ok(goals)
-    }
-
-    /// The goal of `metric`: the first matching entry, else the default.
-    pub fn of(&self, metric: &str) -> Goal {
-        self.per_metric
-            .iter()
-            .find(|(pattern, _)| glob_match(pattern, metric))
-            .map_or(self.default, |(_, g)| *g)
-    }
-}
-
-/// What a report covers.
-#[derive(Debug, Clone)]
-pub struct ReportRequest {
-    /// Project.
-    pub project: String,
-    /// Runs whose families to cover (any member names its family).
-    pub families: Vec<String>,
-    /// Cover every family of the project.
-    pub all_families: bool,
-    /// Metric names or patterns (`*` matches any text).
-    pub metrics: Vec<String>,
-    /// Goal per metric.
-    pub goals: Goals,
-}
-
-impl ReportRequest {
-    /// Splits a comma-separated list, dropping empty entries.
-    pub fn split_list<S: AsRef<str>>(items: &[S]) -> Vec<String> {
-        split_list(items)
-    }
-}
-
-/// Progress of a report being computed.
-#[derive(Debug, Clone)]
-pub enum Progress {
-    /// Starting: this many metric scans to run.
-    Start { scans: usize },
-    /// Scanning metric spec `index` (0-based); `rows` points received so far
-    /// (first sent with 0 when the scan starts).
-    Scan {
-        index: usize,
-        spec: String,
-        rows: u64,
-    },
-    /// One scan finished; the per-run numbers of its metrics follow.
-    ScanDone { index: usize },
-}
-
-/// A run's row in a family table.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunRow {
-    /// Numeric id.
-    pub run_id: RunId,
-    /// Display id.
-    pub display_id: String,
-    /// The run's name.
-    pub name: String,
-    /// Display id of the resolved parent.
-    pub parent: Option<String>,
-    /// Last inherited step.
-    pub fork_step: Option<u64>,
-    /// Forks between the root and the run.
-    pub depth: usize,
-    /// Lifecycle status.
-    pub status: String,
-    /// The numbers.
-    #[serde(flatten)]
-    pub stats: RunStats,
-    /// Rank by best value inside the family (1 = best; ties share a rank).
-    pub rank: Option<usize>,
-    /// The winning branch (one per family and metric).
-    pub winner: bool,
-}
-
-/// One metric of one family: the table, and the series behind the chart.
-#[derive(Debug, Clone, Serialize)]
-pub struct FamilyMetric {
-    /// Metric name.
-    pub metric: String,
-    /// Goal used for best values and ranks.
-    pub goal: Goal,
-    /// Display id of the winning run, if any run has a value.
-    pub winner: Option<String>,
-    /// One row per run, in family order (root first, then breadth-first by id).
-    pub runs: Vec<RunRow>,
-    /// Each run's stitched series, for drawing (not serialized).
-    #[serde(skip)]
-    pub series: Vec<Arc<Vec<Point>>>,
-}
-
-/// The best run of a family for one metric, for the summary.
-#[derive(Debug, Clone, Serialize)]
-pub struct BestRun {
-    /// Metric.
-    pub metric: String,
-    /// Display id of the winner.
-    pub run: Option<String>,
-    /// Its best value.
-    pub value: Option<f64>,
-    /// Step of that value.
-    pub step: Option<u64>,
-}
-
-/// One family section.
-#[derive(Debug, Clone, Serialize)]
-pub struct FamilyReport {
-    /// Display id of the root.
-    pub root: String,
-    /// Numeric id of the root.
-    pub root_id: RunId,
-    /// The family's experiment name (the root's name).
-    pub experiment: String,
-    /// Anchor of the section in HTML and Markdown.
-    pub anchor: String,
-    /// Number of runs.
-    pub size: usize,
-    /// Largest depth.
-    pub depth: usize,
-    /// Runs still RUNNING (their numbers may move).
-    pub running: Vec<String>,
-    /// Best run per metric.
-    pub best: Vec<BestRun>,
-    /// Per-metric tables.
-    pub metrics: Vec<FamilyMetric>,
-}
-
-/// A metric of the report with its goal.
-#[derive(Debug, Clone, Serialize)]
-pub struct MetricGoal {
-    /// Metric name.
-    pub name: String,
-    /// Goal.
-    pub goal: Goal,
-}
-
-/// A whole report.
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    /// Project.
-    pub project: String,
-    /// Metrics covered, with goals.
-    pub metrics: Vec<MetricGoal>,
-    /// Family sections, by root id.
-    pub families: Vec<FamilyReport>,
-}
-
-/// A report's rows are its family sections.
-impl crate::query::gate::Delivered for Report {
-    fn delivered(&self) -> (u64, u64) {
-        (self.families.len() as u64, 0)
-    }
-}
+/// Family scans of one metric run at once: two keep both cores busy while
+/// one waits on the store, and bound what is held to two families' series.
+const SCANS_IN_FLIGHT: usize = 2;
 
 /// Each run's stitched series of one metric, by run, sorted by step.
 type Stitched = HashMap<RunId, Vec<Point>>;
@@ -309,71 +72,61 @@ pub async fn build(
 
     let ctx = engine.scoped_session(scope).await?;
     let points = crate::query::session::points(&ctx)?;
-    let mut views = Vec::new();
-    for member in families.iter().flatten() {
-        let run = member.run.id;
-        views.extend(catalog.segments(run)?.into_iter().map(|s| (run, s)));
+    let mut views: Vec<Vec<(RunId, Segment)>> = Vec::with_capacity(families.len());
+    for family in &families {
+        let mut family_views = Vec::new();
+        for member in family {
+            let run = member.run.id;
+            family_views.extend(catalog.segments(run)?.into_iter().map(|s| (run, s)));
+        }
+        views.push(family_views);
     }
-
-    progress(Progress::Start {
-        scans: request.metrics.len(),
-    });
-    // Metric by metric, so only one metric's series are in memory at a time.
-    let mut metrics: Vec<MetricGoal> = Vec::new();
-    let mut per_family: Vec<Vec<FamilyMetric>> = vec![Vec::new(); families.len()];
-    for (index, spec) in request.metrics.iter().enumerate() {
-        let filter = MetricFilter::glob(spec);
-        let plan = lineage_functions::stitched_views_plan(&points, &views, Some(&filter))?;
-        // The stitching operator holds the owners' points (in the memory
-        // pool): of a named metric, their metric column is left unread.
-        let columns: &[&str] = match &filter {
-            MetricFilter::Exact(_) => &["run_id", "step", "value", "inherited"],
-            MetricFilter::Like(_) => &["run_id", "metric", "step", "value", "inherited"],
-        };
-        let df = DataFrame::new(ctx.state(), plan).select_columns(columns)?;
-        progress(Progress::Scan {
-            index,
-            spec: spec.clone(),
-            rows: 0,
-        });
-        let mut stream = df.execute_stream().await?;
-        let mut found = Collected::new(match &filter {
-            MetricFilter::Exact(name) => Some(name.as_str()),
-            MetricFilter::Like(_) => None,
-        });
-        let mut rows = 0u64;
-        while let Some(batch) = stream.next().await {
-            let batch = batch?;
-            rows += batch.num_rows() as u64;
-            found.add(&batch)?;
-            progress(Progress::Scan {
-                index,
-                spec: spec.clone(),
-                rows,
-            });
-        }
-        progress(Progress::ScanDone { index });
-        let mut found = found.finish();
-        if let MetricFilter::Exact(name) = &filter {
-            // A named metric gets its section even where no run logged it.
-            found.entry(name.clone()).or_default();
-        }
-        for (name, mut stitched) in found {
-            if metrics.iter().any(|m| m.name == name) {
-                continue;
-            }
-            let goal = request.goals.of(&name);
-            for (family, out) in families.iter().zip(per_family.iter_mut()) {
-                out.push(family_metric(&catalog, family, &name, goal, &mut stitched)?);
-            }
-            metrics.push(MetricGoal { name, goal });
-        }
-    }
-    if metrics.is_empty() {
+    let runs: Vec<RunId> = families.iter().flatten().map(|m| m.run.id).collect();
+    let names = metric_names(&ctx, engine.gate(), &runs, &request.metrics).await?;
+    if names.is_empty() {
         return Err(Error::invalid(format!(
             "no metric of the selected families matches {}",
             request.metrics.join(", ")
         )));
+    }
+
+    progress(Progress::Start { scans: names.len() });
+    // One scan per metric and family: a family's stitched series of one
+    // metric are all that is held at a time (times the scans in flight),
+    // however many families and metrics the report covers.
+    let mut metrics: Vec<MetricGoal> = Vec::new();
+    let mut per_family: Vec<Vec<FamilyMetric>> = vec![Vec::new(); families.len()];
+    for (index, name) in names.into_iter().enumerate() {
+        let goal = request.goals.of(&name);
+        progress(Progress::Scan {
+            index,
+            spec: name.clone(),
+            rows: 0,
+        });
+        let scan = MetricScan {
+            ctx: &ctx,
+            gate: engine.gate(),
+            points: &points,
+            catalog: &catalog,
+            name: &name,
+            goal,
+            index,
+            rows: AtomicU64::new(0),
+            progress,
+        };
+        let pairs: Vec<_> = families.iter().zip(&views).collect();
+        let mut sections = Vec::with_capacity(pairs.len());
+        for chunk in pairs.chunks(SCANS_IN_FLIGHT) {
+            let scans = chunk
+                .iter()
+                .map(|(family, views)| scan.family(family, views));
+            sections.extend(futures::future::join_all(scans).await);
+        }
+        for (section, out) in sections.into_iter().zip(per_family.iter_mut()) {
+            out.push(section?);
+        }
+        progress(Progress::ScanDone { index });
+        metrics.push(MetricGoal { name, goal });
     }
     let sections = families
         .iter()
@@ -429,26 +182,118 @@ fn select_families(
     Ok(roots)
 }
 
-/// The stitched series of a scan, as its ordered batches arrive.
+/// The scans of one metric, family by family.
+struct MetricScan<'a> {
+    ctx: &'a SessionContext,
+    /// Runs the scans where the engine runs queries (here or on a cluster).
+    gate: &'a QueryGate,
+    points: &'a PointSource,
+    catalog: &'a CatalogSnapshot,
+    name: &'a str,
+    goal: Goal,
+    /// The metric's position in the report, for progress.
+    index: usize,
+    /// Points received so far over the metric's family scans.
+    rows: AtomicU64,
+    progress: &'a (dyn Fn(Progress) + Send + Sync),
+}
+
+impl MetricScan<'_> {
+    /// The metric's section of `family`, whose runs' stitched views are `views`.
+    async fn family(
+        &self,
+        family: &[FamilyMember],
+        views: &[(RunId, Segment)],
+    ) -> Result<FamilyMetric> {
+        let filter = MetricFilter::Exact(self.name.to_string());
+        let plan = lineage_functions::stitched_views_plan(self.points, views, Some(&filter))?;
+        // The stitching operator holds the owners' points (in the memory
+        // pool); their metric column is left unread.
+        let df = DataFrame::new(self.ctx.state(), plan).select_columns(&[
+            "run_id",
+            "step",
+            "value",
+            "inherited",
+        ])?;
+        let mut stream = self.gate.execute(df).await?;
+        let mut found = Collected::new();
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let n = batch.num_rows() as u64;
+            let rows = self.rows.fetch_add(n, Ordering::Relaxed) + n;
+            (self.progress)(Progress::Scan {
+                index: self.index,
+                spec: self.name.to_string(),
+                rows,
+            });
+            found.add(&batch)?;
+        }
+        let mut stitched = found.finish();
+        family_metric(self.catalog, family, self.name, self.goal, &mut stitched)
+    }
+}
+
+/// The metrics a report covers, in request order: a named metric as given
+/// (it gets its section even where no run logged it), a pattern's matches
+/// among the metrics `runs` logged, sorted; each metric once.
+async fn metric_names(
+    ctx: &SessionContext,
+    gate: &QueryGate,
+    runs: &[RunId],
+    specs: &[String],
+) -> Result<Vec<String>> {
+    let mut names: Vec<String> = Vec::new();
+    for spec in specs {
+        let found = match MetricFilter::glob(spec) {
+            MetricFilter::Exact(name) => vec![name],
+            MetricFilter::Like(pattern) => {
+                let ids = runs.iter().map(|r| lit(*r as i64)).collect();
+                // Every write has its metric: no need for `metrics`' latest-write view.
+                let writes = ctx
+                    .table(METRIC_WRITES)
+                    .await?
+                    .filter(
+                        col("run_id")
+                            .in_list(ids, false)
+                            .and(col("metric").like(lit(pattern))),
+                    )?
+                    .select(vec![cast(col("metric"), DataType::Utf8).alias("metric")])?
+                    .distinct()?;
+                let batches = gate.collect(writes).await?;
+                let mut found: Vec<String> = batches
+                    .iter()
+                    .flat_map(|b| b.column(0).as_string::<i32>().iter().flatten())
+                    .map(str::to_string)
+                    .collect();
+                found.sort_unstable();
+                found
+            }
+        };
+        for name in found {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// One metric's stitched series of a scan, as its ordered batches arrive.
 struct Collected {
-    /// The metric of every row when the scan is of one named metric.
-    named: Option<String>,
-    done: BTreeMap<String, Stitched>,
+    done: Stitched,
     /// The series being read (the stitching operator sends each one whole).
-    current: Option<(RunId, String, Vec<Point>)>,
+    current: Option<(RunId, Vec<Point>)>,
 }
 
 impl Collected {
-    fn new(named: Option<&str>) -> Self {
+    fn new() -> Self {
         Self {
-            named: named.map(str::to_string),
-            done: BTreeMap::new(),
+            done: HashMap::new(),
             current: None,
         }
     }
 
-    /// Adds a batch of `run_id, [metric,] step, value, inherited` (the
-    /// metric is absent from a scan of one named metric).
+    /// Adds a batch of `run_id, step, value, inherited`.
     fn add(&mut self, batch: &arrow::array::RecordBatch) -> Result<()> {
         let column = |name: &str| {
             batch
@@ -456,38 +301,24 @@ impl Collected {
                 .ok_or_else(|| Error::invalid(format!("stitched plan lacks column {name}")))
         };
         let runs = column("run_id")?.as_primitive::<Int64Type>();
-        let metrics = match self.named {
-            Some(_) => None,
-            None => Some(arrow::compute::cast(
-                column("metric")?,
-                &arrow::datatypes::DataType::Utf8,
-            )?),
-        };
-        let metrics = metrics.as_ref().map(|m| m.as_string::<i32>());
-        let named = self.named.clone().unwrap_or_default();
         let steps = column("step")?.as_primitive::<Int64Type>();
         let values = column("value")?.as_primitive::<Float64Type>();
         let inherited = column("inherited")?.as_boolean();
         for i in 0..batch.num_rows() {
-            let metric = match metrics {
-                Some(m) if m.is_null(i) => continue,
-                Some(m) => m.value(i),
-                None => named.as_str(),
-            };
             if runs.is_null(i) || steps.is_null(i) {
                 continue;
             }
             let run = runs.value(i) as RunId;
-            if !matches!(&self.current, Some((r, m, _)) if *r == run && m == metric) {
+            if !matches!(&self.current, Some((r, _)) if *r == run) {
                 self.flush();
-                self.current = Some((run, metric.to_string(), Vec::new()));
+                self.current = Some((run, Vec::new()));
             }
             let value = if values.is_null(i) {
                 f64::NAN
             } else {
                 values.value(i)
             };
-            if let Some((_, _, series)) = &mut self.current {
+            if let Some((_, series)) = &mut self.current {
                 series.push(Point {
                     step: steps.value(i).max(0) as u64,
                     value,
@@ -499,18 +330,16 @@ impl Collected {
     }
 
     fn flush(&mut self) {
-        if let Some((run, metric, series)) = self.current.take() {
-            let mut series = series;
-            let all = self.done.entry(metric).or_default().entry(run).or_default();
-            all.append(&mut series);
+        if let Some((run, mut series)) = self.current.take() {
+            self.done.entry(run).or_default().append(&mut series);
         }
     }
 
-    /// Every series read, by metric and run, each sorted by step.
-    fn finish(mut self) -> BTreeMap<String, Stitched> {
+    /// Every series read, by run, each sorted by step.
+    fn finish(mut self) -> Stitched {
         self.flush();
         // Already so when the plan keeps the operator's order; checked, not assumed.
-        for series in self.done.values_mut().flat_map(|s| s.values_mut()) {
+        for series in self.done.values_mut() {
             if !series.is_sorted_by_key(|p| p.step) {
                 series.sort_by_key(|p| p.step);
             }
@@ -596,7 +425,12 @@ fn family_metric(
         // must not hold every stitched series until rendering.
         series: series
             .iter()
-            .map(|s| Arc::new(stats::downsample_series(s, chart::MAX_POINTS_PER_RUN)))
+            .map(|s| {
+                Arc::new(stats::downsample_series(
+                    s,
+                    chart::points_per_part(family.len()),
+                ))
+            })
             .collect(),
     })
 }

@@ -7,6 +7,7 @@
 
 use std::fmt::Write as _;
 
+use super::numbers::number;
 use super::{FamilyMetric, FamilyReport, Report, ReportFormat, RunRow, chart};
 use crate::error::{Error, Result};
 
@@ -23,27 +24,6 @@ pub fn render(report: &Report, format: ReportFormat) -> Result<Vec<u8>> {
         ReportFormat::Md => markdown(report).into_bytes(),
         ReportFormat::Html => html(report)?.into_bytes(),
     })
-}
-
-/// A number for reading: six significant digits, exponent outside 1e-4..1e6.
-pub fn number(v: f64) -> String {
-    if !v.is_finite() {
-        return v.to_string();
-    }
-    if v == 0.0 {
-        return "0".into();
-    }
-    let magnitude = v.abs().log10().floor() as i32;
-    if !(-4..6).contains(&magnitude) {
-        return format!("{v:.4e}");
-    }
-    let decimals = (5 - magnitude).clamp(0, 9) as usize;
-    let text = format!("{v:.decimals$}");
-    if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        text
-    }
 }
 
 fn opt_number(v: Option<f64>) -> String {
@@ -141,16 +121,6 @@ fn best_cell(family: &FamilyReport, metric: &str) -> String {
             ))
         })
         .unwrap_or_else(|| "–".into())
-}
-
-/// A tick label: three significant digits are plenty on an axis.
-pub fn tick(v: f64) -> String {
-    if v == 0.0 || !v.is_finite() {
-        return number(v);
-    }
-    let magnitude = v.abs().log10().floor() as i32;
-    let scale = 10f64.powi(magnitude - 2);
-    number((v / scale).round() * scale)
 }
 
 const RUN_COLUMNS: [&str; 12] = [
@@ -277,7 +247,18 @@ fn markdown(report: &Report) -> String {
 
 // --------------------------------------------------------------- HTML
 
-fn esc(s: &str) -> String {
+/// The warning naming a family's RUNNING runs, if it has any.
+fn running_flag(f: &FamilyReport, label: &str, tail: &str) -> Option<String> {
+    (!f.running.is_empty()).then(|| {
+        format!(
+            "<span class=\"flag\">⚠ {label}{}{tail}</span>",
+            esc(&f.running.join(", "))
+        )
+    })
+}
+
+/// Text escaped for HTML content and attribute values.
+pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -318,6 +299,41 @@ section.family { page-break-before: auto; }
 }
 ";
 
+/// The per-run table of a metric section: `rows` with the colour index of
+/// each (the console's compare page shows the same table for its runs).
+pub fn html_run_table(out: &mut String, rows: &[(usize, &RunRow)]) {
+    out.push_str("<div class=\"scroll\"><table>\n<tr>");
+    for (i, h) in RUN_COLUMNS.iter().enumerate() {
+        let class = if i == 0 || i == 4 { " class=\"l\"" } else { "" };
+        let _ = write!(out, "<th{class}>{}</th>", esc(h));
+    }
+    out.push_str("</tr>\n");
+    for &(i, r) in rows {
+        let cells = run_cells(r);
+        let _ = write!(
+            out,
+            "<tr{}>",
+            if r.winner { " class=\"winner\"" } else { "" }
+        );
+        for (j, c) in cells.iter().enumerate() {
+            if j == 0 {
+                let _ = write!(
+                    out,
+                    "<td class=\"l\"><i class=\"swatch\" style=\"background:{}\"></i>{}</td>",
+                    chart::css_color(i),
+                    esc(c)
+                );
+            } else if j == 4 {
+                let _ = write!(out, "<td class=\"l\">{}</td>", esc(c));
+            } else {
+                let _ = write!(out, "<td>{}</td>", esc(c));
+            }
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</table></div>\n");
+}
+
 fn html_metric(out: &mut String, section: &FamilyMetric) -> Result<()> {
     let _ = writeln!(
         out,
@@ -345,36 +361,9 @@ fn html_metric(out: &mut String, section: &FamilyMetric) -> Result<()> {
         }
         None => out.push_str("<p class=\"note\">No finite points of this metric.</p>\n"),
     }
-    out.push_str("<div class=\"scroll\"><table>\n<tr>");
-    for (i, h) in RUN_COLUMNS.iter().enumerate() {
-        let class = if i == 0 || i == 4 { " class=\"l\"" } else { "" };
-        let _ = write!(out, "<th{class}>{}</th>", esc(h));
-    }
-    out.push_str("</tr>\n");
-    for (i, r) in section.runs.iter().enumerate() {
-        let cells = run_cells(r);
-        let _ = write!(
-            out,
-            "<tr{}>",
-            if r.winner { " class=\"winner\"" } else { "" }
-        );
-        for (j, c) in cells.iter().enumerate() {
-            if j == 0 {
-                let _ = write!(
-                    out,
-                    "<td class=\"l\"><i class=\"swatch\" style=\"background:{}\"></i>{}</td>",
-                    chart::css_color(i),
-                    esc(c)
-                );
-            } else if j == 4 {
-                let _ = write!(out, "<td class=\"l\">{}</td>", esc(c));
-            } else {
-                let _ = write!(out, "<td>{}</td>", esc(c));
-            }
-        }
-        out.push_str("</tr>\n");
-    }
-    out.push_str("</table></div>\n</div>\n");
+    let rows: Vec<(usize, &RunRow)> = section.runs.iter().enumerate().collect();
+    html_run_table(out, &rows);
+    out.push_str("</div>\n");
     Ok(())
 }
 
@@ -413,14 +402,7 @@ fn html(report: &Report) -> Result<String> {
             esc(&f.experiment),
             f.size,
             f.depth,
-            if f.running.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "<span class=\"flag\">⚠ {}</span>",
-                    esc(&f.running.join(", "))
-                )
-            }
+            running_flag(f, "", "").unwrap_or_default()
         );
         for m in &report.metrics {
             let _ = write!(out, "<td class=\"l\">{}</td>", esc(&best_cell(f, &m.name)));
@@ -437,14 +419,9 @@ fn html(report: &Report) -> Result<String> {
             esc(&f.experiment),
             f.size,
             f.depth,
-            if f.running.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " <span class=\"flag\">⚠ Still RUNNING: {} (numbers may move).</span>",
-                    esc(&f.running.join(", "))
-                )
-            }
+            running_flag(f, "Still RUNNING: ", " (numbers may move).")
+                .map(|flag| format!(" {flag}"))
+                .unwrap_or_default()
         );
         for section in &f.metrics {
             html_metric(&mut out, section)?;

@@ -19,6 +19,10 @@ use tokio::sync::RwLock;
 pub use files::{DataFile, FileClass, TableFiles};
 pub use location::{StoreLocation, StoreOptions};
 
+/// Numeric run id: unique, sequential across the store, never reused. It is
+/// the store's key column, so it lives here and the catalog re-exports it.
+pub type RunId = u64;
+
 use crate::error::{Error, Result};
 
 /// Which of the store's tables an operation targets.

@@ -6,8 +6,8 @@ use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 
 use super::TableKind;
 use super::schema::{arrow_schema, timestamps};
-use crate::catalog::RunId;
 use crate::error::Result;
+use crate::store::RunId;
 
 /// One console line of a run.
 #[derive(Debug, Clone)]

@@ -420,3 +420,41 @@ pub fn commit_versions(store: &str, table: &str) -> Vec<u64> {
         .into_iter()
         .collect()
 }
+
+/// Headless Chromium for the tests that render pages.
+fn chromium() -> Option<std::path::PathBuf> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join(name))
+                    .find(|p| p.is_file())
+            })
+        })
+}
+
+/// Chromium, or `None` (a SKIPPED note) where it is missing outside CI.
+pub fn chromium_or_skip() -> Option<std::path::PathBuf> {
+    let found = chromium();
+    if found.is_none() {
+        // CI installs Chromium (.ci/run): there a missing browser is a failure, not a skip.
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "chromium is not installed; .ci/run should have installed it"
+        );
+        eprintln!("SKIPPED: chromium is not installed (apt-get install chromium)");
+    }
+    found
+}
+
+/// Peak resident memory of a process, in MiB.
+pub fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc status");
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib / 1024
+}

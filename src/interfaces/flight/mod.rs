@@ -538,7 +538,7 @@ pub async fn serve(
     engine: Arc<Engine>,
     keys: Arc<Keys>,
     listener: tokio::net::TcpListener,
-    limits: &crate::interfaces::http::ConnectionLimits,
+    limits: &crate::interfaces::ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let addr: SocketAddr = listener.local_addr()?;

@@ -29,7 +29,7 @@ pub fn number(value: &Value) -> Option<f64> {
 }
 
 /// Returns a copy with the bare tokens quoted, or `None` when there are none.
-fn quote_non_finite(text: &str) -> Option<String> {
+pub fn quote_non_finite(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out: Option<String> = None;
     let (mut in_string, mut escaped, mut copied, mut i) = (false, false, 0, 0);

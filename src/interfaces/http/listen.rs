@@ -24,32 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-/// Limits on HTTP connections.
-#[derive(Debug, Clone)]
-pub struct ConnectionLimits {
-    /// Longest wait for a complete request head, on a new or an idle kept-alive connection.
-    pub header_timeout: Duration,
-    /// Longest a request body may take to arrive.
-    pub body_timeout: Duration,
-    /// Connections open at once; more wait in the listen backlog.
-    pub max_connections: usize,
-}
-
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        (&crate::options::ConnectionArgs::default()).into()
-    }
-}
-
-impl From<&crate::options::ConnectionArgs> for ConnectionLimits {
-    fn from(args: &crate::options::ConnectionArgs) -> Self {
-        Self {
-            header_timeout: Duration::from_secs_f64(args.http_header_timeout_s),
-            body_timeout: Duration::from_secs_f64(args.http_body_timeout_s),
-            max_connections: args.max_connections as usize,
-        }
-    }
-}
+use crate::interfaces::ConnectionLimits;
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets the
 /// requests in flight finish (idle connections close at once).

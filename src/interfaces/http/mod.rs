@@ -1,11 +1,16 @@
-//! HTTP server: SQL endpoint with content negotiation, the pluto SDK API, and health.
+//! HTTP server: SQL endpoint with content negotiation, the pluto SDK API, the
+//! web console, and health.
 
-mod export;
+mod access;
+mod console;
+mod errors;
+mod export_route;
 mod lenient_json;
 mod listen;
 mod openapi;
 mod pluto;
-mod report;
+mod report_route;
+mod sql_route;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,25 +18,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::Next;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::format::{Encoder, Format, encode_stream};
 use crate::auth::Keys;
-use crate::engine::Engine;
-use crate::error::{Error, ErrorKind};
-use crate::ingest::GroupCommitter;
-use crate::observe::{Interface, QueryInfo};
-use crate::scope::Scope;
-pub use listen::ConnectionLimits;
+use crate::engine::{Engine, GroupCommitter};
+use crate::error::Error;
+
+pub use crate::interfaces::ConnectionLimits;
+use access::{authenticate, refuse_writes, require_write_scope};
+pub use errors::{ApiError, ErrorBody, status_of, status_of_kind};
+use errors::{json_rejections, panic_response};
 pub use openapi::document as openapi_document;
+use sql_route::{sql, stream_response};
 use tower_http::catch_panic::CatchPanicLayer;
 
 /// Server settings.
@@ -52,6 +54,8 @@ pub struct ServerOptions {
     pub loopback: bool,
     /// `--stale-after` (`None`: off); sets how often activity markers are written.
     pub stale_after: Option<Duration>,
+    /// Serve the web console (`/`, `/p/…`, `/sql`, `/api/console/…`); `--no-console` turns it off.
+    pub console: bool,
 }
 
 impl Default for ServerOptions {
@@ -76,6 +80,7 @@ impl ServerOptions {
             connections: connections.into(),
             loopback: false,
             stale_after: server.stale_after(),
+            console: !server.no_console,
         }
     }
 }
@@ -144,11 +149,11 @@ fn routes() -> Vec<Route> {
         (spec(Method::POST, "/api/sql", RouteAccess::Read), post(sql)),
         (
             spec(Method::GET, "/api/export", RouteAccess::Read),
-            get(export::export),
+            get(export_route::export),
         ),
         (
             spec(Method::GET, "/api/report", RouteAccess::Read),
-            get(report::report),
+            get(report_route::report),
         ),
         (
             spec(Method::GET, "/metrics", RouteAccess::Monitoring),
@@ -156,6 +161,7 @@ fn routes() -> Vec<Route> {
         ),
     ];
     all.extend(pluto::routes());
+    all.extend(console::routes());
     all
 }
 
@@ -199,6 +205,9 @@ pub async fn router(
     };
     let mut groups: HashMap<RouteAccess, Router<AppState>> = HashMap::new();
     for (spec, mut handler) in routes() {
+        if !options.console && console::is_console(spec.path) {
+            continue;
+        }
         // A signed upload writes too: a read replica refuses it before anything else.
         if options.read_only
             && spec.access == RouteAccess::Signed
@@ -289,7 +298,7 @@ pub async fn serve(
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     }
-    tracing::info!(%addr, commit_window_ms = options.commit_window.as_millis() as u64, read_only = options.read_only, "forkline HTTP listening");
+    tracing::info!(%addr, commit_window_ms = options.commit_window.as_millis() as u64, read_only = options.read_only, queries = %engine.gate().runner().describe(), "forkline HTTP listening");
     let http = async {
         listen::serve(listener, app, &options.connections, shutdown_signal()).await;
         Ok(())
@@ -308,76 +317,6 @@ pub async fn serve(
         None => http.await?,
     }
     Ok(())
-}
-
-/// The answer of a read-only server to every write route.
-async fn refuse_writes(request: Request, _next: Next) -> Response {
-    ApiError(Error::Forbidden(format!(
-        "this forkline server is read-only: {} {} changes the store; send writes to a writable server",
-        request.method(),
-        request.uri().path()
-    )))
-    .into_response()
-}
-
-/// Refuses a write through a read-only key (runs inside `authenticate`).
-async fn require_write_scope(request: Request, next: Next) -> Response {
-    match request.extensions().get::<Scope>() {
-        Some(scope) => match scope.require_write() {
-            Ok(()) => next.run(request).await,
-            Err(e) => ApiError(e).into_response(),
-        },
-        None => ApiError(Error::Unauthenticated("no API key scope".into())).into_response(),
-    }
-}
-
-/// Every project a request names outside its body: `X-Project-Name` and each
-/// `projectName` query parameter.
-fn named_projects(request: &Request) -> Vec<String> {
-    let mut named: Vec<String> = request
-        .headers()
-        .get_all("x-project-name")
-        .iter()
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string())
-        .collect();
-    if let Some(query) = request.uri().query() {
-        named.extend(
-            url::form_urlencoded::parse(query.as_bytes())
-                .filter(|(k, _)| k == "projectName")
-                .map(|(_, v)| v.trim().to_string()),
-        );
-    }
-    named.retain(|p| !p.is_empty());
-    named
-}
-
-/// Attaches the request's [`Scope`], from its key alone, to every keyed
-/// route: handlers take it as a required extension, so none can run without
-/// it. Projects named in the header or query must lie inside it (403) and
-/// agree with each other (400).
-async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let authorization = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let scope = match state.keys.scope_for(authorization.as_deref()).await {
-        Ok(scope) => scope,
-        Err(e) => return ApiError(e).into_response(),
-    };
-    let named = named_projects(&request);
-    if let Some(first) = named.first() {
-        if let Some(other) = named.iter().find(|p| *p != first) {
-            return ApiError(Error::invalid(format!(
-                "the request names two projects, `{first}` and `{other}`"
-            )))
-            .into_response();
-        }
-        if let Err(e) = scope.require_project(first) {
-            return ApiError(e).into_response();
-        }
-    }
-    request.extensions_mut().insert(scope);
-    next.run(request).await
 }
 
 /// Resolves on Ctrl-C or SIGTERM, so in-flight requests finish before exit.
@@ -400,125 +339,6 @@ async fn shutdown_signal() {
     }
 }
 
-/// Seconds a client refused for lack of a query slot is asked to wait.
-const BUSY_RETRY_AFTER_S: &str = "2";
-
-/// An error as an HTTP response: `{"error": …}` with a status chosen by who is at fault.
-pub struct ApiError(Error);
-
-/// The body of every error answer, whatever refused the request.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    /// What went wrong; `Unauthorized` for a missing or unknown API key.
-    error: String,
-    /// Why the key was refused (only with `Unauthorized`, as Pluto's server answers).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<String>,
-}
-
-impl ErrorBody {
-    fn new(error: impl Into<String>) -> Self {
-        Self {
-            error: error.into(),
-            message: None,
-        }
-    }
-}
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        ApiError(e)
-    }
-}
-
-/// The one mapping from errors to HTTP statuses.
-pub fn status_of(e: &Error) -> StatusCode {
-    status_of_kind(e.kind())
-}
-
-/// The HTTP status of each kind of error.
-pub fn status_of_kind(kind: ErrorKind) -> StatusCode {
-    match kind {
-        ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
-        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
-        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::Conflict => StatusCode::CONFLICT,
-        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        // The server cannot give this query the memory it needs; retrying
-        // the same query will not help, unlike 503.
-        ErrorKind::ResourcesExhausted => StatusCode::INSUFFICIENT_STORAGE,
-        ErrorKind::TimedOut => StatusCode::GATEWAY_TIMEOUT,
-        ErrorKind::Busy | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let kind = self.0.kind();
-        let status = status_of_kind(kind);
-        crate::observe::metrics::http_error(status.as_u16());
-        if self.0.is_store_failure() {
-            crate::observe::metrics::store_error("http");
-        }
-        let body = axum::Json(match kind {
-            // As Pluto's server answers, which the SDK reports.
-            ErrorKind::Unauthenticated => ErrorBody {
-                error: "Unauthorized".into(),
-                message: Some(self.0.to_string()),
-            },
-            _ => ErrorBody::new(self.0.to_string()),
-        });
-        match kind {
-            // Limits at work, not faults.
-            ErrorKind::Busy => {
-                (status, [(header::RETRY_AFTER, BUSY_RETRY_AFTER_S)], body).into_response()
-            }
-            ErrorKind::TimedOut | ErrorKind::ResourcesExhausted => {
-                tracing::warn!(error = %self.0, "request over a limit");
-                (status, body).into_response()
-            }
-            _ => {
-                if status.is_server_error() {
-                    tracing::error!(error = %self.0, "request failed");
-                }
-                (status, body).into_response()
-            }
-        }
-    }
-}
-
-/// Rejections produced by axum itself (body too large, wrong method, …) carry
-/// plain text; clients of this API always get `{"error": …}`.
-async fn json_rejections(response: Response) -> Response {
-    let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
-        return response;
-    }
-    let text = match axum::body::to_bytes(response.into_body(), 64 << 10).await {
-        Ok(bytes) if !bytes.is_empty() => String::from_utf8_lossy(&bytes).into_owned(),
-        _ => status.canonical_reason().unwrap_or("error").to_string(),
-    };
-    (status, axum::Json(ErrorBody::new(text))).into_response()
-}
-
-/// A bug must cost one request a 500, never the connection or the server.
-fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let what = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("unknown panic");
-    tracing::error!(panic = what, "request handler panicked");
-    let body = ErrorBody::new(format!("internal error: {what}"));
-    (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
-}
-
 /// The answer of `/health`.
 #[derive(Serialize, utoipa::ToSchema)]
 struct Health {
@@ -537,7 +357,7 @@ struct Health {
     responses((status = 200, description = "The metrics", content_type = "text/plain", body = String))
 )]
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let text = crate::observe::metrics::render(&state.engine).await?;
+    let text = crate::observe::metrics::render(&state.engine.gauges().await?);
     Ok((
         StatusCode::OK,
         [(
@@ -558,163 +378,4 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
 )]
 async fn health() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
-}
-
-/// The body of `POST /api/sql`.
-#[derive(Deserialize, utoipa::ToSchema)]
-struct SqlRequest {
-    /// One read-only statement (`SELECT`, `WITH`, `EXPLAIN`, `SHOW`, `DESCRIBE`)
-    /// over `runs`, `metrics`, `logs`, `data`, `files` and the lineage table functions.
-    #[schema(example = "SELECT * FROM lineage('VS-6')")]
-    sql: String,
-}
-
-/// A SQL query over the key's projects, its result streamed in the format the
-/// `Accept` header names (JSON rows by default).
-///
-/// DDL, DML, `COPY` and `SET` are refused with 400.
-#[utoipa::path(
-    post,
-    path = "/api/sql",
-    tag = "sql",
-    request_body = SqlRequest,
-    params(
-        ("Accept" = Option<String>, Header,
-            description = "`application/json` (default), `text/csv`, `text/plain` (an aligned table of at most 10,000 rows), `application/vnd.apache.arrow.stream` or `application/vnd.apache.parquet`")
-    ),
-    responses(
-        (status = 200, description = "The result, streamed batch by batch", content(
-            (Vec<HashMap<String, serde_json::Value>> = "application/json"),
-            (String = "text/csv"),
-            (String = "text/plain"),
-            ("application/vnd.apache.arrow.stream"),
-            ("application/vnd.apache.parquet"),
-        )),
-        (status = 504, description = "The query ran past `--query-timeout-s` and was cancelled", body = ErrorBody),
-    )
-)]
-async fn sql(
-    State(state): State<AppState>,
-    axum::Extension(scope): axum::Extension<Scope>,
-    headers: HeaderMap,
-    body: Result<axum::Json<SqlRequest>, JsonRejection>,
-) -> Result<Response, ApiError> {
-    let axum::Json(req) =
-        body.map_err(|e| Error::invalid(format!("bad request body: {}", e.body_text())))?;
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let format = Format::from_accept(accept);
-    let engine = &state.engine;
-    let recorded = QueryInfo::new(Interface::Http, req.sql.clone(), &scope);
-    let batches = engine
-        .gate()
-        .stream(recorded, async {
-            let df = engine.scoped_sql(&req.sql, &scope.projects).await?;
-            Ok(match format {
-                // One row past the cap tells a result that is too long.
-                Format::Table => df.limit(0, Some(MAX_TABLE_ROWS + 1))?,
-                _ => df,
-            })
-        })
-        .await?;
-    stream_response(batches, format, None).await
-}
-
-/// Streams a query's result in `format`, as a download named `filename` when given.
-///
-/// The first chunk is computed before answering, so errors found early still get
-/// a proper status; later ones cut the chunked body short, which clients see.
-async fn stream_response(
-    batches: datafusion::execution::SendableRecordBatchStream,
-    format: Format,
-    filename: Option<String>,
-) -> Result<Response, ApiError> {
-    if format == Format::Table {
-        return table_response(batches).await;
-    }
-    let mut chunks = Box::pin(encode_stream(format, batches)?);
-    let first = chunks.next().await.transpose()?;
-    let body = futures::stream::iter(first.map(Ok))
-        .chain(chunks)
-        .map(|chunk| {
-            chunk.map_err(|e| {
-                tracing::error!(error = %e, "query failed while streaming");
-                std::io::Error::other(e.to_string())
-            })
-        });
-    let mut response = Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, format.content_type());
-    if let Some(name) = filename {
-        response = response.header(
-            header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"{name}\""),
-        );
-    }
-    Ok(response
-        .body(Body::from_stream(body))
-        .map_err(|e| Error::invalid(e.to_string()))?)
-}
-
-/// A `text/plain` answer: an aligned table, so built whole, and only for
-/// results within [`MAX_TABLE_ROWS`] and [`MAX_TABLE_BYTES`] (refused before
-/// anything is sent, and before more than that is held).
-async fn table_response(
-    mut batches: datafusion::execution::SendableRecordBatchStream,
-) -> Result<Response, ApiError> {
-    let mut encoder = Encoder::new(Format::Table, &batches.schema())?;
-    let (mut rows, mut bytes) = (0, 0);
-    while let Some(batch) = batches.next().await {
-        let batch = batch.map_err(Error::from)?;
-        rows += batch.num_rows();
-        bytes += batch.get_array_memory_size();
-        if rows > MAX_TABLE_ROWS || bytes > MAX_TABLE_BYTES {
-            return Err(Error::invalid(format!(
-                "a text/plain answer holds at most {MAX_TABLE_ROWS} rows and {} MiB, and this \
-                 result is larger: add a LIMIT, or ask for text/csv, application/json, Arrow or \
-                 Parquet in the Accept header, which stream any size",
-                MAX_TABLE_BYTES >> 20
-            ))
-            .into());
-        }
-        encoder.write(&batch)?;
-    }
-    let text = encoder.finish()?;
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, Format::Table.content_type())],
-        text,
-    )
-        .into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// No two kinds a client must tell apart share a status (Busy and
-    /// Unavailable both mean "retry").
-    #[test]
-    fn every_error_kind_has_its_status() {
-        let mut seen = HashMap::new();
-        for kind in ErrorKind::ALL {
-            let status = status_of_kind(kind);
-            assert!(status.is_client_error() || status.is_server_error());
-            let documented = crate::error::readme_error_table()
-                .into_iter()
-                .find(|row| row.0 == kind)
-                .map(|row| row.1)
-                .unwrap();
-            assert!(
-                documented.starts_with(status.as_str()),
-                "{kind:?}: README says {documented}, served {status}"
-            );
-            if let Some(other) = seen.insert(status, kind) {
-                assert_eq!(
-                    [other, kind],
-                    [ErrorKind::Busy, ErrorKind::Unavailable],
-                    "{status}"
-                );
-            }
-        }
-    }
 }

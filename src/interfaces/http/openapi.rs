@@ -12,13 +12,13 @@ use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::Header;
-use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn, PathItem};
+use utoipa::openapi::path::{HttpMethod, Operation, ParameterBuilder, ParameterIn, PathItem};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Components, Ref, RefOr, Required};
 
-use super::{ErrorBody, RouteAccess, export, pluto, report, route_specs};
+use super::{ErrorBody, RouteAccess, console, export_route, pluto, report_route, route_specs};
 
 /// The name of the API-key security scheme.
 const BEARER: &str = "apiKey";
@@ -36,9 +36,9 @@ const BEARER: &str = "apiKey";
         super::health,
         super::metrics,
         serve,
-        super::sql,
-        export::export,
-        report::report
+        super::sql_route::sql,
+        export_route::export,
+        report_route::report
     ),
     components(schemas(ErrorBody)),
     tags(
@@ -48,6 +48,7 @@ const BEARER: &str = "apiKey";
         (name = "ingest", description = "The SDK's ingest of metrics, console logs and structured data, as NDJSON"),
         (name = "files", description = "File uploads and downloads through signed URLs"),
         (name = "query", description = "The read API behind `pluto.query`"),
+        (name = "console", description = "The web console: public page shells and assets, keyed HTML fragments"),
     )
 )]
 struct ApiDoc;
@@ -57,6 +58,10 @@ struct ApiDoc;
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(pluto::ApiDoc::openapi());
+    for (path, op) in console::openapi_operations() {
+        doc.paths
+            .add_path_operation(path, vec![HttpMethod::Get], op);
+    }
     let components = doc.components.get_or_insert_with(Components::new);
     components.security_schemes.insert(
         BEARER.into(),

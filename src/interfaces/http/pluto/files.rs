@@ -338,6 +338,17 @@ struct Signature {
     sig: String,
 }
 
+/// The file a signed URL names.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Never built: the handlers take `Path<(RunId, String)>`.
+struct FilePath {
+    /// The run's numeric id.
+    run: u64,
+    /// The file name.
+    file: String,
+}
+
 /// An upload's answer.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -356,8 +367,7 @@ pub(super) struct Uploaded {
     path = "/files/upload/{run}/{file}",
     tag = "files",
     params(
-        ("run" = u64, Path, description = "The run's numeric id"),
-        ("file" = String, Path, description = "The file name"),
+        FilePath,
         UploadParams,
         Signature,
     ),
@@ -414,8 +424,7 @@ pub(super) async fn upload(
     };
     state
         .engine
-        .store()
-        .append(TableKind::Files, vec![FileRecord::batch(&[record])?])
+        .append_records(TableKind::Files, vec![FileRecord::batch(&[record])?])
         .await?;
     Ok(Json(Uploaded {
         file_name,
@@ -507,8 +516,7 @@ async fn claim_nonce(state: &AppState, nonce: &str) -> Result<()> {
     path = "/files/download/{run}/{file}",
     tag = "files",
     params(
-        ("run" = u64, Path, description = "The run's numeric id"),
-        ("file" = String, Path, description = "The file name"),
+        FilePath,
         Signature,
     ),
     responses((status = 200, description = "The file", content(("application/octet-stream"))))

@@ -12,15 +12,16 @@ use axum::http::HeaderMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::ndjson::{for_each_line, shown, step, time_us};
+use super::metric_line::{self, Reading};
+use super::ndjson::{Object, for_each_line, lines, shown, step, time_us};
 use std::sync::Arc;
 
 use super::{RunHeader, header_run};
-use crate::catalog::Run;
+use crate::catalog::{Run, RunId};
 use crate::error::{Error, Result};
+use crate::ingest::PointBatch;
 use crate::ingest::limits::{MAX_DATA_LINE_BYTES, MAX_LINE_BYTES, MAX_POINTS_PER_REQUEST};
-use crate::ingest::{MetricPoint, PointBatch};
-use crate::interfaces::http::{ApiError, AppState, lenient_json};
+use crate::interfaces::http::{ApiError, AppState};
 use crate::observe::metrics;
 use crate::scope::Scope;
 use crate::store::TableKind;
@@ -41,23 +42,40 @@ async fn run_of(state: &AppState, scope: &Scope, headers: &HeaderMap) -> Result<
     Ok(snapshot.require(id)?.clone())
 }
 
-/// Commits the rows of a logs or data request as one append; empty requests
-/// write nothing. A stored request is activity of its run.
-async fn store_rows(
+/// A logs or data request: every line parsed into a record of the
+/// `X-Run-Id` run by `parse`, the whole request validated, then committed as
+/// one append (an empty request writes nothing). A stored request is
+/// activity of its run.
+async fn side_records<R>(
     state: &AppState,
     scope: &Scope,
-    run: &Arc<Run>,
+    headers: &HeaderMap,
+    body: &Bytes,
     kind: TableKind,
-    rows: usize,
-    batch: Result<RecordBatch>,
-    body_bytes: usize,
+    parse: impl Fn(usize, RunId, Object) -> Result<R>,
+    encode: fn(&[R]) -> Result<RecordBatch>,
 ) -> Reply {
-    if rows > 0 {
-        state.engine.store().append(kind, vec![batch?]).await?;
+    let target = run_of(state, scope, headers).await?;
+    let (max_line, limit_name) = match kind {
+        TableKind::Data => (MAX_DATA_LINE_BYTES, "MAX_DATA_LINE_BYTES"),
+        _ => (MAX_LINE_BYTES, "MAX_LINE_BYTES"),
+    };
+    let mut records = Vec::new();
+    for_each_line(body, max_line, limit_name, |line, obj| {
+        records.push(parse(line, target.id, obj)?);
+        Ok(())
+    })?;
+    if !records.is_empty() {
+        state
+            .engine
+            .append_records(kind, vec![encode(&records)?])
+            .await?;
     }
-    metrics::ingest(kind, rows, body_bytes);
-    super::active(state, scope, run).await?;
-    Ok(Json(Stored { stored: rows }))
+    metrics::ingest(kind, records.len(), body.len());
+    super::active(state, scope, &target).await?;
+    Ok(Json(Stored {
+        stored: records.len(),
+    }))
 }
 
 /// Metric values, one `MetricLine` a line: `{"time": ms, "step": n, "data": {name: number}}`.
@@ -81,41 +99,43 @@ pub(super) async fn metrics(
     let target = run_of(&state, &scope, &headers).await?;
     let run = target.id;
     let mut batch = PointBatch::new();
-    for_each_line(&body, MAX_LINE_BYTES, "MAX_LINE_BYTES", |line, mut obj| {
-        let time_us = time_us(line, &obj)?;
-        let step = step(line, &obj)?;
-        let Some(Value::Object(data)) = obj.remove("data") else {
-            return Err(Error::invalid(format!(
-                "line {line}: `data` must be an object of metric values"
-            )));
-        };
-        let mut points = Vec::with_capacity(data.len());
-        for (name, value) in data {
-            // `run.log({"a": None})`: Pluto stores the line's other values.
-            if value.is_null() {
-                continue;
+    lines(&body, MAX_LINE_BYTES, "MAX_LINE_BYTES", |line, text| {
+        metric_line::parse(line, text, |parsed| {
+            let time_us = time_us(line, parsed.time.as_ref())?;
+            let step = step(line, parsed.step.as_ref())?;
+            let Some(values) = parsed.data else {
+                return Err(Error::invalid(format!(
+                    "line {line}: `data` must be an object of metric values"
+                )));
+            };
+            let mut count = 0;
+            for (name, value) in &values {
+                match value {
+                    // `run.log({"a": None})`: Pluto stores the line's other values.
+                    Reading::Null => {}
+                    Reading::Number(_) => count += 1,
+                    Reading::Other(v) => {
+                        return Err(Error::invalid(format!(
+                            "line {line}: value of `{name}` is not a number: {}",
+                            shown(v)
+                        )));
+                    }
+                }
             }
-            let value = lenient_json::number(&value).ok_or_else(|| {
-                Error::invalid(format!(
-                    "line {line}: value of `{name}` is not a number: {}",
-                    shown(&value)
-                ))
-            })?;
-            points.push(MetricPoint {
-                metric: name,
-                step,
-                value,
-                time_us,
-            });
-        }
-        if batch.len() + points.len() > MAX_POINTS_PER_REQUEST {
-            return Err(Error::invalid(format!(
-                "line {line}: the request holds more than {MAX_POINTS_PER_REQUEST} metric values (MAX_POINTS_PER_REQUEST); send it in parts"
-            )));
-        }
-        batch
-            .extend(run, points)
-            .map_err(|e| Error::invalid(format!("line {line}: {e}")))
+            if batch.len() + count > MAX_POINTS_PER_REQUEST {
+                return Err(Error::invalid(format!(
+                    "line {line}: the request holds more than {MAX_POINTS_PER_REQUEST} metric values (MAX_POINTS_PER_REQUEST); send it in parts"
+                )));
+            }
+            for (name, value) in &values {
+                if let Reading::Number(value) = value {
+                    batch
+                        .push(run, name, step, *value, time_us)
+                        .map_err(|e| Error::invalid(format!("line {line}: {e}")))?;
+                }
+            }
+            Ok(())
+        })
     })?;
     let stored = state.committer.submit(batch).await?;
     metrics::ingest(TableKind::Metrics, stored, body.len());
@@ -140,38 +160,36 @@ pub(super) async fn logs(
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
-    let target = run_of(&state, &scope, &headers).await?;
-    let run = target.id;
-    let mut records = Vec::new();
-    for_each_line(&body, MAX_LINE_BYTES, "MAX_LINE_BYTES", |line, mut obj| {
-        let Some(Value::String(message)) = obj.remove("message") else {
-            return Err(Error::invalid(format!(
-                "line {line}: `message` must be a string"
-            )));
-        };
-        records.push(LogRecord {
-            run_id: run,
-            time_us: time_us(line, &obj)?,
-            line_number: obj.get("lineNumber").and_then(Value::as_i64),
-            log_type: obj
-                .get("logType")
-                .and_then(Value::as_str)
-                .unwrap_or("INFO")
-                .to_ascii_uppercase(),
-            message,
-        });
-        Ok(())
-    })?;
-    store_rows(
+    side_records(
         &state,
         &scope,
-        &target,
+        &headers,
+        &body,
         TableKind::Logs,
-        records.len(),
-        LogRecord::batch(&records),
-        body.len(),
+        log_record,
+        LogRecord::batch,
     )
     .await
+}
+
+/// One console line of `run`.
+fn log_record(line: usize, run: RunId, mut obj: Object) -> Result<LogRecord> {
+    let Some(Value::String(message)) = obj.remove("message") else {
+        return Err(Error::invalid(format!(
+            "line {line}: `message` must be a string"
+        )));
+    };
+    Ok(LogRecord {
+        run_id: run,
+        time_us: time_us(line, obj.get("time"))?,
+        line_number: obj.get("lineNumber").and_then(Value::as_i64),
+        log_type: obj
+            .get("logType")
+            .and_then(Value::as_str)
+            .unwrap_or("INFO")
+            .to_ascii_uppercase(),
+        message,
+    })
 }
 
 /// Structured values, one `DataLine` a line: `{"time", "data", "dataType", "logName", "step"}`.
@@ -191,42 +209,35 @@ pub(super) async fn data(
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
-    let target = run_of(&state, &scope, &headers).await?;
-    let run = target.id;
-    let mut records = Vec::new();
-    for_each_line(
-        &body,
-        MAX_DATA_LINE_BYTES,
-        "MAX_DATA_LINE_BYTES",
-        |line, obj| {
-            let field = |name: &str| -> Result<String> {
-                match obj.get(name) {
-                    Some(Value::String(s)) => Ok(s.clone()),
-                    Some(other) if name == "data" => Ok(other.to_string()),
-                    _ => Err(Error::invalid(format!(
-                        "line {line}: `{name}` must be a string"
-                    ))),
-                }
-            };
-            records.push(DataRecord {
-                run_id: run,
-                log_name: field("logName")?,
-                step: step(line, &obj)?,
-                time_us: time_us(line, &obj)?,
-                data_type: field("dataType")?,
-                data: field("data")?,
-            });
-            Ok(())
-        },
-    )?;
-    store_rows(
+    side_records(
         &state,
         &scope,
-        &target,
+        &headers,
+        &body,
         TableKind::Data,
-        records.len(),
-        DataRecord::batch(&records),
-        body.len(),
+        data_record,
+        DataRecord::batch,
     )
     .await
+}
+
+/// One structured value of `run`.
+fn data_record(line: usize, run: RunId, obj: Object) -> Result<DataRecord> {
+    let field = |name: &str| -> Result<String> {
+        match obj.get(name) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(other) if name == "data" => Ok(other.to_string()),
+            _ => Err(Error::invalid(format!(
+                "line {line}: `{name}` must be a string"
+            ))),
+        }
+    };
+    Ok(DataRecord {
+        run_id: run,
+        log_name: field("logName")?,
+        step: step(line, obj.get("step"))?,
+        time_us: time_us(line, obj.get("time"))?,
+        data_type: field("dataType")?,
+        data: field("data")?,
+    })
 }

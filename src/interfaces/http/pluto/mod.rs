@@ -4,6 +4,7 @@
 mod files;
 mod filters;
 mod ingest;
+mod metric_line;
 mod ndjson;
 mod query;
 mod runs;
@@ -186,7 +187,7 @@ where
         .gate()
         .run(recorded, async {
             let ctx = engine.scoped_session(&scope.projects).await?;
-            Ok(plan(ctx).await?.collect().await?)
+            engine.gate().collect(plan(ctx).await?).await
         })
         .await
 }

@@ -12,13 +12,13 @@ use crate::interfaces::http::lenient_json;
 /// One line's JSON object.
 pub(super) type Object = Map<String, Value>;
 
-/// Calls `each` with every non-empty line (1-based number, parsed object), in
+/// Calls `each` with every non-empty line (1-based number, trimmed text), in
 /// order; stops at the first error, which names the line.
-pub(super) fn for_each_line(
-    body: &[u8],
+pub(super) fn lines<'a>(
+    body: &'a [u8],
     max_line_bytes: usize,
     limit_name: &str,
-    mut each: impl FnMut(usize, Object) -> Result<()>,
+    mut each: impl FnMut(usize, &'a str) -> Result<()>,
 ) -> Result<()> {
     let text =
         std::str::from_utf8(body).map_err(|_| Error::invalid("request body is not UTF-8"))?;
@@ -31,22 +31,32 @@ pub(super) fn for_each_line(
             )));
         }
         let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        match lenient_json::parse(line) {
-            Ok(Value::Object(obj)) => each(number, obj)?,
-            Ok(_) => {
-                return Err(Error::invalid(format!(
-                    "line {number}: expected a JSON object"
-                )));
-            }
-            Err(e) => {
-                return Err(Error::invalid(format!("line {number}: invalid JSON: {e}")));
-            }
+        if !line.is_empty() {
+            each(number, line)?;
         }
     }
     Ok(())
+}
+
+/// As [`lines`], with each line parsed as a JSON object.
+pub(super) fn for_each_line(
+    body: &[u8],
+    max_line_bytes: usize,
+    limit_name: &str,
+    mut each: impl FnMut(usize, Object) -> Result<()>,
+) -> Result<()> {
+    lines(
+        body,
+        max_line_bytes,
+        limit_name,
+        |number, line| match lenient_json::parse(line) {
+            Ok(Value::Object(obj)) => each(number, obj),
+            Ok(_) => Err(Error::invalid(format!(
+                "line {number}: expected a JSON object"
+            ))),
+            Err(e) => Err(Error::invalid(format!("line {number}: invalid JSON: {e}"))),
+        },
+    )
 }
 
 /// A value for an error message, cut short: the value may be a megabyte of text.
@@ -60,8 +70,8 @@ pub(super) fn shown(v: &Value) -> String {
 
 /// `time` in epoch milliseconds (int or float), as microseconds; `None` when
 /// absent or null (the server's clock then).
-pub(super) fn time_us(line: usize, obj: &Object) -> Result<Option<i64>> {
-    let v = match obj.get("time") {
+pub(super) fn time_us(line: usize, time: Option<&Value>) -> Result<Option<i64>> {
+    let v = match time {
         None | Some(Value::Null) => return Ok(None),
         Some(v) => v,
     };
@@ -79,8 +89,8 @@ pub(super) fn time_us(line: usize, obj: &Object) -> Result<Option<i64>> {
 }
 
 /// `step`, an integer ≥ 0 (0 when absent or null).
-pub(super) fn step(line: usize, obj: &Object) -> Result<u64> {
-    match obj.get("step") {
+pub(super) fn step(line: usize, step: Option<&Value>) -> Result<u64> {
+    match step {
         None | Some(Value::Null) => Ok(0),
         Some(v) => v
             .as_u64()
@@ -128,7 +138,7 @@ mod tests {
 
     #[test]
     fn times_outside_the_window_are_refused_and_edges_kept() {
-        let time = |v: Value| time_us(7, &Map::from_iter([("time".to_string(), v)]));
+        let time = |v: Value| time_us(7, Some(&v));
         for bad in [
             serde_json::json!(1e300),
             serde_json::json!(-1),
@@ -175,7 +185,7 @@ mod tests {
             0..200,
         )) {
             let _ = for_each_line(&body, 64, "LIMIT", |n, obj| {
-                let _ = (time_us(n, &obj), step(n, &obj));
+                let _ = (time_us(n, obj.get("time")), step(n, obj.get("step")));
                 Ok(())
             });
         }
@@ -183,14 +193,12 @@ mod tests {
         #[test]
         fn arbitrary_numbers_for_time_and_step_never_panic(t in any::<f64>(), s in any::<f64>(), i in any::<i64>()) {
             for v in [serde_json::json!(t), serde_json::json!(i)] {
-                let obj: Object = Map::from_iter([("time".to_string(), v.clone()), ("step".to_string(), v)]);
-                if let Ok(Some(us)) = time_us(1, &obj) {
+                if let Ok(Some(us)) = time_us(1, Some(&v)) {
                     prop_assert!((MIN_TIME_US..MAX_TIME_US).contains(&us));
                 }
-                let _ = step(1, &obj);
+                let _ = step(1, Some(&v));
             }
-            let obj: Object = Map::from_iter([("step".to_string(), serde_json::json!(s))]);
-            let _ = step(1, &obj);
+            let _ = step(1, Some(&serde_json::json!(s)));
         }
     }
 }

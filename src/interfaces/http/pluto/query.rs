@@ -4,6 +4,7 @@
 //! `stats`, files and logs in `records`.
 
 pub(super) mod records;
+mod selectors;
 pub(super) mod stats;
 
 pub(super) use records::{files, logs};
@@ -11,6 +12,7 @@ pub(super) use stats::{compare, leaderboard, statistics};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray, RecordBatch, StringArray};
 use arrow::compute::cast;
@@ -94,7 +96,7 @@ fn project_run<'s>(
     snapshot: &'s CatalogSnapshot,
     project: Option<&str>,
     reference: &str,
-) -> Result<&'s Run> {
+) -> Result<&'s Arc<Run>> {
     let run = snapshot.lookup(reference)?;
     if let Some(p) = project.filter(|p| !p.is_empty())
         && run.project != p
@@ -132,12 +134,20 @@ impl Params {
         self.project_name.as_deref()
     }
 
-    fn run<'s>(&self, snapshot: &'s CatalogSnapshot) -> Result<&'s Run> {
+    fn required_project(&self) -> Result<&str> {
+        self.project()
+            .ok_or_else(|| Error::invalid("projectName is required"))
+    }
+
+    /// The `runId` run, looked up in the key's scope and checked against
+    /// `projectName` when given.
+    async fn run(&self, state: &AppState, scope: &Scope) -> Result<Arc<Run>> {
         let id = self
             .run_id
             .as_deref()
             .ok_or_else(|| Error::invalid("runId is required"))?;
-        project_run(snapshot, self.project(), id)
+        let snapshot = catalog(state, scope).await?;
+        Ok(project_run(&snapshot, self.project(), id)?.clone())
     }
 
     fn metric(&self) -> Result<&str> {
@@ -187,13 +197,12 @@ pub(super) async fn projects(
     path = "/api/runs/list",
     tag = "query",
     params(
-        ("projectName" = String, Query, description = "The project; it must lie in the key's scope"),
+        selectors::ProjectSelector,
+        selectors::Page,
         ("search" = Option<String>, Query, description = "A case-insensitive substring"),
         ("tags" = Option<String>, Query, description = "Comma-separated tags a run must all have"),
         ("filter" = Option<String>, Query, description = "The SDK's filter: a JSON object of field conditions (`$eq`, `$gt`, `$in`, `$regex`, `$and`, `$or`, …)"),
         ("sort" = Option<String>, Query, description = "A run field, `-` first for descending; default `-createdAt`"),
-        ("limit" = Option<u64>, Query, description = "Most items answered"),
-        ("offset" = Option<u64>, Query, description = "Items skipped first"),
     ),
     responses((status = 200, description = "A page of runs", body = shapes::RunList))
 )]
@@ -202,9 +211,7 @@ pub(super) async fn list(
     axum::Extension(scope): Scoped,
     Query(p): Query<Params>,
 ) -> Reply {
-    let project = p
-        .project()
-        .ok_or_else(|| Error::invalid("projectName is required"))?;
+    let project = p.required_project()?;
     let filter = p
         .filter
         .as_deref()
@@ -279,7 +286,7 @@ async fn details_of(
     tag = "query",
     params(
         ("id" = u64, Path, description = "The run's numeric id"),
-        ("projectName" = Option<String>, Query, description = "The project; it must lie in the key's scope"),
+        selectors::ProjectCheck,
     ),
     responses((status = 200, description = "The run", body = shapes::RunDetails))
 )]
@@ -302,7 +309,7 @@ pub(super) async fn details(
     tag = "query",
     params(
         ("display_id" = String, Path, description = "The run's display id (`VS-6`)"),
-        ("projectName" = Option<String>, Query, description = "The project; it must lie in the key's scope"),
+        selectors::ProjectCheck,
     ),
     responses((status = 200, description = "The run", body = shapes::RunDetails))
 )]
@@ -359,7 +366,7 @@ fn run_id_list(snapshot: &CatalogSnapshot, project: Option<&str>, ids: &str) -> 
     path = "/api/runs/metric-names",
     tag = "query",
     params(
-        ("projectName" = String, Query, description = "The project; it must lie in the key's scope"),
+        selectors::ProjectSelector,
         ("runIds" = Option<String>, Query, description = "Comma-separated runs, by numeric or display id"),
         ("search" = Option<String>, Query, description = "A case-insensitive substring"),
         ("limit" = Option<u64>, Query, description = "Most items answered"),
@@ -371,9 +378,7 @@ pub(super) async fn names(
     axum::Extension(scope): Scoped,
     Query(p): Query<Params>,
 ) -> Reply {
-    let project = p
-        .project()
-        .ok_or_else(|| Error::invalid("projectName is required"))?;
+    let project = p.required_project()?;
     let snapshot = catalog(&state, &scope).await?;
     let runs = match p.run_ids.as_deref() {
         Some(ids) => run_id_list(&snapshot, Some(project), ids)?,
@@ -460,8 +465,7 @@ fn py_float(v: f64) -> String {
     operation_id = "run_metrics",
     tag = "query",
     params(
-        ("runId" = String, Query, description = "A run, by numeric or display id"),
-        ("projectName" = Option<String>, Query, description = "The project; it must lie in the key's scope"),
+        selectors::RunSelector,
         ("logName" = Option<String>, Query, description = "A metric name"),
         ("stitched" = Option<bool>, Query, description = "The series along the run's lineage (default false: own points)"),
         ("stepMin" = Option<u64>, Query, description = "First step"),
@@ -475,8 +479,7 @@ pub(super) async fn metrics(
     axum::Extension(scope): Scoped,
     Query(p): Query<Params>,
 ) -> std::result::Result<Response, ApiError> {
-    let snapshot = catalog(&state, &scope).await?;
-    let run = p.run(&snapshot)?;
+    let run = p.run(&state, &scope).await?;
     let stitched = p.stitched.unwrap_or(false);
     let (id, metric, steps) = (run.id, p.log_name.clone(), (p.step_min, p.step_max));
     let what = format!(

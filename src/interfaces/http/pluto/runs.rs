@@ -371,14 +371,7 @@ pub(super) async fn status(
     let status: RunStatus = body.status.parse()?;
     let run = scoped_run(&state, &scope, &body.run_id).await?;
     let run = super::active(&state, &scope, &run).await?;
-    let run = state
-        .engine
-        .update_run_by(
-            &run.id.to_string(),
-            RunUpdate::Status(status),
-            scope.key_id.as_deref(),
-        )
-        .await?;
+    let run = update(&state, &scope, run.id, RunUpdate::Status(status)).await?;
     Ok(Json(RunStatusReply {
         run_id: run.id,
         status: run.status,
@@ -419,14 +412,7 @@ pub(super) async fn tags(
 ) -> Reply<TagsReply> {
     let body: TagsBody = run_body(&body)?;
     let id = scoped_run(&state, &scope, &body.run_id).await?.id;
-    let run = state
-        .engine
-        .update_run_by(
-            &id.to_string(),
-            RunUpdate::SetTags(body.tags),
-            scope.key_id.as_deref(),
-        )
-        .await?;
+    let run = update(&state, &scope, id, RunUpdate::SetTags(body.tags)).await?;
     Ok(Json(TagsReply {
         run_id: run.id,
         tags: run.tags.iter().cloned().collect(),
@@ -473,19 +459,21 @@ pub(super) async fn config(
     let run = if delta.is_empty() {
         run
     } else {
-        state
-            .engine
-            .update_run_by(
-                &run.id.to_string(),
-                RunUpdate::MergeConfig(delta),
-                scope.key_id.as_deref(),
-            )
-            .await?
+        update(&state, &scope, run.id, RunUpdate::MergeConfig(delta)).await?
     };
     Ok(Json(ConfigReply {
         run_id: run.id,
         config: run.config.clone(),
     }))
+}
+
+/// Applies `change` to run `id` as the request's key.
+async fn update(state: &AppState, scope: &Scope, id: RunId, change: RunUpdate) -> Result<Arc<Run>> {
+    let key = scope.key_id.as_deref();
+    state
+        .engine
+        .update_run_by(&id.to_string(), change, key)
+        .await
 }
 
 /// A run the request's key can see (else "unknown run").

@@ -8,7 +8,9 @@ use axum::extract::{Query, State};
 use datafusion::prelude::{col, lit};
 use serde_json::{Value, json};
 
-use super::{Params, Reply, Scoped, ascending_by, catalog, collect, iso, micros, shapes, strings};
+use super::{
+    Params, Reply, Scoped, ascending_by, collect, iso, micros, selectors, shapes, strings,
+};
 use crate::interfaces::http::AppState;
 
 /// A run's uploaded files with signed download URLs.
@@ -18,8 +20,7 @@ use crate::interfaces::http::AppState;
     operation_id = "run_files",
     tag = "query",
     params(
-        ("runId" = String, Query, description = "A run, by numeric or display id"),
-        ("projectName" = Option<String>, Query, description = "The project; it must lie in the key's scope"),
+        selectors::RunSelector,
         ("logName" = Option<String>, Query, description = "The name a file was logged under, or its file name"),
     ),
     responses((status = 200, description = "The files", body = shapes::FileList))
@@ -29,8 +30,7 @@ pub(in super::super) async fn files(
     axum::Extension(scope): Scoped,
     Query(p): Query<Params>,
 ) -> Reply {
-    let snapshot = catalog(&state, &scope).await?;
-    let run = p.run(&snapshot)?;
+    let run = p.run(&state, &scope).await?;
     let (id, name) = (run.id, p.log_name.clone().filter(|n| !n.is_empty()));
     let what = format!("files of run {id} named {name:?}");
     let batches = collect(&state, &scope, what, |ctx| async move {
@@ -86,8 +86,7 @@ pub(in super::super) async fn files(
     operation_id = "run_logs",
     tag = "query",
     params(
-        ("runId" = String, Query, description = "A run, by numeric or display id"),
-        ("projectName" = Option<String>, Query, description = "The project; it must lie in the key's scope"),
+        selectors::RunSelector,
         ("logType" = Option<String>, Query, description = "Only lines of this type (`INFO`, `ERROR`, …)"),
         ("limit" = Option<u64>, Query, description = "Most lines answered (at most 10,000)"),
         ("offset" = Option<u64>, Query, description = "Items skipped first"),
@@ -99,8 +98,7 @@ pub(in super::super) async fn logs(
     axum::Extension(scope): Scoped,
     Query(p): Query<Params>,
 ) -> Reply {
-    let snapshot = catalog(&state, &scope).await?;
-    let run = p.run(&snapshot)?;
+    let run = p.run(&state, &scope).await?;
     let id = run.id;
     let kind = p
         .log_type

@@ -12,7 +12,8 @@ use datafusion::prelude::{col, lit, not};
 use serde_json::{Value, json};
 
 use super::{
-    Params, Reply, Scoped, ascending_by, catalog, collect, run_id_list, run_ids, shapes, strings,
+    Params, Reply, Scoped, ascending_by, catalog, collect, run_id_list, run_ids, selectors, shapes,
+    strings,
 };
 use crate::catalog::RunId;
 use crate::error::{Error, Result};
@@ -82,8 +83,7 @@ async fn stats(
     path = "/api/runs/statistics",
     tag = "query",
     params(
-        ("runId" = String, Query, description = "A run, by numeric or display id"),
-        ("projectName" = Option<String>, Query, description = "The project; it must lie in the key's scope"),
+        selectors::RunSelector,
         ("logName" = Option<String>, Query, description = "A metric name"),
     ),
     responses((status = 200, description = "The statistics", body = shapes::RunStatistics))
@@ -93,8 +93,7 @@ pub(in super::super) async fn statistics(
     axum::Extension(scope): Scoped,
     Query(p): Query<Params>,
 ) -> Reply {
-    let snapshot = catalog(&state, &scope).await?;
-    let run = p.run(&snapshot)?;
+    let run = p.run(&state, &scope).await?;
     let stats = stats(&state, &scope, &[run.id], p.log_name.as_deref()).await?;
     Ok(Json(
         json!({ "runId": run.id, "displayId": run.display_id, "statistics": stats }),
@@ -132,7 +131,7 @@ fn ascending(direction: Option<&str>) -> Result<bool> {
     params(
         ("runIds" = String, Query, description = "Comma-separated runs, by numeric or display id"),
         ("logName" = String, Query, description = "A metric name"),
-        ("projectName" = Option<String>, Query, description = "The project; it must lie in the key's scope"),
+        selectors::ProjectCheck,
         ("direction" = Option<String>, Query, description = "`ASC` (default: lower is better) or `DESC`"),
     ),
     responses((status = 200, description = "The comparison", body = shapes::Comparison))
@@ -172,12 +171,11 @@ pub(in super::super) async fn compare(
     path = "/api/runs/leaderboard",
     tag = "query",
     params(
-        ("projectName" = String, Query, description = "The project; it must lie in the key's scope"),
+        selectors::ProjectSelector,
+        selectors::Page,
         ("logName" = String, Query, description = "A metric name"),
         ("aggregation" = Option<String>, Query, description = "`MIN`, `MAX`, `AVG`, `LAST` (default) or `VARIANCE`"),
         ("direction" = Option<String>, Query, description = "`ASC` (default: lower is better) or `DESC`"),
-        ("limit" = Option<u64>, Query, description = "Most items answered"),
-        ("offset" = Option<u64>, Query, description = "Items skipped first"),
     ),
     responses((status = 200, description = "The ranking", body = shapes::Leaderboard))
 )]
@@ -186,9 +184,7 @@ pub(in super::super) async fn leaderboard(
     axum::Extension(scope): Scoped,
     Query(p): Query<Params>,
 ) -> Reply {
-    let project = p
-        .project()
-        .ok_or_else(|| Error::invalid("projectName is required"))?;
+    let project = p.required_project()?;
     let metric = p.metric()?;
     let key = match p
         .aggregation

@@ -1,0 +1,212 @@
+//! Q3, Q4 and Q5 (and Q1, for the cluster path's fixed cost) on one store:
+//! locally with one thread, on a cluster of one executor with one slot, and
+//! on two executors with one slot each, every executor pinned to a core of
+//! its own with `taskset`. The three run interleaved in one process, and the
+//! cluster's rows must equal the local ones.
+//!
+//! Run: `cargo bench --bench cluster` (release build). `CLUSTER_BENCH_STORE`
+//! names an existing bench store (`forkline bench-data --scale 1 --store …`);
+//! without it one of `CLUSTER_BENCH_SCALE` (default 0.1) is generated in a
+//! temporary directory. `CLUSTER_BENCH_ITERATIONS` (default 7).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use forkline::cluster::remote::Remote;
+use forkline::fixtures::bench_data::{self, BenchSpec};
+use forkline::{Engine, EngineOptions};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_forkline");
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `forkline ARGS`, pinned to `core` when `taskset` exists.
+fn pinned(core: Option<usize>, args: &[String]) -> Command {
+    let taskset = Command::new("taskset").arg("-V").output().is_ok();
+    match core.filter(|_| taskset) {
+        Some(core) => {
+            let mut command = Command::new("taskset");
+            command.args(["-c", &core.to_string(), BINARY]).args(args);
+            command
+        }
+        None => {
+            let mut command = Command::new(BINARY);
+            command.args(args);
+            command
+        }
+    }
+}
+
+/// A scheduler and `executors` executors of one slot, executor `i` on core `i`.
+fn cluster(store: &str, executors: usize) -> (Vec<Process>, String) {
+    let mut scheduler = pinned(None, &["scheduler".into(), "--listen".into(), "127.0.0.1:0".into()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(scheduler.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address = line
+        .split_whitespace()
+        .find(|w| w.starts_with("df://"))
+        .unwrap()
+        .to_string();
+    let mut processes = vec![Process(scheduler)];
+    for i in 0..executors {
+        let (flight, grpc) = (free_port(), free_port());
+        let args: Vec<String> = [
+            "--store",
+            store,
+            "executor",
+            "--scheduler",
+            &address,
+            "--slots",
+            "1",
+            "--listen",
+            &format!("127.0.0.1:{flight}"),
+            "--grpc-listen",
+            &format!("127.0.0.1:{grpc}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        processes.push(Process(pinned(Some(i), &args).spawn().unwrap()));
+        while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    (processes, address)
+}
+
+async fn time(engine: &Engine, sql: &str) -> (Duration, Vec<Vec<String>>) {
+    let start = Instant::now();
+    let batches = engine.collect(sql).await.unwrap();
+    let elapsed = start.elapsed();
+    let text = arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
+    let mut rows: Vec<Vec<String>> = text.lines().map(|l| vec![l.to_string()]).collect();
+    rows.sort();
+    (elapsed, rows)
+}
+
+fn p50(mut samples: Vec<Duration>) -> f64 {
+    samples.sort();
+    samples[samples.len() / 2].as_secs_f64() * 1e3
+}
+
+fn main() {
+    let iterations = env("CLUSTER_BENCH_ITERATIONS", 7usize);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = std::env::var("CLUSTER_BENCH_STORE").unwrap_or_else(|_| {
+            tmp.path().join("warehouse").to_string_lossy().into_owned()
+        });
+        let one_thread = EngineOptions {
+            target_partitions: 1,
+            ..Default::default()
+        };
+        let local = Engine::open_with(&store, one_thread.clone()).await.unwrap();
+        if local.catalog().await.unwrap().runs().count() == 0 {
+            let spec = BenchSpec {
+                scale: env("CLUSTER_BENCH_SCALE", 0.1),
+                seed: 42,
+                commits: None,
+                compact_every: None,
+            };
+            eprintln!("generating a bench store of scale {} in {store}", spec.scale);
+            bench_data::run(&local, &spec).await.unwrap();
+        }
+        let first = |sql: &'static str| {
+            let local = &local;
+            async move {
+                let (_, rows) = time(local, sql).await;
+                rows[3][0].trim_matches(|c| c == '|' || c == ' ').to_string()
+            }
+        };
+        let deep = first(
+            "SELECT display_id FROM runs WHERE project = 'bench' AND parent_id IS NOT NULL ORDER BY id DESC LIMIT 1",
+        )
+        .await;
+        let family = first(
+            "SELECT display_id FROM runs WHERE project = 'bench' AND parent_id IS NULL ORDER BY id LIMIT 1",
+        )
+        .await;
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/queries");
+        let queries: Vec<(&str, String)> = [
+            ("Q1", "q1_stitched_one_metric.sql"),
+            ("Q3", "q3_family_one_metric.sql"),
+            ("Q4", "q4_leaderboard.sql"),
+            ("Q5", "q5_full_scan.sql"),
+        ]
+        .iter()
+        .map(|(name, file)| {
+            let sql = std::fs::read_to_string(format!("{dir}/{file}"))
+                .unwrap()
+                .replace("{run}", &deep)
+                .replace("{family}", &family)
+                .replace("{metric}", "train/loss");
+            (*name, sql)
+        })
+        .collect();
+
+        let (_one, one_address) = cluster(&store, 1);
+        let (_two, two_address) = cluster(&store, 2);
+        // Plans split scans into as many partitions as the cluster has slots.
+        let on = |address: &str, slots: usize| EngineOptions {
+            runner: Arc::new(Remote::new(address).unwrap()),
+            target_partitions: slots,
+            ..Default::default()
+        };
+        let one = Engine::open_with(&store, on(&one_address, 1)).await.unwrap();
+        let two = Engine::open_with(&store, on(&two_address, 2)).await.unwrap();
+
+        println!(
+            "| query | local, 1 thread | 1 executor × 1 slot | 2 executors × 1 slot | 2 executors / 1 executor |"
+        );
+        println!("|---|---:|---:|---:|---:|");
+        for (name, sql) in &queries {
+            let (_, expected) = time(&local, sql).await;
+            let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..iterations {
+                let (t, rows) = time(&local, sql).await;
+                a.push(t);
+                assert_eq!(rows, expected, "{name} locally");
+                let (t, rows) = time(&one, sql).await;
+                b.push(t);
+                assert_eq!(rows, expected, "{name} on one executor");
+                let (t, rows) = time(&two, sql).await;
+                c.push(t);
+                assert_eq!(rows, expected, "{name} on two executors");
+            }
+            let (a, b, c) = (p50(a), p50(b), p50(c));
+            println!("| {name} | {a:.1} ms | {b:.1} ms | {c:.1} ms | {:.2}× |", b / c);
+        }
+    });
+}

@@ -1,0 +1,90 @@
+//! `forkline executor`: a Ballista executor that runs forkline's operators
+//! and reads the store's objects.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ballista_core::config::TaskSchedulingPolicy;
+use ballista_core::extension::SessionConfigExt;
+use ballista_core::registry::BallistaFunctionRegistry;
+use ballista_core::RuntimeProducer;
+use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::SessionConfig;
+
+use super::codec::ForklineCodec;
+use super::functions::{cluster_config, state};
+use super::remote::scheduler_url;
+use crate::error::{Error, Result};
+use crate::options::{ExecutorArgs, GlobalArgs};
+use crate::store::StoreLocation;
+
+/// How often an executor tells the scheduler it is alive (the scheduler's
+/// `--executor-timeout-s` must be several of these).
+const HEARTBEAT_S: u64 = 3;
+
+/// Registers with the scheduler and runs tasks until the process ends.
+pub async fn run(args: &ExecutorArgs, global: &GlobalArgs) -> Result<()> {
+    let location = StoreLocation::parse_existing(&global.store, &global.store_options())?;
+    let scheduler = scheduler_url(&args.scheduler)?;
+    let (scheduler_host, scheduler_port) = scheduler
+        .trim_start_matches("http://")
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| Error::invalid(format!("--scheduler {}", args.scheduler)))?;
+    let flight = address("--listen", &args.listen)?;
+    let grpc = address("--grpc-listen", &args.grpc_listen)?;
+    let work_dir = args
+        .work_dir
+        .as_ref()
+        .map(|d| {
+            std::fs::create_dir_all(d)?;
+            Ok::<_, std::io::Error>(d.display().to_string())
+        })
+        .transpose()?;
+    let store_url = location.object_store_url();
+    let object_store = location.object_store.clone();
+    let spill_dir = work_dir.clone();
+    // Every task's runtime reads the store; Ballista adds the memory pool.
+    let runtime: RuntimeProducer = Arc::new(move |_: &SessionConfig| {
+        let mut builder = RuntimeEnvBuilder::new();
+        if let Some(dir) = &spill_dir {
+            builder = builder.with_temp_file_path(dir.clone());
+        }
+        let runtime = builder.build()?;
+        runtime.register_object_store(store_url.as_ref(), object_store.clone());
+        Ok(Arc::new(runtime))
+    });
+    let functions = state(SessionConfig::new(), Arc::new(RuntimeEnv::default()));
+    let config = ExecutorProcessConfig {
+        bind_host: flight.ip().to_string(),
+        port: flight.port(),
+        grpc_port: grpc.port(),
+        external_host: args.external_host.clone(),
+        scheduler_host,
+        scheduler_port,
+        scheduler_connect_timeout_seconds: 30,
+        vcores: args.slots.map_or(0, |n| n as usize),
+        task_scheduling_policy: TaskSchedulingPolicy::PullStaged,
+        work_dir,
+        executor_heartbeat_interval_seconds: HEARTBEAT_S,
+        memory_pool_size: Some(global.memory_limit() as u64),
+        override_function_registry: Some(Arc::new(BallistaFunctionRegistry::from(&functions))),
+        override_runtime_producer: Some(runtime),
+        override_config_producer: Some(Arc::new(|| {
+            cluster_config(SessionConfig::new_with_ballista())
+        })),
+        override_physical_codec: Some(ForklineCodec::shared()),
+        print_thread_info: false,
+        ..Default::default()
+    };
+    start_executor_process(Arc::new(config))
+        .await
+        .map_err(|e| Error::Unavailable(format!("executor stopped: {e}")))
+}
+
+fn address(flag: &str, value: &str) -> Result<SocketAddr> {
+    value
+        .parse()
+        .map_err(|e| Error::invalid(format!("{flag} {value}: {e} (expected ip:port)")))
+}

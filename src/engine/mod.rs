@@ -1,0 +1,515 @@
+//! The engine: a store, its catalog snapshot, and the operations every interface shares.
+
+mod group_commit;
+mod writes;
+
+pub use group_commit::GroupCommitter;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use arrow::array::RecordBatch;
+use chrono::Utc;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::prelude::{DataFrame, SessionContext};
+
+use crate::catalog::{
+    self, CatalogSnapshot, ForkRequest, NewRun, Run, RunUpdate, run::runs_from_batch,
+    run::runs_to_batch,
+};
+use crate::error::{Error, Result};
+use crate::observe::{Activity, Interface, QueryInfo};
+use crate::query;
+use crate::scope::{Projects, Scope};
+use crate::store::{CommitOutcome, Store, TableKind};
+
+/// Sessions kept for reuse, one per project scope.
+const MAX_CACHED_SESSIONS: usize = 64;
+
+/// How often a catalog mutation is retried after losing a commit race.
+const CATALOG_COMMIT_ATTEMPTS: usize = 32;
+
+/// Limits of the query engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Memory pool for query execution, in bytes; spilling operators spill beyond it.
+    pub memory_limit: usize,
+    /// Parallelism of query plans.
+    pub target_partitions: usize,
+    /// Reads trust a table state checked this recently; commits by other
+    /// processes become visible within it (this process's own at once).
+    pub refresh_interval: std::time::Duration,
+    /// Object-store settings the store URL does not carry (S3 endpoint, …).
+    pub store: crate::store::StoreOptions,
+    /// Whether opening may create the store, and whether the engine may write.
+    pub open: crate::store::OpenMode,
+    /// Concurrency, queue and timeout of queries run through [`Engine::gate`].
+    pub query: query::gate::QueryLimits,
+    /// Finished queries kept in memory for `system.queries`.
+    pub query_history: usize,
+    /// Where planned queries run: this process, or a cluster (`crate::cluster`).
+    pub runner: Arc<dyn query::runner::PlanRunner>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self::new(&Default::default(), &Default::default())
+    }
+}
+
+impl EngineOptions {
+    /// The engine the global options and a server's query options describe
+    /// (creating the store where needed; set `open` for other modes).
+    pub fn new(global: &crate::options::GlobalArgs, queries: &crate::options::QueryArgs) -> Self {
+        Self {
+            memory_limit: global.memory_limit(),
+            target_partitions: global.target_partitions(),
+            refresh_interval: global.refresh_interval(),
+            store: global.store_options(),
+            open: Default::default(),
+            query: queries.into(),
+            query_history: queries.query_history,
+            runner: Arc::new(query::runner::InProcess),
+        }
+    }
+}
+
+/// Result of a fork: the new run and where it was attached.
+#[derive(Debug, Clone)]
+pub struct ForkOutcome {
+    /// The new run.
+    pub run: Arc<Run>,
+    /// The parent it was attached to after lineage resolution.
+    pub parent: Arc<Run>,
+    /// Last inherited step.
+    pub fork_step: u64,
+}
+
+/// A store opened for reading and writing.
+#[derive(Debug)]
+pub struct Engine {
+    store: Store,
+    catalog: RwLock<Arc<CatalogSnapshot>>,
+    catalog_writes: tokio::sync::Mutex<()>,
+    runtime: Arc<RuntimeEnv>,
+    /// Settings of every query session (see [`query::session::config`]).
+    session_config: datafusion::prelude::SessionConfig,
+    options: EngineOptions,
+    /// The last session built per project scope, reused while no table moved.
+    sessions: SessionCache,
+    /// The latest catalog restricted per project scope, reused while `runs` did not move.
+    scoped_catalogs: std::sync::Mutex<HashMap<Projects, Arc<CatalogSnapshot>>>,
+    /// Admission and deadlines of the queries the interfaces run.
+    gate: query::gate::QueryGate,
+    /// Recent queries and compactions of this process (the system tables).
+    activity: Arc<Activity>,
+}
+
+#[derive(Default)]
+struct SessionCache(std::sync::Mutex<HashMap<Projects, (SessionKey, SessionContext)>>);
+
+impl std::fmt::Debug for SessionCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionCache")
+    }
+}
+
+/// Versions a session was built from: `runs`, `metrics`, `logs`, `data`, `files`.
+type SessionKey = [Option<deltalake::kernel::Version>; 5];
+
+impl Engine {
+    /// Opens (creating if needed) the store at `spec` with default limits.
+    pub async fn open(spec: &str) -> Result<Self> {
+        Self::open_with(spec, EngineOptions::default()).await
+    }
+
+    /// Opens the store at `spec` with the given limits, creating it only
+    /// where `options.open` allows.
+    pub async fn open_with(spec: &str, options: EngineOptions) -> Result<Self> {
+        let store = Store::open_in(spec, &options.store, options.open).await?;
+        let runtime = query::session::runtime(options.memory_limit)?;
+        let session_config =
+            query::session::config(options.target_partitions, options.memory_limit)?;
+        // Metric scans read the store's files directly (see `query::file_scan`).
+        let location = store.location();
+        runtime.register_object_store(
+            location.object_store_url().as_ref(),
+            location.object_store.clone(),
+        );
+        let activity = Arc::new(Activity::new(options.query_history));
+        let engine = Self {
+            store,
+            catalog: RwLock::new(Arc::new(CatalogSnapshot::default())),
+            catalog_writes: tokio::sync::Mutex::new(()),
+            runtime,
+            session_config,
+            gate: query::gate::QueryGate::new(
+                options.query.clone(),
+                activity.clone(),
+                options.runner.clone(),
+            ),
+            activity,
+            options,
+            sessions: Default::default(),
+            scoped_catalogs: Default::default(),
+        };
+        engine.catalog().await?;
+        Ok(engine)
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Engine limits.
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    fn cached_catalog(&self) -> Arc<CatalogSnapshot> {
+        self.catalog.read().expect("catalog lock poisoned").clone()
+    }
+
+    /// The runtime every query of this engine runs in (memory pool, object stores, caches).
+    pub fn runtime(&self) -> &Arc<RuntimeEnv> {
+        &self.runtime
+    }
+
+    /// The catalog as of the latest `runs` version, reloaded only when it moved.
+    pub async fn catalog(&self) -> Result<Arc<CatalogSnapshot>> {
+        let table = self.store.refresh(TableKind::Runs).await?;
+        self.catalog_of(&table).await
+    }
+
+    /// The latest catalog as a request of `scope` sees it: runs of other
+    /// projects are not in it, so looking one up is "unknown run".
+    pub async fn scoped_catalog(&self, scope: &Projects) -> Result<Arc<CatalogSnapshot>> {
+        let full = self.catalog().await?;
+        if *scope == Projects::All {
+            return Ok(full);
+        }
+        let cached = {
+            let cache = self.scoped_catalogs.lock().expect("scope cache poisoned");
+            cache
+                .get(scope)
+                .filter(|c| c.version() == full.version())
+                .cloned()
+        };
+        if let Some(c) = cached {
+            return Ok(c);
+        }
+        let restricted = scope.restrict(full);
+        let mut cache = self.scoped_catalogs.lock().expect("scope cache poisoned");
+        if cache.len() >= MAX_CACHED_SESSIONS {
+            cache.clear();
+        }
+        cache.insert(scope.clone(), restricted.clone());
+        Ok(restricted)
+    }
+
+    /// The catalog for reading: as of a `runs` state at most `refresh_interval` old.
+    async fn read_catalog(&self) -> Result<Arc<CatalogSnapshot>> {
+        let table = self
+            .store
+            .refresh_within(TableKind::Runs, self.options.refresh_interval)
+            .await?;
+        self.catalog_of(&table).await
+    }
+
+    /// The catalog as of exactly `table`'s version (never a newer one, which a
+    /// writer planning on top of `table` must not see).
+    async fn catalog_of(&self, table: &deltalake::DeltaTable) -> Result<Arc<CatalogSnapshot>> {
+        let cached = self.cached_catalog();
+        if cached.version() == table.version() {
+            return Ok(cached);
+        }
+        let batches = query::session::scan_all(&self.runtime, table).await?;
+        let mut revisions = Vec::new();
+        for batch in &batches {
+            revisions.extend(runs_from_batch(batch)?);
+        }
+        let snapshot = Arc::new(CatalogSnapshot::from_revisions(table.version(), revisions));
+        let mut slot = self.catalog.write().expect("catalog lock poisoned");
+        if slot.version() < snapshot.version() {
+            *slot = snapshot.clone();
+        }
+        Ok(snapshot)
+    }
+
+    /// Commits the run record that `plan` derives from the latest catalog,
+    /// re-planning on top of a newer catalog whenever another writer won the race.
+    ///
+    /// A plan that returns a run's latest revision unchanged commits nothing.
+    /// Since the commit is conditional on the version planned on, a status
+    /// change and the record of it (the revision itself) land once: two
+    /// processes racing to make the same change both plan it, one commits,
+    /// and the other re-plans on the winner's catalog and finds nothing to do.
+    async fn commit_run<F, Fut>(&self, plan: F) -> Result<Arc<Run>>
+    where
+        F: FnMut(Arc<CatalogSnapshot>) -> Fut,
+        Fut: Future<Output = Result<Run>>,
+    {
+        Ok(self.commit_run_reporting(plan).await?.0)
+    }
+
+    /// As [`Engine::commit_run`], telling whether this call committed.
+    async fn commit_run_reporting<F, Fut>(&self, mut plan: F) -> Result<(Arc<Run>, bool)>
+    where
+        F: FnMut(Arc<CatalogSnapshot>) -> Fut,
+        Fut: Future<Output = Result<Run>>,
+    {
+        let _guard = self.catalog_writes.lock().await;
+        for attempt in 1..=CATALOG_COMMIT_ATTEMPTS {
+            // Plan on the catalog of the very version the commit is conditional
+            // on: a concurrent reader may move the cached table to another
+            // process's newer commit between two separate reads, and a plan
+            // from the older catalog would then commit a duplicate display id.
+            let base = self.store.refresh(TableKind::Runs).await?;
+            let snapshot = self.catalog_of(&base).await?;
+            let run = plan(snapshot.clone()).await?;
+            if let Some(held) = snapshot.get(run.id)
+                && held.rev == run.rev
+            {
+                return Ok((held.clone(), false));
+            }
+            let batch = runs_to_batch(std::slice::from_ref(&run))?;
+            match self
+                .store
+                .append_if_unchanged(TableKind::Runs, &base, vec![batch.clone()])
+                .await?
+            {
+                CommitOutcome::Committed(version) => {
+                    if let Some(change) =
+                        run.status_change.as_ref().filter(|_| run.changed_status())
+                    {
+                        crate::observe::metrics::status_change(
+                            change.source.as_str(),
+                            run.status.as_str(),
+                        );
+                    }
+                    // The commit was conditional on `base`, so this record is
+                    // all that changed since `snapshot`: add it, read back from
+                    // the rows committed, rather than re-read every run (which
+                    // held this lock for a time growing with the catalog).
+                    let Ok(stored) = runs_from_batch(&batch) else {
+                        // The run is durable: its acknowledgement stands.
+                        return Ok((Arc::new(run), true));
+                    };
+                    let next = Arc::new(snapshot.with_revisions(Some(version), stored));
+                    let mut slot = self.catalog.write().expect("catalog lock poisoned");
+                    if slot.version() < next.version() {
+                        *slot = next.clone();
+                    }
+                    return Ok((next.require(run.id)?.clone(), true));
+                }
+                CommitOutcome::Lost => {
+                    crate::observe::metrics::catalog_conflict(attempt < CATALOG_COMMIT_ATTEMPTS);
+                }
+            }
+        }
+        Err(Error::Conflict(
+            "the run catalog is under heavy concurrent modification; try again".into(),
+        ))
+    }
+
+    /// Creates a root run; its project is created on first use.
+    pub async fn create_run(&self, req: NewRun) -> Result<Arc<Run>> {
+        self.create_run_by(req, None).await
+    }
+
+    /// As [`Engine::create_run`], on behalf of the API key `key_id`, which the
+    /// run's creation event records.
+    pub async fn create_run_by(&self, req: NewRun, key_id: Option<&str>) -> Result<Arc<Run>> {
+        self.commit_run(|snap| {
+            let req = &req;
+            async move { catalog::plan_create(&snap, req, key_id, Utc::now()) }
+        })
+        .await
+    }
+
+    /// Forks a run at a step, attaching the new run to the resolved parent.
+    pub async fn fork_run(&self, req: ForkRequest) -> Result<ForkOutcome> {
+        self.fork_run_by(req, None).await
+    }
+
+    /// As [`Engine::fork_run`], on behalf of the API key `key_id`.
+    pub async fn fork_run_by(&self, req: ForkRequest, key_id: Option<&str>) -> Result<ForkOutcome> {
+        // The forked run's logged steps are read before the catalog lock is
+        // taken, so that other writers never wait on a scan. That is sound
+        // because a run's lineage is fixed when it is created (parent and fork
+        // step never change), so the segments scanned are those the planner
+        // resolves against, and ids are never reused.
+        let snapshot = self.catalog().await?;
+        let segments = snapshot.segments(snapshot.lookup(&req.run)?.id)?;
+        // Another process may have committed points moments ago: read the latest.
+        self.store.refresh(TableKind::Metrics).await?;
+        let max_step = query::stitched_max_step(&self.session().await?, &segments).await?;
+        let run = self
+            .commit_run(|snap| {
+                let req = &req;
+                async move { catalog::plan_fork(&snap, req, max_step, key_id, Utc::now()) }
+            })
+            .await?;
+        // The parent was in the catalog the fork was planned on; no reload needed.
+        let snapshot = self.cached_catalog();
+        let parent_id = run.parent_id.expect("a fork has a parent");
+        Ok(ForkOutcome {
+            parent: snapshot.require(parent_id)?.clone(),
+            fork_step: run.fork_step.expect("a fork has a fork step"),
+            run,
+        })
+    }
+
+    /// Applies a change to an existing run; returns its latest revision
+    /// (unchanged where the change was refused or changed nothing).
+    pub async fn update_run(&self, run: &str, update: RunUpdate) -> Result<Arc<Run>> {
+        self.update_run_by(run, update, None).await
+    }
+
+    /// As [`Engine::update_run`], on behalf of the API key `key_id`, which a
+    /// status change records.
+    pub async fn update_run_by(
+        &self,
+        run: &str,
+        update: RunUpdate,
+        key_id: Option<&str>,
+    ) -> Result<Arc<Run>> {
+        Ok(self.change_run(run, update, key_id).await?.0)
+    }
+
+    /// As [`Engine::update_run_by`], telling whether this call committed a
+    /// new revision (`false`: the change was refused, changed nothing, or
+    /// another writer had made it first).
+    pub async fn change_run(
+        &self,
+        run: &str,
+        update: RunUpdate,
+        key_id: Option<&str>,
+    ) -> Result<(Arc<Run>, bool)> {
+        self.commit_run_reporting(|snap| {
+            let update = &update;
+            async move { catalog::plan_update(&snap, run, update, key_id, Utc::now()) }
+        })
+        .await
+    }
+
+    /// What `/metrics` reports about the engine's state now: table versions
+    /// (as cached, at most `refresh_interval` old), runs by status and the
+    /// query memory pool.
+    pub async fn gauges(&self) -> Result<crate::observe::metrics::Gauges> {
+        let mut gauges = crate::observe::metrics::Gauges::default();
+        for kind in TableKind::ALL {
+            let table = self
+                .store
+                .refresh_within(kind, self.options.refresh_interval)
+                .await?;
+            if let Some(version) = table.version() {
+                gauges.table_versions.push((kind, version));
+            }
+        }
+        for run in self.catalog().await?.runs() {
+            *gauges
+                .runs_by_status
+                .entry(run.status.as_str())
+                .or_insert(0) += 1;
+        }
+        gauges.memory_reserved = self.runtime.memory_pool.reserved();
+        gauges.memory_limit = self.options.memory_limit;
+        Ok(gauges)
+    }
+
+    /// Resolves a run reference against the latest catalog.
+    pub async fn resolve_run(&self, run: &str) -> Result<Arc<Run>> {
+        Ok(self.catalog().await?.lookup(run)?.clone())
+    }
+
+    /// A query session over the latest state of the store.
+    pub async fn session(&self) -> Result<SessionContext> {
+        self.scoped_session(&Projects::All).await
+    }
+
+    /// A query session that sees only the runs of `projects` (see [`query::session::build`]).
+    ///
+    /// Sessions are reused while no table has moved, so a warm server plans a
+    /// query without rebuilding tables, functions and providers.
+    pub async fn scoped_session(&self, projects: &Projects) -> Result<SessionContext> {
+        let snapshot = self.read_catalog().await?;
+        let mut key: SessionKey = [snapshot.version(), None, None, None, None];
+        for (slot, kind) in key[1..].iter_mut().zip([
+            TableKind::Metrics,
+            TableKind::Logs,
+            TableKind::Data,
+            TableKind::Files,
+        ]) {
+            *slot = self
+                .store
+                .refresh_within(kind, self.options.refresh_interval)
+                .await?
+                .version();
+        }
+        let reusable = {
+            let sessions = self.sessions.0.lock().expect("session cache poisoned");
+            sessions
+                .get(projects)
+                .filter(|(built, _)| *built == key)
+                .map(|(_, ctx)| ctx.clone())
+        };
+        if let Some(ctx) = reusable {
+            return Ok(ctx);
+        }
+        let ctx = query::session::build(
+            &self.runtime,
+            &self.session_config,
+            self.options.refresh_interval,
+            snapshot,
+            &self.store,
+            &self.activity,
+            projects,
+        )
+        .await?;
+        let mut sessions = self.sessions.0.lock().expect("session cache poisoned");
+        // Bounded: key scopes are few, but glob lists are the caller's to vary.
+        if sessions.len() >= MAX_CACHED_SESSIONS {
+            sessions.clear();
+        }
+        sessions.insert(projects.clone(), (key, ctx.clone()));
+        Ok(ctx)
+    }
+
+    /// Plans a read-only SQL statement; DDL, DML, COPY and SET are refused.
+    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        self.scoped_sql(sql, &Projects::All).await
+    }
+
+    /// As [`Engine::sql`], seeing only the runs of `projects`.
+    pub async fn scoped_sql(&self, sql: &str, projects: &Projects) -> Result<DataFrame> {
+        let ctx = self.scoped_session(projects).await?;
+        query::read_only_sql(&ctx, sql).await
+    }
+
+    /// Admission control and deadlines of queries (see [`query::gate::QueryGate`]).
+    pub fn gate(&self) -> &query::gate::QueryGate {
+        &self.gate
+    }
+
+    /// Recent queries and compactions of this process.
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.activity
+    }
+
+    /// Runs a read-only query as one admitted query and collects its result.
+    pub async fn collect(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let query = QueryInfo::new(Interface::Cli, sql, &Scope::unrestricted());
+        self.gate
+            .run(query, async { self.gate.collect(self.sql(sql).await?).await })
+            .await
+    }
+
+    /// Every row of a (small) stored table at its latest version, with that version.
+    pub async fn read_table(&self, kind: TableKind) -> Result<(Option<u64>, Vec<RecordBatch>)> {
+        let table = self.store.refresh(kind).await?;
+        let batches = query::session::scan_all(&self.runtime, &table).await?;
+        Ok((table.version(), batches))
+    }
+}

@@ -1,0 +1,392 @@
+//! A real cluster: `forkline scheduler` and two `forkline executor`
+//! processes on loopback ports, over the tests' store (a local directory, or
+//! a bucket on the loopback S3 server in the S3 pass). This test process
+//! plans, as `forkline serve --cluster` does, and every documented query
+//! gives the rows it gives when run here.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{forkline_command, product_docs, render, temp_store};
+use datafusion::physical_plan::displayable;
+use forkline::cluster::remote::{self, Remote};
+use forkline::fixtures::bench_data::{self, BenchSpec};
+use forkline::{Engine, EngineOptions, ErrorKind};
+
+/// A child process killed on drop.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A scheduler on a free port; its `df://` address.
+fn scheduler() -> (Process, String) {
+    let mut child = forkline_command()
+        .args(["scheduler", "--listen", "127.0.0.1:0", "--executor-timeout-s", "6"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn forkline scheduler");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address = line
+        .split_whitespace()
+        .find(|w| w.starts_with("df://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    (Process(child), address)
+}
+
+/// An executor of `slots` slots registered with `cluster`, its task output
+/// under `work`; returns once its ports answer.
+fn executor(store: &str, cluster: &str, slots: u32, work: &Path, extra: &[&str]) -> Process {
+    let (flight, grpc) = (free_port(), free_port());
+    let child = forkline_command()
+        .args(["--store", store])
+        .args(extra)
+        .args(["executor", "--scheduler", cluster])
+        .args(["--listen", &format!("127.0.0.1:{flight}")])
+        .args(["--grpc-listen", &format!("127.0.0.1:{grpc}")])
+        .args(["--slots", &slots.to_string()])
+        .arg("--work-dir")
+        .arg(work)
+        .spawn()
+        .expect("spawn forkline executor");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for port in [flight, grpc] {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "executor port {port} never opened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Process(child)
+}
+
+/// Files an executor wrote under its work directory (its tasks' output).
+fn files_under(dir: &Path) -> usize {
+    let mut count = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
+async fn on_cluster(store: &str, cluster: &str) -> Engine {
+    let options = EngineOptions {
+        runner: Arc::new(Remote::new(cluster).unwrap()),
+        ..Default::default()
+    };
+    Engine::open_with(store, options).await.unwrap()
+}
+
+fn sorted(batches: &[arrow::array::RecordBatch]) -> Vec<Vec<String>> {
+    let mut rows = render(batches);
+    rows.sort();
+    rows
+}
+
+/// `got` equals `expected` cell for cell, text exactly; a float may differ
+/// in its last bits, as sums added in another order do (two local runs
+/// with other thread counts differ the same way).
+fn assert_same(got: &[Vec<String>], expected: &[Vec<String>], name: &str) {
+    assert_eq!(got.len(), expected.len(), "{name}: row count");
+    for (g, e) in got.iter().zip(expected) {
+        let close = g.len() == e.len()
+            && g.iter().zip(e).all(|(a, b)| {
+                a == b
+                    || match (a.parse::<f64>(), b.parse::<f64>()) {
+                        (Ok(x), Ok(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()),
+                        _ => false,
+                    }
+            });
+        assert!(close, "{name}: {g:?} != {e:?}");
+    }
+}
+
+/// The queries of `queries/` and `benches/queries/` with their placeholders
+/// filled for the bench project of this store, and the product-docs example.
+async fn documented_queries(engine: &Engine, docs_run: &str) -> Vec<(String, String)> {
+    let scalar = |rows: Vec<Vec<String>>| rows[0][0].clone();
+    let first = |sql: &str| {
+        let sql = sql.to_string();
+        async move { scalar(common::rows(engine, &sql).await.unwrap()) }
+    };
+    let deep = first(
+        "SELECT display_id FROM runs WHERE project = 'bench' AND parent_id IS NOT NULL \
+         ORDER BY id DESC LIMIT 1",
+    )
+    .await;
+    let family = first(
+        "SELECT display_id FROM runs WHERE project = 'bench' AND parent_id IS NULL \
+         ORDER BY id LIMIT 1",
+    )
+    .await;
+    // Q7's window: 300 steps across the deep run's last fork boundary.
+    let seam: u64 = first(&format!("SELECT max(from_step) FROM lineage('{deep}')"))
+        .await
+        .parse()
+        .unwrap();
+    let lo = seam.saturating_sub(150);
+    let mut queries = vec![(
+        "product docs".to_string(),
+        format!(
+            "SELECT run_id, step, value, source_run_id, inherited \
+             FROM stitched_metrics('{docs_run}', 'loss')"
+        ),
+    )];
+    // A union whose inputs differ only in nullability: DataFusion's wire
+    // format cannot carry it node for node, so it runs in the planning
+    // process, with the same rows.
+    queries.push((
+        "nullability union".to_string(),
+        "SELECT metric, value FROM metrics WHERE step = 3 \
+         UNION ALL SELECT 'none', CAST(NULL AS DOUBLE)"
+            .to_string(),
+    ));
+    for dir in ["queries", "benches/queries"] {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+            .collect();
+        files.sort();
+        for file in files {
+            let sql = std::fs::read_to_string(&file)
+                .unwrap()
+                .replace("{run}", &deep)
+                .replace("{family}", &family)
+                .replace("{metric}", "train/loss")
+                .replace("{width}", "100")
+                .replace("{step}", "2000")
+                .replace("{lo}", &lo.to_string())
+                .replace("{hi}", &(lo + 299).to_string());
+            queries.push((file.display().to_string(), sql));
+        }
+    }
+    queries
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_of_separate_processes_answers_every_documented_query_as_forkline_does() {
+    let (dir, store) = temp_store();
+    let local = Engine::open(&store).await.unwrap();
+    let docs = product_docs(&local).await.unwrap();
+    forkline::fixtures::demo::build(&local, 7).await.unwrap();
+    bench_data::run(
+        &local,
+        &BenchSpec {
+            scale: 0.01,
+            seed: 3,
+            commits: None,
+            compact_every: None,
+        },
+    )
+    .await
+    .unwrap();
+
+    let (_scheduler, cluster) = scheduler();
+    let work: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("executor-{i}"))).collect();
+    let _executors: Vec<Process> = work
+        .iter()
+        .map(|w| executor(&store, &cluster, 2, w, &[]))
+        .collect();
+    let remote = on_cluster(&store, &cluster).await;
+
+    let queries = documented_queries(&local, &docs.c.display_id).await;
+    assert!(queries.len() >= 16, "{} queries", queries.len());
+    let mut stitched = 0;
+    for (name, sql) in &queries {
+        let expected = sorted(&local.collect(sql).await.unwrap());
+        assert!(!expected.is_empty(), "{name}: no rows");
+        let started = Instant::now();
+        let got = remote
+            .collect(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{name} on the cluster: {e}"));
+        eprintln!("{name}: {} rows on the cluster in {:?}", expected.len(), started.elapsed());
+        assert_same(&sorted(&got), &expected, name);
+        let (_, plan) = remote::physical_plan(remote.sql(sql).await.unwrap())
+            .await
+            .unwrap();
+        stitched += usize::from(
+            displayable(plan.as_ref())
+                .indent(true)
+                .to_string()
+                .contains("StitchExec"),
+        );
+    }
+    assert!(stitched >= 8, "{stitched} of the submitted plans stitched");
+    // Each executor wrote task output: both ran tasks.
+    for w in &work {
+        assert!(files_under(w) > 0, "{} ran no task", w.display());
+    }
+
+    // The CLI's `sql --cluster` prints what `sql` prints.
+    let sql = format!(
+        "SELECT run_id, step, value, inherited FROM stitched_metrics('{}', 'loss') ORDER BY step",
+        docs.c.display_id
+    );
+    let run = |extra: &[&str]| {
+        let out = forkline_command()
+            .args(["--store", &store, "sql", "--format", "csv"])
+            .args(extra)
+            .arg(&sql)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let here = run(&[]);
+    assert!(here.lines().count() > 100, "{here}");
+    assert_eq!(run(&["--cluster", &cluster]), here);
+
+    // A report's scans run on the cluster: the same numbers (JSON carries
+    // every one of them).
+    let report = |extra: &[&str]| {
+        let out = forkline_command()
+            .args(["--store", &store, "report", "--project", "bench", "--all-families"])
+            .args(["--metrics", "train/*,val/loss", "--format", "json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let here = report(&[]);
+    assert!(here.contains("train/loss"), "{here}");
+    assert_eq!(report(&["--cluster", &cluster]), here);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduler_that_is_down_is_a_clear_error_within_ten_seconds() {
+    let (_dir, store) = temp_store();
+    let local = Engine::open(&store).await.unwrap();
+    let docs = product_docs(&local).await.unwrap();
+    let nobody = format!("df://127.0.0.1:{}", free_port());
+    let remote = on_cluster(&store, &nobody).await;
+    let started = Instant::now();
+    let sql = format!("SELECT * FROM stitched_metrics('{}')", docs.c.display_id);
+    let e = remote.collect(&sql).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.to_string().contains(&nobody), "{e}");
+
+    // From the command line: the same error, and a non-zero exit.
+    let out = forkline_command()
+        .args(["--store", &store, "sql", "--cluster", &nobody, "SELECT 1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot be reached"), "{stderr}");
+}
+
+/// An executor killed while a query runs: the scheduler notices it is gone
+/// (`--executor-timeout-s`) and runs its tasks on the other executor, so the
+/// query still gives its rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_query_outlives_an_executor_killed_in_its_middle() {
+    let (dir, store) = temp_store();
+    let local = Engine::open(&store).await.unwrap();
+    bench_data::run(
+        &local,
+        &BenchSpec {
+            scale: 0.02,
+            seed: 5,
+            commits: None,
+            compact_every: None,
+        },
+    )
+    .await
+    .unwrap();
+    let (_scheduler, cluster) = scheduler();
+    let survivor = executor(&store, &cluster, 1, &dir.path().join("survivor"), &[]);
+    let mut victim = executor(&store, &cluster, 1, &dir.path().join("victim"), &[]);
+    let remote = Arc::new(on_cluster(&store, &cluster).await);
+    // Many small tasks (one per file group), each heavy enough to outlast the kill.
+    let sql = "SELECT run_id, metric, count(*) AS n, sum(value) AS s, \
+               approx_percentile_cont(value, 0.5) AS p FROM metrics GROUP BY run_id, metric";
+    let expected = sorted(&local.collect(sql).await.unwrap());
+    let started = Instant::now();
+    let running = {
+        let remote = remote.clone();
+        tokio::spawn(async move { remote.collect(sql).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    victim.0.kill().unwrap();
+    victim.0.wait().unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(120), running)
+        .await
+        .expect("the query neither finished nor failed within 120 s")
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the query failed after an executor was killed: {e}"));
+    eprintln!("finished in {:?} after the kill", started.elapsed());
+    assert_eq!(sorted(&got), expected);
+    // The cluster goes on with the survivor.
+    let again = remote.collect(sql).await.unwrap();
+    assert_eq!(sorted(&again), expected);
+    drop(survivor);
+}
+
+/// A query whose state exceeds the executors' memory pool fails with the
+/// pool's error, named as such, instead of growing the executor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_query_larger_than_the_executors_memory_is_a_clear_error() {
+    let (dir, store) = temp_store();
+    let local = Engine::open(&store).await.unwrap();
+    bench_data::run(
+        &local,
+        &BenchSpec {
+            scale: 0.02,
+            seed: 5,
+            commits: None,
+            compact_every: None,
+        },
+    )
+    .await
+    .unwrap();
+    let (_scheduler, cluster) = scheduler();
+    let _executor = executor(&store, &cluster, 1, &dir.path().join("small"), &["--memory-mb", "16"]);
+    let remote = on_cluster(&store, &cluster).await;
+    // Every value of every run in one list per run: nothing to spill.
+    let sql = "SELECT run_id, array_agg(value ORDER BY step) FROM metrics GROUP BY run_id";
+    let started = Instant::now();
+    let e = remote.collect(sql).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(120), "{:?}", started.elapsed());
+    assert_eq!(e.kind(), ErrorKind::ResourcesExhausted, "{e}");
+    let text = e.to_string();
+    assert!(text.contains("--memory-mb"), "{text}");
+    // A query within the pool still runs on it.
+    let small = "SELECT count(*) FROM metrics";
+    assert_eq!(
+        sorted(&remote.collect(small).await.unwrap()),
+        sorted(&local.collect(small).await.unwrap())
+    );
+}
