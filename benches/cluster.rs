@@ -63,10 +63,13 @@ fn pinned(core: Option<usize>, args: &[String]) -> Command {
 
 /// A scheduler and `executors` executors of one slot, executor `i` on core `i`.
 fn cluster(store: &str, executors: usize) -> (Vec<Process>, String) {
-    let mut scheduler = pinned(None, &["scheduler".into(), "--listen".into(), "127.0.0.1:0".into()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut scheduler = pinned(
+        None,
+        &["scheduler".into(), "--listen".into(), "127.0.0.1:0".into()],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut line = String::new();
     BufReader::new(scheduler.stdout.take().unwrap())
         .read_line(&mut line)
@@ -78,7 +81,7 @@ fn cluster(store: &str, executors: usize) -> (Vec<Process>, String) {
         .to_string();
     let mut processes = vec![Process(scheduler)];
     for i in 0..executors {
-        let (flight, grpc) = (free_port(), free_port());
+        let flight = free_port();
         let args: Vec<String> = [
             "--store",
             store,
@@ -89,14 +92,12 @@ fn cluster(store: &str, executors: usize) -> (Vec<Process>, String) {
             "1",
             "--listen",
             &format!("127.0.0.1:{flight}"),
-            "--grpc-listen",
-            &format!("127.0.0.1:{grpc}"),
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
         processes.push(Process(pinned(Some(i), &args).spawn().unwrap()));
-        while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", flight)).is_err() {
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -4,10 +4,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use ballista_core::RuntimeProducer;
 use ballista_core::config::TaskSchedulingPolicy;
 use ballista_core::extension::SessionConfigExt;
 use ballista_core::registry::BallistaFunctionRegistry;
-use ballista_core::RuntimeProducer;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::SessionConfig;
@@ -33,7 +33,6 @@ pub async fn run(args: &ExecutorArgs, global: &GlobalArgs) -> Result<()> {
         .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
         .ok_or_else(|| Error::invalid(format!("--scheduler {}", args.scheduler)))?;
     let flight = address("--listen", &args.listen)?;
-    let grpc = address("--grpc-listen", &args.grpc_listen)?;
     let work_dir = args
         .work_dir
         .as_ref()
@@ -59,7 +58,8 @@ pub async fn run(args: &ExecutorArgs, global: &GlobalArgs) -> Result<()> {
     let config = ExecutorProcessConfig {
         bind_host: flight.ip().to_string(),
         port: flight.port(),
-        grpc_port: grpc.port(),
+        // Executors ask the scheduler for tasks (pull), so they serve no gRPC.
+        grpc_port: 0,
         external_host: args.external_host.clone(),
         scheduler_host,
         scheduler_port,

@@ -10,12 +10,12 @@ use ballista_core::extension::SessionConfigExt;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::Result as DFResult;
 use datafusion::execution::{SendableRecordBatchStream, SessionState};
-use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
-use datafusion::physical_plan::{ExecutionPlan, execute_stream};
-use datafusion_proto::physical_plan::AsExecutionPlan;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::DataFrame;
+use datafusion_proto::physical_plan::AsExecutionPlan;
 use datafusion_proto::protobuf::PhysicalPlanNode;
 
 use super::codec::ForklineCodec;
@@ -58,9 +58,11 @@ pub fn scheduler_url(cluster: &str) -> Result<String> {
                 "--cluster `{cluster}`: expected df://host:port, the scheduler's address"
             ))
         })?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| Error::invalid(format!("--cluster `{cluster}`: bad port `{port}` (expected df://host:port)")))?;
+    let port: u16 = port.parse().map_err(|_| {
+        Error::invalid(format!(
+            "--cluster `{cluster}`: bad port `{port}` (expected df://host:port)"
+        ))
+    })?;
     Ok(format!("http://{host}:{port}"))
 }
 
@@ -68,11 +70,10 @@ pub fn scheduler_url(cluster: &str) -> Result<String> {
 /// the same tables, functions and optimizer rules, so what it plans is what
 /// the executors can run.
 pub fn planning_state(mut state: SessionState) -> SessionState {
-    let config = cluster_config(state.config().clone())
-        .set_u64(
-            "ballista.client.grpc_connect_timeout_seconds",
-            CONNECT_TIMEOUT.as_secs(),
-        );
+    let config = cluster_config(state.config().clone()).set_u64(
+        "ballista.client.grpc_connect_timeout_seconds",
+        CONNECT_TIMEOUT.as_secs(),
+    );
     *state.config_mut() = config;
     state
 }
@@ -180,10 +181,12 @@ fn cluster_error(cluster: &str, e: datafusion::error::DataFusionError) -> Error 
     }
     // Ballista carries an executor's error as text inside its own.
     if text.contains("ResourcesExhausted(") {
-        return Error::from(datafusion::error::DataFusionError::ResourcesExhausted(format!(
-            "the query needs more memory than an executor of the cluster {cluster} \
+        return Error::from(datafusion::error::DataFusionError::ResourcesExhausted(
+            format!(
+                "the query needs more memory than an executor of the cluster {cluster} \
              gives one task (its --memory-mb, shared by its --slots): {text}"
-        )));
+            ),
+        ));
     }
     Error::from(e)
 }

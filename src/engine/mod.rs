@@ -502,7 +502,9 @@ impl Engine {
     pub async fn collect(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         let query = QueryInfo::new(Interface::Cli, sql, &Scope::unrestricted());
         self.gate
-            .run(query, async { self.gate.collect(self.sql(sql).await?).await })
+            .run(query, async {
+                self.gate.collect(self.sql(sql).await?).await
+            })
             .await
     }
 

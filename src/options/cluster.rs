@@ -33,15 +33,17 @@ pub struct SchedulerArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ExecutorArgs {
     /// The scheduler to register with.
-    #[arg(long, env = "FORKLINE_SCHEDULER", default_value = "df://127.0.0.1:50050", value_name = "df://HOST:PORT")]
+    #[arg(
+        long,
+        env = "FORKLINE_SCHEDULER",
+        default_value = "df://127.0.0.1:50050",
+        value_name = "df://HOST:PORT"
+    )]
     pub scheduler: String,
     /// Address of the executor's Arrow Flight port, from which other
     /// executors and forkline processes fetch task output. It checks no key.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub listen: String,
-    /// Address of the executor's gRPC port, where the scheduler hands it tasks.
-    #[arg(long, default_value = "127.0.0.1:50052")]
-    pub grpc_listen: String,
     /// Host name the scheduler and other executors reach this one at (default: the --listen host).
     #[arg(long, value_name = "HOST")]
     pub external_host: Option<String>,

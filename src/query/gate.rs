@@ -25,8 +25,8 @@ use futures::{Stream, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::error::{Error, Result};
 use super::runner::{self, PlanRunner};
+use crate::error::{Error, Result};
 use crate::observe::activity::{Activity, Outcome, QueryInfo, QueryRecord};
 
 /// Limits on the queries a server runs.

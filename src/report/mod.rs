@@ -28,8 +28,8 @@ use futures::StreamExt;
 
 use crate::catalog::{CatalogSnapshot, FamilyMember, RunId, RunStatus, Segment};
 use crate::engine::Engine;
-use crate::query::gate::QueryGate;
 use crate::error::{Error, Result};
+use crate::query::gate::QueryGate;
 use crate::query::lineage_functions::{self, MetricFilter};
 use crate::query::points::PointSource;
 use crate::query::session::METRIC_WRITES;

@@ -110,6 +110,24 @@ pub fn render(batches: &[arrow::array::RecordBatch]) -> Vec<Vec<String>> {
     out
 }
 
+/// `got` equals `expected` cell for cell, text exactly; a float may differ
+/// in its last bits, as sums added in another order do (two local runs
+/// with other thread counts differ the same way).
+pub fn assert_same(got: &[Vec<String>], expected: &[Vec<String>], name: &str) {
+    assert_eq!(got.len(), expected.len(), "{name}: row count");
+    for (g, e) in got.iter().zip(expected) {
+        let close = g.len() == e.len()
+            && g.iter().zip(e).all(|(a, b)| {
+                a == b
+                    || match (a.parse::<f64>(), b.parse::<f64>()) {
+                        (Ok(x), Ok(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()),
+                        _ => false,
+                    }
+            });
+        assert!(close, "{name}: {g:?} != {e:?}");
+    }
+}
+
 /// The S3-compatible server the tests run against, if any: `FORKLINE_TEST_S3`
 /// (its endpoint) and `FORKLINE_TEST_S3_BUCKET` (default `forkline-test`), as
 /// `tests/python/s3_server.py -- cargo test …` sets them. In-process engines

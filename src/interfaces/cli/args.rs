@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::interfaces::format::Format;
 use crate::options::{
-    AutoCompactArgs, ClusterArgs, CompactArgs, ConnectionArgs, ExecutorArgs, GlobalArgs,
-    QueryArgs, SchedulerArgs, ServerArgs,
+    AutoCompactArgs, ClusterArgs, CompactArgs, ConnectionArgs, ExecutorArgs, GlobalArgs, QueryArgs,
+    SchedulerArgs, ServerArgs,
 };
 
 /// forkline: SQL over forked ML experiment runs, stored as Delta Lake tables.

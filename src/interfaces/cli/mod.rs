@@ -104,7 +104,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Scheduler(args) => {
             let scheduler = crate::cluster::scheduler::Scheduler::bind(args).await?;
             // Printed so a script that asked for port 0 learns the port.
-            println!("forkline scheduler listening on df://{}", scheduler.address()?);
+            println!(
+                "forkline scheduler listening on df://{}",
+                scheduler.address()?
+            );
             return scheduler.serve().await;
         }
         Command::Executor(args) => return crate::cluster::executor::run(args, &cli.global).await,

@@ -10,8 +10,8 @@ use super::chart::{self, ChartRequest, Line};
 use super::panel::{self, Drawn, Panel};
 use super::params::ChartParams;
 use super::{ApiError, AppState, Fragment, catalog_of, pages, render, run_of};
-use crate::engine::Engine;
 use crate::catalog::{RunId, Segment};
+use crate::engine::Engine;
 use crate::error::Result;
 use crate::ingest::SYSTEM_METRIC_PREFIX;
 use crate::scope::Scope;
@@ -78,7 +78,10 @@ pub(super) async fn draw(
             axis: params.axis,
             inherited: params.inherited,
         };
-        let answer = engine.gate().collect(chart::plan(ctx, views, &request)?).await?;
+        let answer = engine
+            .gate()
+            .collect(chart::plan(ctx, views, &request)?)
+            .await?;
         let (svg, frame) = chart::svg(lines, &chart::parts(&answer)?, &request);
         out.push(Drawn {
             metric: metric.clone(),
