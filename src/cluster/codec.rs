@@ -2,7 +2,7 @@
 //! (see [`super::wire`]), and Ballista's codec for everything else.
 //!
 //! Functions cross by name and resolve against the receiving side's registry
-//! ([`super::functions::state`]). DataFusion's composed codec is not used: it
+//! (the session state of `functions`). DataFusion's composed codec is not used: it
 //! breaks by-name UDF round-trips (apache/datafusion#24830).
 
 use std::sync::Arc;

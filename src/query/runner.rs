@@ -1,5 +1,5 @@
 //! Where an admitted query's plan runs: in this process, or on a cluster
-//! (`crate::cluster`), chosen once when the engine opens. Planning is always
+//! (the cluster module), chosen once when the engine opens. Planning is always
 //! done here, by the same session, so both answer the same SQL the same way.
 
 use std::fmt;

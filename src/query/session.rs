@@ -152,7 +152,8 @@ async fn snapshot_table(store: &Store, kind: TableKind) -> Result<Arc<dyn TableP
 
 /// The functions forkline adds to DataFusion's: the `downsample` / `lttb`
 /// aggregates and the output-bounded string functions. Plans name them, so
-/// every process that decodes a plan registers them too (`crate::cluster`).
+/// every process that decodes a plan (a cluster's scheduler and executors)
+/// registers them too.
 pub fn register_functions(ctx: &SessionContext) {
     ctx.register_udaf(downsample::downsample_udaf());
     ctx.register_udaf(downsample::lttb_udaf());

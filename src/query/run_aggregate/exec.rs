@@ -25,7 +25,7 @@ impl RunAggregateExec {
     }
 
     /// The partial aggregate this operator stands in for (what the cluster
-    /// codec, `crate::cluster`, carries across processes).
+    /// codec carries across processes).
     pub fn aggregate(&self) -> &Arc<AggregateExec> {
         &self.agg
     }

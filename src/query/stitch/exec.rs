@@ -204,7 +204,7 @@ impl ExecutionPlan for StitchExec {
     }
 }
 
-/// What the cluster codec (`crate::cluster`) carries of a [`StitchExec`]
+/// What the cluster's codec carries of a [`StitchExec`]
 /// across processes, and how it is rebuilt there.
 impl StitchExec {
     /// Every viewer's segments.
