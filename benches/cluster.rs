@@ -65,7 +65,7 @@ fn pinned(core: Option<usize>, args: &[String]) -> Command {
 fn cluster(store: &str, executors: usize) -> (Vec<Process>, String) {
     let mut scheduler = pinned(
         None,
-        &["scheduler".into(), "--listen".into(), "127.0.0.1:0".into()],
+        &["--store", store, "scheduler", "--listen", "127.0.0.1:0"].map(String::from),
     )
     .stdout(Stdio::piped())
     .spawn()

@@ -36,9 +36,10 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A scheduler on a free port; its `df://` address.
-fn scheduler() -> (Process, String) {
+/// A scheduler on a free port for plans over `store`; its `df://` address.
+fn scheduler(store: &str) -> (Process, String) {
     let mut child = forkline_command()
+        .args(["--store", store])
         .args([
             "scheduler",
             "--listen",
@@ -204,7 +205,7 @@ async fn a_cluster_of_separate_processes_answers_every_documented_query_as_forkl
     .await
     .unwrap();
 
-    let (_scheduler, cluster) = scheduler();
+    let (_scheduler, cluster) = scheduler(&store);
     let work: Vec<PathBuf> = (0..2)
         .map(|i| dir.path().join(format!("executor-{i}")))
         .collect();
@@ -327,7 +328,7 @@ async fn bench_store(scale: f64) -> (tempfile::TempDir, String, Engine) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_query_outlives_an_executor_killed_in_its_middle() {
     let (dir, store, local) = bench_store(0.02).await;
-    let (_scheduler, cluster) = scheduler();
+    let (_scheduler, cluster) = scheduler(&store);
     let survivor = executor(&store, &cluster, 1, &dir.path().join("survivor"), &[]);
     let mut victim = executor(&store, &cluster, 1, &dir.path().join("victim"), &[]);
     let remote = Arc::new(on_cluster(&store, &cluster).await);
@@ -361,7 +362,7 @@ async fn a_query_outlives_an_executor_killed_in_its_middle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_query_larger_than_the_executors_memory_is_a_clear_error() {
     let (dir, store, local) = bench_store(0.02).await;
-    let (_scheduler, cluster) = scheduler();
+    let (_scheduler, cluster) = scheduler(&store);
     let _executor = executor(
         &store,
         &cluster,

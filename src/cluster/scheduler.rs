@@ -16,7 +16,8 @@ use tokio::net::TcpListener;
 use super::codec::ForklineCodec;
 use super::functions::{cluster_config, state};
 use crate::error::{Error, Result};
-use crate::options::SchedulerArgs;
+use crate::options::{GlobalArgs, SchedulerArgs};
+use crate::store::StoreLocation;
 
 /// A scheduler bound to its port: [`Scheduler::address`] is known before it serves.
 pub struct Scheduler {
@@ -25,13 +26,19 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// Binds `args.listen` and prepares the scheduler.
-    pub async fn bind(args: &SchedulerArgs) -> Result<Self> {
+    /// Binds `args.listen` and prepares the scheduler for plans over the
+    /// store of `global` (decoding a scan looks its object store up).
+    pub async fn bind(args: &SchedulerArgs, global: &GlobalArgs) -> Result<Self> {
+        let location = StoreLocation::parse_existing(&global.store, &global.store_options())?;
         let listener = TcpListener::bind(&args.listen)
             .await
             .map_err(|e| Error::invalid(format!("scheduler --listen {}: {e}", args.listen)))?;
         let bound = listener.local_addr()?;
         let runtime = Arc::new(RuntimeEnv::default());
+        runtime.register_object_store(
+            location.object_store_url().as_ref(),
+            location.object_store.clone(),
+        );
         let config = SchedulerConfig {
             bind_host: bound.ip().to_string(),
             bind_port: bound.port(),

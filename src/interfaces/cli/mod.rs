@@ -102,7 +102,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
     match &cli.command {
         Command::Scheduler(args) => {
-            let scheduler = crate::cluster::scheduler::Scheduler::bind(args).await?;
+            let scheduler = crate::cluster::scheduler::Scheduler::bind(args, &cli.global).await?;
             // Printed so a script that asked for port 0 learns the port.
             println!(
                 "forkline scheduler listening on df://{}",
