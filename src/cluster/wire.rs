@@ -37,7 +37,7 @@ enum Kind {
     #[prost(message, tag = "1")]
     Stitch(StitchNode),
     #[prost(message, tag = "2")]
-    RunAggregate(RunAggregateNode),
+    RunAggregate(Box<RunAggregateNode>),
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -97,10 +97,10 @@ pub fn encode(
         let stand_in: Arc<dyn ExecutionPlan> =
             Arc::new(EmptyExec::new(run.aggregate().input().schema()));
         let agg = agg.replace_children(vec![stand_in], recompute())?;
-        Kind::RunAggregate(RunAggregateNode {
+        Kind::RunAggregate(Box::new(RunAggregateNode {
             min_mean_run: run.min_mean_run() as u64,
             aggregate: Some(converter.execution_plan_to_proto(&agg, codec)?),
-        })
+        }))
     } else {
         return Ok(false);
     };
