@@ -14,7 +14,7 @@ use datafusion::prelude::SessionConfig;
 
 use super::codec::ForklineCodec;
 use super::functions::{cluster_config, state};
-use super::remote::scheduler_url;
+use super::remote::scheduler_address;
 use crate::error::{Error, Result};
 use crate::options::{ExecutorArgs, GlobalArgs};
 use crate::store::StoreLocation;
@@ -26,12 +26,7 @@ const HEARTBEAT_S: u64 = 3;
 /// Registers with the scheduler and runs tasks until the process ends.
 pub async fn run(args: &ExecutorArgs, global: &GlobalArgs) -> Result<()> {
     let location = StoreLocation::parse_existing(&global.store, &global.store_options())?;
-    let scheduler = scheduler_url(&args.scheduler)?;
-    let (scheduler_host, scheduler_port) = scheduler
-        .trim_start_matches("http://")
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-        .ok_or_else(|| Error::invalid(format!("--scheduler {}", args.scheduler)))?;
+    let (scheduler_host, scheduler_port) = scheduler_address(&args.scheduler)?;
     let flight = address("--listen", &args.listen)?;
     let work_dir = args
         .work_dir

@@ -49,6 +49,12 @@ impl Remote {
 
 /// The gRPC address of a scheduler given as `df://host:port` or `host:port`.
 pub fn scheduler_url(cluster: &str) -> Result<String> {
+    let (host, port) = scheduler_address(cluster)?;
+    Ok(format!("http://{host}:{port}"))
+}
+
+/// The host and port of a scheduler given as `df://host:port` or `host:port`.
+pub fn scheduler_address(cluster: &str) -> Result<(String, u16)> {
     let address = cluster.strip_prefix("df://").unwrap_or(cluster);
     let (host, port) = address
         .rsplit_once(':')
@@ -63,7 +69,7 @@ pub fn scheduler_url(cluster: &str) -> Result<String> {
             "--cluster `{cluster}`: bad port `{port}` (expected df://host:port)"
         ))
     })?;
-    Ok(format!("http://{host}:{port}"))
+    Ok((host.to_string(), port))
 }
 
 /// `state` with the cluster's planning settings (see [`cluster_config`]):
