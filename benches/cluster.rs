@@ -2,7 +2,14 @@
 //! locally with one thread, on a cluster of one executor with one slot, and
 //! on two executors with one slot each, every executor pinned to a core of
 //! its own with `taskset`. The three run interleaved in one process, and the
-//! cluster's rows must equal the local ones.
+//! cluster's rows must equal the local ones (floats within 1e-9 relative:
+//! sums added in another order differ in their last bits).
+//!
+//! Beside the p50 times it prints where the cluster path's time goes before
+//! the scheduler sees the plan (planning with the cluster's settings, and
+//! the plan's encode + decode, with its size in bytes); the rest of the gap
+//! to local execution is scheduling, shuffle and fetching results. Q5 gives
+//! the sizing figure: stored points scanned per executor slot per second.
 //!
 //! Run: `cargo bench --bench cluster` (release build). `CLUSTER_BENCH_STORE`
 //! names an existing bench store (`forkline bench-data --scale 1 --store …`);
@@ -14,9 +21,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use forkline::cluster::remote::Remote;
+use datafusion_proto::physical_plan::AsExecutionPlan;
+use datafusion_proto::protobuf::PhysicalPlanNode;
+use forkline::cluster::codec::ForklineCodec;
+use forkline::cluster::remote::{self, Remote};
 use forkline::fixtures::bench_data::{self, BenchSpec};
 use forkline::{Engine, EngineOptions};
+use prost::Message;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_forkline");
 
@@ -104,16 +115,63 @@ fn cluster(store: &str, executors: usize) -> (Vec<Process>, String) {
     (processes, address)
 }
 
+fn render(batches: &[arrow::array::RecordBatch]) -> Vec<Vec<String>> {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let options = FormatOptions::default().with_null("NULL");
+    let mut rows = Vec::new();
+    for batch in batches {
+        let columns: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+            .collect();
+        for row in 0..batch.num_rows() {
+            rows.push(columns.iter().map(|c| c.value(row).to_string()).collect());
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// Cell for cell the same, floats within 1e-9 relative.
+fn same(got: &[Vec<String>], expected: &[Vec<String>]) -> bool {
+    got.len() == expected.len()
+        && got.iter().zip(expected).all(|(g, e)| {
+            g.len() == e.len()
+                && g.iter().zip(e).all(|(a, b)| {
+                    a == b
+                        || matches!((a.parse::<f64>(), b.parse::<f64>()),
+                            (Ok(x), Ok(y)) if (x - y).abs() <= 1e-9 * x.abs().max(y.abs()))
+                })
+        })
+}
+
 async fn time(engine: &Engine, sql: &str) -> (Duration, Vec<Vec<String>>) {
     let start = Instant::now();
     let batches = engine.collect(sql).await.unwrap();
-    let elapsed = start.elapsed();
-    let text = arrow::util::pretty::pretty_format_batches(&batches)
+    (start.elapsed(), render(&batches))
+}
+
+/// What the cluster path does before the scheduler has the plan: planning
+/// with the cluster's settings, then the plan's protobuf encode and decode
+/// (the scheduler decodes it, as does each executor for its stage); and the
+/// encoded size.
+async fn before_submission(engine: &Engine, sql: &str) -> (Duration, Duration, usize) {
+    let start = Instant::now();
+    let (state, plan) = remote::physical_plan(engine.sql(sql).await.unwrap())
+        .await
+        .unwrap();
+    let planned = start.elapsed();
+    let start = Instant::now();
+    let codec = ForklineCodec::default();
+    let bytes = PhysicalPlanNode::try_from_physical_plan(plan, &codec)
         .unwrap()
-        .to_string();
-    let mut rows: Vec<Vec<String>> = text.lines().map(|l| vec![l.to_string()]).collect();
-    rows.sort();
-    (elapsed, rows)
+        .encode_to_vec();
+    PhysicalPlanNode::decode(bytes.as_slice())
+        .unwrap()
+        .try_into_physical_plan(state.task_ctx().as_ref(), &codec)
+        .unwrap();
+    (planned, start.elapsed(), bytes.len())
 }
 
 fn p50(mut samples: Vec<Duration>) -> f64 {
@@ -148,7 +206,7 @@ fn main() {
             let local = &local;
             async move {
                 let (_, rows) = time(local, sql).await;
-                rows[3][0].trim_matches(|c| c == '|' || c == ' ').to_string()
+                rows[0][0].clone()
             }
         };
         let deep = first(
@@ -188,26 +246,47 @@ fn main() {
         let one = Engine::open_with(&store, on(&one_address, 1)).await.unwrap();
         let two = Engine::open_with(&store, on(&two_address, 2)).await.unwrap();
 
+        let points: f64 = time(&local, "SELECT count(*) FROM metrics").await.1[0][0]
+            .parse()
+            .unwrap();
         println!(
-            "| query | local, 1 thread | 1 executor × 1 slot | 2 executors × 1 slot | 2 executors / 1 executor |"
+            "| query | local, 1 thread | 1 executor × 1 slot | 2 executors × 1 slot | 2 executors / 1 executor | cluster − local (1 slot) | of which planning | of which plan encode + decode | plan size |"
         );
-        println!("|---|---:|---:|---:|---:|");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for (name, sql) in &queries {
             let (_, expected) = time(&local, sql).await;
             let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut planning, mut wire, mut size) = (Vec::new(), Vec::new(), 0);
             for _ in 0..iterations {
                 let (t, rows) = time(&local, sql).await;
                 a.push(t);
-                assert_eq!(rows, expected, "{name} locally");
+                assert!(same(&rows, &expected), "{name} locally");
                 let (t, rows) = time(&one, sql).await;
                 b.push(t);
-                assert_eq!(rows, expected, "{name} on one executor");
+                assert!(same(&rows, &expected), "{name} on one executor");
                 let (t, rows) = time(&two, sql).await;
                 c.push(t);
-                assert_eq!(rows, expected, "{name} on two executors");
+                assert!(same(&rows, &expected), "{name} on two executors");
+                let (p, w, bytes) = before_submission(&one, sql).await;
+                planning.push(p);
+                wire.push(w);
+                size = bytes;
             }
             let (a, b, c) = (p50(a), p50(b), p50(c));
-            println!("| {name} | {a:.1} ms | {b:.1} ms | {c:.1} ms | {:.2}× |", b / c);
+            println!(
+                "| {name} | {a:.1} ms | {b:.1} ms | {c:.1} ms | {:.2}× | {:.1} ms | {:.1} ms | {:.1} ms | {size} B |",
+                b / c,
+                b - a,
+                p50(planning),
+                p50(wire),
+            );
+            if *name == "Q5" {
+                println!(
+                    "\nQ5 scans {points} stored points: {:.1} M points per executor slot per second (1 × 1), {:.1} M with 2 × 1",
+                    points / b * 1e3 / 1e6,
+                    points / c * 1e3 / 1e6 / 2.0
+                );
+            }
         }
     });
 }

@@ -278,6 +278,91 @@ async fn a_cluster_of_separate_processes_answers_every_documented_query_as_forkl
     assert!(here.contains("train/loss"), "{here}");
     let there = stdout(&[&report[..], &metrics, &["--cluster", &cluster]].concat());
     assert_eq!(there, here);
+
+    served_on_the_cluster(&store, &cluster, &work, &sql).await;
+}
+
+/// `POST /api/sql` to `server` with `key`, answered as CSV: (status, body).
+async fn sql_over_http(server: &common::Server, key: &str, sql: &str) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/sql", server.base))
+        .header("authorization", format!("Bearer {key}"))
+        .header("accept", "text/csv")
+        .json(&serde_json::json!({ "sql": sql }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// `forkline serve --cluster`: HTTP queries are planned and scoped to the
+/// key's projects in the server, then run on the executors; a key of one
+/// project reaches nothing of another there either.
+async fn served_on_the_cluster(store: &str, cluster: &str, work: &[PathBuf], stitched: &str) {
+    let key = |project: &str| {
+        let (ok, out, err) = common::cli(store, &["keys", "create", "--project", project]);
+        assert!(ok, "{err}");
+        out.trim().to_string()
+    };
+    let docs_key = key("product-docs");
+    let bench_key = key("bench");
+    let server = common::spawn_server_with(store, &["--cluster", cluster]);
+    let jobs_before = jobs_under(work);
+
+    let (ok, here, err) = common::cli(store, &["sql", "--format", "csv", stitched]);
+    assert!(ok, "{err}");
+    let (status, there) = sql_over_http(&server, &docs_key, stitched).await;
+    assert_eq!(status, 200, "{there}");
+    assert_eq!(there, here);
+    let count = "SELECT count(*) AS n FROM metrics";
+    let (ok, bench_points, err) = common::cli(
+        store,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT count(*) AS n FROM metrics m JOIN runs r ON m.run_id = r.id WHERE r.project = 'bench'",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (status, there) = sql_over_http(&server, &bench_key, count).await;
+    assert_eq!(status, 200, "{there}");
+    assert_eq!(
+        there, bench_points,
+        "the bench key counts only its project's points"
+    );
+
+    // Another project's run, by its display id, is not found for this key.
+    let (status, there) = sql_over_http(&server, &bench_key, stitched).await;
+    assert!((400..500).contains(&status), "{status}: {there}");
+    assert!(
+        !there.contains("2151"),
+        "another project's value leaked: {there}"
+    );
+    let (status, there) = sql_over_http(
+        &server,
+        &bench_key,
+        "SELECT count(*) AS n FROM runs WHERE project = 'product-docs'",
+    )
+    .await;
+    assert_eq!((status, there.trim()), (200, "n\n0"));
+
+    let jobs_after = jobs_under(work);
+    assert!(
+        jobs_after.difference(&jobs_before).count() >= 3,
+        "the served queries ran no job on the executors ({jobs_before:?} before, {jobs_after:?} after)"
+    );
+}
+
+/// The jobs whose output executors hold: each job's tasks write under
+/// `work/<job id>/` (removed only minutes after the job ends).
+fn jobs_under(work: &[PathBuf]) -> std::collections::BTreeSet<String> {
+    work.iter()
+        .flat_map(|w| std::fs::read_dir(w).into_iter().flatten().flatten())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -82,7 +82,25 @@ pub fn dom(bin: &Path, url: &str) -> String {
 
 /// The files the page at `url` downloads, by name, and its DOM: the profile
 /// saves downloads into a folder without asking.
+///
+/// Headless Chromium dumps the DOM and exits once its virtual time is spent,
+/// and a download the page started just before may be cut off with it (seen
+/// on CI's loaded 2-core machine: the page said "downloaded", the folder was
+/// empty). So a page whose folder stays empty is opened again, up to three
+/// times, each in a fresh profile.
 pub fn downloads(bin: &Path, url: &str) -> (Vec<(String, Vec<u8>)>, String) {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (files, dom) = download_once(bin, url);
+        if !files.is_empty() || attempt == 3 {
+            return (files, dom);
+        }
+        eprintln!("download attempt {attempt} of {url} saved no file; opening it again");
+    }
+}
+
+fn download_once(bin: &Path, url: &str) -> (Vec<(String, Vec<u8>)>, String) {
     let profile = tempfile::tempdir().unwrap();
     let into = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(profile.path().join("Default")).unwrap();
@@ -97,8 +115,9 @@ pub fn downloads(bin: &Path, url: &str) -> (Vec<(String, Vec<u8>)>, String) {
     )
     .unwrap();
     let dom = run(bin, profile.path(), &["--dump-dom".into(), url.into()]);
-    // The browser writes `name.crdownload` and renames it when done.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // The browser writes `name.crdownload` and renames it when done; once it
+    // has exited, a download that never started will not appear.
+    let started = Instant::now();
     loop {
         let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(into.path())
             .unwrap()
@@ -111,7 +130,14 @@ pub fn downloads(bin: &Path, url: &str) -> (Vec<(String, Vec<u8>)>, String) {
             })
             .collect();
         let partial = files.iter().any(|(n, _)| n.ends_with(".crdownload"));
-        if (!files.is_empty() && !partial) || Instant::now() > deadline {
+        let waited = started.elapsed();
+        let done = if partial {
+            waited > Duration::from_secs(20)
+        } else {
+            !files.is_empty() || waited > Duration::from_secs(3)
+        };
+        if done {
+            files.retain(|(n, _)| !n.ends_with(".crdownload"));
             files.sort();
             return (files, dom);
         }
