@@ -59,14 +59,6 @@ struct World {
     download_path: String,
 }
 
-fn cli_key(store: &str, args: &[&str]) -> String {
-    let mut all = vec!["keys", "create"];
-    all.extend_from_slice(args);
-    let (ok, out, err) = common::cli(store, &all);
-    assert!(ok, "{err}");
-    out.trim().to_string()
-}
-
 impl World {
     fn key(&self, key: Key) -> Option<String> {
         match key {
@@ -169,13 +161,13 @@ impl World {
 async fn world() -> (tempfile::TempDir, World) {
     let (dir, store) = temp_store();
     let mut keys = BTreeMap::new();
-    keys.insert("alpha", cli_key(&store, &["--project", "alpha"]));
-    keys.insert("beta", cli_key(&store, &["--project", "beta"]));
+    keys.insert("alpha", common::create_key(&store, &["--project", "alpha"]));
+    keys.insert("beta", common::create_key(&store, &["--project", "beta"]));
     keys.insert(
         "beta-ro",
-        cli_key(&store, &["--project", "beta", "--read-only"]),
+        common::create_key(&store, &["--project", "beta", "--read-only"]),
     );
-    keys.insert("all", cli_key(&store, &[]));
+    keys.insert("all", common::create_key(&store, &[]));
     let server = spawn_server(&store);
     let mut w = World {
         server,

@@ -267,6 +267,15 @@ pub fn spawn_server_with(store: &str, extra: &[&str]) -> Server {
     }
 }
 
+/// A new API key made with `forkline keys create ARGS` (its secret).
+pub fn create_key(store: &str, args: &[&str]) -> String {
+    let mut all = vec!["keys", "create"];
+    all.extend_from_slice(args);
+    let (ok, out, err) = cli(store, &all);
+    assert!(ok, "{err}");
+    out.trim().to_string()
+}
+
 /// Runs the real binary with `args`, returning (success, stdout, stderr).
 pub fn cli(store: &str, args: &[&str]) -> (bool, String, String) {
     let out = forkline_command()
