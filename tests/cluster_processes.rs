@@ -300,13 +300,8 @@ async fn sql_over_http(server: &common::Server, key: &str, sql: &str) -> (u16, S
 /// key's projects in the server, then run on the executors; a key of one
 /// project reaches nothing of another there either.
 async fn served_on_the_cluster(store: &str, cluster: &str, work: &[PathBuf], stitched: &str) {
-    let key = |project: &str| {
-        let (ok, out, err) = common::cli(store, &["keys", "create", "--project", project]);
-        assert!(ok, "{err}");
-        out.trim().to_string()
-    };
-    let docs_key = key("product-docs");
-    let bench_key = key("bench");
+    let docs_key = common::create_key(store, &["--project", "product-docs"]);
+    let bench_key = common::create_key(store, &["--project", "bench"]);
     let server = common::spawn_server_with(store, &["--cluster", cluster]);
     let jobs_before = jobs_under(work);
 
@@ -347,6 +342,23 @@ async fn served_on_the_cluster(store: &str, cluster: &str, work: &[PathBuf], sti
     )
     .await;
     assert_eq!((status, there.trim()), (200, "n\n0"));
+
+    // Limits hold before anything reaches the cluster: an expression nested
+    // past the planner's depth is refused, a body past --max-body-mb is
+    // refused unread, and the server still answers.
+    let nested = format!(
+        "SELECT count(*) AS n FROM (VALUES (1)) t(x) WHERE {}",
+        vec!["x = 1"; 2_000].join(" OR ")
+    );
+    let (status, there) = sql_over_http(&server, &docs_key, &nested).await;
+    assert_eq!(status, 400, "{there}");
+    assert!(there.contains("nests expressions more than"), "{there}");
+    let huge = format!("SELECT '{}' AS s", "x".repeat(40 << 20));
+    let (status, there) = sql_over_http(&server, &docs_key, &huge).await;
+    assert_eq!(status, 400, "{}", &there[..there.len().min(300)]);
+    assert!(there.contains("length limit exceeded"), "{there}");
+    let (status, there) = sql_over_http(&server, &docs_key, stitched).await;
+    assert_eq!((status, there), (200, here), "after the refused requests");
 
     let jobs_after = jobs_under(work);
     assert!(
