@@ -3,8 +3,6 @@
 
 use serde_json::Value;
 
-const TOKENS: [&str; 3] = ["-Infinity", "Infinity", "NaN"];
-
 /// Parses `text`, reading the non-finite tokens (outside strings) as the
 /// strings `"NaN"`, `"Infinity"` and `"-Infinity"`; [`number`] turns them back into floats.
 pub fn parse(text: &str) -> Result<Value, serde_json::Error> {
@@ -29,45 +27,70 @@ pub fn number(value: &Value) -> Option<f64> {
 }
 
 /// Returns a copy with the bare tokens quoted, or `None` when there are none.
+///
+/// Ingest runs this over every line, so it jumps between the only bytes that
+/// matter (quotes, backslashes in strings, and the `N` / `I` that every token
+/// holds) instead of looking at each byte.
 pub fn quote_non_finite(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
+    if memchr::memchr2(b'N', b'I', bytes).is_none() {
+        return None;
+    }
     let mut out: Option<String> = None;
-    let (mut in_string, mut escaped, mut copied, mut i) = (false, false, 0, 0);
-    while i < bytes.len() {
-        let b = bytes[i];
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
+    let (mut copied, mut i) = (0, 0);
+    while let Some(found) = memchr::memchr3(b'"', b'N', b'I', &bytes[i..]) {
+        let at = i + found;
+        if bytes[at] == b'"' {
+            i = string_end(bytes, at + 1);
+            continue;
+        }
+        let token = if bytes[at..].starts_with(b"NaN") {
+            Some((at, "NaN"))
+        } else if bytes[at..].starts_with(b"Infinity") {
+            // A `-` right before belongs to the token; it cannot sit inside
+            // a string (the `I` would too) nor inside the last token copied.
+            if at > 0 && bytes[at - 1] == b'-' {
+                Some((at - 1, "-Infinity"))
+            } else {
+                Some((at, "Infinity"))
             }
-            i += 1;
-            continue;
+        } else {
+            None
+        };
+        match token {
+            Some((start, token)) => {
+                let buf = out.get_or_insert_with(|| String::with_capacity(text.len() + 16));
+                buf.push_str(&text[copied..start]);
+                buf.push('"');
+                buf.push_str(token);
+                buf.push('"');
+                i = start + token.len();
+                copied = i;
+            }
+            None => i = at + 1,
         }
-        if b == b'"' {
-            in_string = true;
-            i += 1;
-            continue;
-        }
-        // Bytes, not `text[i..]`: `i` may sit inside a multi-byte character
-        // outside any string (invalid JSON, refused by the parser below).
-        if let Some(token) = TOKENS.iter().find(|t| bytes[i..].starts_with(t.as_bytes())) {
-            let buf = out.get_or_insert_with(|| String::with_capacity(text.len() + 16));
-            buf.push_str(&text[copied..i]);
-            buf.push('"');
-            buf.push_str(token);
-            buf.push('"');
-            i += token.len();
-            copied = i;
-            continue;
-        }
-        i += 1;
     }
     out.map(|mut buf| {
         buf.push_str(&text[copied..]);
         buf
     })
+}
+
+/// The index just past the quote that closes a string whose text starts at
+/// `from`, or the end of `bytes` when it is not closed (the parser refuses it).
+fn string_end(bytes: &[u8], mut from: usize) -> usize {
+    while let Some(found) = memchr::memchr2(b'"', b'\\', &bytes[from..]) {
+        let at = from + found;
+        if bytes[at] == b'"' {
+            return at + 1;
+        }
+        // A backslash escapes the byte after it, whatever it is.
+        from = at + 2;
+        if from >= bytes.len() {
+            break;
+        }
+    }
+    bytes.len()
 }
 
 #[cfg(test)]
@@ -111,6 +134,51 @@ mod tests {
         use super::super::*;
         use proptest::prelude::*;
 
+        const TOKENS: [&str; 3] = ["-Infinity", "Infinity", "NaN"];
+
+        /// The scanner as first written, a byte at a time: the reference for
+        /// the one that jumps.
+        fn byte_by_byte(text: &str) -> Option<String> {
+            let bytes = text.as_bytes();
+            let mut out: Option<String> = None;
+            let (mut in_string, mut escaped, mut copied, mut i) = (false, false, 0, 0);
+            while i < bytes.len() {
+                let b = bytes[i];
+                if in_string {
+                    match (escaped, b) {
+                        (true, _) => escaped = false,
+                        (false, b'\\') => escaped = true,
+                        (false, b'"') => in_string = false,
+                        _ => {}
+                    }
+                    i += 1;
+                    continue;
+                }
+                if b == b'"' {
+                    in_string = true;
+                    i += 1;
+                    continue;
+                }
+                // Bytes, not `text[i..]`: `i` may sit inside a multi-byte character
+                // outside any string (invalid JSON, refused by the parser below).
+                if let Some(token) = TOKENS.iter().find(|t| bytes[i..].starts_with(t.as_bytes())) {
+                    let buf = out.get_or_insert_with(|| String::with_capacity(text.len() + 16));
+                    buf.push_str(&text[copied..i]);
+                    buf.push('"');
+                    buf.push_str(token);
+                    buf.push('"');
+                    i += token.len();
+                    copied = i;
+                    continue;
+                }
+                i += 1;
+            }
+            out.map(|mut buf| {
+                buf.push_str(&text[copied..]);
+                buf
+            })
+        }
+
         /// JSON-ish text: the grammar's punctuation, the tokens, and arbitrary characters.
         fn jsonish() -> impl Strategy<Value = String> {
             let piece = prop_oneof![
@@ -125,6 +193,8 @@ mod tests {
                 Just("NaN".to_string()),
                 Just("-Infinity".to_string()),
                 Just("Infinity".to_string()),
+                Just("-".to_string()),
+                Just("Infinit".to_string()),
                 Just("1e308".to_string()),
                 any::<char>().prop_map(String::from),
                 "[a-z0-9é日]{0,4}",
@@ -173,6 +243,7 @@ mod tests {
             #[test]
             fn arbitrary_text_never_panics(text in jsonish()) {
                 let _ = parse(&text);
+                prop_assert_eq!(quote_non_finite(&text), byte_by_byte(&text));
             }
 
             #[test]
@@ -182,6 +253,7 @@ mod tests {
 
             #[test]
             fn mutated_json_parses_or_errs(text in mutated()) {
+                prop_assert_eq!(quote_non_finite(&text), byte_by_byte(&text));
                 if let Ok(value) = parse(&text) {
                     // What parses is JSON once the bare tokens are quoted.
                     prop_assert!(serde_json::to_string(&value).is_ok());
