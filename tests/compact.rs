@@ -308,7 +308,7 @@ async fn serve_compacts_by_itself() {
         &["run", "create", "--project", "vision", "--name", "r"],
     );
     assert!(ok, "{err}");
-    let _server = common::spawn_server_with(
+    let server = common::spawn_server_with(
         &store,
         &["--compact-every-s", "1", "--compact-min-files", "3"],
     );
@@ -352,6 +352,28 @@ async fn serve_compacts_by_itself() {
         .await
         .unwrap();
     assert_eq!(writes, vec![vec!["6".to_string()]]);
+    #[cfg(target_os = "linux")]
+    assert_eq!(
+        compaction_nice(server.child.id()),
+        Some(10),
+        "background compaction runs on its own thread at a lower priority"
+    );
+}
+
+/// The nice value of process `pid`'s thread named `compaction`.
+#[cfg(target_os = "linux")]
+fn compaction_nice(pid: u32) -> Option<i64> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let dir = task.ok()?.path();
+        if std::fs::read_to_string(dir.join("comm")).ok()?.trim() != "compaction" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        // Fields after the `(comm)`; nice is the 19th field of the line.
+        let after = stat.rsplit_once(')')?.1;
+        return after.split_whitespace().nth(16)?.parse().ok();
+    }
+    None
 }
 
 /// Two processes compacting the same files at once: Delta's own conflict

@@ -3,6 +3,8 @@
 //! rule, on real Delta tables, and floats are compared bit for bit.
 
 mod common;
+#[path = "run_aggregate/ordered_first_last.rs"]
+mod ordered_first_last;
 
 use std::sync::Arc;
 

@@ -15,6 +15,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 
 use super::wire;
+use crate::query::ordered_first_last;
 
 /// forkline's operators first, then Ballista's.
 #[derive(Debug, Default)]
@@ -64,10 +65,21 @@ impl PhysicalExtensionCodec for ForklineCodec {
     }
 
     fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
+        if buf == ordered_first_last::PRE_ORDERED_TAG
+            && let Some(udaf) = ordered_first_last::pre_ordered(name)
+        {
+            return Ok(Arc::new(udaf));
+        }
         self.ballista.try_decode_udaf(name, buf)
     }
 
     fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
+        // The registry that decodes a name knows the function, not that the
+        // planner found its input pre-ordered.
+        if ordered_first_last::is_pre_ordered(node) {
+            buf.extend_from_slice(ordered_first_last::PRE_ORDERED_TAG);
+            return Ok(());
+        }
         self.ballista.try_encode_udaf(node, buf)
     }
 

@@ -91,6 +91,7 @@ async fn run(engine: Arc<Engine>, mut rx: mpsc::Receiver<Pending>, window: Durat
 /// Commits `group` as one append and answers each of its callers.
 async fn commit(engine: &Engine, group: Vec<Pending>, points: usize) {
     let mut merged = PointBatch::new();
+    merged.reserve(points);
     let mut counts = Vec::with_capacity(group.len());
     let mut waiters = Vec::with_capacity(group.len());
     for p in group {

@@ -91,6 +91,15 @@ impl PointBatch {
         Self::default()
     }
 
+    /// Room for `additional` more points, so that gathering them moves nothing.
+    pub fn reserve(&mut self, additional: usize) {
+        self.runs.reserve(additional);
+        self.metrics.reserve(additional);
+        self.steps.reserve(additional);
+        self.values.reserve(additional);
+        self.times.reserve(additional);
+    }
+
     /// Adds one point of `run`; a bad point is refused and nothing is added.
     pub fn push(
         &mut self,

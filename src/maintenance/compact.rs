@@ -331,6 +331,51 @@ async fn compact_metrics(engine: &Engine, options: &CompactOptions) -> Result<Co
     }
 }
 
+/// Starts [`every`] on a thread of its own at a lower CPU priority (nice
+/// 10, which the threads it starts inherit): on a busy machine ingest and
+/// queries keep the cores and compaction takes what they leave, where on the
+/// server's runtime it took a core from them for seconds at a time; on an
+/// idle machine it runs at full speed.
+pub fn in_background(
+    engine: Arc<Engine>,
+    period: std::time::Duration,
+    options: CompactOptions,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("compaction".into())
+        .spawn(move || {
+            if let Err(e) = lower_priority() {
+                tracing::warn!("compaction runs at normal priority: {e}");
+            }
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(every(engine, period, options)),
+                Err(e) => tracing::error!("background compaction cannot start: {e}"),
+            }
+        })?;
+    Ok(())
+}
+
+/// Nice 10 for the calling thread: Linux keeps a nice value per thread.
+#[cfg(target_os = "linux")]
+fn lower_priority() -> std::io::Result<()> {
+    // SAFETY: setpriority takes plain integers and touches no memory of
+    // ours; with `who` 0 it changes the calling thread only.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() -> std::io::Result<()> {
+    Ok(())
+}
+
 /// Compacts whenever enough ingest files have gathered, checking every `every`,
 /// for as long as the server runs. Failures (a concurrent compaction won, the
 /// store is unreachable) are logged and retried at the next tick.

@@ -11,6 +11,7 @@ pub mod lineage_plans;
 mod lineage_pushdown;
 mod lineage_view;
 pub mod metric_selection;
+pub mod ordered_first_last;
 pub mod points;
 pub mod run_aggregate;
 pub mod runner;

@@ -157,6 +157,8 @@ async fn snapshot_table(store: &Store, kind: TableKind) -> Result<Arc<dyn TableP
 pub fn register_functions(ctx: &SessionContext) {
     ctx.register_udaf(downsample::downsample_udaf());
     ctx.register_udaf(downsample::lttb_udaf());
+    ctx.register_udaf(super::ordered_first_last::udaf(false));
+    ctx.register_udaf(super::ordered_first_last::udaf(true));
     bounded::register(ctx);
 }
 

@@ -135,11 +135,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     min_ingest_files: args.compaction.compact_min_files.max(1),
                     ..Default::default()
                 };
-                tokio::spawn(crate::maintenance::compact::every(
-                    engine.clone(),
-                    every,
-                    options,
-                ));
+                crate::maintenance::compact::in_background(engine.clone(), every, options)?;
             }
             if let Some(stale_after) = server.stale_after().filter(|_| !server.read_only) {
                 tokio::spawn(crate::liveness::monitor(engine.clone(), stale_after));

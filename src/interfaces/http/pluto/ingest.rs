@@ -99,6 +99,7 @@ pub(super) async fn metrics(
     let target = run_of(&state, &scope, &headers).await?;
     let run = target.id;
     let mut batch = PointBatch::new();
+    let mut reserved = false;
     lines(&body, MAX_LINE_BYTES, "MAX_LINE_BYTES", |line, text| {
         metric_line::parse(line, text, |parsed| {
             let time_us = time_us(line, parsed.time.as_ref())?;
@@ -108,6 +109,12 @@ pub(super) async fn metrics(
                     "line {line}: `data` must be an object of metric values"
                 )));
             };
+            if !reserved {
+                reserved = true;
+                // Lines of one request log the same metrics as a rule.
+                let lines = memchr::memchr_iter(b'\n', &body).count() + 1;
+                batch.reserve((lines * values.len()).min(MAX_POINTS_PER_REQUEST));
+            }
             let mut count = 0;
             for (name, value) in &values {
                 match value {
