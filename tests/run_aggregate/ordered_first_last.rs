@@ -70,15 +70,12 @@ async fn answer(ctx: &SessionContext, sql: &str) -> (Vec<String>, usize) {
 
 /// How many of the plan's aggregate functions run the pre-ordered path.
 fn pre_ordered_aggregates(plan: &Arc<dyn ExecutionPlan>) -> usize {
-    let here = plan
-        .as_any()
-        .downcast_ref::<AggregateExec>()
-        .map_or(0, |agg| {
-            agg.aggr_expr()
-                .iter()
-                .filter(|e| is_pre_ordered(e.fun()))
-                .count()
-        });
+    let here = plan.downcast_ref::<AggregateExec>().map_or(0, |agg| {
+        agg.aggr_expr()
+            .iter()
+            .filter(|e| is_pre_ordered(e.fun()))
+            .count()
+    });
     here + plan
         .children()
         .into_iter()

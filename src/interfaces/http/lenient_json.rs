@@ -33,9 +33,8 @@ pub fn number(value: &Value) -> Option<f64> {
 /// holds) instead of looking at each byte.
 pub fn quote_non_finite(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
-    if memchr::memchr2(b'N', b'I', bytes).is_none() {
-        return None;
-    }
+    // Every token holds an `N` or an `I`.
+    memchr::memchr2(b'N', b'I', bytes)?;
     let mut out: Option<String> = None;
     let (mut copied, mut i) = (0, 0);
     while let Some(found) = memchr::memchr3(b'"', b'N', b'I', &bytes[i..]) {
