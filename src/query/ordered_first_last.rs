@@ -82,19 +82,18 @@ impl Hash for OrderedFirstLast {
 
 impl OrderedFirstLast {
     fn new(last: bool, pre_ordered: bool) -> Self {
-        let inner: Arc<dyn AggregateUDFImpl> = match (last, pre_ordered) {
-            (false, false) => Arc::new(FirstValue::new()),
-            (true, false) => Arc::new(LastValue::new()),
-            (false, true) => Arc::new(FirstValue::new())
-                .with_beneficial_ordering(true)
+        let base: Arc<dyn AggregateUDFImpl> = if last {
+            Arc::new(LastValue::new())
+        } else {
+            Arc::new(FirstValue::new())
+        };
+        let inner = if pre_ordered {
+            base.with_beneficial_ordering(true)
                 .ok()
                 .flatten()
-                .expect("first_value takes an ordering"),
-            (true, true) => Arc::new(LastValue::new())
-                .with_beneficial_ordering(true)
-                .ok()
-                .flatten()
-                .expect("last_value takes an ordering"),
+                .expect("first_value and last_value take an ordering")
+        } else {
+            base
         };
         Self {
             last,
