@@ -626,3 +626,56 @@ async fn html_renders_in_headless_chromium() {
         std::fs::copy(&shot, Path::new(env!("CARGO_MANIFEST_DIR")).join(target)).unwrap();
     }
 }
+
+/// A report of many metrics reads them a few to a scan of each family; every
+/// metric's section, numbers and drawing, must be what a report of that
+/// metric alone computes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_scanned_together_match_one_metric_reports() {
+    use forkline::fixtures::bench_data::{self, BenchSpec};
+    use forkline::report::{self, Goals, ReportRequest};
+    use forkline::scope::Projects;
+
+    let (_dir, store) = temp_store();
+    let engine = Engine::open(&store).await.unwrap();
+    let spec = BenchSpec {
+        scale: 0.004,
+        seed: 11,
+        commits: Some(3),
+        compact_every: None,
+    };
+    bench_data::run(&engine, &spec).await.unwrap();
+    let request = |metrics: &str| ReportRequest {
+        project: bench_data::PROJECT.to_string(),
+        families: Vec::new(),
+        all_families: true,
+        metrics: vec![metrics.to_string()],
+        goals: Goals::parse(Some("min,*acc*=max")).unwrap(),
+    };
+    let all = report::build(&engine, &request("*"), &Projects::All, &|_: report::Progress| {})
+        .await
+        .unwrap();
+    assert_eq!(all.metrics.len(), bench_data::METRICS.len());
+    assert!(all.families.iter().all(|f| f.size > 1));
+    for (i, metric) in all.metrics.iter().enumerate() {
+        let one = report::build(&engine, &request(&metric.name), &Projects::All, &|_: report::Progress| {})
+            .await
+            .unwrap();
+        assert_eq!(one.families.len(), all.families.len());
+        for (together, alone) in all.families.iter().zip(&one.families) {
+            let (together, alone) = (&together.metrics[i], &alone.metrics[0]);
+            assert_eq!(together.metric, metric.name);
+            assert_eq!(
+                serde_json::to_value(together).unwrap(),
+                serde_json::to_value(alone).unwrap(),
+                "{}",
+                metric.name
+            );
+            assert_eq!(
+                format!("{:?}", together.series),
+                format!("{:?}", alone.series)
+            );
+            assert!(together.series.iter().any(|s| !s.is_empty()));
+        }
+    }
+}

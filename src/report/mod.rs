@@ -2,16 +2,17 @@
 //!
 //! A report covers some or all families of one project. Patterns among the
 //! requested metrics are first resolved to the metrics the families logged;
-//! then the numbers come from one scan per metric and family: the stitched
-//! views of every run of the family at once, planned by `lineage_functions`
+//! then the numbers come from scans of each family's stitched views, a few
+//! metrics at a time ([`METRICS_PER_SCAN`]), planned by `lineage_functions`
 //! and executed by the stitching operator (`query::stitch`), which reads each
 //! owner's points once and hands back every run's stitched series in
-//! `(run, step)` order. The report does no stitching of its own: what it
-//! ranks is what `family_metrics` returns. Only a family's series of one
-//! metric are held at a time (a few families' at once, [`SCANS_IN_FLIGHT`]),
-//! and only their drawn points are kept for the charts.
+//! `(run, metric, step)` order. The report does no stitching of its own: what
+//! it ranks is what `family_metrics` returns. Only one scan's series are held
+//! per family (a few families at once, [`FAMILIES_IN_FLIGHT`]), and only
+//! their drawn points are kept for the charts.
 
 pub mod chart;
+mod collected;
 mod model;
 pub mod numbers;
 pub mod render;
@@ -19,13 +20,16 @@ pub mod stats;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use arrow::array::AsArray;
+use arrow::datatypes::DataType;
+use datafusion::error::DataFusionError;
 use datafusion::prelude::{DataFrame, SessionContext, cast, col, lit};
 use futures::StreamExt;
 
+use self::collected::{Collected, Stitched};
+use self::stats::FiniteSeries;
 use crate::catalog::{CatalogSnapshot, FamilyMember, RunId, RunStatus, Segment};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -37,12 +41,17 @@ use crate::scope::Projects;
 pub use model::*;
 pub use stats::{Goal, Point, RunStats};
 
-/// Family scans of one metric run at once: two keep both cores busy while
-/// one waits on the store, and bound what is held to two families' series.
-const SCANS_IN_FLIGHT: usize = 2;
+/// Families scanned at once: two keep both cores busy (one family's numbers
+/// are computed while the other's scan waits on the store), and bound what
+/// is held to two scans' series.
+const FAMILIES_IN_FLIGHT: usize = 2;
 
-/// Each run's stitched series of one metric, by run, sorted by step.
-type Stitched = HashMap<RunId, Vec<Point>>;
+/// Metrics read by one scan of a family's owners. Each scan opens the files
+/// holding the family and evaluates its predicate over their pages, so one
+/// scan per metric paid that twenty times over on a twenty-metric report;
+/// a scan holds its metrics' stitched series (about 20 MB a metric for a
+/// hundred runs of 8,000 steps), so the count stays small.
+const METRICS_PER_SCAN: usize = 4;
 
 /// Computes a report over the runs of `scope` (the projects the caller's key opens).
 pub async fn build(
@@ -65,23 +74,18 @@ pub async fn build(
         ));
     }
     let roots = select_families(&catalog, project, request)?;
-    let families: Vec<Vec<FamilyMember>> = roots
+    let families: Vec<Family> = roots
         .iter()
-        .map(|r| catalog.family(*r))
+        .map(|r| Family::new(&catalog, *r))
         .collect::<Result<_>>()?;
 
     let ctx = engine.scoped_session(scope).await?;
     let points = crate::query::session::points(&ctx)?;
-    let mut views: Vec<Vec<(RunId, Segment)>> = Vec::with_capacity(families.len());
-    for family in &families {
-        let mut family_views = Vec::new();
-        for member in family {
-            let run = member.run.id;
-            family_views.extend(catalog.segments(run)?.into_iter().map(|s| (run, s)));
-        }
-        views.push(family_views);
-    }
-    let runs: Vec<RunId> = families.iter().flatten().map(|m| m.run.id).collect();
+    let runs: Vec<RunId> = families
+        .iter()
+        .flat_map(|f| f.members.iter())
+        .map(|m| m.run.id)
+        .collect();
     let names = metric_names(&ctx, engine.gate(), &runs, &request.metrics).await?;
     if names.is_empty() {
         return Err(Error::invalid(format!(
@@ -89,54 +93,36 @@ pub async fn build(
             request.metrics.join(", ")
         )));
     }
-
-    progress(Progress::Start { scans: names.len() });
-    // One scan per metric and family: a family's stitched series of one
-    // metric are all that is held at a time (times the scans in flight),
-    // however many families and metrics the report covers.
-    let mut metrics: Vec<MetricGoal> = Vec::new();
-    let mut per_family: Vec<Vec<FamilyMetric>> = vec![Vec::new(); families.len()];
-    for (index, name) in names.into_iter().enumerate() {
-        let goal = request.goals.of(&name);
-        progress(Progress::Scan {
-            index,
-            spec: name.clone(),
-            rows: 0,
-        });
-        let scan = MetricScan {
-            ctx: &ctx,
-            gate: engine.gate(),
-            points: &points,
-            catalog: &catalog,
-            name: &name,
-            goal,
-            index,
-            rows: AtomicU64::new(0),
-            progress,
-        };
-        let pairs: Vec<_> = families.iter().zip(&views).collect();
-        let mut sections = Vec::with_capacity(pairs.len());
-        for chunk in pairs.chunks(SCANS_IN_FLIGHT) {
-            let scans = chunk
-                .iter()
-                .map(|(family, views)| scan.family(family, views));
-            sections.extend(futures::future::join_all(scans).await);
-        }
-        for (section, out) in sections.into_iter().zip(per_family.iter_mut()) {
-            out.push(section?);
-        }
-        progress(Progress::ScanDone { index });
-        metrics.push(MetricGoal { name, goal });
-    }
-    let sections = families
+    let metrics: Vec<MetricGoal> = names
         .iter()
-        .zip(per_family)
-        .map(|(family, sections)| family_report(family, sections))
+        .map(|name| MetricGoal {
+            name: name.clone(),
+            goal: request.goals.of(name),
+        })
         .collect();
+
+    let scans = families.len() * names.len().div_ceil(METRICS_PER_SCAN);
+    progress(Progress::Start { scans });
+    let scanner = FamilyScans {
+        ctx: &ctx,
+        gate: engine.gate(),
+        points: &points,
+        metrics: &metrics,
+        started: AtomicUsize::new(0),
+        done: AtomicUsize::new(0),
+        progress,
+    };
+    // By index: a future borrowing its argument would not be `Send` for
+    // every lifetime, which a server route needs.
+    let sections: Vec<Result<FamilyReport>> = futures::stream::iter(0..families.len())
+        .map(|i| scanner.family(&families[i]))
+        .buffered(FAMILIES_IN_FLIGHT)
+        .collect()
+        .await;
     Ok(Report {
         project: project.to_string(),
         metrics,
-        families: sections,
+        families: sections.into_iter().collect::<Result<_>>()?,
     })
 }
 
@@ -182,54 +168,139 @@ fn select_families(
     Ok(roots)
 }
 
-/// The scans of one metric, family by family.
-struct MetricScan<'a> {
+/// A spawned scan, stopped when the report is dropped (its client gone)
+/// rather than left reading for nobody.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A task of the report that failed to finish (it panicked).
+fn joined(e: tokio::task::JoinError) -> Error {
+    Error::Query(DataFusionError::ExecutionJoin(Box::new(e)))
+}
+
+/// A family as the report reads it: its members, their stitched views and
+/// their resolved parents.
+struct Family {
+    /// Root first, then breadth-first by id.
+    members: Arc<Vec<FamilyMember>>,
+    /// Every member's segments.
+    views: Vec<(RunId, Segment)>,
+    /// Display id of each member's resolved parent.
+    parents: Arc<Vec<Option<String>>>,
+}
+
+impl Family {
+    fn new(catalog: &CatalogSnapshot, root: RunId) -> Result<Self> {
+        let members = catalog.family(root)?;
+        let mut views = Vec::new();
+        for member in &members {
+            let run = member.run.id;
+            views.extend(catalog.segments(run)?.into_iter().map(|s| (run, s)));
+        }
+        let parents = members
+            .iter()
+            .map(|m| {
+                m.run
+                    .parent_id
+                    .and_then(|p| catalog.get(p))
+                    .map(|p| p.display_id.clone())
+            })
+            .collect();
+        Ok(Self {
+            members: Arc::new(members),
+            views,
+            parents: Arc::new(parents),
+        })
+    }
+}
+
+/// The scans of the report's metrics, family by family.
+struct FamilyScans<'a> {
     ctx: &'a SessionContext,
     /// Runs the scans where the engine runs queries (here or on a cluster).
     gate: &'a QueryGate,
     points: &'a PointSource,
-    catalog: &'a CatalogSnapshot,
-    name: &'a str,
-    goal: Goal,
-    /// The metric's position in the report, for progress.
-    index: usize,
-    /// Points received so far over the metric's family scans.
-    rows: AtomicU64,
+    metrics: &'a [MetricGoal],
+    /// Scans started and finished so far, for progress.
+    started: AtomicUsize,
+    done: AtomicUsize,
     progress: &'a (dyn Fn(Progress) + Send + Sync),
 }
 
-impl MetricScan<'_> {
-    /// The metric's section of `family`, whose runs' stitched views are `views`.
-    async fn family(
-        &self,
-        family: &[FamilyMember],
-        views: &[(RunId, Segment)],
-    ) -> Result<FamilyMetric> {
-        let filter = MetricFilter::Exact(self.name.to_string());
-        let plan = lineage_functions::stitched_views_plan(self.points, views, Some(&filter))?;
-        // The stitching operator holds the owners' points (in the memory
-        // pool); their metric column is left unread.
-        let df = DataFrame::new(self.ctx.state(), plan).select_columns(&[
-            "run_id",
-            "step",
-            "value",
-            "inherited",
-        ])?;
-        let mut stream = self.gate.execute(df).await?;
-        let mut found = Collected::new();
-        while let Some(batch) = stream.next().await {
-            let batch = batch?;
-            let n = batch.num_rows() as u64;
-            let rows = self.rows.fetch_add(n, Ordering::Relaxed) + n;
-            (self.progress)(Progress::Scan {
-                index: self.index,
-                spec: self.name.to_string(),
-                rows,
-            });
-            found.add(&batch)?;
+impl FamilyScans<'_> {
+    /// Every metric's section of `family`, in report order.
+    async fn family(&self, family: &Family) -> Result<FamilyReport> {
+        let mut sections = Vec::with_capacity(self.metrics.len());
+        for metrics in self.metrics.chunks(METRICS_PER_SCAN) {
+            let names: Vec<String> = metrics.iter().map(|m| m.name.clone()).collect();
+            let stitched = self.scan(family, &names).await?;
+            // The numbers cost about what the scan does: off the runtime's
+            // workers, so the other family's scan goes on meanwhile.
+            let members = family.members.clone();
+            let parents = family.parents.clone();
+            let goals: Vec<MetricGoal> = metrics.to_vec();
+            let computed = tokio::task::spawn_blocking(move || {
+                goals
+                    .into_iter()
+                    .zip(stitched)
+                    .map(|(m, mut series)| {
+                        family_metric(&members, &parents, m.name, m.goal, &mut series)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(joined)?;
+            sections.extend(computed);
+            let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+            (self.progress)(Progress::ScanDone { done });
         }
-        let mut stitched = found.finish();
-        family_metric(self.catalog, family, self.name, self.goal, &mut stitched)
+        Ok(family_report(&family.members, sections))
+    }
+
+    /// The stitched series of `names` of every member of `family`, by metric.
+    async fn scan(&self, family: &Family, names: &[String]) -> Result<Vec<Stitched>> {
+        let index = self.started.fetch_add(1, Ordering::Relaxed);
+        let spec = format!(
+            "{}: {}",
+            family.members[0].run.display_id,
+            names.join(", ")
+        );
+        (self.progress)(Progress::Scan {
+            index,
+            spec: spec.clone(),
+            rows: 0,
+        });
+        let plan = lineage_functions::stitched_views_plan(self.points, &family.views, names)?;
+        // The stitching operator holds the owners' points (in the memory
+        // pool); of one metric their metric column is left unread.
+        let mut columns = vec!["run_id", "step", "value", "inherited"];
+        if names.len() > 1 {
+            columns.push("metric");
+        }
+        let df = DataFrame::new(self.ctx.state(), plan).select_columns(&columns)?;
+        let mut stream = self.gate.execute(df).await?;
+        // Polled on the runtime's workers: whoever polls the stream also runs
+        // the stitching operator's output, and the caller's thread (the
+        // CLI's main thread) would otherwise do both families' share alone.
+        let names = names.to_vec();
+        let mut collecting = AbortOnDrop(tokio::spawn(async move {
+            let mut found = Collected::new(&names);
+            let mut rows = 0;
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                rows += batch.num_rows() as u64;
+                found.add(&batch)?;
+            }
+            Ok::<_, Error>((found.finish(), rows))
+        }));
+        let (found, rows) = (&mut collecting.0).await.map_err(joined)??;
+        (self.progress)(Progress::Scan { index, spec, rows });
+        Ok(found)
     }
 }
 
@@ -249,16 +320,19 @@ async fn metric_names(
             MetricFilter::Like(pattern) => {
                 let ids = runs.iter().map(|r| lit(*r as i64)).collect();
                 // Every write has its metric: no need for `metrics`' latest-write view.
+                let mut keep = col("run_id").in_list(ids, false);
+                if pattern != "%" {
+                    keep = keep.and(col("metric").like(lit(pattern)));
+                }
+                // Distinct first: the cast then touches a name per metric,
+                // not one per point.
                 let writes = ctx
                     .table(METRIC_WRITES)
                     .await?
-                    .filter(
-                        col("run_id")
-                            .in_list(ids, false)
-                            .and(col("metric").like(lit(pattern))),
-                    )?
-                    .select(vec![cast(col("metric"), DataType::Utf8).alias("metric")])?
-                    .distinct()?;
+                    .filter(keep)?
+                    .select(vec![col("metric")])?
+                    .distinct()?
+                    .select(vec![cast(col("metric"), DataType::Utf8).alias("metric")])?;
                 let batches = gate.collect(writes).await?;
                 let mut found: Vec<String> = batches
                     .iter()
@@ -278,76 +352,6 @@ async fn metric_names(
     Ok(names)
 }
 
-/// One metric's stitched series of a scan, as its ordered batches arrive.
-struct Collected {
-    done: Stitched,
-    /// The series being read (the stitching operator sends each one whole).
-    current: Option<(RunId, Vec<Point>)>,
-}
-
-impl Collected {
-    fn new() -> Self {
-        Self {
-            done: HashMap::new(),
-            current: None,
-        }
-    }
-
-    /// Adds a batch of `run_id, step, value, inherited`.
-    fn add(&mut self, batch: &arrow::array::RecordBatch) -> Result<()> {
-        let column = |name: &str| {
-            batch
-                .column_by_name(name)
-                .ok_or_else(|| Error::invalid(format!("stitched plan lacks column {name}")))
-        };
-        let runs = column("run_id")?.as_primitive::<Int64Type>();
-        let steps = column("step")?.as_primitive::<Int64Type>();
-        let values = column("value")?.as_primitive::<Float64Type>();
-        let inherited = column("inherited")?.as_boolean();
-        for i in 0..batch.num_rows() {
-            if runs.is_null(i) || steps.is_null(i) {
-                continue;
-            }
-            let run = runs.value(i) as RunId;
-            if !matches!(&self.current, Some((r, _)) if *r == run) {
-                self.flush();
-                self.current = Some((run, Vec::new()));
-            }
-            let value = if values.is_null(i) {
-                f64::NAN
-            } else {
-                values.value(i)
-            };
-            if let Some((_, series)) = &mut self.current {
-                series.push(Point {
-                    step: steps.value(i).max(0) as u64,
-                    value,
-                    inherited: inherited.value(i),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) {
-        if let Some((run, mut series)) = self.current.take() {
-            self.done.entry(run).or_default().append(&mut series);
-        }
-    }
-
-    /// Every series read, by run, each sorted by step.
-    fn finish(mut self) -> Stitched {
-        self.flush();
-        // Already so when the plan keeps the operator's order; checked, not assumed.
-        for series in self.done.values_mut() {
-            if !series.is_sorted_by_key(|p| p.step) {
-                series.sort_by_key(|p| p.step);
-            }
-        }
-        self.done
-    }
-}
-
 /// HTML / Markdown anchor of a family section.
 pub fn anchor(root: &str) -> String {
     let slug: String = root
@@ -365,19 +369,19 @@ pub fn anchor(root: &str) -> String {
 
 /// One metric of one family: each run's stitched series, its numbers, ranks and winner.
 fn family_metric(
-    catalog: &CatalogSnapshot,
     family: &[FamilyMember],
-    name: &str,
+    parents: &[Option<String>],
+    name: String,
     goal: Goal,
     stitched: &mut Stitched,
-) -> Result<FamilyMetric> {
+) -> FamilyMetric {
     let index: HashMap<RunId, usize> = family
         .iter()
         .enumerate()
         .map(|(i, m)| (m.run.id, i))
         .collect();
     // A run is in one family: its series is taken, not copied.
-    let series: Vec<Vec<Point>> = family
+    let finite: Vec<FiniteSeries> = family
         .iter()
         .map(|m| stitched.remove(&m.run.id).unwrap_or_default())
         .collect();
@@ -389,20 +393,16 @@ fn family_metric(
                 .run
                 .parent_id
                 .zip(m.run.fork_step)
-                .and_then(|(p, f)| index.get(&p).map(|&pi| (series[pi].as_slice(), f)));
+                .and_then(|(p, f)| index.get(&p).map(|&pi| (&finite[pi], f)));
             RunRow {
                 run_id: m.run.id,
                 display_id: m.run.display_id.clone(),
                 name: m.run.name.clone(),
-                parent: m
-                    .run
-                    .parent_id
-                    .and_then(|p| catalog.get(p))
-                    .map(|p| p.display_id.clone()),
+                parent: parents[i].clone(),
                 fork_step: m.run.fork_step,
                 depth: m.depth,
                 status: m.run.status.to_string(),
-                stats: stats::run_stats(&series[i], parent, goal),
+                stats: stats::finite_stats(&finite[i], parent, goal),
                 rank: None,
                 winner: false,
             }
@@ -416,23 +416,20 @@ fn family_metric(
     if let Some(w) = win {
         rows[w].winner = true;
     }
-    Ok(FamilyMetric {
-        metric: name.to_string(),
+    // Only what the chart draws is kept: a report over many long runs
+    // must not hold every stitched series until rendering.
+    let budget = chart::points_per_part(family.len());
+    let inherited = chart::draws_inherited(family.len());
+    FamilyMetric {
+        metric: name,
         goal,
         winner: win.map(|w| rows[w].display_id.clone()),
         runs: rows,
-        // Only what the chart draws is kept: a report over many long runs
-        // must not hold every stitched series until rendering.
-        series: series
+        series: finite
             .iter()
-            .map(|s| {
-                Arc::new(stats::downsample_series(
-                    s,
-                    chart::points_per_part(family.len()),
-                ))
-            })
+            .map(|f| Arc::new(f.drawn(budget, inherited)))
             .collect(),
-    })
+    }
 }
 
 fn family_report(family: &[FamilyMember], metrics: Vec<FamilyMetric>) -> FamilyReport {

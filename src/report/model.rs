@@ -141,7 +141,7 @@ impl ReportRequest {
 /// Progress of a report being computed.
 #[derive(Debug, Clone)]
 pub enum Progress {
-    /// Starting: this many metric scans to run.
+    /// Starting: this many scans to run (each of a family and a few metrics).
     Start { scans: usize },
     /// Scanning metric spec `index` (0-based); `rows` points received so far
     /// (first sent with 0 when the scan starts).
@@ -150,8 +150,8 @@ pub enum Progress {
         spec: String,
         rows: u64,
     },
-    /// One scan finished; the per-run numbers of its metrics follow.
-    ScanDone { index: usize },
+    /// `done` scans have finished, the per-run numbers of their metrics computed.
+    ScanDone { done: usize },
 }
 
 /// A run's row in a family table.

@@ -12,6 +12,7 @@
 //!   a negative number means the child is better; with `max` a positive one.
 //! - A run with no finite point of a metric has every number null and no rank.
 
+use arrow::buffer::BooleanBuffer;
 use serde::Serialize;
 
 use crate::query::downsample::series::drawn_extremes;
@@ -93,23 +94,206 @@ pub struct RunStats {
     pub area_after_fork: Option<f64>,
 }
 
-/// The finite points of a series, in step order (input must be sorted by step).
-fn finite(series: &[Point]) -> impl Iterator<Item = (u64, f64)> + Clone + '_ {
-    series
-        .iter()
-        .filter(|p| p.value.is_finite())
-        .map(|p| (p.step, p.value))
+/// A stitched series' finite points, in step order, and which of them are
+/// inherited; built a point at a time as a scan hands them over.
+#[derive(Debug, Clone, Default)]
+pub struct FiniteSeries {
+    points: Vec<(u64, f64)>,
+    non_finite: usize,
+    /// Index of the first own point. The inherited points come first (a
+    /// stitched series' ancestors own the steps up to its fork), so the
+    /// two parts are slices; `None` while every point is inherited.
+    own_from: Option<usize>,
+    /// Every point's flag, kept only once the flags interleave.
+    flags: Option<Vec<bool>>,
+    /// Whether a point came with a lower step than the one before.
+    unsorted: bool,
+}
+
+impl FiniteSeries {
+    /// The finite points of `series` (sorted by step).
+    pub fn new(series: &[Point]) -> Self {
+        let mut finite = Self::default();
+        finite.reserve(series.len());
+        for p in series {
+            finite.push(p.step, p.value, p.inherited);
+        }
+        finite.sorted()
+    }
+
+    /// Room for `additional` more points.
+    pub fn reserve(&mut self, additional: usize) {
+        self.points.reserve(additional);
+    }
+
+    /// Adds the next point of the series.
+    #[inline]
+    pub fn push(&mut self, step: u64, value: f64, inherited: bool) {
+        if !value.is_finite() {
+            self.non_finite += 1;
+            return;
+        }
+        if let Some(&(last, _)) = self.points.last() {
+            self.unsorted |= step < last;
+        }
+        match (&mut self.flags, inherited, self.own_from) {
+            (Some(flags), ..) => flags.push(inherited),
+            (None, false, None) => self.own_from = Some(self.points.len()),
+            (None, true, Some(k)) => {
+                let mut flags = vec![true; k];
+                flags.resize(self.points.len(), false);
+                flags.push(true);
+                self.flags = Some(flags);
+            }
+            _ => {}
+        }
+        self.points.push((step, value));
+    }
+
+    /// Adds the next points of the series, a stretch of a scan: `steps`
+    /// and `values` side by side, `inherited` their flags.
+    pub fn extend(&mut self, steps: &[i64], values: &[f64], inherited: &BooleanBuffer) {
+        let n = steps.len().min(values.len()).min(inherited.len());
+        self.points.reserve(n);
+        // Runs of one flag each (a series' inherited prefix, then its own
+        // points): their bookkeeping is that of their first finite point.
+        let mut at = 0;
+        for (from, to) in inherited.set_slices() {
+            self.extend_alike(&steps[at..from], &values[at..from], false);
+            self.extend_alike(&steps[from..to], &values[from..to], true);
+            at = to;
+        }
+        self.extend_alike(&steps[at..n], &values[at..n], false);
+    }
+
+    /// [`Self::extend`] of points that all have the flag `inherited`.
+    fn extend_alike(&mut self, steps: &[i64], values: &[f64], inherited: bool) {
+        let Some(first) = values.iter().position(|v| v.is_finite()) else {
+            self.non_finite += values.len();
+            return;
+        };
+        self.non_finite += first;
+        self.push(steps[first].max(0) as u64, values[first], inherited);
+        let (steps, values) = (&steps[first + 1..], &values[first + 1..]);
+        let before = self.points.len();
+        let mut last = self.points.last().map_or(0, |p| p.0);
+        let mut unsorted = false;
+        for (&step, &value) in steps.iter().zip(values) {
+            if value.is_finite() {
+                let step = step.max(0) as u64;
+                unsorted |= step < last;
+                last = step;
+                self.points.push((step, value));
+            }
+        }
+        self.unsorted |= unsorted;
+        self.non_finite += steps.len() - (self.points.len() - before);
+        if let Some(flags) = &mut self.flags {
+            flags.resize(self.points.len(), inherited);
+        }
+    }
+
+    /// The series in step order (a stable sort, should points have come
+    /// out of order).
+    pub fn sorted(self) -> Self {
+        if !self.unsorted {
+            return self;
+        }
+        let flags = self.flags();
+        let mut pairs: Vec<((u64, f64), bool)> = self.points.into_iter().zip(flags).collect();
+        pairs.sort_by_key(|(p, _)| p.0);
+        let mut sorted = Self {
+            non_finite: self.non_finite,
+            ..Self::default()
+        };
+        sorted.reserve(pairs.len());
+        for ((step, value), inherited) in pairs {
+            sorted.push(step, value, inherited);
+        }
+        sorted
+    }
+
+    /// Every point's inherited flag.
+    fn flags(&self) -> Vec<bool> {
+        match &self.flags {
+            Some(flags) => flags.clone(),
+            None => {
+                let own = self.own_from.unwrap_or(self.points.len());
+                let mut flags = vec![true; own];
+                flags.resize(self.points.len(), false);
+                flags
+            }
+        }
+    }
+
+    /// The finite points, `(step, value)`.
+    pub fn points(&self) -> &[(u64, f64)] {
+        &self.points
+    }
+
+    /// The inherited or the own part.
+    fn part(&self, inherited: bool) -> std::borrow::Cow<'_, [(u64, f64)]> {
+        match (&self.flags, self.own_from) {
+            (Some(flags), _) => self
+                .points
+                .iter()
+                .zip(flags)
+                .filter(|(_, f)| **f == inherited)
+                .map(|(p, _)| *p)
+                .collect::<Vec<_>>()
+                .into(),
+            (None, own_from) => {
+                let k = own_from.unwrap_or(self.points.len());
+                match inherited {
+                    true => self.points[..k].into(),
+                    false => self.points[k..].into(),
+                }
+            }
+        }
+    }
+
+    /// What a chart draws of the series: each part reduced by the report's
+    /// strategy ([`drawn_extremes`]), the inherited one only when `inherited`.
+    pub fn drawn(&self, max_points: usize, inherited: bool) -> Vec<Point> {
+        let parts: &[bool] = if inherited { &[true, false] } else { &[false] };
+        parts
+            .iter()
+            .flat_map(|&inherited| {
+                drawn_extremes(&self.part(inherited), max_points)
+                    .into_iter()
+                    .map(move |(step, value)| Point {
+                        step,
+                        value,
+                        inherited,
+                    })
+            })
+            .collect()
+    }
 }
 
 /// Computes a run's numbers; `parent` is the resolved parent's stitched series
 /// and the run's fork step, `None` for a root. Series must be sorted by step.
 pub fn run_stats(series: &[Point], parent: Option<(&[Point], u64)>, goal: Goal) -> RunStats {
+    let parent = parent.map(|(p, fork)| (FiniteSeries::new(p), fork));
+    finite_stats(
+        &FiniteSeries::new(series),
+        parent.as_ref().map(|(p, fork)| (p, *fork)),
+        goal,
+    )
+}
+
+/// [`run_stats`] of series already reduced to their finite points.
+pub fn finite_stats(
+    series: &FiniteSeries,
+    parent: Option<(&FiniteSeries, u64)>,
+    goal: Goal,
+) -> RunStats {
+    let own = series.points();
     let mut stats = RunStats {
-        non_finite: series.iter().filter(|p| !p.value.is_finite()).count(),
+        non_finite: series.non_finite,
+        points: own.len(),
         ..RunStats::default()
     };
-    let own: Vec<(u64, f64)> = finite(series).collect();
-    stats.points = own.len();
     let Some(&(last_step, last_value)) = own.last() else {
         return stats;
     };
@@ -127,47 +311,58 @@ pub fn run_stats(series: &[Point], parent: Option<(&[Point], u64)>, goal: Goal) 
     let Some((parent, fork_step)) = parent else {
         return stats;
     };
-    let theirs: Vec<(u64, f64)> = finite(parent).collect();
-    let common = common_steps(&own, &theirs);
-    if let Some(&(step, c, p)) = common.last() {
-        stats.last_common_step = Some(step);
-        stats.delta_last_common = Some(c - p);
-    }
-    let at_or_before = theirs.partition_point(|&(s, _)| s <= last_step);
-    if at_or_before > 0 {
-        stats.delta_at_last = Some(last_value - theirs[at_or_before - 1].1);
-    }
-    let after: Vec<&(u64, f64, f64)> = common.iter().filter(|(s, ..)| *s > fork_step).collect();
-    if after.len() >= 2 {
-        let area = after
-            .windows(2)
-            .map(|w| {
-                let (s0, c0, p0) = *w[0];
-                let (s1, c1, p1) = *w[1];
-                ((c0 - p0) + (c1 - p1)) / 2.0 * (s1 - s0) as f64
-            })
-            .sum();
-        stats.area_after_fork = Some(area);
-    }
-    stats
-}
-
-/// Steps present in both sorted series, with the child's and the parent's values.
-fn common_steps(child: &[(u64, f64)], parent: &[(u64, f64)]) -> Vec<(u64, f64, f64)> {
-    let (mut i, mut j) = (0, 0);
-    let mut out = Vec::new();
-    while i < child.len() && j < parent.len() {
-        match child[i].0.cmp(&parent[j].0) {
+    let theirs = parent.points();
+    // Only steps after the fork make the area; before it only the last step
+    // in both series can matter, and only when none comes after the fork
+    // (a stitched series holds a step once, so that step has one pair).
+    // So the two tails are walked forwards and the heads, if need be,
+    // backwards from their ends until they meet.
+    let own_head = own.partition_point(|&(s, _)| s <= fork_step);
+    let their_head = theirs.partition_point(|&(s, _)| s <= fork_step);
+    let (mut i, mut j) = (own_head, their_head);
+    let mut previous: Option<(u64, f64)> = None;
+    // -0.0, as `Iterator::sum` starts: an all-zero area keeps its sign.
+    let mut area = -0.0;
+    let mut after = 0usize;
+    while i < own.len() && j < theirs.len() {
+        match own[i].0.cmp(&theirs[j].0) {
             std::cmp::Ordering::Less => i += 1,
             std::cmp::Ordering::Greater => j += 1,
             std::cmp::Ordering::Equal => {
-                out.push((child[i].0, child[i].1, parent[j].1));
+                let (step, difference) = (own[i].0, own[i].1 - theirs[j].1);
+                if let Some((s0, d0)) = previous {
+                    area += (d0 + difference) / 2.0 * (step - s0) as f64;
+                }
+                previous = Some((step, difference));
+                after += 1;
                 i += 1;
                 j += 1;
             }
         }
     }
-    out
+    let mut last_common = previous;
+    let (mut i, mut j) = (own_head, their_head);
+    while last_common.is_none() && i > 0 && j > 0 {
+        match own[i - 1].0.cmp(&theirs[j - 1].0) {
+            std::cmp::Ordering::Greater => i -= 1,
+            std::cmp::Ordering::Less => j -= 1,
+            std::cmp::Ordering::Equal => {
+                last_common = Some((own[i - 1].0, own[i - 1].1 - theirs[j - 1].1));
+            }
+        }
+    }
+    if let Some((step, difference)) = last_common {
+        stats.last_common_step = Some(step);
+        stats.delta_last_common = Some(difference);
+    }
+    let at_or_before = theirs.partition_point(|&(s, _)| s <= last_step);
+    if at_or_before > 0 {
+        stats.delta_at_last = Some(last_value - theirs[at_or_before - 1].1);
+    }
+    if after >= 2 {
+        stats.area_after_fork = Some(area);
+    }
+    stats
 }
 
 /// Competition ranks ("1224") by best value per goal; `None` for runs without a value.
@@ -207,22 +402,6 @@ pub fn drawn_part(series: &[Point], inherited: bool, max_points: usize) -> Vec<(
         .map(|p| (p.step, p.value))
         .collect();
     drawn_extremes(&part, max_points)
-}
-
-/// [`drawn_part`] of the inherited, then the own part, as one series.
-pub fn downsample_series(series: &[Point], max_points: usize) -> Vec<Point> {
-    [true, false]
-        .into_iter()
-        .flat_map(|inherited| {
-            drawn_part(series, inherited, max_points)
-                .into_iter()
-                .map(move |(step, value)| Point {
-                    step,
-                    value,
-                    inherited,
-                })
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -319,5 +498,186 @@ mod tests {
         assert_eq!(winner(&best, Goal::Min), Some(1));
         assert_eq!(winner(&best, Goal::Max), Some(0));
         assert_eq!(winner(&[None, None], Goal::Max), None);
+    }
+
+    /// The numbers and the drawing as they were computed before
+    /// [`FiniteSeries`]: the reference the faster path must reproduce.
+    mod reference {
+        use super::super::*;
+
+        fn finite(series: &[Point]) -> Vec<(u64, f64)> {
+            series
+                .iter()
+                .filter(|p| p.value.is_finite())
+                .map(|p| (p.step, p.value))
+                .collect()
+        }
+
+        pub fn run_stats(series: &[Point], parent: Option<(&[Point], u64)>, goal: Goal) -> RunStats {
+            let mut stats = RunStats {
+                non_finite: series.iter().filter(|p| !p.value.is_finite()).count(),
+                ..RunStats::default()
+            };
+            let own = finite(series);
+            stats.points = own.len();
+            let Some(&(last_step, last_value)) = own.last() else {
+                return stats;
+            };
+            stats.last_step = Some(last_step);
+            stats.last_value = Some(last_value);
+            let mut best = own[0];
+            for &(step, value) in &own[1..] {
+                if goal.better(value, best.1) {
+                    best = (step, value);
+                }
+            }
+            stats.best_step = Some(best.0);
+            stats.best_value = Some(best.1);
+            let Some((parent, fork_step)) = parent else {
+                return stats;
+            };
+            let theirs = finite(parent);
+            let mut common = Vec::new();
+            let (mut i, mut j) = (0, 0);
+            while i < own.len() && j < theirs.len() {
+                match own[i].0.cmp(&theirs[j].0) {
+                    std::cmp::Ordering::Less => i += 1,
+                    std::cmp::Ordering::Greater => j += 1,
+                    std::cmp::Ordering::Equal => {
+                        common.push((own[i].0, own[i].1, theirs[j].1));
+                        i += 1;
+                        j += 1;
+                    }
+                }
+            }
+            if let Some(&(step, c, p)) = common.last() {
+                stats.last_common_step = Some(step);
+                stats.delta_last_common = Some(c - p);
+            }
+            let at_or_before = theirs.partition_point(|&(s, _)| s <= last_step);
+            if at_or_before > 0 {
+                stats.delta_at_last = Some(last_value - theirs[at_or_before - 1].1);
+            }
+            let after: Vec<_> = common.iter().filter(|(s, ..)| *s > fork_step).collect();
+            if after.len() >= 2 {
+                let area = after
+                    .windows(2)
+                    .map(|w| {
+                        let (s0, c0, p0) = *w[0];
+                        let (s1, c1, p1) = *w[1];
+                        ((c0 - p0) + (c1 - p1)) / 2.0 * (s1 - s0) as f64
+                    })
+                    .sum();
+                stats.area_after_fork = Some(area);
+            }
+            stats
+        }
+
+        pub fn downsample_series(series: &[Point], max_points: usize) -> Vec<Point> {
+            [true, false]
+                .into_iter()
+                .flat_map(|inherited| {
+                    drawn_part(series, inherited, max_points)
+                        .into_iter()
+                        .map(move |(step, value)| Point {
+                            step,
+                            value,
+                            inherited,
+                        })
+                })
+                .collect()
+        }
+    }
+
+    /// A series in step order: values from a few exact ones and
+    /// non-finite ones (so ties and zero differences happen), inherited
+    /// flags a prefix or, when `interleave`, anything.
+    fn arbitrary_series() -> impl proptest::strategy::Strategy<Value = Vec<Point>> {
+        use proptest::prelude::*;
+        let value = prop_oneof![
+            (-3i32..4).prop_map(f64::from),
+            Just(-0.0),
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            (-1e6f64..1e6),
+        ];
+        (
+            proptest::collection::vec((1u64..4, value, any::<bool>()), 0..120),
+            0usize..130,
+            any::<bool>(),
+        )
+            .prop_map(|(points, fork, interleave)| {
+                let mut step = 0;
+                points
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (gap, value, flag))| {
+                        step += gap;
+                        Point {
+                            step,
+                            value,
+                            inherited: if interleave { flag } else { i < fork },
+                        }
+                    })
+                    .collect()
+            })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn numbers_and_drawing_match_the_reference(
+            child in arbitrary_series(),
+            parent in arbitrary_series(),
+            fork in 0u64..200,
+            max in proptest::bool::ANY,
+            budget in 0usize..64,
+        ) {
+            let goal = if max { Goal::Max } else { Goal::Min };
+            for parent in [None, Some((parent.as_slice(), fork))] {
+                // Debug text tells -0.0 from 0.0, which `==` does not.
+                proptest::prop_assert_eq!(
+                    format!("{:?}", run_stats(&child, parent, goal)),
+                    format!("{:?}", reference::run_stats(&child, parent, goal))
+                );
+            }
+            let drawn = FiniteSeries::new(&child).drawn(budget, true);
+            let expected = reference::downsample_series(&child, budget);
+            proptest::prop_assert_eq!(format!("{drawn:?}"), format!("{expected:?}"));
+            let own: Vec<Point> = expected.into_iter().filter(|p| !p.inherited).collect();
+            let drawn = FiniteSeries::new(&child).drawn(budget, false);
+            proptest::prop_assert_eq!(format!("{drawn:?}"), format!("{own:?}"));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn stretches_build_what_points_build(
+            stretches in proptest::collection::vec(
+                (arbitrary_series(), 0u8..3),
+                0..6,
+            ),
+        ) {
+            let (mut by_stretch, mut by_point) = (FiniteSeries::default(), FiniteSeries::default());
+            for (points, kind) in &stretches {
+                // Uniform stretches take the bulk path, mixed ones the other.
+                let flag = |p: &Point| match kind {
+                    0 => true,
+                    1 => false,
+                    _ => p.inherited,
+                };
+                let steps: Vec<i64> = points.iter().map(|p| p.step as i64).collect();
+                let values: Vec<f64> = points.iter().map(|p| p.value).collect();
+                let flags = BooleanBuffer::from_iter(points.iter().map(flag));
+                by_stretch.extend(&steps, &values, &flags);
+                for p in points {
+                    by_point.push(p.step, p.value, flag(p));
+                }
+            }
+            proptest::prop_assert_eq!(format!("{by_stretch:?}"), format!("{by_point:?}"));
+            proptest::prop_assert_eq!(
+                format!("{:?}", by_stretch.sorted()),
+                format!("{:?}", by_point.sorted())
+            );
+        }
     }
 }

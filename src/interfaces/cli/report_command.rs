@@ -35,7 +35,7 @@ pub async fn report(engine: &Engine, args: ReportArgs) -> Result<()> {
         move |p: Progress| match p {
             Progress::Start { scans } => bar.set_length(scans as u64),
             Progress::Scan { spec, rows, .. } => bar.set_message(format!("{spec}: {rows} points")),
-            Progress::ScanDone { index } => bar.set_position(index as u64 + 1),
+            Progress::ScanDone { done } => bar.set_position(done as u64),
         }
     };
     let built = report::build(engine, &request, &crate::scope::Projects::All, &progress).await;

@@ -149,18 +149,22 @@ pub fn drawn_extremes(points: &[(u64, f64)], max_points: usize) -> Vec<(u64, f64
         let end = start + points[start..].partition_point(|p| (p.0 - lo) / width == bucket);
         let slice = &points[start..end];
         let (mut min_i, mut max_i) = (0, 0);
+        let (mut min, mut max) = (slice[0].1, slice[0].1);
         for (i, p) in slice.iter().enumerate() {
-            if p.1 < slice[min_i].1 {
-                min_i = i;
+            if p.1 < min {
+                (min, min_i) = (p.1, i);
             }
-            if p.1 > slice[max_i].1 {
-                max_i = i;
+            if p.1 > max {
+                (max, max_i) = (p.1, i);
             }
         }
-        let mut picks = vec![0, min_i, max_i, slice.len() - 1];
+        let mut picks = [0, min_i, max_i, slice.len() - 1];
         picks.sort_unstable();
-        picks.dedup();
-        out.extend(picks.into_iter().map(|i| slice[i]));
+        for (k, &i) in picks.iter().enumerate() {
+            if k == 0 || picks[k - 1] != i {
+                out.push(slice[i]);
+            }
+        }
         start = end;
     }
     out

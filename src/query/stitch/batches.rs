@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Int64Array, RecordBatch, RecordBatchOptions, UInt32Array,
+    ArrayRef, BooleanArray, BooleanBufferBuilder, Int64Array, MutableArrayData, RecordBatch,
+    RecordBatchOptions, make_array,
 };
-use arrow::compute::take;
 use arrow::datatypes::SchemaRef;
 use datafusion::error::Result as DFResult;
 
@@ -26,28 +26,28 @@ impl Iterator for Batches {
     type Item = DFResult<RecordBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let mut indices: Vec<u32> = Vec::with_capacity(self.batch_size);
-        let mut viewers: Vec<i64> = Vec::with_capacity(self.batch_size);
-        let mut inherited: Vec<bool> = Vec::with_capacity(self.batch_size);
-        while indices.len() < self.batch_size {
+        // The batch's owner row ranges, each with its viewer and whether
+        // the viewer inherits it.
+        let mut ranges: Vec<(usize, usize, i64, bool)> = Vec::new();
+        let mut rows = 0;
+        while rows < self.batch_size {
             let Some(piece) = self.pieces.get(self.next.0) else {
                 break;
             };
             let from = piece.start + self.next.1;
-            let take_n = (piece.end - from).min(self.batch_size - indices.len());
-            indices.extend((from..from + take_n).map(|i| i as u32));
-            viewers.extend(std::iter::repeat_n(piece.viewer, take_n));
-            inherited.extend(std::iter::repeat_n(piece.owner != piece.viewer, take_n));
+            let take_n = (piece.end - from).min(self.batch_size - rows);
+            ranges.push((from, from + take_n, piece.viewer, piece.owner != piece.viewer));
+            rows += take_n;
             if from + take_n == piece.end {
                 self.next = (self.next.0 + 1, 0);
             } else {
                 self.next.1 += take_n;
             }
         }
-        if indices.is_empty() {
+        if rows == 0 {
             return None;
         }
-        Some(self.build(indices, viewers, inherited))
+        Some(self.build(&ranges, rows))
     }
 }
 
@@ -69,27 +69,31 @@ impl Batches {
         }
     }
 
-    fn build(
-        &self,
-        indices: Vec<u32>,
-        viewers: Vec<i64>,
-        inherited: Vec<bool>,
-    ) -> DFResult<RecordBatch> {
-        let rows = indices.len();
-        let indices = UInt32Array::from(indices);
+    /// Owner columns are copied a range at a time (a piece is a run of
+    /// consecutive owner rows), not gathered row by row.
+    fn build(&self, ranges: &[(usize, usize, i64, bool)], rows: usize) -> DFResult<RecordBatch> {
+        let mut viewers = Vec::with_capacity(rows);
+        let mut inherited = BooleanBufferBuilder::new(rows);
+        for &(from, to, viewer, inherits) in ranges {
+            viewers.extend(std::iter::repeat_n(viewer, to - from));
+            inherited.append_n(to - from, inherits);
+        }
         let viewers: ArrayRef = Arc::new(Int64Array::from(viewers));
-        let inherited: ArrayRef = Arc::new(BooleanArray::from(inherited));
+        let inherited: ArrayRef = Arc::new(BooleanArray::new(inherited.finish(), None));
         let owner_schema = self.points.batch.schema();
         let columns = self
             .outputs
             .iter()
             .map(|out| -> DFResult<ArrayRef> {
                 Ok(match out.owner_column() {
-                    Some(name) => take(
-                        self.points.batch.column(owner_schema.index_of(name)?),
-                        &indices,
-                        None,
-                    )?,
+                    Some(name) => {
+                        let data = self.points.batch.column(owner_schema.index_of(name)?).to_data();
+                        let mut copied = MutableArrayData::new(vec![&data], false, rows);
+                        for &(from, to, ..) in ranges {
+                            copied.try_extend(0, from, to)?;
+                        }
+                        make_array(copied.freeze())
+                    }
                     None if *out == Out::RunId => viewers.clone(),
                     None => inherited.clone(),
                 })
