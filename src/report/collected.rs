@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::buffer::BooleanBuffer;
 use arrow::compute::kernels::cmp::distinct;
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 
@@ -97,27 +98,30 @@ impl Collected {
     }
 }
 
-/// Where each stretch of rows of one run and metric starts. Rows are
-/// compared by run id and by the metric's 16-byte view where the column has
-/// views: a name of up to 12 bytes is held whole in its view, and a longer
-/// one compared by view may only cut a stretch in two, which the caller
-/// joins again (both halves go to the same series).
+/// Where each stretch of rows of one run and metric starts. Every row is
+/// compared with the next, a word of 64 at a time: by run id, and by the
+/// metric's 16-byte view where the column has views. A name of up to 12
+/// bytes is held whole in its view; a longer one compared by view may cut
+/// a stretch where the name does not change, and both parts then go to the
+/// same series.
 fn stretches(runs: &[i64], metrics: Option<&Metrics>) -> Vec<usize> {
-    let mut starts = Vec::new();
-    if runs.is_empty() {
-        return starts;
+    let n = runs.len();
+    if n == 0 {
+        return Vec::new();
     }
-    starts.push(0);
-    match metrics.map(|m| &m.changes) {
-        None => starts.extend((1..runs.len()).filter(|&i| runs[i] != runs[i - 1])),
-        Some(Changes::Views(views)) => starts.extend(
-            (1..runs.len()).filter(|&i| runs[i] != runs[i - 1] || views[i] != views[i - 1]),
-        ),
-        Some(Changes::Compared(changes)) => starts.extend(
-            (1..runs.len()).filter(|&i| runs[i] != runs[i - 1] || changes.value(i - 1)),
-        ),
-    }
-    starts
+    let pairs = n - 1;
+    let changes = match metrics.map(|m| &m.changes) {
+        None => BooleanBuffer::collect_bool(pairs, |i| runs[i] != runs[i + 1]),
+        Some(Changes::Views(views)) => BooleanBuffer::collect_bool(pairs, |i| {
+            runs[i] != runs[i + 1] || views[i] != views[i + 1]
+        }),
+        Some(Changes::Compared(names)) => BooleanBuffer::collect_bool(pairs, |i| {
+            runs[i] != runs[i + 1] || names.value(i)
+        }),
+    };
+    std::iter::once(0)
+        .chain(changes.set_indices().map(|i| i + 1))
+        .collect()
 }
 
 /// How a batch's metric changes from row to row are told.
@@ -125,7 +129,7 @@ enum Changes {
     /// The column's views, compared directly.
     Views(arrow::buffer::ScalarBuffer<u128>),
     /// Whether row `i` and row `i + 1` differ, compared as strings.
-    Compared(arrow::buffer::BooleanBuffer),
+    Compared(BooleanBuffer),
 }
 
 /// A batch's metric column.
