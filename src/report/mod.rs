@@ -282,18 +282,7 @@ impl FamilyScans<'_> {
         if names.len() > 1 {
             columns.push("metric");
         }
-        // A scan reads whole stretches of its metrics, which the page index
-        // already selects: evaluating the predicate row by row while decoding
-        // (the engine's default, for lineage scans that keep a few steps of
-        // a page) only costs here, a third of the scan on the bench store.
-        let mut state = self.ctx.state();
-        state
-            .config_mut()
-            .options_mut()
-            .execution
-            .parquet
-            .pushdown_filters = false;
-        let df = DataFrame::new(state, plan).select_columns(&columns)?;
+        let df = DataFrame::new(self.ctx.state(), plan).select_columns(&columns)?;
         let mut stream = self.gate.execute(df).await?;
         // Polled on the runtime's workers: whoever polls the stream also runs
         // the stitching operator's output, and the caller's thread (the
