@@ -652,15 +652,25 @@ async fn metrics_scanned_together_match_one_metric_reports() {
         metrics: vec![metrics.to_string()],
         goals: Goals::parse(Some("min,*acc*=max")).unwrap(),
     };
-    let all = report::build(&engine, &request("*"), &Projects::All, &|_: report::Progress| {})
-        .await
-        .unwrap();
+    let all = report::build(
+        &engine,
+        &request("*"),
+        &Projects::All,
+        &|_: report::Progress| {},
+    )
+    .await
+    .unwrap();
     assert_eq!(all.metrics.len(), bench_data::METRICS.len());
     assert!(all.families.iter().all(|f| f.size > 1));
     for (i, metric) in all.metrics.iter().enumerate() {
-        let one = report::build(&engine, &request(&metric.name), &Projects::All, &|_: report::Progress| {})
-            .await
-            .unwrap();
+        let one = report::build(
+            &engine,
+            &request(&metric.name),
+            &Projects::All,
+            &|_: report::Progress| {},
+        )
+        .await
+        .unwrap();
         assert_eq!(one.families.len(), all.families.len());
         for (together, alone) in all.families.iter().zip(&one.families) {
             let (together, alone) = (&together.metrics[i], &alone.metrics[0]);

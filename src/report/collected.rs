@@ -115,9 +115,9 @@ fn stretches(runs: &[i64], metrics: Option<&Metrics>) -> Vec<usize> {
         Some(Changes::Views(views)) => BooleanBuffer::collect_bool(pairs, |i| {
             runs[i] != runs[i + 1] || views[i] != views[i + 1]
         }),
-        Some(Changes::Compared(names)) => BooleanBuffer::collect_bool(pairs, |i| {
-            runs[i] != runs[i + 1] || names.value(i)
-        }),
+        Some(Changes::Compared(names)) => {
+            BooleanBuffer::collect_bool(pairs, |i| runs[i] != runs[i + 1] || names.value(i))
+        }
     };
     std::iter::once(0)
         .chain(changes.set_indices().map(|i| i + 1))
@@ -157,7 +157,9 @@ impl Metrics {
 
     fn name(&self, i: usize) -> Result<&str> {
         if self.names.is_null(i) {
-            return Err(Error::invalid("stitched scan returned a point without metric"));
+            return Err(Error::invalid(
+                "stitched scan returned a point without metric",
+            ));
         }
         Ok(match self.names.data_type() {
             DataType::Utf8View => self.names.as_string_view().value(i),

@@ -265,11 +265,7 @@ impl FamilyScans<'_> {
     /// The stitched series of `names` of every member of `family`, by metric.
     async fn scan(&self, family: &Family, names: &[String]) -> Result<Vec<Stitched>> {
         let index = self.started.fetch_add(1, Ordering::Relaxed);
-        let spec = format!(
-            "{}: {}",
-            family.members[0].run.display_id,
-            names.join(", ")
-        );
+        let spec = format!("{}: {}", family.members[0].run.display_id, names.join(", "));
         (self.progress)(Progress::Scan {
             index,
             spec: spec.clone(),

@@ -334,7 +334,7 @@ pub fn html_run_table(out: &mut String, rows: &[(usize, &RunRow)]) {
     out.push_str("</table></div>\n");
 }
 
-fn html_metric(out: &mut String, section: &FamilyMetric) -> Result<()> {
+fn html_metric(out: &mut String, section: &FamilyMetric, svg: Option<String>) -> Result<()> {
     let _ = writeln!(
         out,
         "<div class=\"metric\" data-metric=\"{}\">\n<h3>{} <small>({})</small> — winner: {}</h3>",
@@ -343,7 +343,7 @@ fn html_metric(out: &mut String, section: &FamilyMetric) -> Result<()> {
         section.goal.as_str(),
         esc(section.winner.as_deref().unwrap_or("none"))
     );
-    match chart::svg(section)? {
+    match svg {
         Some(svg) => {
             let _ = writeln!(out, "<div class=\"chart\">{svg}</div>");
             out.push_str("<div class=\"legend\">");
@@ -367,7 +367,41 @@ fn html_metric(out: &mut String, section: &FamilyMetric) -> Result<()> {
     Ok(())
 }
 
+/// Every chart of the report in order, drawn on every core: the
+/// all-metrics report of the scale-1 bench store draws 200, a second's work
+/// on one.
+fn charts(report: &Report) -> Result<Vec<Option<String>>> {
+    let sections: Vec<&FamilyMetric> = report
+        .families
+        .iter()
+        .flat_map(|f| f.metrics.iter())
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_thread = sections.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let drawing: Vec<_> = sections
+            .chunks(per_thread)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|s| chart::svg(s))
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        let mut svgs = Vec::with_capacity(sections.len());
+        for part in drawing {
+            let drawn = part
+                .join()
+                .map_err(|_| Error::invalid("drawing a chart failed"))??;
+            svgs.extend(drawn);
+        }
+        Ok(svgs)
+    })
+}
+
 fn html(report: &Report) -> Result<String> {
+    let mut svgs = charts(report)?.into_iter();
     let mut out = String::new();
     let title = format!("forkline report: {}", report.project);
     let _ = writeln!(
@@ -424,7 +458,7 @@ fn html(report: &Report) -> Result<String> {
                 .unwrap_or_default()
         );
         for section in &f.metrics {
-            html_metric(&mut out, section)?;
+            html_metric(&mut out, section, svgs.next().flatten())?;
         }
         out.push_str("<p class=\"note\"><a href=\"#families\">↑ families</a></p>\n</section>\n");
     }

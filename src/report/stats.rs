@@ -513,7 +513,11 @@ mod tests {
                 .collect()
         }
 
-        pub fn run_stats(series: &[Point], parent: Option<(&[Point], u64)>, goal: Goal) -> RunStats {
+        pub fn run_stats(
+            series: &[Point],
+            parent: Option<(&[Point], u64)>,
+            goal: Goal,
+        ) -> RunStats {
             let mut stats = RunStats {
                 non_finite: series.iter().filter(|p| !p.value.is_finite()).count(),
                 ..RunStats::default()
@@ -577,13 +581,13 @@ mod tests {
             [true, false]
                 .into_iter()
                 .flat_map(|inherited| {
-                    drawn_part(series, inherited, max_points)
-                        .into_iter()
-                        .map(move |(step, value)| Point {
+                    drawn_part(series, inherited, max_points).into_iter().map(
+                        move |(step, value)| Point {
                             step,
                             value,
                             inherited,
-                        })
+                        },
+                    )
                 })
                 .collect()
         }

@@ -36,7 +36,12 @@ impl Iterator for Batches {
             };
             let from = piece.start + self.next.1;
             let take_n = (piece.end - from).min(self.batch_size - rows);
-            ranges.push((from, from + take_n, piece.viewer, piece.owner != piece.viewer));
+            ranges.push((
+                from,
+                from + take_n,
+                piece.viewer,
+                piece.owner != piece.viewer,
+            ));
             rows += take_n;
             if from + take_n == piece.end {
                 self.next = (self.next.0 + 1, 0);
@@ -87,7 +92,11 @@ impl Batches {
             .map(|out| -> DFResult<ArrayRef> {
                 Ok(match out.owner_column() {
                     Some(name) => {
-                        let data = self.points.batch.column(owner_schema.index_of(name)?).to_data();
+                        let data = self
+                            .points
+                            .batch
+                            .column(owner_schema.index_of(name)?)
+                            .to_data();
                         let mut copied = MutableArrayData::new(vec![&data], false, rows);
                         for &(from, to, ..) in ranges {
                             copied.try_extend(0, from, to)?;
