@@ -111,19 +111,14 @@ pub struct FiniteSeries {
 }
 
 impl FiniteSeries {
-    /// The finite points of `series` (sorted by step).
+    /// The finite points of `series`, in step order.
     pub fn new(series: &[Point]) -> Self {
         let mut finite = Self::default();
-        finite.reserve(series.len());
+        finite.points.reserve(series.len());
         for p in series {
             finite.push(p.step, p.value, p.inherited);
         }
         finite.sorted()
-    }
-
-    /// Room for `additional` more points.
-    pub fn reserve(&mut self, additional: usize) {
-        self.points.reserve(additional);
     }
 
     /// Adds the next point of the series.
@@ -154,6 +149,7 @@ impl FiniteSeries {
     /// and `values` side by side, `inherited` their flags.
     pub fn extend(&mut self, steps: &[i64], values: &[f64], inherited: &BooleanBuffer) {
         let n = steps.len().min(values.len()).min(inherited.len());
+        let inherited = inherited.slice(0, n);
         self.points.reserve(n);
         // Runs of one flag each (a series' inherited prefix, then its own
         // points): their bookkeeping is that of their first finite point.
@@ -206,7 +202,7 @@ impl FiniteSeries {
             non_finite: self.non_finite,
             ..Self::default()
         };
-        sorted.reserve(pairs.len());
+        sorted.points.reserve(pairs.len());
         for ((step, value), inherited) in pairs {
             sorted.push(step, value, inherited);
         }
