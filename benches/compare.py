@@ -13,6 +13,10 @@ DIR is a store written by `forkline bench-data`. The harness
 - computes every run's segments from the `runs` table in Python (an oracle
   independent of forkline's lineage code);
 - checks that all engines return the same rows for every query, and aborts if not;
+- times each lineage query's raw-table floor: the plain `metrics` query that
+  returns the owners' rows the lineage query is stitched from, each owner's
+  range once, with the query's ordering or aggregate but no stitching (see
+  `floor_sql`); the round-two target is lineage ≤ 1.5 × floor;
 - warms every engine up once per query, then times `--reps` interleaved rounds
   and reports p50s, plus cold (fresh process) times for Q1 and Q3.
 
@@ -67,7 +71,10 @@ TITLES = {
 LINEAGE = ["q1", "q2", "q3", "q4", "q6", "q7", "q8"]
 # Q8's step: every run's stitched view holds it (each root logs 0..2,499).
 Q8_STEP = 2000
-ENGINES = ["forkline", "forkline-naive", "duckdb", "polars"]
+ENGINES = ["forkline", "forkline-naive", "forkline-floor", "duckdb", "polars"]
+# A floor with more owners than this selects them by a join with a table of
+# owner ranges (and an IN list the scan prunes by), not by an OR per owner.
+FLOOR_OR_OWNERS = 16
 OPEN_END = 2**63 - 1
 PROJECT = "bench"
 PREFERRED_METRIC = "train/loss"
@@ -248,6 +255,73 @@ def duckdb_sql(name, metric, segs, width, variant=None, window=None):
     raise ValueError(name)
 
 
+# --------------------------------------------------------------------------- raw-table floor
+
+
+def owner_ranges(segs):
+    """(owner, from_step, to_step) once per owner: the union of its segments.
+
+    An owner's segments start at the same step in every viewer's view (the
+    step after its own fork), so the union of its ranges is one range."""
+    ranges = {}
+    for _, o, a, b in segs:
+        lo, hi = ranges.get(o, (a, b))
+        ranges[o] = (min(lo, a), max(hi, b))
+    return sorted((o, a, b) for o, (a, b) in ranges.items())
+
+
+def floor_sql(name, metric, segs, width, window=None):
+    """The raw-table floor of a lineage query (forkline SQL over `metrics`).
+
+    It returns the owners' rows the lineage query reads, each owner's range
+    once: for one viewer (Q1, Q2, Q7) the same rows as the query; for a family
+    or a project the owner rows the views are stitched from (fewer rows than
+    the views, which repeat inherited prefixes); Q4, Q6 and Q8 apply the
+    query's aggregate or step to those rows, grouped by owner."""
+    owners = owner_ranges(segs)
+    conds = [] if name == "q2" else [f"m.metric = '{metric}'"]
+    if window is not None:
+        conds.append(f"m.step BETWEEN {window[0]} AND {window[1]}")
+    if len(owners) <= FLOOR_OR_OWNERS:
+        conds.append(
+            "(" + " OR ".join(f"(m.run_id = {o} AND m.step BETWEEN {a} AND {b})" for o, a, b in owners) + ")"
+        )
+        source = "metrics m"
+    else:
+        conds.append("m.run_id IN (" + ", ".join(str(o) for o, _, _ in owners) + ")")
+        listed = ", ".join(f"({o}, {a}, {b})" for o, a, b in owners)
+        source = (
+            f"metrics m JOIN (VALUES {listed}) AS o(owner, from_step, to_step) "
+            "ON m.run_id = o.owner AND m.step BETWEEN o.from_step AND o.to_step"
+        )
+    owned = f"(SELECT m.run_id, m.metric, m.step, m.value FROM {source} WHERE {' AND '.join(conds)}) AS owned"
+    if name in ("q1", "q7"):
+        return f"SELECT step, value FROM {owned} ORDER BY step"
+    if name == "q2":
+        return f"SELECT metric, step, value FROM {owned} ORDER BY metric, step"
+    if name == "q3":
+        return f"SELECT run_id, step, value FROM {owned} ORDER BY run_id, step"
+    if name == "q4":
+        return (
+            f"SELECT run_id, max(step) AS step, last_value(value ORDER BY step) AS value FROM {owned} "
+            "GROUP BY run_id ORDER BY run_id"
+        )
+    if name == "q6":
+        return (
+            f"SELECT run_id, step / {width} AS bucket, min(value) AS min, max(value) AS max, "
+            f"last_value(value ORDER BY step) AS last, count(*) AS n FROM {owned} "
+            f"GROUP BY run_id, step / {width} ORDER BY run_id, bucket"
+        )
+    if name == "q8":
+        return f"SELECT run_id, value FROM {owned} ORDER BY run_id"
+    raise ValueError(name)
+
+
+# Floors whose rows equal the lineage query's (one viewer; Q4: every run's
+# last point is its own): checked like an engine's answer.
+FLOOR_SAME_ROWS = ("q1", "q2", "q4", "q7")
+
+
 # --------------------------------------------------------------------------- comparison
 
 
@@ -378,12 +452,13 @@ def main():
             texts[(q, "forkline")] = fill(read_query(q), base)
             if q in LINEAGE:
                 texts[(q, "forkline-naive")] = fill(read_query(q, naive=True), {**base, "segments": values_sql(segs[q])})
+                texts[(q, "forkline-floor")] = floor_sql(q, metric, segs[q], width, windows.get(q))
             texts[(q, "duckdb")] = duckdb_sql(q, metric, segs.get(q), width, window=windows.get(q))
 
         def run(q, engine, variant=None):
             if engine == "forkline":
                 return fl.query(texts[(q, engine)])
-            if engine == "forkline-naive":
+            if engine in ("forkline-naive", "forkline-floor"):
                 return fl.query(texts[(q, engine)])
             if engine == "duckdb":
                 sql = (
@@ -396,7 +471,7 @@ def main():
             return lf.collect().to_arrow()
 
         def engines_of(q):
-            return [e for e in ENGINES if e != "forkline-naive" or q in LINEAGE]
+            return [e for e in ENGINES if e not in ("forkline-naive", "forkline-floor") or q in LINEAGE]
 
         if args.try_variants:
             for q in LINEAGE:
@@ -417,6 +492,8 @@ def main():
             answers = {e: rows_of(run(q, e)) for e in engines_of(q)}
             ref = answers["forkline"]
             for e, rows in answers.items():
+                if e == "forkline-floor" and q not in FLOOR_SAME_ROWS:
+                    continue
                 diff = same(q, ref, rows)
                 if diff:
                     raise SystemExit(f"MISMATCH in {q}: forkline vs {e}: {diff}")
@@ -489,17 +566,19 @@ def main():
         f"forkline vs DuckDB vs polars on the same {len(files)} Parquet files, p50 of {args.reps} interleaved rounds "
         "(warm: server and peers' connections already up)",
         "",
-        "| query | rows | forkline | forkline naive join | DuckDB | polars | faster peer / forkline |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| query | rows | forkline | forkline naive join | raw floor | forkline / floor | DuckDB | polars | faster peer / forkline |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for q in QUERIES:
         m = {e: p50(times[(q, e)]) for e in engines_of(q)}
         peer = min(m["duckdb"], m["polars"])
         title = TITLES[q].format(n=len(family) if q in ("q3", "q6") else len(bench))
+        naive = ms(m["forkline-naive"]) if "forkline-naive" in m else "—"
+        floor = ms(m["forkline-floor"]) if "forkline-floor" in m else "—"
+        over_floor = f"{m['forkline'] / m['forkline-floor']:.2f}x" if "forkline-floor" in m else "—"
         lines.append(
-            f"| {title} | {nrows[q]:,} | {ms(m['forkline'])} | "
-            f"{ms(m['forkline-naive']) if 'forkline-naive' in m else '—'} | {ms(m['duckdb'])} | {ms(m['polars'])} | "
-            f"{peer / m['forkline']:.2f}x |"
+            f"| {title} | {nrows[q]:,} | {ms(m['forkline'])} | {naive} | {floor} | {over_floor} | "
+            f"{ms(m['duckdb'])} | {ms(m['polars'])} | {peer / m['forkline']:.2f}x |"
         )
     lines += [
         "",

@@ -19,7 +19,8 @@
 //! phase, 10), `INGEST_RUNS` (256), `INGEST_CONNECTIONS` (2 per run),
 //! `INGEST_WINDOW_MS` (the server's commit window, 100), `INGEST_LINES`
 //! (lines per request, 100: the SDK's batch), `INGEST_METRICS` (metrics per
-//! line, 5).
+//! line, 5), `FORKLINE_BIN` (the server binary, this build's by default: set
+//! it to compare two builds on one machine).
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -45,7 +46,8 @@ impl Drop for Server {
 }
 
 fn start(store: &str, window_ms: u64) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_forkline"))
+    let bin = std::env::var("FORKLINE_BIN").unwrap_or(env!("CARGO_BIN_EXE_forkline").into());
+    let mut child = Command::new(bin)
         .args(["--store", store, "serve", "--listen", "127.0.0.1:0"])
         .args(["--flight-listen", "off"])
         .args(["--commit-window-ms", &window_ms.to_string()])

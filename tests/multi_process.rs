@@ -1,6 +1,7 @@
 //! Several forkline processes on one store (issue #7): a read-only process
-//! never creates a store, file URLs signed by one server work on another, and
-//! lost commit races are not logged as warnings.
+//! never creates a store, file URLs signed by one server work on another,
+//! lost commit races are not logged as warnings, and point appends of several
+//! handles interleave without losing one, leaving checkpoints behind.
 
 mod common;
 
@@ -228,4 +229,116 @@ fn lost_commit_races_are_not_logged_as_warnings() {
     );
     assert!(ok, "{err}");
     assert_eq!(out.lines().nth(1), Some("21"), "{out}");
+}
+
+fn points(from: u64, n: u64) -> Vec<forkline::ingest::MetricPoint> {
+    (from..from + n)
+        .map(|s| forkline::ingest::MetricPoint {
+            metric: "loss".into(),
+            step: s,
+            value: s as f64 / 2.0,
+            time_us: Some(1_700_000_000_000_000 + s as i64),
+        })
+        .collect()
+}
+
+async fn count(engine: &forkline::Engine, sql: &str) -> String {
+    common::rows(engine, sql).await.unwrap()[0][0].clone()
+}
+
+/// Two handles on one store append in turn and at once: a handle whose
+/// cached state is behind moves past the versions the other took, each
+/// append is one file, each handle reads its own appends at once, and a
+/// handle opened afterwards reads every point exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_of_two_handles_interleave_and_every_point_lands() {
+    use forkline::Engine;
+    use forkline::catalog::NewRun;
+    use forkline::store::TableKind;
+    let (_dir, store) = temp_store();
+    let a = Engine::open(&store).await.unwrap();
+    let run = a
+        .create_run(NewRun {
+            project: "p".into(),
+            name: "r".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let b = Engine::open(&store).await.unwrap();
+    let id = run.display_id.clone();
+    let mut written = 0u64;
+    for i in 0..6u64 {
+        let engine = if i % 2 == 0 { &a } else { &b };
+        engine.write_points(&id, points(i * 100, 100)).await.unwrap();
+        written += 100;
+        // The writer sees its append without waiting for a refresh interval.
+        let n = count(
+            engine,
+            &format!("SELECT count(*) FROM metrics WHERE step >= {}", i * 100),
+        )
+        .await;
+        assert_eq!(n, "100", "append {i}");
+    }
+    let (x, y) = tokio::join!(
+        a.write_points(&id, points(600, 50)),
+        b.write_points(&id, points(650, 50))
+    );
+    assert_eq!((x.unwrap(), y.unwrap()), (50, 50));
+    written += 100;
+
+    let c = Engine::open(&store).await.unwrap();
+    c.store().refresh(TableKind::Metrics).await.unwrap();
+    let files = c.store().files(TableKind::Metrics).await.unwrap();
+    assert_eq!(files.files.len(), 8, "{:?}", files.files);
+    assert_eq!(files.version, Some(8), "one version per append");
+    let stats: u64 = files.files.iter().map(|f| f.rows.unwrap()).sum();
+    assert_eq!(stats, written);
+    assert_eq!(count(&c, "SELECT count(*) FROM metric_writes").await, written.to_string());
+    assert_eq!(
+        count(&c, "SELECT count(DISTINCT step) FROM metrics").await,
+        written.to_string()
+    );
+    assert_eq!(
+        count(&c, "SELECT CAST(sum(value * 2) AS BIGINT) FROM metrics").await,
+        (0..written).sum::<u64>().to_string()
+    );
+}
+
+/// A hundred appends close a checkpoint interval: the checkpoint of version
+/// 99 is written (as delta-rs wrote it after its own commits), and a new
+/// handle loads the table from it with every point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_write_the_checkpoint_of_each_interval() {
+    use forkline::Engine;
+    use forkline::catalog::NewRun;
+    use forkline::store::TableKind;
+    use object_store::ObjectStoreExt;
+    let (_dir, store) = temp_store();
+    let engine = Engine::open(&store).await.unwrap();
+    let run = engine
+        .create_run(NewRun {
+            project: "p".into(),
+            name: "r".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for i in 0..100u64 {
+        engine
+            .write_points(&run.display_id, points(i * 3, 3))
+            .await
+            .unwrap();
+    }
+    let location = engine.store().location();
+    let checkpoint = location
+        .path("metrics/_delta_log/00000000000000000099.checkpoint.parquet")
+        .unwrap();
+    let head = location.object_store.head(&checkpoint).await;
+    assert!(head.is_ok(), "no checkpoint at version 99: {head:?}");
+
+    let fresh = Engine::open(&store).await.unwrap();
+    let table = fresh.store().refresh(TableKind::Metrics).await.unwrap();
+    assert_eq!(table.version(), Some(100));
+    assert_eq!(count(&fresh, "SELECT count(*) FROM metrics").await, "300");
 }

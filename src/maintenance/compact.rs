@@ -15,22 +15,18 @@ use std::time::Instant;
 use arrow::array::{AsArray, RecordBatch, UInt64Array};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Int64Type, UInt64Type};
-use bytes::Bytes;
 use datafusion::prelude::SessionContext;
-use deltalake::kernel::Add;
 use futures::TryStreamExt;
-use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload};
-use parquet::arrow::ArrowWriter;
+use object_store::ObjectStoreExt;
 use rand::Rng;
-use serde_json::json;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::observe::CompactionRecord;
 use crate::query::file_scan::FileSetTable;
 use crate::store::files::{LATEST_PREFIX, SUPERSEDED_PREFIX};
-use crate::store::schema::{MAX_PAGE_ROWS, arrow_schema, writer_properties};
+use crate::store::data_file::{self, Change};
+use crate::store::schema::arrow_schema;
 use crate::store::{DataFile, FileClass, TableKind};
 
 /// Knobs of a compaction.
@@ -182,16 +178,14 @@ async fn merge_runs(engine: &Engine) -> Result<CompactReport> {
     }
     let tag: u32 = rand::rng().random();
     let name = format!("compacted-{tag:08x}.parquet");
-    let location = Path::parse(format!("{}/{name}", engine.store().table_path(kind)?))
-        .map_err(|e| Error::invalid(format!("bad file name {name}: {e}")))?;
-    let stats = json!({ "numRecords": rows(&batches) });
-    let add = write_file(engine, kind, &location, &name, &batches, stats).await?;
+    let rows_in = rows(&batches);
+    let (add, location) = data_file::put(store.location(), kind, &name, batches, Change::Rearrange).await?;
     let report = CompactReport {
         files_in: files.files.len(),
         files_out: 1,
         bytes_in: files.files.iter().map(|f| f.size).sum(),
         bytes_out: add.size.max(0) as u64,
-        rows: rows(&batches),
+        rows: rows_in,
         ..Default::default()
     };
     match store
@@ -203,7 +197,9 @@ async fn merge_runs(engine: &Engine) -> Result<CompactReport> {
             ..report
         }),
         Err(e) => {
-            let _ = store.location().object_store.delete(&location).await;
+            if uncommitted(&e) {
+                let _ = store.location().object_store.delete(&location).await;
+            }
             Err(e)
         }
     }
@@ -268,7 +264,6 @@ async fn compact_metrics(engine: &Engine, options: &CompactOptions) -> Result<Co
     let counts = run_counts(&ctx).await?;
     let chunks = chunk(&counts, &fences, options.target_rows);
 
-    let table_dir = engine.store().table_path(TableKind::Metrics)?;
     let tag: u32 = rand::rng().random();
     let mut report = CompactReport {
         files_in: inputs.len(),
@@ -287,17 +282,9 @@ async fn compact_metrics(engine: &Engine, options: &CompactOptions) -> Result<Co
                     continue;
                 }
                 let name = format!("{prefix}{:08x}-{n:05}.parquet", tag);
-                let location = Path::parse(format!("{table_dir}/{name}"))
-                    .map_err(|e| Error::invalid(format!("bad file name {name}: {e}")))?;
-                let add = write_file(
-                    engine,
-                    TableKind::Metrics,
-                    &location,
-                    &name,
-                    &batches,
-                    stats(&batches),
-                )
-                .await?;
+                let (add, location) =
+                    data_file::put(store.location(), TableKind::Metrics, &name, batches, Change::Rearrange)
+                        .await?;
                 written.push(location);
                 report.bytes_out += add.size.max(0) as u64;
                 added.push(add);
@@ -306,13 +293,15 @@ async fn compact_metrics(engine: &Engine, options: &CompactOptions) -> Result<Co
         Ok(())
     }
     .await;
-    let committed = match outcome {
-        Ok(()) => {
+    // Failing before the swap, nothing references the files written so far.
+    let (committed, attempted) = match outcome {
+        Ok(()) => (
             store
                 .replace_files(TableKind::Metrics, &base, added, &inputs)
-                .await
-        }
-        Err(e) => Err(e),
+                .await,
+            true,
+        ),
+        Err(e) => (Err(e), false),
     };
     match committed {
         Ok(version) => {
@@ -322,13 +311,22 @@ async fn compact_metrics(engine: &Engine, options: &CompactOptions) -> Result<Co
             Ok(report)
         }
         Err(e) => {
-            // Nothing references them; remove them so a failed run leaves no trace.
-            for location in written {
-                let _ = store.location().object_store.delete(&location).await;
+            if !attempted || uncommitted(&e) {
+                for location in written {
+                    let _ = store.location().object_store.delete(&location).await;
+                }
             }
             Err(e)
         }
     }
+}
+
+/// Whether a failed swap surely committed nothing, so the files it wrote can
+/// go. After another error (a timeout on the log put, say) the swap may have
+/// landed and the files be the table's only copy of their rows: they stay,
+/// and `vacuum --orphans` removes them if nothing refers to them.
+fn uncommitted(e: &Error) -> bool {
+    matches!(e, Error::Conflict(_))
 }
 
 /// Starts [`every`] on a thread of its own at a lower CPU priority (nice
@@ -470,135 +468,6 @@ async fn dedup_chunk(
         }
     }
     Ok((latest, superseded))
-}
-
-/// Writes sorted metric batches with one call per `(run_id, metric)` block,
-/// a block cut by a batch boundary included, so data pages end on block
-/// boundaries (see `schema::MIN_PAGE_ROWS`).
-fn write_by_block(writer: &mut ArrowWriter<Vec<u8>>, batches: &[RecordBatch]) -> Result<()> {
-    let keys = |b: &RecordBatch| -> Result<[arrow::array::ArrayRef; 2]> {
-        Ok([
-            b.column(b.schema().index_of("run_id")?).clone(),
-            b.column(b.schema().index_of("metric")?).clone(),
-        ])
-    };
-    // The last block of the previous batch, which the next batch may continue.
-    let mut open: Option<RecordBatch> = None;
-    for batch in batches.iter().filter(|b| b.num_rows() > 0) {
-        let ranges = arrow::compute::partition(&keys(batch)?)?.ranges();
-        let last = ranges.len() - 1;
-        for (i, range) in ranges.into_iter().enumerate() {
-            let mut block = batch.slice(range.start, range.end - range.start);
-            if i == 0
-                && let Some(previous) = open.take()
-            {
-                if same_block(&keys(&previous)?, &keys(&block)?)? {
-                    block = arrow::compute::concat_batches(&block.schema(), [&previous, &block])?;
-                } else {
-                    write_block(writer, &previous)?;
-                }
-            }
-            if i == last {
-                open = Some(block);
-            } else {
-                write_block(writer, &block)?;
-            }
-        }
-    }
-    if let Some(block) = open {
-        write_block(writer, &block)?;
-    }
-    Ok(())
-}
-
-/// Writes one block in equal calls of at most `MAX_PAGE_ROWS` rows: a long
-/// block's last page is then not a short remainder (below `MIN_PAGE_ROWS` it
-/// would run on into the next block).
-fn write_block(writer: &mut ArrowWriter<Vec<u8>>, block: &RecordBatch) -> Result<()> {
-    let rows = block.num_rows();
-    let calls = rows.div_ceil(MAX_PAGE_ROWS).max(1);
-    let size = rows.div_ceil(calls);
-    for start in (0..rows).step_by(size.max(1)) {
-        writer.write(&block.slice(start, size.min(rows - start)))?;
-    }
-    Ok(())
-}
-
-/// Whether the last row of `a` and the first of `b` have the same keys.
-fn same_block(a: &[arrow::array::ArrayRef; 2], b: &[arrow::array::ArrayRef; 2]) -> Result<bool> {
-    for (x, y) in a.iter().zip(b) {
-        let compare = arrow::array::make_comparator(x, y, Default::default())?;
-        if compare(x.len() - 1, 0) != std::cmp::Ordering::Equal {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-/// Writes `batches` (sorted) as one Parquet file and describes it for the Delta log.
-async fn write_file(
-    engine: &Engine,
-    kind: TableKind,
-    location: &Path,
-    name: &str,
-    batches: &[RecordBatch],
-    stats: serde_json::Value,
-) -> Result<Add> {
-    let mut writer = ArrowWriter::try_new(
-        Vec::new(),
-        arrow_schema(kind),
-        Some(writer_properties(kind)),
-    )?;
-    if kind == TableKind::Metrics {
-        write_by_block(&mut writer, batches)?;
-    } else {
-        for batch in batches {
-            writer.write(batch)?;
-        }
-    }
-    let bytes = Bytes::from(writer.into_inner()?);
-    let size = bytes.len() as i64;
-    engine
-        .store()
-        .location()
-        .object_store
-        .put(location, PutPayload::from_bytes(bytes))
-        .await?;
-    Ok(Add {
-        path: name.to_string(),
-        partition_values: Default::default(),
-        size,
-        modification_time: chrono::Utc::now().timestamp_millis(),
-        data_change: false,
-        stats: Some(stats.to_string()),
-        tags: None,
-        deletion_vector: None,
-        base_row_id: None,
-        default_row_commit_version: None,
-        clustering_provider: None,
-    })
-}
-
-/// Delta file statistics for the integer key columns (what readers prune by).
-fn stats(batches: &[RecordBatch]) -> serde_json::Value {
-    let range = |column: usize| {
-        let mut bounds: Option<(i64, i64)> = None;
-        for b in batches {
-            let a = b.column(column).as_primitive::<Int64Type>();
-            if let (Some(lo), Some(hi)) = (arrow::compute::min(a), arrow::compute::max(a)) {
-                bounds = Some(bounds.map_or((lo, hi), |(l, h)| (l.min(lo), h.max(hi))));
-            }
-        }
-        bounds.unwrap_or((0, 0))
-    };
-    let (run, step, seq) = (range(0), range(2), range(5));
-    let zero = json!({"run_id": 0, "metric": 0, "step": 0, "value": 0, "time": 0, "seq": 0});
-    json!({
-        "numRecords": rows(batches),
-        "minValues": {"run_id": run.0, "step": step.0, "seq": seq.0},
-        "maxValues": {"run_id": run.1, "step": step.1, "seq": seq.1},
-        "nullCount": zero,
-    })
 }
 
 #[cfg(test)]

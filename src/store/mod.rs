@@ -1,5 +1,7 @@
 //! The durable layer: the Delta tables (`runs`, `metrics`, `logs`, `data`, `keys`) under one store URL.
 
+mod append;
+pub mod data_file;
 pub mod files;
 pub mod location;
 pub mod records;
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
+use deltalake::kernel::transaction::{CommitProperties, TransactionError};
 use deltalake::kernel::{Action, Add, Remove, StructType, Version};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
@@ -66,9 +68,6 @@ impl TableKind {
     ];
 }
 
-/// How often a file replacement is re-based over concurrent appends.
-const REPLACE_ATTEMPTS: usize = 16;
-
 /// Outcome of a commit that asked for optimistic concurrency.
 #[derive(Debug)]
 pub enum CommitOutcome {
@@ -107,6 +106,12 @@ pub struct Store {
     checked: Vec<Mutex<Option<Instant>>>,
     /// The version each table's cached state was last loaded whole at.
     loaded: Vec<Mutex<Option<Version>>>,
+    /// Per table, the version the next append of this process tries first;
+    /// holding it serializes this process's log writes to the table.
+    next_append: Vec<tokio::sync::Mutex<Option<Version>>>,
+    /// Per table, the newest version this process committed: a read must
+    /// see it even where the cached state was checked a moment ago.
+    own_version: Vec<Mutex<Option<Version>>>,
 }
 
 impl Store {
@@ -186,6 +191,11 @@ impl Store {
             file_lists,
             checked,
             loaded,
+            next_append: TableKind::ALL
+                .iter()
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            own_version: TableKind::ALL.iter().map(|_| Mutex::new(None)).collect(),
         })
     }
 
@@ -268,7 +278,13 @@ impl Store {
             .lock()
             .expect("check time lock poisoned");
         if checked.is_some_and(|t| t.elapsed() < max_age) {
-            return Ok(self.cached(kind).await);
+            let cached = self.cached(kind).await;
+            let own = *self.own_version[kind as usize]
+                .lock()
+                .expect("own version lock poisoned");
+            if own.is_none_or(|own| cached.version().is_some_and(|v| v >= own)) {
+                return Ok(cached);
+            }
         }
         self.refresh(kind).await
     }
@@ -320,6 +336,9 @@ impl Store {
     pub async fn append(&self, kind: TableKind, batches: Vec<RecordBatch>) -> Result<Version> {
         self.ensure_writable()?;
         let table = self.cached(kind).await;
+        if append::writes_own_files(kind, &table) {
+            return self.append_file(kind, batches).await;
+        }
         let written = write(table, kind, batches, CommitProperties::default()).await?;
         self.install(kind, written).await
     }
@@ -369,51 +388,25 @@ impl Store {
                 default_row_commit_version: None,
             })
         }));
-        // delta-rs's conflict check skips removals without data change, so two
-        // compactions of the same files would both land and store every row
-        // twice: commit without its retries and check for ourselves.
-        let mut base = base.clone();
-        for _ in 0..REPLACE_ATTEMPTS {
-            let operation = DeltaOperation::Optimize {
-                predicate: None,
-                target_size: 0,
-            };
-            let committed = CommitBuilder::from(CommitProperties::default().with_max_retries(0))
-                .with_actions(actions.clone())
-                .build(Some(base.snapshot()?), base.log_store(), operation)
-                .await;
-            match committed {
-                Ok(committed) => {
-                    let version = committed.version();
-                    self.refresh(kind).await?;
-                    return Ok(version);
-                }
-                Err(e) if is_lost_race(&e) => {
-                    base = self.refresh(kind).await?;
-                    let live = self.files(kind).await?;
-                    if live.version != base.version() {
-                        continue;
-                    }
-                    let gone = removed
-                        .iter()
-                        .filter(|f| !live.files.iter().any(|l| l.relative == f.relative))
-                        .count();
-                    if gone > 0 {
-                        return Err(Error::Conflict(format!(
-                            "{gone} of the {} files being replaced in `{}` were replaced \
-                             concurrently (another compaction?); nothing was committed",
-                            removed.len(),
-                            kind.dir()
-                        )));
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            }
+        if !append::puts_entries(base) {
+            return Err(Error::invalid(format!(
+                "the store {} commits by renaming files, which compaction does not support",
+                self.location.root
+            )));
         }
-        Err(Error::Conflict(format!(
-            "`{}` kept moving while its files were being replaced; try again",
-            kind.dir()
-        )))
+        let operation = DeltaOperation::Optimize {
+            predicate: None,
+            target_size: 0,
+        };
+        let version = self
+            .commit_entry(kind, base.version(), actions, operation)
+            .await?;
+        // The swap is durable: a failed reload must not read as a failed swap
+        // (compaction would delete the files it just committed).
+        if let Err(e) = self.refresh(kind).await {
+            tracing::warn!(table = kind.dir(), version, "reload after a file swap failed: {e}");
+        }
+        Ok(version)
     }
 
     async fn install(&self, kind: TableKind, written: DeltaTable) -> Result<Version> {
