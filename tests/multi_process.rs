@@ -270,7 +270,10 @@ async fn appends_of_two_handles_interleave_and_every_point_lands() {
     let mut written = 0u64;
     for i in 0..6u64 {
         let engine = if i % 2 == 0 { &a } else { &b };
-        engine.write_points(&id, points(i * 100, 100)).await.unwrap();
+        engine
+            .write_points(&id, points(i * 100, 100))
+            .await
+            .unwrap();
         written += 100;
         // The writer sees its append without waiting for a refresh interval.
         let n = count(
@@ -294,7 +297,10 @@ async fn appends_of_two_handles_interleave_and_every_point_lands() {
     assert_eq!(files.version, Some(8), "one version per append");
     let stats: u64 = files.files.iter().map(|f| f.rows.unwrap()).sum();
     assert_eq!(stats, written);
-    assert_eq!(count(&c, "SELECT count(*) FROM metric_writes").await, written.to_string());
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM metric_writes").await,
+        written.to_string()
+    );
     assert_eq!(
         count(&c, "SELECT count(DISTINCT step) FROM metrics").await,
         written.to_string()

@@ -24,8 +24,8 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::observe::CompactionRecord;
 use crate::query::file_scan::FileSetTable;
-use crate::store::files::{LATEST_PREFIX, SUPERSEDED_PREFIX};
 use crate::store::data_file::{self, Change};
+use crate::store::files::{LATEST_PREFIX, SUPERSEDED_PREFIX};
 use crate::store::schema::arrow_schema;
 use crate::store::{DataFile, FileClass, TableKind};
 
@@ -179,7 +179,8 @@ async fn merge_runs(engine: &Engine) -> Result<CompactReport> {
     let tag: u32 = rand::rng().random();
     let name = format!("compacted-{tag:08x}.parquet");
     let rows_in = rows(&batches);
-    let (add, location) = data_file::put(store.location(), kind, &name, batches, Change::Rearrange).await?;
+    let (add, location) =
+        data_file::put(store.location(), kind, &name, batches, Change::Rearrange).await?;
     let report = CompactReport {
         files_in: files.files.len(),
         files_out: 1,
@@ -282,9 +283,14 @@ async fn compact_metrics(engine: &Engine, options: &CompactOptions) -> Result<Co
                     continue;
                 }
                 let name = format!("{prefix}{:08x}-{n:05}.parquet", tag);
-                let (add, location) =
-                    data_file::put(store.location(), TableKind::Metrics, &name, batches, Change::Rearrange)
-                        .await?;
+                let (add, location) = data_file::put(
+                    store.location(),
+                    TableKind::Metrics,
+                    &name,
+                    batches,
+                    Change::Rearrange,
+                )
+                .await?;
                 written.push(location);
                 report.bytes_out += add.size.max(0) as u64;
                 added.push(add);

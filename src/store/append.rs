@@ -29,6 +29,7 @@ use deltalake::logstore::{CommitOrBytes, LogStoreRef};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::table::config::TablePropertiesExt;
 use deltalake::{DeltaTable, checkpoints};
+use object_store::ObjectStoreExt;
 
 use super::data_file::{self, Change};
 use super::{Store, TableKind};

@@ -215,11 +215,9 @@ mod tests {
     #[test]
     fn a_batch_off_the_schema_is_refused() {
         let wrong = RecordBatch::try_new(
-            Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
-                "run_id",
-                DataType::Int64,
-                false,
-            )])),
+            Arc::new(arrow::datatypes::Schema::new(vec![
+                arrow::datatypes::Field::new("run_id", DataType::Int64, false),
+            ])),
             vec![Arc::new(Int64Array::from(vec![1]))],
         )
         .unwrap();

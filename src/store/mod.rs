@@ -404,7 +404,11 @@ impl Store {
         // The swap is durable: a failed reload must not read as a failed swap
         // (compaction would delete the files it just committed).
         if let Err(e) = self.refresh(kind).await {
-            tracing::warn!(table = kind.dir(), version, "reload after a file swap failed: {e}");
+            tracing::warn!(
+                table = kind.dir(),
+                version,
+                "reload after a file swap failed: {e}"
+            );
         }
         Ok(version)
     }
