@@ -246,6 +246,20 @@ async fn count(engine: &forkline::Engine, sql: &str) -> String {
     common::rows(engine, sql).await.unwrap()[0][0].clone()
 }
 
+/// A handle on a fresh store holding one run, and the run's display id.
+async fn engine_with_run(store: &str) -> (forkline::Engine, String) {
+    let engine = forkline::Engine::open(store).await.unwrap();
+    let run = engine
+        .create_run(forkline::catalog::NewRun {
+            project: "p".into(),
+            name: "r".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    (engine, run.display_id.clone())
+}
+
 /// Two handles on one store append in turn and at once: a handle whose
 /// cached state is behind moves past the versions the other took, each
 /// append is one file, each handle reads its own appends at once, and a
@@ -253,20 +267,10 @@ async fn count(engine: &forkline::Engine, sql: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_of_two_handles_interleave_and_every_point_lands() {
     use forkline::Engine;
-    use forkline::catalog::NewRun;
     use forkline::store::TableKind;
     let (_dir, store) = temp_store();
-    let a = Engine::open(&store).await.unwrap();
-    let run = a
-        .create_run(NewRun {
-            project: "p".into(),
-            name: "r".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let (a, id) = engine_with_run(&store).await;
     let b = Engine::open(&store).await.unwrap();
-    let id = run.display_id.clone();
     let mut written = 0u64;
     for i in 0..6u64 {
         let engine = if i % 2 == 0 { &a } else { &b };
@@ -317,24 +321,12 @@ async fn appends_of_two_handles_interleave_and_every_point_lands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_write_the_checkpoint_of_each_interval() {
     use forkline::Engine;
-    use forkline::catalog::NewRun;
     use forkline::store::TableKind;
     use object_store::ObjectStoreExt;
     let (_dir, store) = temp_store();
-    let engine = Engine::open(&store).await.unwrap();
-    let run = engine
-        .create_run(NewRun {
-            project: "p".into(),
-            name: "r".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let (engine, id) = engine_with_run(&store).await;
     for i in 0..100u64 {
-        engine
-            .write_points(&run.display_id, points(i * 3, 3))
-            .await
-            .unwrap();
+        engine.write_points(&id, points(i * 3, 3)).await.unwrap();
     }
     let location = engine.store().location();
     let checkpoint = location
