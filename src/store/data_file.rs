@@ -39,8 +39,8 @@ pub async fn put(
     let path = Path::parse(format!("{}/{name}", location.path(kind.dir())?))
         .map_err(|e| Error::invalid(format!("bad file name {name}: {e}")))?;
     let (bytes, stats) = tokio::task::spawn_blocking(move || {
-        let bytes = encode(kind, &batches)?;
-        Ok::<_, Error>((bytes, stats(&batches)))
+        let batches = conform(kind, &batches)?;
+        Ok::<_, Error>((encode(kind, &batches)?, stats(&batches)))
     })
     .await
     .map_err(|e| Error::invalid(format!("encoding a {} file failed: {e}", kind.dir())))??;
@@ -65,19 +65,27 @@ pub async fn put(
     Ok((add, path))
 }
 
-/// The Parquet bytes of `batches` in `kind`'s schema and layout; a batch
-/// that does not fit the schema is refused.
-fn encode(kind: TableKind, batches: &[RecordBatch]) -> Result<Bytes> {
+/// `batches` carried by `kind`'s schema, so the file and its statistics
+/// name the table's columns; a batch whose columns do not fit is refused.
+fn conform(kind: TableKind, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
     let schema = arrow_schema(kind);
-    let batches = batches
+    Ok(batches
         .iter()
         .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(writer_properties(kind)))?;
+        .collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
+/// The Parquet bytes of `batches` (in `kind`'s schema) in `kind`'s layout.
+fn encode(kind: TableKind, batches: &[RecordBatch]) -> Result<Bytes> {
+    let mut writer = ArrowWriter::try_new(
+        Vec::new(),
+        arrow_schema(kind),
+        Some(writer_properties(kind)),
+    )?;
     if kind == TableKind::Metrics {
-        write_by_block(&mut writer, &batches)?;
+        write_by_block(&mut writer, batches)?;
     } else {
-        for batch in &batches {
+        for batch in batches {
             writer.write(batch)?;
         }
     }
@@ -221,7 +229,8 @@ mod tests {
             vec![Arc::new(Int64Array::from(vec![1]))],
         )
         .unwrap();
-        assert!(encode(TableKind::Metrics, &[wrong]).is_err());
-        assert!(encode(TableKind::Metrics, &[points(&[1, 1, 2])]).is_ok());
+        assert!(conform(TableKind::Metrics, &[wrong]).is_err());
+        let right = conform(TableKind::Metrics, &[points(&[1, 1, 2])]).unwrap();
+        assert!(encode(TableKind::Metrics, &right).is_ok());
     }
 }
