@@ -75,6 +75,14 @@ async fn forkline_operators_round_trip_through_the_codec() {
             "StitchExec",
         ),
         (
+            format!(
+                "SELECT run_id, step / 20 AS b, min(value), max(value), \
+                 last_value(value ORDER BY step), count(*) \
+                 FROM family_metrics('{c}', 'loss') GROUP BY run_id, step / 20"
+            ),
+            "SortedAggregateExec",
+        ),
+        (
             "SELECT metric, count(*), sum(value), min(value), max(value) FROM metrics GROUP BY metric"
                 .to_string(),
             "RunAggregateExec",

@@ -22,13 +22,14 @@ use prost::Message;
 
 use crate::catalog::Segment;
 use crate::query::run_aggregate::RunAggregateExec;
+use crate::query::sorted_aggregate::SortedAggregateExec;
 use crate::query::stitch::{StitchExec, Views};
 
 const MAGIC: &[u8] = b"FKL1";
 
 #[derive(Clone, PartialEq, Message)]
 struct Node {
-    #[prost(oneof = "Kind", tags = "1, 2")]
+    #[prost(oneof = "Kind", tags = "1, 2, 3")]
     kind: Option<Kind>,
 }
 
@@ -38,6 +39,8 @@ enum Kind {
     Stitch(StitchNode),
     #[prost(message, tag = "2")]
     RunAggregate(Box<RunAggregateNode>),
+    #[prost(message, tag = "3")]
+    SortedAggregate(Box<SortedAggregateNode>),
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -82,6 +85,13 @@ struct RunAggregateNode {
     aggregate: Option<protobuf::PhysicalPlanNode>,
 }
 
+/// As [`RunAggregateNode`]: the aggregate over an empty stand-in.
+#[derive(Clone, PartialEq, Message)]
+struct SortedAggregateNode {
+    #[prost(message, optional, tag = "1")]
+    aggregate: Option<protobuf::PhysicalPlanNode>,
+}
+
 /// Writes `node` to `buf` if it is one of forkline's operators; `false` when
 /// it is not (then someone else's codec must).
 pub fn encode(
@@ -93,13 +103,13 @@ pub fn encode(
     let kind = if let Some(stitch) = node.downcast_ref::<StitchExec>() {
         Kind::Stitch(stitch_node(stitch, node)?)
     } else if let Some(run) = node.downcast_ref::<RunAggregateExec>() {
-        let agg: Arc<dyn ExecutionPlan> = run.aggregate().clone();
-        let stand_in: Arc<dyn ExecutionPlan> =
-            Arc::new(EmptyExec::new(run.aggregate().input().schema()));
-        let agg = agg.replace_children(vec![stand_in], recompute())?;
         Kind::RunAggregate(Box::new(RunAggregateNode {
             min_mean_run: run.min_mean_run() as u64,
-            aggregate: Some(converter.execution_plan_to_proto(&agg, codec)?),
+            aggregate: Some(aggregate_proto(run.aggregate(), codec, converter)?),
+        }))
+    } else if let Some(sorted) = node.downcast_ref::<SortedAggregateExec>() {
+        Kind::SortedAggregate(Box::new(SortedAggregateNode {
+            aggregate: Some(aggregate_proto(sorted.aggregate(), codec, converter)?),
         }))
     } else {
         return Ok(false);
@@ -109,6 +119,43 @@ pub fn encode(
         .encode(buf)
         .map_err(|e| DataFusionError::Internal(format!("encoding a forkline operator: {e}")))?;
     Ok(true)
+}
+
+/// `agg` over an empty stand-in for its input, which crosses as the
+/// extension node's own child.
+fn aggregate_proto(
+    agg: &Arc<AggregateExec>,
+    codec: &dyn PhysicalExtensionCodec,
+    converter: &dyn PhysicalProtoConverterExtension,
+) -> Result<protobuf::PhysicalPlanNode> {
+    let plan: Arc<dyn ExecutionPlan> = agg.clone();
+    let stand_in: Arc<dyn ExecutionPlan> = Arc::new(EmptyExec::new(agg.input().schema()));
+    let plan = plan.replace_children(vec![stand_in], recompute())?;
+    converter.execution_plan_to_proto(&plan, codec)
+}
+
+/// The aggregate `proto` (see [`aggregate_proto`]) over `input`.
+fn aggregate_over(
+    proto: Option<&protobuf::PhysicalPlanNode>,
+    input: &Arc<dyn ExecutionPlan>,
+    ctx: &TaskContext,
+    codec: &dyn PhysicalExtensionCodec,
+    converter: &dyn PhysicalProtoConverterExtension,
+) -> Result<(Arc<dyn ExecutionPlan>, Arc<AggregateExec>)> {
+    let proto = proto.ok_or_else(|| {
+        DataFusionError::Internal("an aggregate node without its aggregate".into())
+    })?;
+    let plan = converter
+        .proto_to_execution_plan(proto, &PhysicalPlanDecodeContext::new(ctx, codec))?
+        .replace_children(vec![input.clone()], recompute())?;
+    let Some(agg) = plan.downcast_ref::<AggregateExec>() else {
+        return Err(DataFusionError::Internal(format!(
+            "an aggregate node carries {}, not an aggregate",
+            plan.name()
+        )));
+    };
+    let agg = Arc::new(agg.clone());
+    Ok((plan, agg))
 }
 
 fn stitch_node(stitch: &StitchExec, node: &Arc<dyn ExecutionPlan>) -> Result<StitchNode> {
@@ -198,27 +245,24 @@ pub fn decode(
             )?))
         }
         Some(Kind::RunAggregate(run)) => {
-            let proto = run.aggregate.as_ref().ok_or_else(|| {
-                DataFusionError::Internal("RunAggregateExec without its aggregate".into())
-            })?;
-            let agg = converter
-                .proto_to_execution_plan(proto, &PhysicalPlanDecodeContext::new(ctx, codec))?
-                .replace_children(vec![input.clone()], recompute())?;
-            let Some(partial) = agg.downcast_ref::<AggregateExec>() else {
-                return Err(DataFusionError::Internal(format!(
-                    "RunAggregateExec carries {}, not an aggregate",
-                    agg.name()
-                )));
-            };
+            let (plan, agg) = aggregate_over(run.aggregate.as_ref(), input, ctx, codec, converter)?;
             let min_mean_run = usize::try_from(run.min_mean_run).unwrap_or(usize::MAX);
             // Types the executor's plan no longer fits keep DataFusion's operator.
             Ok(
-                match RunAggregateExec::try_from_aggregate(Arc::new(partial.clone()), min_mean_run)
-                {
+                match RunAggregateExec::try_from_aggregate(agg, min_mean_run) {
                     Some(run) => Arc::new(run) as Arc<dyn ExecutionPlan>,
-                    None => agg,
+                    None => plan,
                 },
             )
+        }
+        Some(Kind::SortedAggregate(sorted)) => {
+            let (plan, agg) =
+                aggregate_over(sorted.aggregate.as_ref(), input, ctx, codec, converter)?;
+            // An input whose order the executor cannot prove keeps DataFusion's operator.
+            Ok(match SortedAggregateExec::try_from_aggregate(agg) {
+                Some(sorted) => Arc::new(sorted) as Arc<dyn ExecutionPlan>,
+                None => plan,
+            })
         }
         None => Err(DataFusionError::Internal(
             "a forkline operator of an unknown kind: is this executor older than the client?"

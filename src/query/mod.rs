@@ -17,6 +17,7 @@ pub mod run_aggregate;
 pub mod runner;
 pub mod series_export;
 pub mod session;
+pub mod sorted_aggregate;
 pub mod stitch;
 pub mod system;
 pub mod unnest_keys;

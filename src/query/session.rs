@@ -19,7 +19,9 @@ use deltalake::DeltaTable;
 
 use super::file_scan::FileSetTable;
 use super::points::PointSource;
-use super::{bounded, downsample, lineage_functions, run_aggregate, system, unnest_keys};
+use super::{
+    bounded, downsample, lineage_functions, run_aggregate, sorted_aggregate, system, unnest_keys,
+};
 use crate::catalog::CatalogSnapshot;
 use crate::error::Result;
 use crate::observe::Activity;
@@ -110,14 +112,17 @@ pub async fn build(
         &scope,
     )?);
     // As `SessionContext::new_with_config_rt`, plus the guard that keeps
-    // `unnest` results (how `downsample` / `lttb` are read) correct and the
+    // `unnest` results (how `downsample` / `lttb` are read) correct, the
+    // group-after-group aggregate for ordered input (lineage views) and the
     // run-at-a-time partial aggregate for sorted string keys.
     let state = SessionStateBuilder::new()
         .with_config(config.clone().with_extension(points.clone()))
         .with_runtime_env(runtime.clone())
         .with_default_features()
         .with_optimizer_rules(unnest_keys::guard(Optimizer::new().rules))
-        .with_physical_optimizer_rules(run_aggregate::with_rule(PhysicalOptimizer::new().rules))
+        .with_physical_optimizer_rules(run_aggregate::with_rule(sorted_aggregate::with_rule(
+            PhysicalOptimizer::new().rules,
+        )))
         .build();
     let ctx = SessionContext::new_with_state(state);
     // Plain Parquet scans of the snapshot's files, as for metrics: plans any
