@@ -96,3 +96,21 @@ pub async fn stitched_max_step(ctx: &SessionContext, segments: &[Segment]) -> Re
     }
     Ok(None)
 }
+
+use std::sync::Arc;
+
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+
+/// `rules` with `rule` inserted before DataFusion's final sanity check, so
+/// the plan it leaves is checked too.
+fn before_sanity_check(
+    mut rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>>,
+    rule: Arc<dyn PhysicalOptimizerRule + Send + Sync>,
+) -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
+    let at = rules
+        .iter()
+        .position(|r| r.name() == "SanityCheckPlan")
+        .unwrap_or(rules.len());
+    rules.insert(at, rule);
+    rules
+}

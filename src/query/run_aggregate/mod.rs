@@ -100,14 +100,9 @@ pub const FALLBACK_METRIC: &str = "short_run_fallbacks";
 /// `rules` (a session's physical optimizer rules) with [`RunAggregate`] added
 /// before the final sanity check, so the plan it leaves is checked too.
 pub fn with_rule(
-    mut rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>>,
+    rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>>,
 ) -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
-    let at = rules
-        .iter()
-        .position(|r| r.name() == "SanityCheckPlan")
-        .unwrap_or(rules.len());
-    rules.insert(at, Arc::new(RunAggregate::default()));
-    rules
+    super::before_sanity_check(rules, Arc::new(RunAggregate::default()))
 }
 
 /// Replaces each partial aggregate of a shape [`Shape::of`] accepts with a

@@ -50,14 +50,9 @@ pub const RULE_NAME: &str = "forkline_sorted_aggregate";
 /// `rules` (a session's physical optimizer rules) with [`SortedAggregate`]
 /// added before the final sanity check, so the plan it leaves is checked too.
 pub fn with_rule(
-    mut rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>>,
+    rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>>,
 ) -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
-    let at = rules
-        .iter()
-        .position(|r| r.name() == "SanityCheckPlan")
-        .unwrap_or(rules.len());
-    rules.insert(at, Arc::new(SortedAggregate));
-    rules
+    super::before_sanity_check(rules, Arc::new(SortedAggregate))
 }
 
 /// Replaces each aggregate whose groups are contiguous in its input with a
