@@ -70,7 +70,7 @@ impl PhysicalOptimizerRule for SortedAggregate {
             let Some(agg) = node.downcast_ref::<AggregateExec>() else {
                 return Ok(Transformed::no(node));
             };
-            Ok(match sorted(agg)? {
+            Ok(match sorted(agg) {
                 Some(exec) => Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>),
                 None => Transformed::no(node),
             })
@@ -91,37 +91,36 @@ impl PhysicalOptimizerRule for SortedAggregate {
 /// input or, for a partial aggregate behind a round-robin repartition, in
 /// the repartition's input (the partial states are the same whichever
 /// partition a row went to; the final aggregate merges them).
-fn sorted(agg: &AggregateExec) -> Result<Option<SortedAggregateExec>> {
-    if let Some(single) = single(agg)? {
-        return Ok(Some(single));
+fn sorted(agg: &AggregateExec) -> Option<SortedAggregateExec> {
+    if let Some(single) = single(agg) {
+        return Some(single);
     }
     if !accepts(agg) {
-        return Ok(None);
+        return None;
     }
     if contiguous(agg, agg.input()) {
-        return Ok(Some(SortedAggregateExec::new(Arc::new(agg.clone()))));
+        return Some(SortedAggregateExec::new(Arc::new(agg.clone())));
     }
-    let Some(repartition) = agg.input().downcast_ref::<RepartitionExec>() else {
-        return Ok(None);
-    };
+    let repartition = agg.input().downcast_ref::<RepartitionExec>()?;
     if *agg.mode() != AggregateMode::Partial
         || !matches!(repartition.partitioning(), Partitioning::RoundRobinBatch(_))
         || !contiguous(agg, repartition.input())
     {
-        return Ok(None);
+        return None;
     }
-    let rebuilt = Arc::new(agg.clone()).replace_children(
-        vec![Arc::clone(repartition.input())],
-        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-    )?;
-    let Some(rebuilt) = rebuilt.downcast_ref::<AggregateExec>() else {
-        return Ok(None);
-    };
+    // A rewrite that cannot be built leaves DataFusion's plan as it is.
+    let rebuilt = Arc::new(agg.clone())
+        .replace_children(
+            vec![Arc::clone(repartition.input())],
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+        .ok()?;
+    let rebuilt = rebuilt.downcast_ref::<AggregateExec>()?;
     // Same states under the same names, or the plan above would not fit.
     if rebuilt.schema() != agg.schema() || !accepts(rebuilt) {
-        return Ok(None);
+        return None;
     }
-    Ok(Some(SortedAggregateExec::new(Arc::new(rebuilt.clone()))))
+    Some(SortedAggregateExec::new(Arc::new(rebuilt.clone())))
 }
 
 /// One aggregate in place of a final `agg` over a partial one that goes
@@ -129,13 +128,13 @@ fn sorted(agg: &AggregateExec) -> Result<Option<SortedAggregateExec>> {
 /// in that partition, so the hash repartition, the sort of the partial
 /// states and the merge are work for nothing (and the output comes in group
 /// order).
-fn single(agg: &AggregateExec) -> Result<Option<SortedAggregateExec>> {
+fn single(agg: &AggregateExec) -> Option<SortedAggregateExec> {
     if !matches!(
         agg.mode(),
         AggregateMode::Final | AggregateMode::FinalPartitioned
     ) || agg.limit_options().is_some()
     {
-        return Ok(None);
+        return None;
     }
     // Down to the partial aggregate through operators that move or order
     // its rows and change none.
@@ -153,11 +152,11 @@ fn single(agg: &AggregateExec) -> Result<Option<SortedAggregateExec>> {
             || node.downcast_ref::<RepartitionExec>().is_some();
         match (passes, node.children().as_slice()) {
             (true, [child]) => node = *child,
-            _ => return Ok(None),
+            _ => return None,
         }
     };
     if *partial.mode() != AggregateMode::Partial {
-        return Ok(None);
+        return None;
     }
     let mut input = partial.input();
     if let Some(repartition) = input.downcast_ref::<RepartitionExec>()
@@ -166,7 +165,7 @@ fn single(agg: &AggregateExec) -> Result<Option<SortedAggregateExec>> {
         input = repartition.input();
     }
     if input.output_partitioning().partition_count() != 1 {
-        return Ok(None);
+        return None;
     }
     let whole = AggregateExec::try_new(
         AggregateMode::Single,
@@ -175,12 +174,13 @@ fn single(agg: &AggregateExec) -> Result<Option<SortedAggregateExec>> {
         partial.filter_expr().to_vec(),
         Arc::clone(input),
         input.schema(),
-    )?;
+    )
+    .ok()?;
     // The same columns as the final aggregate's, or the plan above would not fit.
     if whole.schema() != agg.schema() {
-        return Ok(None);
+        return None;
     }
-    Ok(SortedAggregateExec::try_from_aggregate(Arc::new(whole)))
+    SortedAggregateExec::try_from_aggregate(Arc::new(whole))
 }
 
 /// Whether `agg` is an aggregate this operator computes as DataFusion does:
