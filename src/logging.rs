@@ -22,6 +22,7 @@
 use std::fmt::Debug;
 
 use tracing::field::{Field, Visit};
+use tracing::level_filters::LevelFilter;
 use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata};
 use tracing_subscriber::filter::FilterExt;
@@ -71,6 +72,15 @@ impl<S> Filter<S> for QuietCommitRaces {
 
     fn event_enabled(&self, event: &Event<'_>, _: &Context<'_, S>) -> bool {
         !is_expected_commit_race(event)
+    }
+
+    /// Drops events, never admits more: the level of `FORKLINE_LOG` stays the
+    /// subscriber's maximum. Without a hint the combined filter has none, and
+    /// the `log` crate's maximum became TRACE: every `log::debug!` of
+    /// DataFusion and parquet (on every file a query opens) formatted its
+    /// arguments, plans and predicates included, only to be dropped.
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(LevelFilter::TRACE)
     }
 }
 

@@ -40,30 +40,20 @@ fn stitched_projection(viewer: Expr, source: Expr, inherited: Expr, q: &str) -> 
     ]
 }
 
-/// Most segments a scan predicate gives a term each. Each file a scan opens
-/// rewrites and prunes with the whole predicate, at a cost that grows about
-/// with the square of its terms (DataFusion 55; a scan of 101 one-run files
-/// in a debug build: 0.1 s with 16 terms, 1.1 s with 32, 15 s with 100), so
-/// one term per segment made deep lineages unusable. Up to this many
-/// segments (lineages of depth 15) each keeps its own term.
-const MAX_SEGMENT_TERMS: usize = 16;
-
-/// Terms of the predicate of a deeper lineage, each covering a run of
-/// neighbouring segments. A store that is not compacted yet holds a file per
-/// ancestor: the stitched series of a depth-1,000 run, 1,000 files, took
-/// 3.0 s with 16 terms, 1.8 s with 8 and 1.3 s with 4, where a plain scan of
-/// those files takes 0.4 s.
-const GROUPED_TERMS: usize = 4;
-
-/// The points of `viewer`'s stitched series: one scan of the owners' points
-/// whose predicate is the segment list itself, `(run_id = owner AND step in
-/// range)` ORed, so statistics and the page index prune to exactly the
-/// segments' pages (each stored point belongs to at most one segment).
+/// The points of `viewer`'s stitched series: one scan of the owners' points,
+/// a superset of the segments' points that the stitching operator cuts
+/// exactly (each segment is a step range of one owner's sorted rows).
 ///
-/// Of more than [`MAX_SEGMENT_TERMS`] segments, a term covers several
-/// neighbours: the range of their owners' ids and the steps they span
-/// together. That is a superset of their points, which the stitching
-/// operator cuts exactly.
+/// The scan's predicate holds single-column terms only: the owners (`run_id
+/// IN`), the steps all segments span together and the metric. DataFusion 55
+/// prunes pages with single-column terms alone, and rewrites the whole
+/// predicate twice for every file it opens (for row groups, and again
+/// inverted to find fully matched ones), so a term per segment, `(run_id =
+/// owner AND step in range)` ORed, pruned no page and cost more per file
+/// than reading a depth-8 run's rows (Q1: 40% of its CPU). What such a term
+/// could still prune is a row group holding one owner's steps alone, past
+/// its segment; ingest files mix runs and compacted row groups mix metrics,
+/// so that is rare, while the cost was paid on every file of every query.
 pub fn segment_points(
     points: &PointSource,
     viewer: RunId,
@@ -74,43 +64,36 @@ pub fn segment_points(
         return plan_err!("a lineage has at least one segment");
     }
     let q = |name: &str| Expr::Column(Column::new(Some("metrics"), name));
-    let per_term = match segments.len() {
-        n if n <= MAX_SEGMENT_TERMS => 1,
-        n => n.div_ceil(GROUPED_TERMS),
-    };
-    let in_segments = segments
-        .chunks(per_term)
-        .map(|group| {
-            let (first, last) = (group[0], group[group.len() - 1]);
-            let mut predicate = match group {
-                [one] => q("run_id").eq(lit(one.owner as i64)),
-                // The scan below already keeps the owners' rows only, so a
-                // range of ids suffices (an IN list would be expanded into
-                // one pruning term per owner, in every file opened).
-                _ => {
-                    let (lo, hi) = group.iter().fold((u64::MAX, 0), |(lo, hi), s| {
-                        (lo.min(s.owner), hi.max(s.owner))
-                    });
-                    q("run_id").between(lit(lo as i64), lit(hi as i64))
-                }
-            };
-            predicate = predicate.and(q("step").gt_eq(lit(first.from_step as i64)));
-            if let Some(to) = last.to_step {
-                predicate = predicate.and(q("step").lt_eq(lit(to as i64)));
-            }
-            if group.iter().all(|s| s.owner != viewer) {
-                predicate = predicate.and(not_system_metric(q("metric"), metric));
-            }
-            predicate
-        })
-        .reduce(Expr::or)
-        .expect("at least one segment");
-    let mut owners: Vec<i64> = segments.iter().map(|s| s.owner as i64).collect();
+    // An inherited system metric is never read: of one named system metric
+    // only the viewer's own points count.
+    let own_only =
+        matches!(metric, Some(MetricFilter::Exact(m)) if m.starts_with(SYSTEM_METRIC_PREFIX));
+    let read: Vec<&Segment> = segments
+        .iter()
+        .filter(|s| !own_only || s.owner == viewer)
+        .collect();
+    let mut owners: Vec<i64> = read.iter().map(|s| s.owner as i64).collect();
     owners.sort_unstable();
     owners.dedup();
-    let mut scan = points
-        .latest(Some(&owners), "metrics")?
-        .filter(in_segments)?;
+    let mut scan = points.latest(Some(&owners), "metrics")?;
+    let from = read.iter().map(|s| s.from_step).min();
+    if let Some(from) = from.filter(|&f| f > 0) {
+        scan = scan.filter(q("step").gt_eq(lit(from as i64)))?;
+    }
+    let to = read
+        .iter()
+        .map(|s| s.to_step)
+        .try_fold(0, |hi, t| t.map(|t| hi.max(t)));
+    if let Some(to) = to {
+        scan = scan.filter(q("step").lt_eq(lit(to as i64)))?;
+    }
+    if read.iter().any(|s| s.owner != viewer) && !matches!(metric, Some(MetricFilter::Exact(_))) {
+        scan = scan.filter(
+            q("run_id")
+                .eq(lit(viewer as i64))
+                .or(not_system_metric(q("metric"), metric)),
+        )?;
+    }
     if let Some(m) = metric {
         scan = scan.filter(m.expr(q("metric")))?;
     }

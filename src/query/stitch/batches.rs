@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, BooleanBufferBuilder, Int64Array, MutableArrayData, RecordBatch,
-    RecordBatchOptions, make_array,
+    ArrayData, ArrayRef, BooleanArray, BooleanBufferBuilder, Int64Array, MutableArrayData,
+    RecordBatch, RecordBatchOptions, make_array,
 };
 use arrow::datatypes::SchemaRef;
 use datafusion::error::Result as DFResult;
@@ -85,21 +85,27 @@ impl Batches {
         }
         let viewers: ArrayRef = Arc::new(Int64Array::from(viewers));
         let inherited: ArrayRef = Arc::new(BooleanArray::new(inherited.finish(), None));
-        let owner_schema = self.points.batch.schema();
+        let batches = self.points.batches();
+        let owner_schema = batches[0].schema();
         let columns = self
             .outputs
             .iter()
             .map(|out| -> DFResult<ArrayRef> {
                 Ok(match out.owner_column() {
                     Some(name) => {
-                        let data = self
-                            .points
-                            .batch
-                            .column(owner_schema.index_of(name)?)
-                            .to_data();
-                        let mut copied = MutableArrayData::new(vec![&data], false, rows);
+                        let index = owner_schema.index_of(name)?;
+                        let data: Vec<ArrayData> =
+                            batches.iter().map(|b| b.column(index).to_data()).collect();
+                        let mut copied = MutableArrayData::new(data.iter().collect(), false, rows);
                         for &(from, to, ..) in ranges {
-                            copied.try_extend(0, from, to)?;
+                            // A range may continue into the next batch.
+                            let mut row = from;
+                            while row < to {
+                                let (batch, at) = self.points.locate(row);
+                                let n = (to - row).min(batches[batch].num_rows() - at);
+                                copied.try_extend(batch, at, at + n)?;
+                                row += n;
+                            }
                         }
                         make_array(copied.freeze())
                     }

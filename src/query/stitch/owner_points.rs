@@ -1,12 +1,13 @@
 //! The owners' points of a stitching, held in memory and sliced per segment.
 
 use arrow::array::make_comparator;
-use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
+use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::compute::kernels::cmp::distinct;
 use arrow::compute::{
     SortColumn, SortOptions, cast, concat_batches, lexsort_to_indices, take_record_batch,
 };
 use arrow::datatypes::{DataType, Int64Type};
+use datafusion::common::internal_datafusion_err;
 use datafusion::error::Result as DFResult;
 use datafusion::execution::TaskContext;
 use datafusion::execution::memory_pool::MemoryReservation;
@@ -33,11 +34,19 @@ struct Group {
     end: usize,
 }
 
-/// The owners' points in one batch ordered by `(run_id, metric, step)`,
-/// grouped by owner and metric.
+/// The owners' points ordered by `(run_id, metric, step)` across the batches
+/// they were read in, grouped by owner and metric.
+///
+/// The batches are kept as read, not concatenated: copying every owner row
+/// once more (and faulting in the pages of a buffer that size) cost a
+/// stitched series of every metric a third of its time. Rows are numbered
+/// across the batches in order; a piece of output may span two batches.
 pub(super) struct OwnerPoints {
-    pub(super) batch: RecordBatch,
-    step: usize,
+    batches: Vec<RecordBatch>,
+    /// Where each batch's rows start in that numbering, and the row count last.
+    offsets: Vec<usize>,
+    /// `step` of every row, in that numbering.
+    steps: Vec<i64>,
     /// Groups ascending by `(owner, metric)`.
     groups: Vec<Group>,
     /// Held while the points are.
@@ -63,71 +72,63 @@ impl OwnerPoints {
                 batches.push(batch);
             }
         }
-        let run = schema.index_of("run_id")?;
-        let step = schema.index_of("step")?;
-        let metric = schema.index_of("metric").ok();
+        let columns = KeyColumns {
+            run: schema.index_of("run_id")?,
+            step: schema.index_of("step")?,
+            metric: schema.index_of("metric").ok(),
+        };
         // Compacted files are sorted and disjoint in run: ordered by their
-        // first row, the batches usually concatenate into sorted order.
+        // first row, the batches are usually in sorted order as they are.
         let mut firsts = Vec::with_capacity(batches.len());
         for (i, b) in batches.iter().enumerate() {
-            let names = metric
-                .map(|m| texts(&b.column(m).slice(0, 1)))
-                .transpose()?;
             firsts.push((
-                b.column(run).as_primitive::<Int64Type>().value(0),
-                names.map(|n| n.value(0).to_string()),
-                b.column(step).as_primitive::<Int64Type>().value(0),
+                b.column(columns.run).as_primitive::<Int64Type>().value(0),
+                columns.metric.map(|m| name_at(b, m, 0)).transpose()?,
+                b.column(columns.step).as_primitive::<Int64Type>().value(0),
                 i,
             ));
         }
         firsts.sort();
-        let ordered: Vec<&RecordBatch> = firsts.iter().map(|f| &batches[f.3]).collect();
-        let mut batch = concat_batches(&schema, ordered)?;
-        drop(batches);
-        reservation.try_resize(batch.get_array_memory_size())?;
-        let mut renamed = metric_changes(&batch, metric)?;
-        if !is_sorted(&batch, run, metric, renamed.as_ref(), step)? {
-            let columns: Vec<SortColumn> = [Some(run), metric, Some(step)]
-                .into_iter()
-                .flatten()
-                .map(|c| SortColumn {
-                    values: batch.column(c).clone(),
-                    options: None,
-                })
-                .collect();
-            batch = take_record_batch(&batch, &lexsort_to_indices(&columns, None)?)?;
-            reservation.try_resize(batch.get_array_memory_size())?;
-            renamed = metric_changes(&batch, metric)?;
-        }
-        let runs = batch.column(run).as_primitive::<Int64Type>().values();
-        let mut groups = Vec::new();
-        let mut start = 0;
-        for i in 1..=runs.len() {
-            let boundary = i == runs.len()
-                || runs[i] != runs[i - 1]
-                || renamed.as_ref().is_some_and(|c| c.value(i - 1));
-            if boundary {
-                let name = match metric {
-                    Some(m) => texts(&batch.column(m).slice(start, 1))?
-                        .value(0)
-                        .to_string(),
-                    None => named.unwrap_or_default().to_string(),
-                };
-                groups.push(Group {
-                    owner: runs[start],
-                    metric: name,
-                    start,
-                    end: i,
-                });
-                start = i;
-            }
-        }
-        Ok(Self {
-            batch,
-            step,
-            groups,
-            _reservation: reservation,
-        })
+        let mut slots: Vec<Option<RecordBatch>> = batches.into_iter().map(Some).collect();
+        let ordered: Vec<RecordBatch> = firsts.iter().filter_map(|f| slots[f.3].take()).collect();
+        let rows: usize = ordered.iter().map(RecordBatch::num_rows).sum();
+        // The run and step of every row, besides the batches.
+        reservation.try_grow(2 * rows * std::mem::size_of::<i64>())?;
+        let ordered = match Layout::of(&ordered, &columns, named, true)? {
+            Some(layout) => return Ok(layout.into_points(ordered, reservation)),
+            None => ordered,
+        };
+        let batch = concat_batches(&schema, &ordered)?;
+        drop(ordered);
+        let sort: Vec<SortColumn> = [Some(columns.run), columns.metric, Some(columns.step)]
+            .into_iter()
+            .flatten()
+            .map(|c| SortColumn {
+                values: batch.column(c).clone(),
+                options: None,
+            })
+            .collect();
+        let sorted = vec![take_record_batch(
+            &batch,
+            &lexsort_to_indices(&sort, None)?,
+        )?];
+        drop(batch);
+        let held: usize = sorted.iter().map(RecordBatch::get_array_memory_size).sum();
+        reservation.try_resize(held + 2 * rows * std::mem::size_of::<i64>())?;
+        let layout = Layout::of(&sorted, &columns, named, false)?
+            .ok_or_else(|| internal_datafusion_err!("an unchecked layout is always built"))?;
+        Ok(layout.into_points(sorted, reservation))
+    }
+
+    /// The batch holding row `row` and the row's index in it.
+    pub(super) fn locate(&self, row: usize) -> (usize, usize) {
+        let batch = self.offsets.partition_point(|&o| o <= row) - 1;
+        (batch, row - self.offsets[batch])
+    }
+
+    /// The batches, in the order their rows are numbered.
+    pub(super) fn batches(&self) -> &[RecordBatch] {
+        &self.batches
     }
 
     /// The groups of `owner`.
@@ -139,11 +140,7 @@ impl OwnerPoints {
 
     /// Rows of `group` with a step in `segment`.
     fn rows(&self, group: &Group, segment: &Segment) -> (usize, usize) {
-        let steps = &self
-            .batch
-            .column(self.step)
-            .as_primitive::<Int64Type>()
-            .values()[group.start..group.end];
+        let steps = &self.steps[group.start..group.end];
         let from = steps.partition_point(|&s| s < segment.from_step as i64);
         let to = match segment.to_step {
             Some(to) => steps.partition_point(|&s| s <= to as i64),
@@ -185,45 +182,128 @@ impl OwnerPoints {
     }
 }
 
+/// Where the key columns are in the owners' batches.
+struct KeyColumns {
+    run: usize,
+    step: usize,
+    metric: Option<usize>,
+}
+
+/// The metric of row `row` of `batch`.
+fn name_at(batch: &RecordBatch, metric: usize, row: usize) -> DFResult<String> {
+    Ok(texts(&batch.column(metric).slice(row, 1))?
+        .value(0)
+        .to_string())
+}
+
+/// The row numbering and the groups of batches read one after another.
+struct Layout {
+    offsets: Vec<usize>,
+    steps: Vec<i64>,
+    groups: Vec<Group>,
+}
+
+impl Layout {
+    /// The layout of `batches` in this order; with `check`, `None` unless
+    /// their rows are strictly ascending by `(run_id, metric, step)`.
+    fn of(
+        batches: &[RecordBatch],
+        columns: &KeyColumns,
+        named: Option<&str>,
+        check: bool,
+    ) -> DFResult<Option<Self>> {
+        let mut offsets = Vec::with_capacity(batches.len() + 1);
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let mut runs = Vec::with_capacity(rows);
+        let mut steps = Vec::with_capacity(rows);
+        // Rows after which the metric changes (vectorized within a batch,
+        // the one row pair across each boundary compared on its own).
+        let mut renamed = vec![false; rows];
+        let mut at = 0;
+        for (i, batch) in batches.iter().enumerate() {
+            offsets.push(at);
+            runs.extend_from_slice(
+                batch
+                    .column(columns.run)
+                    .as_primitive::<Int64Type>()
+                    .values(),
+            );
+            steps.extend_from_slice(
+                batch
+                    .column(columns.step)
+                    .as_primitive::<Int64Type>()
+                    .values(),
+            );
+            if let Some(m) = columns.metric {
+                let column = batch.column(m);
+                let n = column.len();
+                if n > 1 {
+                    let changed = distinct(&column.slice(0, n - 1), &column.slice(1, n - 1))?;
+                    for r in changed.values().set_indices() {
+                        renamed[at + r] = true;
+                    }
+                }
+                if i > 0 {
+                    let prev = &batches[i - 1];
+                    let last = prev.num_rows() - 1;
+                    let cmp = make_comparator(prev.column(m), column, SortOptions::default())?;
+                    renamed[at - 1] = cmp(last, 0) != std::cmp::Ordering::Equal;
+                }
+            }
+            at += batch.num_rows();
+        }
+        offsets.push(at);
+        let name = |row: usize| -> DFResult<String> {
+            match columns.metric {
+                Some(m) => {
+                    let batch = offsets.partition_point(|&o| o <= row) - 1;
+                    name_at(&batches[batch], m, row - offsets[batch])
+                }
+                None => Ok(named.unwrap_or_default().to_string()),
+            }
+        };
+        let mut groups: Vec<Group> = Vec::new();
+        let mut start = 0;
+        for i in 1..=rows {
+            if i < rows && runs[i] == runs[i - 1] && !renamed[i - 1] {
+                continue;
+            }
+            let group = Group {
+                owner: runs[start],
+                metric: name(start)?,
+                start,
+                end: i,
+            };
+            if check {
+                let after = groups
+                    .last()
+                    .is_none_or(|g| (g.owner, &g.metric) < (group.owner, &group.metric));
+                if !after || !steps[start..i].windows(2).all(|w| w[0] < w[1]) {
+                    return Ok(None);
+                }
+            }
+            groups.push(group);
+            start = i;
+        }
+        Ok(Some(Self {
+            offsets,
+            steps,
+            groups,
+        }))
+    }
+
+    fn into_points(self, batches: Vec<RecordBatch>, reservation: MemoryReservation) -> OwnerPoints {
+        OwnerPoints {
+            batches,
+            offsets: self.offsets,
+            steps: self.steps,
+            groups: self.groups,
+            _reservation: reservation,
+        }
+    }
+}
+
 /// A string column's values, whichever string type it is read as.
 fn texts(column: &ArrayRef) -> DFResult<StringArray> {
     Ok(cast(column, &DataType::Utf8)?.as_string::<i32>().clone())
-}
-
-/// Whether each row's metric differs from the next one's (vectorized: rows
-/// are compared as strings only where this says they differ).
-fn metric_changes(batch: &RecordBatch, metric: Option<usize>) -> DFResult<Option<BooleanArray>> {
-    let Some(m) = metric else { return Ok(None) };
-    let column = batch.column(m);
-    if column.len() < 2 {
-        return Ok(Some(BooleanArray::from(Vec::<bool>::new())));
-    }
-    let n = column.len() - 1;
-    Ok(Some(distinct(&column.slice(0, n), &column.slice(1, n))?))
-}
-
-/// Whether the rows are strictly ascending by `(run_id, metric, step)`.
-fn is_sorted(
-    batch: &RecordBatch,
-    run: usize,
-    metric: Option<usize>,
-    renamed: Option<&BooleanArray>,
-    step: usize,
-) -> DFResult<bool> {
-    let runs = batch.column(run).as_primitive::<Int64Type>().values();
-    let steps = batch.column(step).as_primitive::<Int64Type>().values();
-    let names = metric
-        .map(|m| make_comparator(batch.column(m), batch.column(m), SortOptions::default()))
-        .transpose()?;
-    Ok((1..runs.len()).all(|i| {
-        if runs[i] != runs[i - 1] {
-            return runs[i] > runs[i - 1];
-        }
-        match (renamed, &names) {
-            (Some(renamed), Some(names)) if renamed.value(i - 1) => {
-                names(i - 1, i) == std::cmp::Ordering::Less
-            }
-            _ => steps[i] > steps[i - 1],
-        }
-    }))
 }
