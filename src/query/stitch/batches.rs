@@ -1,5 +1,6 @@
 //! Output batches of a stitching, cut from the pieces of owner rows.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -87,6 +88,24 @@ impl Batches {
         let inherited: ArrayRef = Arc::new(BooleanArray::new(inherited.finish(), None));
         let batches = self.points.batches();
         let owner_schema = batches[0].schema();
+        // The owner batches this output batch copies from (a family's
+        // owners span hundreds), each row range split where a batch ends.
+        let mut used: Vec<usize> = Vec::new();
+        let mut source_of: HashMap<usize, usize> = HashMap::new();
+        let mut copies: Vec<(usize, usize, usize)> = Vec::new();
+        for &(from, to, ..) in ranges {
+            let mut row = from;
+            while row < to {
+                let (batch, at) = self.points.locate(row);
+                let n = (to - row).min(batches[batch].num_rows() - at);
+                let source = *source_of.entry(batch).or_insert_with(|| {
+                    used.push(batch);
+                    used.len() - 1
+                });
+                copies.push((source, at, at + n));
+                row += n;
+            }
+        }
         let columns = self
             .outputs
             .iter()
@@ -94,18 +113,13 @@ impl Batches {
                 Ok(match out.owner_column() {
                     Some(name) => {
                         let index = owner_schema.index_of(name)?;
-                        let data: Vec<ArrayData> =
-                            batches.iter().map(|b| b.column(index).to_data()).collect();
+                        let data: Vec<ArrayData> = used
+                            .iter()
+                            .map(|&b| batches[b].column(index).to_data())
+                            .collect();
                         let mut copied = MutableArrayData::new(data.iter().collect(), false, rows);
-                        for &(from, to, ..) in ranges {
-                            // A range may continue into the next batch.
-                            let mut row = from;
-                            while row < to {
-                                let (batch, at) = self.points.locate(row);
-                                let n = (to - row).min(batches[batch].num_rows() - at);
-                                copied.try_extend(batch, at, at + n)?;
-                                row += n;
-                            }
+                        for &(source, from, to) in &copies {
+                            copied.try_extend(source, from, to)?;
                         }
                         make_array(copied.freeze())
                     }
