@@ -16,8 +16,8 @@ use std::cmp::Ordering;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, BooleanBufferBuilder};
-use arrow::compute::{LexicographicalComparator, SortColumn, SortOptions};
+use arrow::array::{Array, ArrayRef, BooleanArray, UInt32Array};
+use arrow::compute::{LexicographicalComparator, SortColumn, SortOptions, take};
 use arrow::datatypes::{DataType, FieldRef};
 use datafusion::common::Result;
 use datafusion::functions_aggregate::first_last::{FirstValue, LastValue};
@@ -198,15 +198,15 @@ struct PreOrdered {
 }
 
 impl PreOrdered {
-    /// The rows DataFusion would pick in this batch, as a filter; `None`
-    /// when the batch is not ordered as promised (then every row is given).
+    /// The rows DataFusion would pick in this batch, ascending; `None` when
+    /// the batch is not ordered as promised (then every row is given).
     fn picks(
         &mut self,
         values: &[ArrayRef],
         group_indices: &[usize],
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
-    ) -> Result<Option<BooleanArray>> {
+    ) -> Result<Option<Vec<u32>>> {
         let (vals, ignore_nulls) = (&values[0], self.ignore_nulls);
         let counts = |i: usize| {
             opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i))
@@ -226,12 +226,13 @@ impl PreOrdered {
         if !ordered {
             return Ok(None);
         }
-        let mut mask = BooleanBufferBuilder::new(group_indices.len());
-        mask.append_n(group_indices.len(), false);
-        for &g in &self.touched {
-            mask.set_bit(self.chosen[g], true);
-        }
-        Ok(Some(BooleanArray::new(mask.finish(), None)))
+        let mut rows: Vec<u32> = self
+            .touched
+            .iter()
+            .map(|&g| self.chosen[g] as u32)
+            .collect();
+        rows.sort_unstable();
+        Ok(Some(rows))
     }
 
     /// Finds each touched group's pick; `false` when a row is out of order.
@@ -289,9 +290,21 @@ impl GroupsAccumulator for PreOrdered {
         total_num_groups: usize,
     ) -> Result<()> {
         match self.picks(values, group_indices, opt_filter, total_num_groups)? {
-            Some(mask) => {
+            // The picked rows alone: DataFusion's accumulator then visits a
+            // row per group, not every row of the batch with a mask.
+            Some(rows) => {
+                let rows = UInt32Array::from(rows);
+                let picked = values
+                    .iter()
+                    .map(|v| take(v.as_ref(), &rows, None))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let groups: Vec<usize> = rows
+                    .values()
+                    .iter()
+                    .map(|&r| group_indices[r as usize])
+                    .collect();
                 self.inner
-                    .update_batch(values, group_indices, Some(&mask), total_num_groups)
+                    .update_batch(&picked, &groups, None, total_num_groups)
             }
             None => self
                 .inner
