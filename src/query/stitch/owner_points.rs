@@ -93,7 +93,8 @@ impl OwnerPoints {
         let ordered: Vec<RecordBatch> = firsts.iter().filter_map(|f| slots[f.3].take()).collect();
         let rows: usize = ordered.iter().map(RecordBatch::num_rows).sum();
         // The run and step of every row, besides the batches.
-        reservation.try_grow(2 * rows * std::mem::size_of::<i64>())?;
+        let keys = 2 * rows * std::mem::size_of::<i64>();
+        reservation.try_grow(keys)?;
         let ordered = match Layout::of(&ordered, &columns, named, true)? {
             Some(layout) => return Ok(layout.into_points(ordered, reservation)),
             None => ordered,
@@ -114,7 +115,7 @@ impl OwnerPoints {
         )?];
         drop(batch);
         let held: usize = sorted.iter().map(RecordBatch::get_array_memory_size).sum();
-        reservation.try_resize(held + 2 * rows * std::mem::size_of::<i64>())?;
+        reservation.try_resize(held + keys)?;
         let layout = Layout::of(&sorted, &columns, named, false)?
             .ok_or_else(|| internal_datafusion_err!("an unchecked layout is always built"))?;
         Ok(layout.into_points(sorted, reservation))
@@ -122,8 +123,7 @@ impl OwnerPoints {
 
     /// The batch holding row `row` and the row's index in it.
     pub(super) fn locate(&self, row: usize) -> (usize, usize) {
-        let batch = self.offsets.partition_point(|&o| o <= row) - 1;
-        (batch, row - self.offsets[batch])
+        locate(&self.offsets, row)
     }
 
     /// The batches, in the order their rows are numbered.
@@ -196,6 +196,12 @@ fn name_at(batch: &RecordBatch, metric: usize, row: usize) -> DFResult<String> {
         .to_string())
 }
 
+/// The batch of rows numbered from `offsets` that holds `row`, and the row's index in it.
+fn locate(offsets: &[usize], row: usize) -> (usize, usize) {
+    let batch = offsets.partition_point(|&o| o <= row) - 1;
+    (batch, row - offsets[batch])
+}
+
 /// The row numbering and the groups of batches read one after another.
 struct Layout {
     offsets: Vec<usize>,
@@ -256,8 +262,8 @@ impl Layout {
         let name = |row: usize| -> DFResult<String> {
             match columns.metric {
                 Some(m) => {
-                    let batch = offsets.partition_point(|&o| o <= row) - 1;
-                    name_at(&batches[batch], m, row - offsets[batch])
+                    let (batch, at) = locate(&offsets, row);
+                    name_at(&batches[batch], m, at)
                 }
                 None => Ok(named.unwrap_or_default().to_string()),
             }
