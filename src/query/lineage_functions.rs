@@ -17,7 +17,7 @@ use datafusion::error::Result as DFResult;
 use datafusion::logical_expr::Expr;
 use datafusion::prelude::SessionContext;
 
-pub use super::lineage_plans::{segment_points, stitched_plan, stitched_views_plan};
+pub use super::lineage_plans::{owner_points, segment_points, stitched_plan, stitched_views_plan};
 use super::lineage_view::LineageView;
 pub use super::metric_selection::MetricFilter;
 use super::points::PointSource;

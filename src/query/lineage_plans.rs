@@ -187,8 +187,10 @@ pub(super) fn lineage_plan(
     }
 }
 
-/// The latest points of every owner of `views`, of `metric`, that `filter` keeps.
-fn owner_points(
+/// The latest points of every owner of `views`, of `metric`, that `filter`
+/// keeps: what the stitching operator slices, and what the report reads to
+/// cut each run's series in place.
+pub fn owner_points(
     points: &PointSource,
     views: &[(RunId, Segment)],
     metric: Option<&MetricFilter>,

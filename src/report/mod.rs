@@ -2,18 +2,21 @@
 //!
 //! A report covers some or all families of one project. Patterns among the
 //! requested metrics are first resolved to the metrics the families logged;
-//! then the numbers come from scans of each family's stitched views, a few
-//! metrics at a time ([`METRICS_PER_SCAN`]), planned by `lineage_functions`
-//! and executed by the stitching operator (`query::stitch`), which reads each
-//! owner's points once and hands back every run's stitched series in
-//! `(run, metric, step)` order. The report does no stitching of its own: what
-//! it ranks is what `family_metrics` returns. Only one scan's series are held
-//! per family (a few families at once, [`FAMILIES_IN_FLIGHT`]), and only
-//! their drawn points are kept for the charts.
+//! then the numbers come from one scan of each family's owners' points (of
+//! many metrics at once, [`METRICS_PER_SCAN`]), planned by `lineage_functions`
+//! as the stitching operator's input is. Each run's stitched series is then
+//! the list of its segments' slices of those owners' series (`series`): the
+//! segments the catalog resolves, cut by the operator's own cut and rules
+//! (`stitch::segment_rows`, `stitch::sees`), so what the report ranks is what
+//! `family_metrics` returns, without the inherited points copied once per
+//! descendant. Only one scan's owner series are held per family (a few
+//! families at once, [`FAMILIES_IN_FLIGHT`]), accounted to the query memory
+//! pool, and only their drawn points are kept for the charts.
 
 pub mod chart;
-mod collected;
 mod model;
+mod owners;
+pub mod series;
 pub mod numbers;
 pub mod render;
 pub mod stats;
@@ -28,13 +31,16 @@ use datafusion::error::DataFusionError;
 use datafusion::prelude::{DataFrame, SessionContext, cast, col, lit};
 use futures::StreamExt;
 
-use self::collected::{Collected, Stitched};
-use self::stats::FiniteSeries;
+use datafusion::execution::memory_pool::MemoryConsumer;
+
+use self::owners::{Gathering, Owners};
+use self::series::Pieces;
 use crate::catalog::{CatalogSnapshot, FamilyMember, RunId, RunStatus, Segment};
 use crate::engine::Engine;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::query::gate::QueryGate;
 use crate::query::lineage_functions::{self, MetricFilter};
+use crate::query::stitch;
 use crate::query::points::PointSource;
 use crate::query::session::METRIC_WRITES;
 use crate::scope::Projects;
@@ -47,11 +53,12 @@ pub use stats::{Goal, Point, RunStats};
 const FAMILIES_IN_FLIGHT: usize = 2;
 
 /// Metrics read by one scan of a family's owners. Each scan opens the files
-/// holding the family and evaluates its predicate over their pages, so one
-/// scan per metric paid that twenty times over on a twenty-metric report;
-/// a scan holds its metrics' stitched series (about 20 MB a metric for a
-/// hundred runs of 8,000 steps), so the count stays small.
-const METRICS_PER_SCAN: usize = 4;
+/// holding the family and decodes and filters their key columns, so a scan
+/// per few metrics paid that five times over on a twenty-metric report. A
+/// scan holds its metrics' owner series, 16 bytes a point and no copy per
+/// descendant (80 MB for a hundred runs of twenty metrics of 2,500 points);
+/// should they exceed the memory pool, the scan is split in two.
+const METRICS_PER_SCAN: usize = 32;
 
 /// Computes a report over the runs of `scope` (the projects the caller's key opens).
 pub async fn build(
@@ -101,6 +108,11 @@ pub async fn build(
         })
         .collect();
 
+    // Every metric the runs logged is asked for: a scan of them all needs no filter.
+    let every = request
+        .metrics
+        .iter()
+        .any(|s| MetricFilter::glob(s) == MetricFilter::Like("%".to_string()));
     let scans = families.len() * names.len().div_ceil(METRICS_PER_SCAN);
     progress(Progress::Start { scans });
     let scanner = FamilyScans {
@@ -108,6 +120,7 @@ pub async fn build(
         gate: engine.gate(),
         points: &points,
         metrics: &metrics,
+        every,
         started: AtomicUsize::new(0),
         done: AtomicUsize::new(0),
         progress,
@@ -188,8 +201,10 @@ fn joined(e: tokio::task::JoinError) -> Error {
 struct Family {
     /// Root first, then breadth-first by id.
     members: Arc<Vec<FamilyMember>>,
-    /// Every member's segments.
+    /// Every member's segments, `(member, segment)`.
     views: Vec<(RunId, Segment)>,
+    /// Each member's segments, in step order, by member.
+    segments: Arc<Vec<Vec<Segment>>>,
     /// Display id of each member's resolved parent.
     parents: Arc<Vec<Option<String>>>,
 }
@@ -198,9 +213,12 @@ impl Family {
     fn new(catalog: &CatalogSnapshot, root: RunId) -> Result<Self> {
         let members = catalog.family(root)?;
         let mut views = Vec::new();
+        let mut segments = Vec::with_capacity(members.len());
         for member in &members {
             let run = member.run.id;
-            views.extend(catalog.segments(run)?.into_iter().map(|s| (run, s)));
+            let own = catalog.segments(run)?;
+            views.extend(own.iter().map(|s| (run, *s)));
+            segments.push(own);
         }
         let parents = members
             .iter()
@@ -214,6 +232,7 @@ impl Family {
         Ok(Self {
             members: Arc::new(members),
             views,
+            segments: Arc::new(segments),
             parents: Arc::new(parents),
         })
     }
@@ -226,6 +245,8 @@ struct FamilyScans<'a> {
     gate: &'a QueryGate,
     points: &'a PointSource,
     metrics: &'a [MetricGoal],
+    /// Whether `metrics` are every metric the runs logged.
+    every: bool,
     /// Scans started and finished so far, for progress.
     started: AtomicUsize,
     done: AtomicUsize,
@@ -236,20 +257,30 @@ impl FamilyScans<'_> {
     /// Every metric's section of `family`, in report order.
     async fn family(&self, family: &Family) -> Result<FamilyReport> {
         let mut sections = Vec::with_capacity(self.metrics.len());
-        for metrics in self.metrics.chunks(METRICS_PER_SCAN) {
+        let mut chunks: Vec<&[MetricGoal]> = self.metrics.chunks(METRICS_PER_SCAN).rev().collect();
+        while let Some(metrics) = chunks.pop() {
             let names: Vec<String> = metrics.iter().map(|m| m.name.clone()).collect();
-            let stitched = self.scan(family, &names).await?;
+            let owners = match self.scan(family, &names).await {
+                Err(e) if e.kind() == ErrorKind::ResourcesExhausted && metrics.len() > 1 => {
+                    let (first, second) = metrics.split_at(metrics.len() / 2);
+                    chunks.extend([second, first]);
+                    continue;
+                }
+                found => Arc::new(found?),
+            };
             // The numbers cost about what the scan does: off the runtime's
             // workers, so the other family's scan goes on meanwhile.
             let members = family.members.clone();
+            let segments = family.segments.clone();
             let parents = family.parents.clone();
             let goals: Vec<MetricGoal> = metrics.to_vec();
             let computed = tokio::task::spawn_blocking(move || {
                 goals
                     .into_iter()
-                    .zip(stitched)
-                    .map(|(m, mut series)| {
-                        family_metric(&members, &parents, m.name, m.goal, &mut series)
+                    .enumerate()
+                    .map(|(k, m)| {
+                        let series = stitched(&members, &segments, &owners, k, &m.name);
+                        family_metric(&members, &parents, m.name, m.goal, &series)
                     })
                     .collect::<Vec<_>>()
             })
@@ -262,8 +293,8 @@ impl FamilyScans<'_> {
         Ok(family_report(&family.members, sections))
     }
 
-    /// The stitched series of `names` of every member of `family`, by metric.
-    async fn scan(&self, family: &Family, names: &[String]) -> Result<Vec<Stitched>> {
+    /// The owners' series of `names` of every member of `family`.
+    async fn scan(&self, family: &Family, names: &[String]) -> Result<Owners> {
         let index = self.started.fetch_add(1, Ordering::Relaxed);
         let spec = format!("{}: {}", family.members[0].run.display_id, names.join(", "));
         (self.progress)(Progress::Scan {
@@ -271,21 +302,28 @@ impl FamilyScans<'_> {
             spec: spec.clone(),
             rows: 0,
         });
-        let plan = lineage_functions::stitched_views_plan(self.points, &family.views, names)?;
-        // The stitching operator holds the owners' points (in the memory
-        // pool); of one metric their metric column is left unread.
-        let mut columns = vec!["run_id", "step", "value", "inherited"];
-        if names.len() > 1 {
-            columns.push("metric");
-        }
+        let mut columns = vec!["run_id", "step", "value"];
+        let plan = match names {
+            [name] => {
+                let metric = MetricFilter::Exact(name.clone());
+                lineage_functions::owner_points(self.points, &family.views, Some(&metric), None)?
+            }
+            several => {
+                columns.push("metric");
+                let filter = (!self.every || several.len() < self.metrics.len()).then(|| {
+                    col("metric").in_list(several.iter().map(|n| lit(n.as_str())).collect(), false)
+                });
+                lineage_functions::owner_points(self.points, &family.views, None, filter)?
+            }
+        };
         let df = DataFrame::new(self.ctx.state(), plan).select_columns(&columns)?;
         let mut stream = self.gate.execute(df).await?;
-        // Polled on the runtime's workers: whoever polls the stream also runs
-        // the stitching operator's output, and the caller's thread (the
-        // CLI's main thread) would otherwise do both families' share alone.
-        let names = names.to_vec();
-        let mut collecting = AbortOnDrop(tokio::spawn(async move {
-            let mut found = Collected::new(&names);
+        let reservation = MemoryConsumer::new(format!("report series {spec}"))
+            .register(&self.ctx.runtime_env().memory_pool);
+        // Polled on the runtime's workers, not the caller's thread (the CLI's
+        // main thread), which would otherwise decode both families' batches alone.
+        let mut found = Gathering::new(names, reservation);
+        let mut gathering = AbortOnDrop(tokio::spawn(async move {
             let mut rows = 0;
             while let Some(batch) = stream.next().await {
                 let batch = batch?;
@@ -294,10 +332,38 @@ impl FamilyScans<'_> {
             }
             Ok::<_, Error>((found.finish(), rows))
         }));
-        let (found, rows) = (&mut collecting.0).await.map_err(joined)??;
+        let (found, rows) = (&mut gathering.0).await.map_err(joined)??;
         (self.progress)(Progress::Scan { index, spec, rows });
         Ok(found)
     }
+}
+
+/// Each member's stitched series of metric `metric` of the scan (`name`):
+/// its segments' slices of their owners' series.
+fn stitched<'a>(
+    members: &[FamilyMember],
+    segments: &[Vec<Segment>],
+    owners: &'a Owners,
+    metric: usize,
+    name: &str,
+) -> Vec<Pieces<'a>> {
+    members
+        .iter()
+        .zip(segments)
+        .map(|(member, segments)| {
+            let viewer = member.run.id;
+            let mut pieces = Pieces::default();
+            for segment in segments {
+                if !stitch::sees(viewer, segment.owner, name) {
+                    continue;
+                }
+                if let Some(series) = owners.get(segment.owner, metric) {
+                    pieces.push_segment(series, segment, segment.owner != viewer);
+                }
+            }
+            pieces
+        })
+        .collect()
 }
 
 /// The metrics a report covers, in request order: a named metric as given
@@ -363,23 +429,19 @@ pub fn anchor(root: &str) -> String {
     format!("family-{slug}")
 }
 
-/// One metric of one family: each run's stitched series, its numbers, ranks and winner.
+/// One metric of one family: each run's stitched series (by member), its
+/// numbers, ranks and winner.
 fn family_metric(
     family: &[FamilyMember],
     parents: &[Option<String>],
     name: String,
     goal: Goal,
-    stitched: &mut Stitched,
+    finite: &[Pieces],
 ) -> FamilyMetric {
     let index: HashMap<RunId, usize> = family
         .iter()
         .enumerate()
         .map(|(i, m)| (m.run.id, i))
-        .collect();
-    // A run is in one family: its series is taken, not copied.
-    let finite: Vec<FiniteSeries> = family
-        .iter()
-        .map(|m| stitched.remove(&m.run.id).unwrap_or_default())
         .collect();
     let mut rows: Vec<RunRow> = family
         .iter()

@@ -12,9 +12,9 @@
 //!   a negative number means the child is better; with `max` a positive one.
 //! - A run with no finite point of a metric has every number null and no rank.
 
-use arrow::buffer::BooleanBuffer;
 use serde::Serialize;
 
+use super::series::Pieces;
 use crate::query::downsample::series::drawn_extremes;
 
 /// Whether smaller or larger values of a metric are better.
@@ -95,208 +95,74 @@ pub struct RunStats {
 }
 
 /// A stitched series' finite points, in step order, and which of them are
-/// inherited; built a point at a time as a scan hands them over.
+/// inherited, built from its points one by one ([`run_stats`]).
 #[derive(Debug, Clone, Default)]
 pub struct FiniteSeries {
     points: Vec<(u64, f64)>,
+    inherited: Vec<bool>,
     non_finite: usize,
-    /// Index of the first own point. The inherited points come first (a
-    /// stitched series' ancestors own the steps up to its fork), so the
-    /// two parts are slices; `None` while every point is inherited.
-    own_from: Option<usize>,
-    /// Every point's flag, kept only once the flags interleave.
-    flags: Option<Vec<bool>>,
-    /// Whether a point came with a lower step than the one before.
-    unsorted: bool,
 }
 
 impl FiniteSeries {
-    /// The finite points of `series`, in step order.
+    /// The finite points of `series`, in step order (a stable sort, should
+    /// points have come out of order).
     pub fn new(series: &[Point]) -> Self {
-        let mut finite = Self::default();
-        finite.points.reserve(series.len());
-        for p in series {
-            finite.push(p.step, p.value, p.inherited);
+        let mut finite: Vec<&Point> = series.iter().filter(|p| p.value.is_finite()).collect();
+        finite.sort_by_key(|p| p.step);
+        Self {
+            points: finite.iter().map(|p| (p.step, p.value)).collect(),
+            inherited: finite.iter().map(|p| p.inherited).collect(),
+            non_finite: series.len() - finite.len(),
         }
-        finite.sorted()
     }
 
-    /// Adds the next point of the series.
-    #[inline]
-    pub fn push(&mut self, step: u64, value: f64, inherited: bool) {
-        if !value.is_finite() {
-            self.non_finite += 1;
-            return;
-        }
-        if let Some(&(last, _)) = self.points.last() {
-            self.unsorted |= step < last;
-        }
-        match (&mut self.flags, inherited, self.own_from) {
-            (Some(flags), ..) => flags.push(inherited),
-            (None, false, None) => self.own_from = Some(self.points.len()),
-            (None, true, Some(k)) => {
-                let mut flags = vec![true; k];
-                flags.resize(self.points.len(), false);
-                flags.push(true);
-                self.flags = Some(flags);
-            }
-            _ => {}
-        }
-        self.points.push((step, value));
-    }
-
-    /// Adds the next points of the series, a stretch of a scan: `steps`
-    /// and `values` side by side, `inherited` their flags.
-    pub fn extend(&mut self, steps: &[i64], values: &[f64], inherited: &BooleanBuffer) {
-        let n = steps.len().min(values.len()).min(inherited.len());
-        let inherited = inherited.slice(0, n);
-        self.points.reserve(n);
-        // Runs of one flag each (a series' inherited prefix, then its own
-        // points): their bookkeeping is that of their first finite point.
-        let mut at = 0;
-        for (from, to) in inherited.set_slices() {
-            self.extend_alike(&steps[at..from], &values[at..from], false);
-            self.extend_alike(&steps[from..to], &values[from..to], true);
-            at = to;
-        }
-        self.extend_alike(&steps[at..n], &values[at..n], false);
-    }
-
-    /// [`Self::extend`] of points that all have the flag `inherited`.
-    fn extend_alike(&mut self, steps: &[i64], values: &[f64], inherited: bool) {
-        let Some(first) = values.iter().position(|v| v.is_finite()) else {
-            self.non_finite += values.len();
-            return;
-        };
-        self.non_finite += first;
-        self.push(steps[first].max(0) as u64, values[first], inherited);
-        let (steps, values) = (&steps[first + 1..], &values[first + 1..]);
-        let before = self.points.len();
-        let mut last = self.points.last().map_or(0, |p| p.0);
-        let mut unsorted = false;
-        for (&step, &value) in steps.iter().zip(values) {
-            if value.is_finite() {
-                let step = step.max(0) as u64;
-                unsorted |= step < last;
-                last = step;
-                self.points.push((step, value));
+    /// The series as slices of one flag each.
+    pub fn pieces(&self) -> Pieces<'_> {
+        let mut pieces = Pieces::default();
+        let mut start = 0;
+        for end in 1..=self.points.len() {
+            if end == self.points.len() || self.inherited[end] != self.inherited[start] {
+                pieces.push(&self.points[start..end], self.inherited[start], 0);
+                start = end;
             }
         }
-        self.unsorted |= unsorted;
-        self.non_finite += steps.len() - (self.points.len() - before);
-        if let Some(flags) = &mut self.flags {
-            flags.resize(self.points.len(), inherited);
-        }
+        pieces.push(&[], false, self.non_finite);
+        pieces
     }
 
-    /// The series in step order (a stable sort, should points have come
-    /// out of order).
-    pub fn sorted(self) -> Self {
-        if !self.unsorted {
-            return self;
-        }
-        let flags = self.flags();
-        let mut pairs: Vec<((u64, f64), bool)> = self.points.into_iter().zip(flags).collect();
-        pairs.sort_by_key(|(p, _)| p.0);
-        let mut sorted = Self {
-            non_finite: self.non_finite,
-            ..Self::default()
-        };
-        sorted.points.reserve(pairs.len());
-        for ((step, value), inherited) in pairs {
-            sorted.push(step, value, inherited);
-        }
-        sorted
-    }
-
-    /// Every point's inherited flag.
-    fn flags(&self) -> Vec<bool> {
-        match &self.flags {
-            Some(flags) => flags.clone(),
-            None => {
-                let own = self.own_from.unwrap_or(self.points.len());
-                let mut flags = vec![true; own];
-                flags.resize(self.points.len(), false);
-                flags
-            }
-        }
-    }
-
-    /// The finite points, `(step, value)`.
-    pub fn points(&self) -> &[(u64, f64)] {
-        &self.points
-    }
-
-    /// The inherited or the own part.
-    fn part(&self, inherited: bool) -> std::borrow::Cow<'_, [(u64, f64)]> {
-        match (&self.flags, self.own_from) {
-            (Some(flags), _) => self
-                .points
-                .iter()
-                .zip(flags)
-                .filter(|(_, f)| **f == inherited)
-                .map(|(p, _)| *p)
-                .collect::<Vec<_>>()
-                .into(),
-            (None, own_from) => {
-                let k = own_from.unwrap_or(self.points.len());
-                match inherited {
-                    true => self.points[..k].into(),
-                    false => self.points[k..].into(),
-                }
-            }
-        }
-    }
-
-    /// What a chart draws of the series: each part reduced by the report's
-    /// strategy ([`drawn_extremes`]), the inherited one only when `inherited`.
+    /// What a chart draws of the series ([`Pieces::drawn`]).
     pub fn drawn(&self, max_points: usize, inherited: bool) -> Vec<Point> {
-        let parts: &[bool] = if inherited { &[true, false] } else { &[false] };
-        parts
-            .iter()
-            .flat_map(|&inherited| {
-                drawn_extremes(&self.part(inherited), max_points)
-                    .into_iter()
-                    .map(move |(step, value)| Point {
-                        step,
-                        value,
-                        inherited,
-                    })
-            })
-            .collect()
+        self.pieces().drawn(max_points, inherited)
     }
 }
 
 /// Computes a run's numbers; `parent` is the resolved parent's stitched series
-/// and the run's fork step, `None` for a root. Series must be sorted by step.
+/// and the run's fork step, `None` for a root.
 pub fn run_stats(series: &[Point], parent: Option<(&[Point], u64)>, goal: Goal) -> RunStats {
     let parent = parent.map(|(p, fork)| (FiniteSeries::new(p), fork));
+    let parent = parent.as_ref().map(|(p, fork)| (p.pieces(), *fork));
     finite_stats(
-        &FiniteSeries::new(series),
+        &FiniteSeries::new(series).pieces(),
         parent.as_ref().map(|(p, fork)| (p, *fork)),
         goal,
     )
 }
 
 /// [`run_stats`] of series already reduced to their finite points.
-pub fn finite_stats(
-    series: &FiniteSeries,
-    parent: Option<(&FiniteSeries, u64)>,
-    goal: Goal,
-) -> RunStats {
-    let own = series.points();
+pub fn finite_stats(series: &Pieces, parent: Option<(&Pieces, u64)>, goal: Goal) -> RunStats {
     let mut stats = RunStats {
-        non_finite: series.non_finite,
-        points: own.len(),
+        non_finite: series.non_finite(),
+        points: series.len(),
         ..RunStats::default()
     };
-    let Some(&(last_step, last_value)) = own.last() else {
+    let Some((last_step, last_value)) = series.last() else {
         return stats;
     };
     stats.last_step = Some(last_step);
     stats.last_value = Some(last_value);
-    let mut best = own[0];
-    for &(step, value) in &own[1..] {
+    let mut points = series.iter();
+    let mut best = points.next().unwrap_or((last_step, last_value));
+    for (step, value) in points {
         if goal.better(value, best.1) {
             best = (step, value);
         }
@@ -304,46 +170,62 @@ pub fn finite_stats(
     stats.best_step = Some(best.0);
     stats.best_value = Some(best.1);
 
-    let Some((parent, fork_step)) = parent else {
+    let Some((theirs, fork_step)) = parent else {
         return stats;
     };
-    let theirs = parent.points();
     // Only steps after the fork make the area; before it only the last step
     // in both series can matter, and only when none comes after the fork
     // (a stitched series holds a step once, so that step has one pair).
     // So the two tails are walked forwards and the heads, if need be,
     // backwards from their ends until they meet.
-    let own_head = own.partition_point(|&(s, _)| s <= fork_step);
-    let their_head = theirs.partition_point(|&(s, _)| s <= fork_step);
-    let (mut i, mut j) = (own_head, their_head);
+    let own_head = series.partition_point(|s| s <= fork_step);
+    let their_head = theirs.partition_point(|s| s <= fork_step);
+    let (mut own, mut other) = (
+        series.iter_from(own_head).peekable(),
+        theirs.iter_from(their_head).peekable(),
+    );
     let mut previous: Option<(u64, f64)> = None;
     // -0.0, as `Iterator::sum` starts: an all-zero area keeps its sign.
     let mut area = -0.0;
     let mut after = 0usize;
-    while i < own.len() && j < theirs.len() {
-        match own[i].0.cmp(&theirs[j].0) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
+    while let (Some(&(a, x)), Some(&(b, y))) = (own.peek(), other.peek()) {
+        match a.cmp(&b) {
+            std::cmp::Ordering::Less => {
+                own.next();
+            }
+            std::cmp::Ordering::Greater => {
+                other.next();
+            }
             std::cmp::Ordering::Equal => {
-                let (step, difference) = (own[i].0, own[i].1 - theirs[j].1);
+                let difference = x - y;
                 if let Some((s0, d0)) = previous {
-                    area += (d0 + difference) / 2.0 * (step - s0) as f64;
+                    area += (d0 + difference) / 2.0 * (a - s0) as f64;
                 }
-                previous = Some((step, difference));
+                previous = Some((a, difference));
                 after += 1;
-                i += 1;
-                j += 1;
+                own.next();
+                other.next();
             }
         }
     }
     let mut last_common = previous;
-    let (mut i, mut j) = (own_head, their_head);
-    while last_common.is_none() && i > 0 && j > 0 {
-        match own[i - 1].0.cmp(&theirs[j - 1].0) {
-            std::cmp::Ordering::Greater => i -= 1,
-            std::cmp::Ordering::Less => j -= 1,
-            std::cmp::Ordering::Equal => {
-                last_common = Some((own[i - 1].0, own[i - 1].1 - theirs[j - 1].1));
+    if last_common.is_none() {
+        let (mut own, mut other) = (
+            series.rev_before(own_head).peekable(),
+            theirs.rev_before(their_head).peekable(),
+        );
+        while let (Some(&(a, x)), Some(&(b, y))) = (own.peek(), other.peek()) {
+            match a.cmp(&b) {
+                std::cmp::Ordering::Greater => {
+                    own.next();
+                }
+                std::cmp::Ordering::Less => {
+                    other.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    last_common = Some((a, x - y));
+                    break;
+                }
             }
         }
     }
@@ -351,9 +233,9 @@ pub fn finite_stats(
         stats.last_common_step = Some(step);
         stats.delta_last_common = Some(difference);
     }
-    let at_or_before = theirs.partition_point(|&(s, _)| s <= last_step);
+    let at_or_before = theirs.partition_point(|s| s <= last_step);
     if at_or_before > 0 {
-        stats.delta_at_last = Some(last_value - theirs[at_or_before - 1].1);
+        stats.delta_at_last = Some(last_value - theirs.get(at_or_before - 1).1);
     }
     if after >= 2 {
         stats.area_after_fork = Some(area);
@@ -646,38 +528,6 @@ mod tests {
             let own: Vec<Point> = expected.into_iter().filter(|p| !p.inherited).collect();
             let drawn = FiniteSeries::new(&child).drawn(budget, false);
             proptest::prop_assert_eq!(format!("{drawn:?}"), format!("{own:?}"));
-        }
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn stretches_build_what_points_build(
-            stretches in proptest::collection::vec(
-                (arbitrary_series(), 0u8..3),
-                0..6,
-            ),
-        ) {
-            let (mut by_stretch, mut by_point) = (FiniteSeries::default(), FiniteSeries::default());
-            for (points, kind) in &stretches {
-                // Uniform stretches take the bulk path, mixed ones the other.
-                let flag = |p: &Point| match kind {
-                    0 => true,
-                    1 => false,
-                    _ => p.inherited,
-                };
-                let steps: Vec<i64> = points.iter().map(|p| p.step as i64).collect();
-                let values: Vec<f64> = points.iter().map(|p| p.value).collect();
-                let flags = BooleanBuffer::from_iter(points.iter().map(flag));
-                by_stretch.extend(&steps, &values, &flags);
-                for p in points {
-                    by_point.push(p.step, p.value, flag(p));
-                }
-            }
-            proptest::prop_assert_eq!(format!("{by_stretch:?}"), format!("{by_point:?}"));
-            proptest::prop_assert_eq!(
-                format!("{:?}", by_stretch.sorted()),
-                format!("{:?}", by_point.sorted())
-            );
         }
     }
 }

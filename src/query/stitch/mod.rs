@@ -115,6 +115,28 @@ pub(super) fn inheritable(metric: &str) -> bool {
     !metric.starts_with(SYSTEM_METRIC_PREFIX)
 }
 
+/// Whether `viewer`'s stitched series of `metric` takes `owner`'s points in
+/// a segment of `owner`'s: its own always, an ancestor's unless a system metric.
+pub fn sees(viewer: RunId, owner: RunId, metric: &str) -> bool {
+    owner == viewer || inheritable(metric)
+}
+
+/// The rows of `rows` (ascending by `step`) that `segment` covers: the one
+/// cut a stitched series is made of, for the operator and for callers that
+/// read the owners' series in place (the report).
+pub fn segment_rows<T>(
+    rows: &[T],
+    step: impl Fn(&T) -> i64,
+    segment: &Segment,
+) -> std::ops::Range<usize> {
+    let from = rows.partition_point(|r| step(r) < segment.from_step as i64);
+    let to = match segment.to_step {
+        Some(to) => rows.partition_point(|r| step(r) <= to as i64),
+        None => rows.len(),
+    };
+    from..to.max(from)
+}
+
 /// Stitched views of many runs, as a table.
 #[derive(Debug)]
 pub struct StitchedTable {

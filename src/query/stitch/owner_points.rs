@@ -15,8 +15,8 @@ use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use futures::StreamExt;
 use std::sync::Arc;
 
-use super::{Views, inheritable};
-use crate::catalog::Segment;
+use super::{Views, sees, segment_rows};
+use crate::catalog::{RunId, Segment};
 
 /// A contiguous run of owner rows in one viewer's output.
 pub(super) struct Piece {
@@ -140,13 +140,8 @@ impl OwnerPoints {
 
     /// Rows of `group` with a step in `segment`.
     fn rows(&self, group: &Group, segment: &Segment) -> (usize, usize) {
-        let steps = &self.steps[group.start..group.end];
-        let from = steps.partition_point(|&s| s < segment.from_step as i64);
-        let to = match segment.to_step {
-            Some(to) => steps.partition_point(|&s| s <= to as i64),
-            None => steps.len(),
-        };
-        (group.start + from, group.start + to.max(from))
+        let rows = segment_rows(&self.steps[group.start..group.end], |&s| s, segment);
+        (group.start + rows.start, group.start + rows.end)
     }
 
     /// Every viewer's series as owner row ranges, in output order: by viewer,
@@ -160,7 +155,7 @@ impl OwnerPoints {
             for (i, segment) in segments.iter().enumerate() {
                 let owner = segment.owner as i64;
                 for group in self.of_owner(owner) {
-                    if owner == viewer || inheritable(&group.metric) {
+                    if sees(viewer as RunId, owner as RunId, &group.metric) {
                         found.push((&group.metric, i, group));
                     }
                 }

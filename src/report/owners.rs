@@ -1,4 +1,4 @@
-//! The stitched series of a report scan, gathered as its ordered batches arrive.
+//! The owners' series of a report scan, gathered as its batches arrive.
 
 use std::collections::HashMap;
 
@@ -6,95 +6,111 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::buffer::BooleanBuffer;
 use arrow::compute::kernels::cmp::distinct;
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::error::DataFusionError;
+use datafusion::execution::memory_pool::MemoryReservation;
 
-use super::stats::FiniteSeries;
+use super::series::OwnerSeries;
 use crate::catalog::RunId;
 use crate::error::{Error, Result};
 
-/// Each run's stitched series of one metric (its finite points), by run.
-pub(super) type Stitched = HashMap<RunId, FiniteSeries>;
-
-/// The series of a scan of `names`, by metric in the order of `names`.
-pub(super) struct Collected {
-    names: Vec<String>,
-    done: Vec<Stitched>,
+/// Every owner's series of the metrics of a scan, by owner and metric index.
+pub(super) struct Owners {
+    series: HashMap<(RunId, usize), OwnerSeries>,
+    /// What the series hold, in the query memory pool.
+    _reservation: MemoryReservation,
 }
 
-impl Collected {
-    pub(super) fn new(names: &[String]) -> Self {
+impl Owners {
+    /// The series of `(owner, metric)`, `metric` indexing the scan's names.
+    pub(super) fn get(&self, owner: RunId, metric: usize) -> Option<&OwnerSeries> {
+        self.series.get(&(owner, metric))
+    }
+}
+
+/// The owners' series of a scan of `names`, as its batches arrive.
+pub(super) struct Gathering {
+    names: HashMap<String, usize>,
+    series: HashMap<(RunId, usize), OwnerSeries>,
+    reservation: MemoryReservation,
+}
+
+impl Gathering {
+    pub(super) fn new(names: &[String], reservation: MemoryReservation) -> Self {
         Self {
-            names: names.to_vec(),
-            done: vec![HashMap::new(); names.len()],
+            names: names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect(),
+            series: HashMap::new(),
+            reservation,
         }
     }
 
-    /// Adds a batch of `run_id, step, value, inherited`, and `metric` when
-    /// the scan reads more than one. The stitching operator sends each
-    /// series whole, in `(run, metric, step)` order, so a batch is a few
-    /// long stretches of one series each.
+    /// Adds a batch of `run_id, step, value`, and `metric` when the scan
+    /// reads more than one; a metric not asked for is passed over. The
+    /// owners' points come a few long stretches of one series each
+    /// (compacted files are sorted by run, metric and step).
     pub(super) fn add(&mut self, batch: &RecordBatch) -> Result<()> {
         let column = |name: &str| {
             batch
                 .column_by_name(name)
-                .ok_or_else(|| Error::invalid(format!("stitched plan lacks column {name}")))
+                .ok_or_else(|| Error::invalid(format!("owner scan lacks column {name}")))
         };
         let runs = column("run_id")?.as_primitive::<Int64Type>();
         let steps = column("step")?.as_primitive::<Int64Type>();
         let values = column("value")?.as_primitive::<Float64Type>();
-        let inherited = column("inherited")?.as_boolean();
         let metrics = match self.names.len() {
             1 => None,
             _ => Some(Metrics::new(column("metric")?)?),
         };
-        let nulls = runs.null_count() + steps.null_count() + values.null_count() > 0;
+        self.reservation
+            .try_grow(batch.num_rows() * OwnerSeries::BYTES_PER_POINT)
+            .map_err(|e| {
+                Error::Query(DataFusionError::ResourcesExhausted(format!(
+                    "the report's series exceed the query memory pool ({e}): \
+                     report fewer metrics or families at once, or raise --memory-mb"
+                )))
+            })?;
         let run_values = runs.values();
         let starts = stretches(run_values, metrics.as_ref());
         for (k, &start) in starts.iter().enumerate() {
             let end = starts.get(k + 1).copied().unwrap_or(batch.num_rows());
             let metric = match &metrics {
-                Some(m) => {
-                    let name = m.name(start)?;
-                    self.names.iter().position(|n| n == name).ok_or_else(|| {
-                        Error::invalid(format!("stitched scan returned unasked metric {name}"))
-                    })?
-                }
+                Some(m) => match self.names.get(m.name(start)?) {
+                    Some(&i) => i,
+                    None => continue,
+                },
                 None => 0,
             };
-            let series = self.done[metric]
-                .entry(run_values[start] as RunId)
+            let series = self
+                .series
+                .entry((run_values[start] as RunId, metric))
                 .or_default();
-            let flags = inherited.values().slice(start, end - start);
-            if nulls {
-                for (j, flag) in (start..end).zip(flags.iter()) {
-                    if runs.is_null(j) || steps.is_null(j) {
-                        continue;
-                    }
-                    let value = match values.is_null(j) {
-                        true => f64::NAN,
-                        false => values.value(j),
-                    };
-                    series.push(steps.value(j).max(0) as u64, value, flag);
+            if runs.null_count() + steps.null_count() + values.null_count() == 0 {
+                series.extend(&steps.values()[start..end], &values.values()[start..end]);
+                continue;
+            }
+            for j in start..end {
+                if runs.is_null(j) || steps.is_null(j) {
+                    continue;
                 }
-            } else {
-                let (steps, values) = (steps.values(), values.values());
-                series.extend(&steps[start..end], &values[start..end], &flags);
+                let value = match values.is_null(j) {
+                    true => f64::NAN,
+                    false => values.value(j),
+                };
+                series.extend(&[steps.value(j)], &[value]);
             }
         }
         Ok(())
     }
 
-    /// Every series read, by metric in the order asked, then by run, each
-    /// in step order.
-    pub(super) fn finish(self) -> Vec<Stitched> {
-        // Already so when the plan keeps the operator's order; checked, not assumed.
-        self.done
-            .into_iter()
-            .map(|runs| {
-                runs.into_iter()
-                    .map(|(run, series)| (run, series.sorted()))
-                    .collect()
-            })
-            .collect()
+    /// Every series read, each in step order.
+    pub(super) fn finish(self) -> Owners {
+        Owners {
+            series: self
+                .series
+                .into_iter()
+                .map(|(key, series)| (key, series.sorted()))
+                .collect(),
+            _reservation: self.reservation,
+        }
     }
 }
 
@@ -158,7 +174,7 @@ impl Metrics {
     fn name(&self, i: usize) -> Result<&str> {
         if self.names.is_null(i) {
             return Err(Error::invalid(
-                "stitched scan returned a point without metric",
+                "owner scan returned a point without metric",
             ));
         }
         Ok(match self.names.data_type() {
