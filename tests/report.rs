@@ -689,3 +689,95 @@ async fn metrics_scanned_together_match_one_metric_reports() {
         }
     }
 }
+
+/// A family whose owner series of every metric exceed the memory pool is
+/// read in smaller scans, with the same report; a pool too small for one
+/// metric's series fails with "resources exhausted", not a process grown past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tight_memory_pool_splits_the_scans_with_the_same_report() {
+    use forkline::EngineOptions;
+    use forkline::error::ErrorKind;
+    use forkline::fixtures::bench_data::{self, BenchSpec};
+    use forkline::report::{self, Goals, Progress, ReportRequest};
+    use forkline::scope::Projects;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let (_dir, store) = temp_store();
+    let engine = Engine::open(&store).await.unwrap();
+    let spec = BenchSpec {
+        scale: 0.004,
+        seed: 5,
+        commits: Some(4),
+        compact_every: None,
+    };
+    bench_data::run(&engine, &spec).await.unwrap();
+    drop(engine);
+    // Compacted, the scans are plain reads: the pool then holds the
+    // report's series alone, not also last-write-wins over ingest files.
+    let (ok, _, err) = cli(&store, &["compact"]);
+    assert!(ok, "{err}");
+    let request = ReportRequest {
+        project: bench_data::PROJECT.to_string(),
+        families: Vec::new(),
+        all_families: true,
+        metrics: vec!["*".to_string()],
+        goals: Goals::parse(Some("min,*acc*=max")).unwrap(),
+    };
+    let build = |engine: Engine| {
+        let request = request.clone();
+        async move {
+            let scans = AtomicUsize::new(0);
+            let count = |p: Progress| {
+                if let Progress::Scan { rows: 0, .. } = p {
+                    scans.fetch_add(1, Ordering::Relaxed);
+                }
+            };
+            let built = report::build(&engine, &request, &Projects::All, &count).await;
+            (built, scans.into_inner())
+        }
+    };
+    let (roomy, roomy_scans) = build(Engine::open(&store).await.unwrap()).await;
+    let roomy = roomy.unwrap();
+    assert_eq!(roomy_scans, roomy.families.len(), "one scan per family");
+    // The largest family's owner points, 16 bytes each: a pool of a third
+    // of that cannot hold every metric at once.
+    let biggest = forkline::report::series::OwnerSeries::BYTES_PER_POINT
+        * roomy
+            .families
+            .iter()
+            .map(|f| {
+                f.metrics
+                    .iter()
+                    .flat_map(|m| m.runs.iter().filter(|r| r.parent.is_none()))
+                    .map(|r| r.stats.points + r.stats.non_finite)
+                    .sum::<usize>()
+            })
+            .max()
+            .unwrap();
+    let tight = |memory_limit| EngineOptions {
+        memory_limit,
+        ..EngineOptions::default()
+    };
+    let engine = Engine::open_with(&store, tight(biggest / 3)).await.unwrap();
+    let (split, split_scans) = build(engine).await;
+    let split = split.unwrap();
+    assert!(split_scans > roomy_scans, "{split_scans} scans");
+    assert_eq!(
+        serde_json::to_value(&split.families).unwrap(),
+        serde_json::to_value(&roomy.families).unwrap()
+    );
+    let series = |r: &report::Report| {
+        r.families
+            .iter()
+            .flat_map(|f| f.metrics.iter().map(|m| format!("{:?}", m.series)))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(series(&split), series(&roomy));
+
+    let engine = Engine::open_with(&store, tight(4096)).await.unwrap();
+    let Err(error) = build(engine).await.0 else {
+        panic!("a 4 KiB pool fails");
+    };
+    assert_eq!(error.kind(), ErrorKind::ResourcesExhausted, "{error}");
+    assert!(error.to_string().contains("--memory-mb"), "{error}");
+}

@@ -123,37 +123,21 @@ fn stitch(
     LogicalPlanBuilder::scan("stitched", provider_as_source(Arc::new(table)), None)?.build()
 }
 
-/// Stitched views of many runs of the metrics `names` through the stitching
-/// operator, ordered by `(run_id, metric, step)`: for a caller that holds the
-/// selected owners' points anyway (the report, a chart), where the joined
-/// plan would fan them out unordered. Several names are read in one scan of
-/// the owners, which then holds all their points.
+/// Stitched views of many runs of the metric `name` through the stitching
+/// operator, ordered by `(run_id, step)`: for a caller that holds the
+/// selected owners' points anyway (a chart), where the joined plan would fan
+/// them out unordered.
 pub fn stitched_views_plan(
     points: &PointSource,
     views: &[(RunId, Segment)],
-    names: &[String],
+    name: &str,
 ) -> DFResult<LogicalPlan> {
-    match names {
-        [] => plan_err!("stitched views need at least one metric"),
-        [name] => {
-            let metric = MetricFilter::Exact(name.clone());
-            stitch(
-                owner_points(points, views, Some(&metric), None)?,
-                Some(&metric),
-                views,
-            )
-        }
-        several => {
-            let list = several.iter().map(|n| lit(n.as_str())).collect();
-            let owners = owner_points(
-                points,
-                views,
-                None,
-                Some(col("metric").in_list(list, false)),
-            )?;
-            stitch(owners, None, views)
-        }
-    }
+    let metric = MetricFilter::Exact(name.to_string());
+    stitch(
+        owner_points(points, views, Some(&metric), None)?,
+        Some(&metric),
+        views,
+    )
 }
 
 /// The plan of a lineage view: the stitched series of `single` (whose

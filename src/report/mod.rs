@@ -15,10 +15,10 @@
 
 pub mod chart;
 mod model;
-mod owners;
-pub mod series;
 pub mod numbers;
+mod owners;
 pub mod render;
+pub mod series;
 pub mod stats;
 
 use std::collections::HashMap;
@@ -40,9 +40,9 @@ use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};
 use crate::query::gate::QueryGate;
 use crate::query::lineage_functions::{self, MetricFilter};
-use crate::query::stitch;
 use crate::query::points::PointSource;
 use crate::query::session::METRIC_WRITES;
+use crate::query::stitch;
 use crate::scope::Projects;
 pub use model::*;
 pub use stats::{Goal, Point, RunStats};

@@ -37,7 +37,11 @@ pub(super) struct Gathering {
 impl Gathering {
     pub(super) fn new(names: &[String], reservation: MemoryReservation) -> Self {
         Self {
-            names: names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect(),
+            names: names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), i))
+                .collect(),
             series: HashMap::new(),
             reservation,
         }
@@ -173,9 +177,7 @@ impl Metrics {
 
     fn name(&self, i: usize) -> Result<&str> {
         if self.names.is_null(i) {
-            return Err(Error::invalid(
-                "owner scan returned a point without metric",
-            ));
+            return Err(Error::invalid("owner scan returned a point without metric"));
         }
         Ok(match self.names.data_type() {
             DataType::Utf8View => self.names.as_string_view().value(i),

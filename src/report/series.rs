@@ -131,6 +131,11 @@ impl<'a> Pieces<'a> {
         (part, i - start)
     }
 
+    /// The points, a slice at a time.
+    pub fn slices(&self) -> impl Iterator<Item = &'a [(u64, f64)]> + '_ {
+        self.parts.iter().map(|(p, _)| *p)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (u64, f64)> + '_ {
         self.iter_from(0)
     }
@@ -154,7 +159,12 @@ impl<'a> Pieces<'a> {
             .get(part)
             .map(|(p, _)| &p[..at])
             .into_iter()
-            .chain(self.parts[..part.min(self.parts.len())].iter().rev().map(|(p, _)| *p))
+            .chain(
+                self.parts[..part.min(self.parts.len())]
+                    .iter()
+                    .rev()
+                    .map(|(p, _)| *p),
+            )
             .flat_map(|p| p.iter().rev())
             .copied()
     }

@@ -94,7 +94,7 @@ pub fn plan(
     let mut df = if request.inherited {
         DataFrame::new(
             ctx.state(),
-            stitched_views_plan(&points, views, std::slice::from_ref(&request.metric))?,
+            stitched_views_plan(&points, views, &request.metric)?,
         )
     } else {
         let mut runs: Vec<i64> = views.iter().map(|(run, _)| *run as i64).collect();
