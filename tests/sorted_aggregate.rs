@@ -244,5 +244,30 @@ async fn lineage_views_aggregate_group_after_group() {
         assert_eq!(used > 0, *sorted, "sorted aggregate planned? {sql}");
         // The rows are there, not an empty agreement.
         assert!(got.len() > 4, "{sql}: {got:?}");
+        // In the order asked for, which the groups' order gives without a sort.
+        assert_eq!(
+            in_order(&ours, sql).await,
+            in_order(&plain, sql).await,
+            "{sql}"
+        );
     }
+    let plan = ours
+        .sql(&queries[0].1)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let shown = datafusion::physical_plan::displayable(plan.as_ref())
+        .indent(true)
+        .to_string();
+    assert!(!shown.contains("SortExec"), "{shown}");
+}
+
+/// The rows of `sql` as they come, rendered.
+async fn in_order(ctx: &SessionContext, sql: &str) -> String {
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string()
 }

@@ -12,7 +12,8 @@ use datafusion::error::Result;
 use datafusion::execution::TaskContext;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
-use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_expr_common::sort_expr::OrderingRequirements;
 use datafusion::physical_plan::aggregates::{
     AggregateExec, AggregateOutputMode, aggregate_expressions,
@@ -31,12 +32,15 @@ use futures::StreamExt;
 #[derive(Debug)]
 pub struct SortedAggregateExec {
     agg: Arc<AggregateExec>,
+    /// The aggregate's, and the order its groups come out in.
+    properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
 
 impl SortedAggregateExec {
     pub(super) fn new(agg: Arc<AggregateExec>) -> Self {
         Self {
+            properties: ordered_properties(&agg),
             agg,
             metrics: ExecutionPlanMetricsSet::new(),
         }
@@ -81,7 +85,7 @@ impl ExecutionPlan for SortedAggregateExec {
     }
 
     fn properties(&self) -> &Arc<PlanProperties> {
-        self.agg.properties()
+        &self.properties
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
@@ -220,6 +224,33 @@ impl ExecutionPlan for SortedAggregateExec {
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
     }
+}
+
+/// `agg`'s properties with the order its groups come out in: the input's
+/// order of the keys (DataFusion does not see that a bucket `step / k`
+/// follows `step`, so a chart's `ORDER BY run_id, bucket` would sort again).
+///
+/// Of one output partition only. The operators above were planned before
+/// this one stood in, and a merge of several partitions planned on a
+/// shorter key claims its input's orderings as its own: a longer one found
+/// now would be claimed without being kept (and a final aggregate above
+/// would then stream groups that are not contiguous).
+fn ordered_properties(agg: &AggregateExec) -> Arc<PlanProperties> {
+    let base = agg.properties();
+    if base.partitioning.partition_count() != 1 {
+        return Arc::clone(base);
+    }
+    let Some(order) = super::key_order(agg, agg.input()) else {
+        return Arc::clone(base);
+    };
+    let schema = agg.schema();
+    let ordering = order.into_iter().map(|(i, options)| {
+        let key: Arc<dyn PhysicalExpr> = Arc::new(Column::new(schema.field(i).name(), i));
+        PhysicalSortExpr::new(key, options)
+    });
+    let mut equivalences = base.eq_properties.clone();
+    equivalences.add_ordering(ordering);
+    Arc::new(base.as_ref().clone().with_eq_properties(equivalences))
 }
 
 fn slices(batch: RecordBatch, size: usize) -> impl Iterator<Item = RecordBatch> {

@@ -26,6 +26,7 @@ mod exec;
 
 use std::sync::Arc;
 
+use arrow::compute::SortOptions;
 use arrow::datatypes::{DataType, Schema};
 use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -67,6 +68,9 @@ impl PhysicalOptimizerRule for SortedAggregate {
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         plan.transform_up(|node| {
+            if let Some(input) = needless_sort(&node) {
+                return Ok(Transformed::yes(input));
+            }
             let Some(agg) = node.downcast_ref::<AggregateExec>() else {
                 return Ok(Transformed::no(node));
             };
@@ -85,6 +89,21 @@ impl PhysicalOptimizerRule for SortedAggregate {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// The input of `node` if `node` is a sort its input already satisfies: a
+/// sort planned above an aggregate that this rule has since made emit its
+/// groups in key order (a chart's `ORDER BY run_id, bucket`).
+fn needless_sort(node: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
+    let sort = node.downcast_ref::<SortExec>()?;
+    let input = sort.input();
+    let partitions_kept =
+        sort.preserve_partitioning() || input.output_partitioning().partition_count() == 1;
+    let satisfied = input
+        .equivalence_properties()
+        .ordering_satisfy(sort.expr().clone())
+        .ok()?;
+    (sort.fetch().is_none() && partitions_kept && satisfied).then(|| Arc::clone(input))
 }
 
 /// The operator standing in for `agg`, if its groups are contiguous in its
@@ -232,14 +251,25 @@ fn exact_key(t: &DataType) -> bool {
 
 /// Whether every group of `agg` is one contiguous run of rows in each
 /// partition of `input`.
+pub(crate) fn contiguous(agg: &AggregateExec, input: &Arc<dyn ExecutionPlan>) -> bool {
+    key_order(agg, input).is_some()
+}
+
+/// The order `input` gives the group keys of `agg` (indices into them, with
+/// their sort options), if every group is one contiguous run of rows in
+/// each partition of `input`; groups then come out in this order too.
 ///
 /// That holds when `input` is sorted (per partition) by the group keys in
 /// some order: equal key tuples are then adjacent. One key may instead be
 /// `c / k` (an integer column over a positive integer literal, as a chart
 /// bucket is written) when the ordering ends with `c` after the other keys:
 /// rows with equal other keys are then ordered by `c`, and `c / k` never
-/// decreases as `c` grows, so equal buckets are adjacent too.
-pub(crate) fn contiguous(agg: &AggregateExec, input: &Arc<dyn ExecutionPlan>) -> bool {
+/// decreases as `c` grows (never increases as it falls), so equal buckets
+/// are adjacent too and come in `c`'s direction.
+pub(crate) fn key_order(
+    agg: &AggregateExec,
+    input: &Arc<dyn ExecutionPlan>,
+) -> Option<Vec<(usize, SortOptions)>> {
     let schema = input.schema();
     let mut exprs: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
     let mut bucketed = None;
@@ -249,28 +279,26 @@ pub(crate) fn contiguous(agg: &AggregateExec, input: &Arc<dyn ExecutionPlan>) ->
                 bucketed = Some(exprs.len());
                 exprs.push(column);
             }
-            Some(_) => return false,
+            Some(_) => return None,
             None => exprs.push(Arc::clone(key)),
         }
     }
     let properties = input.equivalence_properties();
-    let Ok((_, order)) = properties.find_longest_permutation(&exprs) else {
-        return false;
-    };
+    let (ordering, order) = properties.find_longest_permutation(&exprs).ok()?;
     if order.len() != exprs.len() {
-        return false;
+        return None;
     }
-    match bucketed {
-        None => true,
-        Some(b) => {
-            let Some(at) = order.iter().position(|&i| i == b) else {
-                return false;
-            };
-            order[at + 1..]
-                .iter()
-                .all(|&i| properties.is_expr_constant(&exprs[i]).is_some())
+    if let Some(b) = bucketed {
+        let at = order.iter().position(|&i| i == b)?;
+        if !order[at + 1..]
+            .iter()
+            .all(|&i| properties.is_expr_constant(&exprs[i]).is_some())
+        {
+            return None;
         }
     }
+    let options = ordering.iter().map(|e| e.options);
+    Some(order.iter().copied().zip(options).collect())
 }
 
 /// `c` if `key` is `c / k` for an integer `c` and an integer literal `k > 0`.
