@@ -188,6 +188,11 @@ impl ExecutionPlan for SortedAggregateExec {
                 .register(context.memory_pool()),
         };
         let batch_size = context.session_config().batch_size().max(1);
+        // Complete groups are emitted once this many wait: DataFusion's
+        // `first_value` / `last_value` accumulators walk every group held on
+        // each batch, so holding a batch's worth of groups cost a chart
+        // aggregate as much as its rows did.
+        let emit_after = (batch_size / EMIT_FRACTION).max(1);
         let metrics = BaselineMetrics::new(&self.metrics, partition);
         let stream = async_stream::try_stream! {
             let mut input = input;
@@ -196,7 +201,7 @@ impl ExecutionPlan for SortedAggregateExec {
                 let timer = metrics.elapsed_compute().timer();
                 groups.update(&batch)?;
                 // Every group but the last is complete once a later one started.
-                let out = if groups.len > batch_size {
+                let out = if groups.len > emit_after {
                     Some(groups.emit(EmitTo::First(groups.len - 1))?)
                 } else {
                     None
@@ -252,6 +257,9 @@ fn ordered_properties(agg: &AggregateExec) -> Arc<PlanProperties> {
     equivalences.add_ordering(ordering);
     Arc::new(base.as_ref().clone().with_eq_properties(equivalences))
 }
+
+/// Groups held before the complete ones are emitted, as a fraction of the batch size.
+const EMIT_FRACTION: usize = 8;
 
 fn slices(batch: RecordBatch, size: usize) -> impl Iterator<Item = RecordBatch> {
     let rows = batch.num_rows();
