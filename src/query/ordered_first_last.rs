@@ -3,23 +3,29 @@
 //! DataFusion marks these aggregates "pre-ordered" when the input is sorted by
 //! the group keys it is sorted on and then by the aggregate's `ORDER BY` (the
 //! stitched series are, by `(run_id, step)`), but its grouped accumulator
-//! still compares every row's ordering with the group's best so far. Over
-//! pre-ordered input the row DataFusion would pick can be found without that:
-//! for `first_value` it is the group's first row in the batch, for
-//! `last_value` the first of the rows that tie with the group's last one. This
-//! module registers both names over DataFusion's own functions and, where the
-//! input is pre-ordered, hands DataFusion's accumulator only those rows (as a
-//! filter), so the answers, states and tie-breaking are DataFusion's.
+//! still compares every row's ordering with the group's best so far, and
+//! keeps each group's ordering as a vector of `ScalarValue`s (an allocation
+//! per group, and a conversion per pick). Over pre-ordered input the row
+//! DataFusion would pick can be found without that: for `first_value` it is
+//! the group's first row in the batch, for `last_value` the first of the rows
+//! that tie with the group's last one. This module registers both names over
+//! DataFusion's own functions and, where the input is pre-ordered, keeps the
+//! picked rows as Arrow arrays (a few rows per batch) with each group's
+//! `(chunk, row)`. It answers as DataFusion's accumulator does, ties and
+//! nulls included, and its states are DataFusion's (value, ordering, is-set),
+//! so partial and final aggregates mix.
 
 use std::any::Any;
 use std::cmp::Ordering;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, UInt32Array};
-use arrow::compute::{LexicographicalComparator, SortColumn, SortOptions, take};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, UInt32Array, make_comparator, new_null_array,
+};
+use arrow::compute::{LexicographicalComparator, SortColumn, SortOptions, interleave, take};
 use arrow::datatypes::{DataType, FieldRef};
-use datafusion::common::Result;
+use datafusion::common::{Result, internal_err};
 use datafusion::functions_aggregate::first_last::{FirstValue, LastValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::AggregateOrderSensitivity;
@@ -136,17 +142,21 @@ impl AggregateUDFImpl for OrderedFirstLast {
         &self,
         args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
-        let options: Vec<SortOptions> = args.order_bys.iter().map(|e| e.options).collect();
-        let ignore_nulls = args.ignore_nulls;
-        let inner = self.inner.create_groups_accumulator(args)?;
-        if !self.pre_ordered || options.is_empty() {
-            return Ok(inner);
+        if !self.pre_ordered || args.order_bys.is_empty() {
+            return self.inner.create_groups_accumulator(args);
+        }
+        let mut types = vec![args.return_field.data_type().clone()];
+        for order in args.order_bys {
+            types.push(order.expr.data_type(args.schema)?);
         }
         Ok(Box::new(PreOrdered {
-            inner,
             last: self.last,
-            ignore_nulls,
-            options,
+            ignore_nulls: args.ignore_nulls,
+            options: args.order_bys.iter().map(|e| e.options).collect(),
+            types,
+            chunks: Vec::new(),
+            picks: Vec::new(),
+            set: Vec::new(),
             status: Vec::new(),
             chosen: Vec::new(),
             touched: Vec::new(),
@@ -186,32 +196,51 @@ enum Walk {
     Done,
 }
 
-/// DataFusion's grouped accumulator, fed one row per group and batch.
+/// Chunks of picked rows kept before they are gathered into one.
+const MAX_CHUNKS: usize = 64;
+
+/// The picked row of every group, in chunks of Arrow arrays.
 struct PreOrdered {
-    inner: Box<dyn GroupsAccumulator>,
     last: bool,
     ignore_nulls: bool,
     options: Vec<SortOptions>,
+    /// The value's type, then the `ORDER BY` columns'.
+    types: Vec<DataType>,
+    /// Value and `ORDER BY` columns of rows picked, a chunk per batch.
+    chunks: Vec<Vec<ArrayRef>>,
+    /// Each group's row: `(chunk, row)`, meaningful where `set`.
+    picks: Vec<(u32, u32)>,
+    set: Vec<bool>,
+    /// Scratch of the walk over a pre-ordered batch.
     status: Vec<Walk>,
     chosen: Vec<usize>,
     touched: Vec<usize>,
 }
 
 impl PreOrdered {
-    /// The rows DataFusion would pick in this batch, ascending; `None` when
-    /// the batch is not ordered as promised (then every row is given).
-    fn picks(
+    fn grow(&mut self, total_num_groups: usize) {
+        if self.picks.len() < total_num_groups {
+            self.picks.resize(total_num_groups, (0, 0));
+            self.set.resize(total_num_groups, false);
+        }
+    }
+
+    /// Whether a row counts: it passes the filter, and is not a null value
+    /// left out by `IGNORE NULLS`.
+    fn counts(&self, value: &ArrayRef, filter: Option<&BooleanArray>, row: usize) -> bool {
+        filter.is_none_or(|f| f.is_valid(row) && f.value(row))
+            && !(self.ignore_nulls && value.is_null(row))
+    }
+
+    /// The rows DataFusion would pick in this pre-ordered batch, ascending;
+    /// `None` when the batch is not ordered as promised.
+    fn ordered_picks(
         &mut self,
         values: &[ArrayRef],
         group_indices: &[usize],
-        opt_filter: Option<&BooleanArray>,
+        filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<Option<Vec<u32>>> {
-        let (vals, ignore_nulls) = (&values[0], self.ignore_nulls);
-        let counts = |i: usize| {
-            opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i))
-                && !(ignore_nulls && vals.is_null(i))
-        };
         // Only the groups a batch touches are reset after it, so a batch
         // costs its rows, not the number of groups.
         if self.status.len() < total_num_groups {
@@ -219,7 +248,7 @@ impl PreOrdered {
             self.chosen.resize(total_num_groups, 0);
         }
         self.touched.clear();
-        let ordered = self.walk(values, group_indices, &counts)?;
+        let ordered = self.walk(values, group_indices, filter)?;
         for &g in &self.touched {
             self.status[g] = Walk::Unseen;
         }
@@ -240,20 +269,13 @@ impl PreOrdered {
         &mut self,
         values: &[ArrayRef],
         group_indices: &[usize],
-        counts: &impl Fn(usize) -> bool,
+        filter: Option<&BooleanArray>,
     ) -> Result<bool> {
+        let value = &values[0];
         if self.last {
-            let columns: Vec<SortColumn> = values[1..]
-                .iter()
-                .zip(&self.options)
-                .map(|(values, options)| SortColumn {
-                    values: values.clone(),
-                    options: Some(*options),
-                })
-                .collect();
-            let comparator = LexicographicalComparator::try_new(&columns)?;
+            let comparator = self.comparator(&values[1..])?;
             for (i, &g) in group_indices.iter().enumerate().rev() {
-                if self.status[g] == Walk::Done || !counts(i) {
+                if self.status[g] == Walk::Done || !self.counts(value, filter, i) {
                     continue;
                 }
                 if self.status[g] == Walk::Unseen {
@@ -270,7 +292,7 @@ impl PreOrdered {
             }
         } else {
             for (i, &g) in group_indices.iter().enumerate() {
-                if self.status[g] == Walk::Unseen && counts(i) {
+                if self.status[g] == Walk::Unseen && self.counts(value, filter, i) {
                     self.status[g] = Walk::Done;
                     self.chosen[g] = i;
                     self.touched.push(g);
@@ -278,6 +300,153 @@ impl PreOrdered {
             }
         }
         Ok(true)
+    }
+
+    /// Each group's extreme row of a batch in any order, as DataFusion finds
+    /// it (the first of tying rows).
+    fn extremes(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<Vec<u32>> {
+        if self.status.len() < total_num_groups {
+            self.status.resize(total_num_groups, Walk::Unseen);
+            self.chosen.resize(total_num_groups, 0);
+        }
+        self.touched.clear();
+        let comparator = self.comparator(&values[1..])?;
+        for (i, &g) in group_indices.iter().enumerate() {
+            if !self.counts(&values[0], filter, i) {
+                continue;
+            }
+            if self.status[g] == Walk::Unseen {
+                self.status[g] = Walk::Done;
+                self.chosen[g] = i;
+                self.touched.push(g);
+                continue;
+            }
+            let order = comparator.compare(self.chosen[g], i);
+            if (self.last && order.is_lt()) || (!self.last && order.is_gt()) {
+                self.chosen[g] = i;
+            }
+        }
+        for &g in &self.touched {
+            self.status[g] = Walk::Unseen;
+        }
+        Ok(self
+            .touched
+            .iter()
+            .map(|&g| self.chosen[g] as u32)
+            .collect())
+    }
+
+    fn comparator(&self, orderings: &[ArrayRef]) -> Result<LexicographicalComparator> {
+        let columns: Vec<SortColumn> = orderings
+            .iter()
+            .zip(&self.options)
+            .map(|(values, options)| SortColumn {
+                values: values.clone(),
+                options: Some(*options),
+            })
+            .collect();
+        Ok(LexicographicalComparator::try_new(&columns)?)
+    }
+
+    /// Keeps `rows` of `columns` (one per group, `group_of` each) where
+    /// they come before (`first_value`) or after (`last_value`) the group's
+    /// pick so far; ties keep the earlier pick, as DataFusion does.
+    fn take_in(
+        &mut self,
+        columns: &[ArrayRef],
+        rows: Vec<u32>,
+        group_of: impl Fn(usize) -> usize,
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let rows = UInt32Array::from(rows);
+        let chunk = columns
+            .iter()
+            .map(|c| take(c.as_ref(), &rows, None))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let at = self.chunks.len() as u32;
+        for (k, &row) in rows.values().iter().enumerate() {
+            let g = group_of(row as usize);
+            if !self.set[g] || self.replaces(&chunk, k, self.picks[g])? {
+                self.picks[g] = (at, k as u32);
+                self.set[g] = true;
+            }
+        }
+        self.chunks.push(chunk);
+        if self.chunks.len() > MAX_CHUNKS {
+            self.gather()?;
+        }
+        Ok(())
+    }
+
+    /// Whether row `k` of `chunk` takes the place of the pick `(c, r)`.
+    fn replaces(&self, chunk: &[ArrayRef], k: usize, (c, r): (u32, u32)) -> Result<bool> {
+        let held = &self.chunks[c as usize];
+        for ((new, old), options) in chunk[1..].iter().zip(&held[1..]).zip(&self.options) {
+            let compare = make_comparator(new.as_ref(), old.as_ref(), *options)?;
+            match compare(k, r as usize) {
+                Ordering::Equal => continue,
+                order => return Ok(order.is_lt() != self.last),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Every column of the groups' picks, `..n`, with nulls where unset.
+    fn gathered(&self, n: usize) -> Result<Vec<ArrayRef>> {
+        let nulls: Vec<ArrayRef> = self.types.iter().map(|t| new_null_array(t, 1)).collect();
+        let none = self.chunks.len();
+        let indices: Vec<(usize, usize)> = (0..n)
+            .map(|g| match self.set[g] {
+                true => (self.picks[g].0 as usize, self.picks[g].1 as usize),
+                false => (none, 0),
+            })
+            .collect();
+        (0..self.types.len())
+            .map(|j| {
+                let sources: Vec<&dyn Array> = self
+                    .chunks
+                    .iter()
+                    .map(|c| c[j].as_ref())
+                    .chain(std::iter::once(nulls[j].as_ref()))
+                    .collect();
+                Ok(interleave(&sources, &indices)?)
+            })
+            .collect()
+    }
+
+    /// The picks gathered into one chunk.
+    fn gather(&mut self) -> Result<()> {
+        let n = self.picks.len();
+        let chunk = self.gathered(n)?;
+        self.chunks = vec![chunk];
+        for (g, pick) in self.picks.iter_mut().enumerate() {
+            *pick = (0, g as u32);
+        }
+        Ok(())
+    }
+
+    /// The first groups' columns and is-set flags, taken out.
+    fn take(&mut self, emit_to: EmitTo) -> Result<(Vec<ArrayRef>, Vec<bool>)> {
+        let n = match emit_to {
+            EmitTo::All => self.picks.len(),
+            EmitTo::First(n) => n,
+        };
+        let columns = self.gathered(n)?;
+        let set: Vec<bool> = self.set.drain(..n).collect();
+        self.picks.drain(..n);
+        match self.picks.is_empty() {
+            true => self.chunks.clear(),
+            false => self.gather()?,
+        }
+        Ok((columns, set))
     }
 }
 
@@ -289,35 +458,23 @@ impl GroupsAccumulator for PreOrdered {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
-        match self.picks(values, group_indices, opt_filter, total_num_groups)? {
-            // The picked rows alone: DataFusion's accumulator then visits a
-            // row per group, not every row of the batch with a mask.
-            Some(rows) => {
-                let rows = UInt32Array::from(rows);
-                let picked = values
-                    .iter()
-                    .map(|v| take(v.as_ref(), &rows, None))
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
-                let groups: Vec<usize> = rows
-                    .values()
-                    .iter()
-                    .map(|&r| group_indices[r as usize])
-                    .collect();
-                self.inner
-                    .update_batch(&picked, &groups, None, total_num_groups)
-            }
-            None => self
-                .inner
-                .update_batch(values, group_indices, opt_filter, total_num_groups),
-        }
+        self.grow(total_num_groups);
+        let rows = match self.ordered_picks(values, group_indices, opt_filter, total_num_groups)? {
+            Some(rows) => rows,
+            None => self.extremes(values, group_indices, opt_filter, total_num_groups)?,
+        };
+        self.take_in(values, rows, |r| group_indices[r])
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        self.inner.evaluate(emit_to)
+        let (mut columns, _) = self.take(emit_to)?;
+        Ok(columns.swap_remove(0))
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        self.inner.state(emit_to)
+        let (mut columns, set) = self.take(emit_to)?;
+        columns.push(Arc::new(BooleanArray::from(set)));
+        Ok(columns)
     }
 
     fn merge_batch(
@@ -326,8 +483,15 @@ impl GroupsAccumulator for PreOrdered {
         group_indices: &[usize],
         total_num_groups: usize,
     ) -> Result<()> {
-        self.inner
-            .merge_batch(values, group_indices, total_num_groups)
+        self.grow(total_num_groups);
+        let Some((is_set, columns)) = values.split_last() else {
+            return internal_err!("{} state without columns", self.name());
+        };
+        let Some(is_set) = is_set.as_boolean_opt() else {
+            return internal_err!("{} state without its is-set column", self.name());
+        };
+        let rows = self.extremes(columns, group_indices, Some(is_set), total_num_groups)?;
+        self.take_in(columns, rows, |r| group_indices[r])
     }
 
     fn convert_to_state(
@@ -335,12 +499,145 @@ impl GroupsAccumulator for PreOrdered {
         values: &[ArrayRef],
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
-        self.inner.convert_to_state(values, opt_filter)
+        let mut state = values.to_vec();
+        state.push(match opt_filter {
+            Some(f) => Arc::new(f.clone()),
+            None => Arc::new(BooleanArray::from(vec![true; values[0].len()])),
+        });
+        Ok(state)
     }
 
     fn size(&self) -> usize {
-        self.inner.size()
+        self.chunks
+            .iter()
+            .flatten()
+            .map(|c| c.get_array_memory_size())
+            .sum::<usize>()
+            + self.picks.capacity() * size_of::<(u32, u32)>()
+            + self.set.capacity()
             + self.status.capacity() * size_of::<Walk>()
             + (self.chosen.capacity() + self.touched.capacity()) * size_of::<usize>()
+    }
+}
+
+impl PreOrdered {
+    fn name(&self) -> &'static str {
+        if self.last {
+            "last_value"
+        } else {
+            "first_value"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float64Array, Int64Array};
+    use arrow::datatypes::{Field, Schema};
+    use datafusion::physical_expr::PhysicalSortExpr;
+    use datafusion::physical_expr::expressions::col;
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+
+    /// DataFusion's accumulator (`pre_ordered == false` builds it) or ours.
+    fn accumulator(
+        last: bool,
+        pre_ordered: bool,
+        ignore_nulls: bool,
+    ) -> Box<dyn GroupsAccumulator> {
+        let schema = Schema::new(vec![
+            Field::new("v", DataType::Float64, true),
+            Field::new("k", DataType::Int64, false),
+        ]);
+        let order = [PhysicalSortExpr::new_default(col("k", &schema).unwrap())];
+        let exprs = [col("v", &schema).unwrap()];
+        let fields: Vec<FieldRef> = vec![Arc::new(Field::new("v", DataType::Float64, true))];
+        let args = AccumulatorArgs {
+            return_field: Arc::new(Field::new("out", DataType::Float64, true)),
+            schema: &schema,
+            ignore_nulls,
+            order_bys: &order,
+            is_reversed: false,
+            name: "f",
+            is_distinct: false,
+            exprs: &exprs,
+            expr_fields: &fields,
+        };
+        let function = OrderedFirstLast::new(last, pre_ordered);
+        match pre_ordered {
+            true => function.create_groups_accumulator(args).unwrap(),
+            false => function.inner.create_groups_accumulator(args).unwrap(),
+        }
+    }
+
+    /// Many small ordered batches over a few groups (more batches than
+    /// chunks are kept apart), with emission of the first groups, partial
+    /// states merged into a second accumulator, and evaluation: the same
+    /// answers and states as DataFusion's accumulator.
+    #[test]
+    fn answers_and_states_are_datafusions_over_many_batches() {
+        for (seed, last, ignore_nulls) in [
+            (1, true, false),
+            (2, false, false),
+            (3, true, true),
+            (4, false, true),
+        ] {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let (mut ours, mut theirs) = (
+                accumulator(last, true, ignore_nulls),
+                accumulator(last, false, ignore_nulls),
+            );
+            let groups = 5;
+            let mut k = 0i64;
+            for _ in 0..(3 * MAX_CHUNKS) {
+                // Rows in `k` order, ties common, each to any group.
+                let n = rng.random_range(1..6);
+                let keys: Vec<i64> = (0..n)
+                    .map(|_| {
+                        k += rng.random_range(0..2);
+                        k
+                    })
+                    .collect();
+                let values: Float64Array = (0..n)
+                    .map(|_| (!rng.random_bool(0.2)).then(|| rng.random_range(-9..9) as f64))
+                    .collect();
+                // Group indices ascend with `k` within a batch: one group per batch here.
+                let g = rng.random_range(0..groups);
+                let columns: Vec<ArrayRef> =
+                    vec![Arc::new(values), Arc::new(Int64Array::from(keys))];
+                let indices = vec![g; n];
+                let filter =
+                    BooleanArray::from((0..n).map(|_| rng.random_bool(0.9)).collect::<Vec<_>>());
+                for acc in [&mut ours, &mut theirs] {
+                    acc.update_batch(&columns, &indices, Some(&filter), groups)
+                        .unwrap();
+                }
+            }
+            let (a, b) = (
+                ours.state(EmitTo::First(2)).unwrap(),
+                theirs.state(EmitTo::First(2)).unwrap(),
+            );
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "seed {seed}");
+            // The states of the first groups merged into fresh accumulators.
+            let (mut merged, mut reference) = (
+                accumulator(last, true, ignore_nulls),
+                accumulator(last, false, ignore_nulls),
+            );
+            merged.merge_batch(&a, &[1, 0], 2).unwrap();
+            reference.merge_batch(&b, &[1, 0], 2).unwrap();
+            merged.merge_batch(&a, &[0, 1], 2).unwrap();
+            reference.merge_batch(&b, &[0, 1], 2).unwrap();
+            let (a, b) = (
+                merged.evaluate(EmitTo::All).unwrap(),
+                reference.evaluate(EmitTo::All).unwrap(),
+            );
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "seed {seed}");
+            let (a, b) = (
+                ours.evaluate(EmitTo::All).unwrap(),
+                theirs.evaluate(EmitTo::All).unwrap(),
+            );
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "seed {seed}");
+        }
     }
 }

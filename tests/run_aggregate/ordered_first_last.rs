@@ -17,10 +17,12 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 /// Rows sorted by `(g, k)` (with `k` tied often), `v` NULL now and then, cut
-/// into batches of 7 so groups cross batches; `desc` sorts `k` descending.
+/// into batches of 7 so groups cross batches (and a partition's picks span
+/// more batches than the accumulator keeps apart before gathering them);
+/// `desc` sorts `k` descending.
 fn table(seed: u64, desc: bool) -> MemTable {
     let mut rng = SmallRng::seed_from_u64(seed);
-    let mut rows: Vec<(i64, i64, Option<f64>)> = (0..400)
+    let mut rows: Vec<(i64, i64, Option<f64>)> = (0..2000)
         .map(|_| {
             let v = (!rng.random_bool(0.15)).then(|| rng.random_range(-5..5) as f64);
             (rng.random_range(0..9), rng.random_range(0..12), v)
