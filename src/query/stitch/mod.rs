@@ -129,10 +129,23 @@ pub fn segment_rows<T>(
     step: impl Fn(&T) -> i64,
     segment: &Segment,
 ) -> std::ops::Range<usize> {
-    let from = rows.partition_point(|r| step(r) < segment.from_step as i64);
+    segment_range(rows.len(), segment, |before| {
+        rows.partition_point(|r| before(step(r)))
+    })
+}
+
+/// [`segment_rows`] of `len` rows ascending by step, found through
+/// `first_failing`: the first row whose step fails a test that holds for
+/// a prefix of the rows (a partition point).
+pub(super) fn segment_range(
+    len: usize,
+    segment: &Segment,
+    first_failing: impl Fn(&dyn Fn(i64) -> bool) -> usize,
+) -> std::ops::Range<usize> {
+    let from = first_failing(&|s| s < segment.from_step as i64);
     let to = match segment.to_step {
-        Some(to) => rows.partition_point(|r| step(r) <= to as i64),
-        None => rows.len(),
+        Some(to) => first_failing(&|s| s <= to as i64),
+        None => len,
     };
     from..to.max(from)
 }

@@ -2,6 +2,7 @@
 
 use arrow::array::make_comparator;
 use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray};
+use arrow::buffer::BooleanBuffer;
 use arrow::compute::kernels::cmp::distinct;
 use arrow::compute::{
     SortColumn, SortOptions, cast, concat_batches, lexsort_to_indices, take_record_batch,
@@ -15,7 +16,7 @@ use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use futures::StreamExt;
 use std::sync::Arc;
 
-use super::{Views, sees, segment_rows};
+use super::{Views, sees, segment_range};
 use crate::catalog::{RunId, Segment};
 
 /// A contiguous run of owner rows in one viewer's output.
@@ -45,8 +46,8 @@ pub(super) struct OwnerPoints {
     batches: Vec<RecordBatch>,
     /// Where each batch's rows start in that numbering, and the row count last.
     offsets: Vec<usize>,
-    /// `step` of every row, in that numbering.
-    steps: Vec<i64>,
+    /// Where `step` is in the batches.
+    step: usize,
     /// Groups ascending by `(owner, metric)`.
     groups: Vec<Group>,
     /// Held while the points are.
@@ -91,12 +92,8 @@ impl OwnerPoints {
         firsts.sort();
         let mut slots: Vec<Option<RecordBatch>> = batches.into_iter().map(Some).collect();
         let ordered: Vec<RecordBatch> = firsts.iter().filter_map(|f| slots[f.3].take()).collect();
-        let rows: usize = ordered.iter().map(RecordBatch::num_rows).sum();
-        // The run and step of every row, besides the batches.
-        let keys = 2 * rows * std::mem::size_of::<i64>();
-        reservation.try_grow(keys)?;
         let ordered = match Layout::of(&ordered, &columns, named, true)? {
-            Some(layout) => return Ok(layout.into_points(ordered, reservation)),
+            Some(layout) => return Ok(layout.into_points(ordered, columns.step, reservation)),
             None => ordered,
         };
         let batch = concat_batches(&schema, &ordered)?;
@@ -115,10 +112,10 @@ impl OwnerPoints {
         )?];
         drop(batch);
         let held: usize = sorted.iter().map(RecordBatch::get_array_memory_size).sum();
-        reservation.try_resize(held + keys)?;
+        reservation.try_resize(held)?;
         let layout = Layout::of(&sorted, &columns, named, false)?
             .ok_or_else(|| internal_datafusion_err!("an unchecked layout is always built"))?;
-        Ok(layout.into_points(sorted, reservation))
+        Ok(layout.into_points(sorted, columns.step, reservation))
     }
 
     /// The batch holding row `row` and the row's index in it.
@@ -140,8 +137,31 @@ impl OwnerPoints {
 
     /// Rows of `group` with a step in `segment`.
     fn rows(&self, group: &Group, segment: &Segment) -> (usize, usize) {
-        let rows = segment_rows(&self.steps[group.start..group.end], |&s| s, segment);
+        let rows = segment_range(group.end - group.start, segment, |before| {
+            self.first_failing(group, before) - group.start
+        });
         (group.start + rows.start, group.start + rows.end)
+    }
+
+    /// The first row of `group` whose step fails `before` (which holds for
+    /// a prefix of the group's rows), searched batch by batch.
+    fn first_failing(&self, group: &Group, before: &dyn Fn(i64) -> bool) -> usize {
+        let (mut batch, _) = self.locate(group.start);
+        while batch + 1 < self.offsets.len() && self.offsets[batch] < group.end {
+            let base = self.offsets[batch];
+            let from = group.start.max(base) - base;
+            let to = group.end.min(self.offsets[batch + 1]) - base;
+            let steps = &self.batches[batch]
+                .column(self.step)
+                .as_primitive::<Int64Type>()
+                .values()[from..to];
+            let k = steps.partition_point(|&s| before(s));
+            if k < steps.len() {
+                return base + from + k;
+            }
+            batch += 1;
+        }
+        group.end
     }
 
     /// Every viewer's series as owner row ranges, in output order: by viewer,
@@ -200,13 +220,16 @@ fn locate(offsets: &[usize], row: usize) -> (usize, usize) {
 /// The row numbering and the groups of batches read one after another.
 struct Layout {
     offsets: Vec<usize>,
-    steps: Vec<i64>,
     groups: Vec<Group>,
 }
 
 impl Layout {
     /// The layout of `batches` in this order; with `check`, `None` unless
     /// their rows are strictly ascending by `(run_id, metric, step)`.
+    ///
+    /// Group boundaries are found batch by batch (a word of 64 row pairs at
+    /// a time), the one row pair across each batch boundary on its own: no
+    /// key is copied out of the batches, whose owners can hold millions of rows.
     fn of(
         batches: &[RecordBatch],
         columns: &KeyColumns,
@@ -214,90 +237,113 @@ impl Layout {
         check: bool,
     ) -> DFResult<Option<Self>> {
         let mut offsets = Vec::with_capacity(batches.len() + 1);
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        let mut runs = Vec::with_capacity(rows);
-        let mut steps = Vec::with_capacity(rows);
-        // Rows after which the metric changes (vectorized within a batch,
-        // the one row pair across each boundary compared on its own).
-        let mut renamed = vec![false; rows];
+        let mut groups: Vec<Group> = Vec::new();
+        // Where the open group starts: its row, batch and row in that batch.
+        let mut open = (0, 0, 0);
         let mut at = 0;
+        // Closes the open group at `end`; `false` if it is not after the last one.
+        let close = |groups: &mut Vec<Group>,
+                     (start, batch, row): (usize, usize, usize),
+                     end: usize|
+         -> DFResult<bool> {
+            let b: &RecordBatch = &batches[batch];
+            let group = Group {
+                owner: b.column(columns.run).as_primitive::<Int64Type>().value(row),
+                metric: match columns.metric {
+                    Some(m) => name_at(b, m, row)?,
+                    None => named.unwrap_or_default().to_string(),
+                },
+                start,
+                end,
+            };
+            let after = groups
+                .last()
+                .is_none_or(|g| (g.owner, &g.metric) < (group.owner, &group.metric));
+            groups.push(group);
+            Ok(after)
+        };
         for (i, batch) in batches.iter().enumerate() {
             offsets.push(at);
-            runs.extend_from_slice(
-                batch
-                    .column(columns.run)
-                    .as_primitive::<Int64Type>()
-                    .values(),
-            );
-            steps.extend_from_slice(
-                batch
-                    .column(columns.step)
-                    .as_primitive::<Int64Type>()
-                    .values(),
-            );
-            if let Some(m) = columns.metric {
-                let column = batch.column(m);
-                let n = column.len();
-                if n > 1 {
-                    let changed = distinct(&column.slice(0, n - 1), &column.slice(1, n - 1))?;
-                    for r in changed.values().set_indices() {
-                        renamed[at + r] = true;
+            let n = batch.num_rows();
+            let runs = batch
+                .column(columns.run)
+                .as_primitive::<Int64Type>()
+                .values();
+            let steps = batch
+                .column(columns.step)
+                .as_primitive::<Int64Type>()
+                .values();
+            if i > 0 {
+                let prev = &batches[i - 1];
+                let last = prev.num_rows() - 1;
+                let prev_runs = prev.column(columns.run).as_primitive::<Int64Type>();
+                let mut new_group = prev_runs.value(last) != runs[0];
+                if let Some(m) = columns.metric {
+                    let cmp =
+                        make_comparator(prev.column(m), batch.column(m), SortOptions::default())?;
+                    new_group |= cmp(last, 0) != std::cmp::Ordering::Equal;
+                }
+                if new_group {
+                    if !close(&mut groups, open, at)? && check {
+                        return Ok(None);
+                    }
+                    open = (at, i, 0);
+                } else if check {
+                    let prev_step = prev
+                        .column(columns.step)
+                        .as_primitive::<Int64Type>()
+                        .value(last);
+                    if prev_step >= steps[0] {
+                        return Ok(None);
                     }
                 }
-                if i > 0 {
-                    let prev = &batches[i - 1];
-                    let last = prev.num_rows() - 1;
-                    let cmp = make_comparator(prev.column(m), column, SortOptions::default())?;
-                    renamed[at - 1] = cmp(last, 0) != std::cmp::Ordering::Equal;
+            }
+            if n > 1 {
+                let renamed = match columns.metric {
+                    Some(m) => {
+                        let column = batch.column(m);
+                        Some(distinct(&column.slice(0, n - 1), &column.slice(1, n - 1))?)
+                    }
+                    None => None,
+                };
+                let cuts = BooleanBuffer::collect_bool(n - 1, |r| {
+                    runs[r] != runs[r + 1] || renamed.as_ref().is_some_and(|c| c.value(r))
+                });
+                if check {
+                    let ascending = steps
+                        .windows(2)
+                        .enumerate()
+                        .all(|(r, w)| w[0] < w[1] || cuts.value(r));
+                    if !ascending {
+                        return Ok(None);
+                    }
+                }
+                for r in cuts.set_indices() {
+                    if !close(&mut groups, open, at + r + 1)? && check {
+                        return Ok(None);
+                    }
+                    open = (at + r + 1, i, r + 1);
                 }
             }
-            at += batch.num_rows();
+            at += n;
         }
         offsets.push(at);
-        let name = |row: usize| -> DFResult<String> {
-            match columns.metric {
-                Some(m) => {
-                    let (batch, at) = locate(&offsets, row);
-                    name_at(&batches[batch], m, at)
-                }
-                None => Ok(named.unwrap_or_default().to_string()),
-            }
-        };
-        let mut groups: Vec<Group> = Vec::new();
-        let mut start = 0;
-        for i in 1..=rows {
-            if i < rows && runs[i] == runs[i - 1] && !renamed[i - 1] {
-                continue;
-            }
-            let group = Group {
-                owner: runs[start],
-                metric: name(start)?,
-                start,
-                end: i,
-            };
-            if check {
-                let after = groups
-                    .last()
-                    .is_none_or(|g| (g.owner, &g.metric) < (group.owner, &group.metric));
-                if !after || !steps[start..i].windows(2).all(|w| w[0] < w[1]) {
-                    return Ok(None);
-                }
-            }
-            groups.push(group);
-            start = i;
+        if at > 0 && !close(&mut groups, open, at)? && check {
+            return Ok(None);
         }
-        Ok(Some(Self {
-            offsets,
-            steps,
-            groups,
-        }))
+        Ok(Some(Self { offsets, groups }))
     }
 
-    fn into_points(self, batches: Vec<RecordBatch>, reservation: MemoryReservation) -> OwnerPoints {
+    fn into_points(
+        self,
+        batches: Vec<RecordBatch>,
+        step: usize,
+        reservation: MemoryReservation,
+    ) -> OwnerPoints {
         OwnerPoints {
             batches,
             offsets: self.offsets,
-            steps: self.steps,
+            step,
             groups: self.groups,
             _reservation: reservation,
         }
