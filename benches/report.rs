@@ -139,7 +139,7 @@ async fn per_run(engine: &Engine, query_s: &mut f64) -> HashMap<(String, RunId),
     runs.sort_by_key(|r| r.id);
     let mut out = HashMap::new();
     for metric in METRICS {
-        let mut series: HashMap<RunId, Vec<stats::Point>> = HashMap::new();
+        let mut series: HashMap<RunId, Vec<report::Point>> = HashMap::new();
         for run in &runs {
             let sql = format!(
                 "SELECT step, value, inherited FROM stitched_metrics({}, '{metric}') ORDER BY step",
@@ -154,7 +154,7 @@ async fn per_run(engine: &Engine, query_s: &mut f64) -> HashMap<(String, RunId),
                 let values = b.column(1).as_primitive::<Float64Type>();
                 let inherited = b.column(2).as_boolean();
                 for i in 0..b.num_rows() {
-                    points.push(stats::Point {
+                    points.push(report::Point {
                         step: steps.value(i) as u64,
                         value: if values.is_null(i) {
                             f64::NAN

@@ -45,7 +45,8 @@ use crate::query::session::METRIC_WRITES;
 use crate::query::stitch;
 use crate::scope::Projects;
 pub use model::*;
-pub use stats::{Goal, Point, RunStats};
+pub use series::Point;
+pub use stats::{Goal, RunStats};
 
 /// Families scanned at once: two keep both cores busy (one family's numbers
 /// are computed while the other's scan waits on the store), and bound what

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::stats::{Goal, Point, RunStats};
+use super::series::Point;
+use super::stats::{Goal, RunStats};
 use crate::catalog::RunId;
 use crate::error::{Error, Result};
 use crate::query::metric_selection::{glob_match, split_list};

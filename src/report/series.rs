@@ -12,7 +12,16 @@ use crate::catalog::Segment;
 use crate::query::downsample::series::drawn_extremes;
 use crate::query::stitch::segment_rows;
 
-use super::stats::Point;
+/// One point of a stitched series.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point {
+    /// Step.
+    pub step: u64,
+    /// Value as logged (may be non-finite).
+    pub value: f64,
+    /// Whether an ancestor owns the point.
+    pub inherited: bool,
+}
 
 /// One owner's points of one metric as a scan hands them over: the finite
 /// ones, and the steps of the others (counted, never drawn). Steps below

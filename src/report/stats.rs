@@ -14,7 +14,7 @@
 
 use serde::Serialize;
 
-use super::series::Pieces;
+use super::series::{Pieces, Point};
 use crate::query::downsample::series::drawn_extremes;
 
 /// Whether smaller or larger values of a metric are better.
@@ -54,17 +54,6 @@ impl std::str::FromStr for Goal {
             other => Err(format!("goal must be `min` or `max`, got `{other}`")),
         }
     }
-}
-
-/// One point of a stitched series.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Point {
-    /// Step.
-    pub step: u64,
-    /// Value as logged (may be non-finite).
-    pub value: f64,
-    /// Whether an ancestor owns the point.
-    pub inherited: bool,
 }
 
 /// The numbers of one run's row for one metric.
