@@ -171,55 +171,32 @@ pub fn finite_stats(series: &Pieces, parent: Option<(&Pieces, u64)>, goal: Goal)
     // backwards from their ends until they meet.
     let own_head = series.partition_point(|s| s <= fork_step);
     let their_head = theirs.partition_point(|s| s <= fork_step);
-    let (mut own, mut other) = (
-        series.iter_from(own_head).peekable(),
-        theirs.iter_from(their_head).peekable(),
-    );
     let mut previous: Option<(u64, f64)> = None;
     // -0.0, as `Iterator::sum` starts: an all-zero area keeps its sign.
     let mut area = -0.0;
     let mut after = 0usize;
-    while let (Some(&(a, x)), Some(&(b, y))) = (own.peek(), other.peek()) {
-        match a.cmp(&b) {
-            std::cmp::Ordering::Less => {
-                own.next();
-            }
-            std::cmp::Ordering::Greater => {
-                other.next();
-            }
-            std::cmp::Ordering::Equal => {
-                let difference = x - y;
-                if let Some((s0, d0)) = previous {
-                    area += (d0 + difference) / 2.0 * (a - s0) as f64;
-                }
-                previous = Some((a, difference));
-                after += 1;
-                own.next();
-                other.next();
-            }
+    let tails = common_steps(
+        series.iter_from(own_head),
+        theirs.iter_from(their_head),
+        true,
+    );
+    for (step, x, y) in tails {
+        let difference = x - y;
+        if let Some((s0, d0)) = previous {
+            area += (d0 + difference) / 2.0 * (step - s0) as f64;
         }
+        previous = Some((step, difference));
+        after += 1;
     }
-    let mut last_common = previous;
-    if last_common.is_none() {
-        let (mut own, mut other) = (
-            series.rev_before(own_head).peekable(),
-            theirs.rev_before(their_head).peekable(),
-        );
-        while let (Some(&(a, x)), Some(&(b, y))) = (own.peek(), other.peek()) {
-            match a.cmp(&b) {
-                std::cmp::Ordering::Greater => {
-                    own.next();
-                }
-                std::cmp::Ordering::Less => {
-                    other.next();
-                }
-                std::cmp::Ordering::Equal => {
-                    last_common = Some((a, x - y));
-                    break;
-                }
-            }
-        }
-    }
+    let last_common = previous.or_else(|| {
+        common_steps(
+            series.rev_before(own_head),
+            theirs.rev_before(their_head),
+            false,
+        )
+        .next()
+        .map(|(step, x, y)| (step, x - y))
+    });
     if let Some((step, difference)) = last_common {
         stats.last_common_step = Some(step);
         stats.delta_last_common = Some(difference);
@@ -232,6 +209,36 @@ pub fn finite_stats(series: &Pieces, parent: Option<(&Pieces, u64)>, goal: Goal)
         stats.area_after_fork = Some(area);
     }
     stats
+}
+
+/// The points of two step-ordered series at the steps both hold, as
+/// `(step, own value, other value)`, walked in their order (`ascending`, or
+/// descending).
+fn common_steps(
+    own: impl Iterator<Item = (u64, f64)>,
+    other: impl Iterator<Item = (u64, f64)>,
+    ascending: bool,
+) -> impl Iterator<Item = (u64, f64, f64)> {
+    let (mut own, mut other) = (own.peekable(), other.peekable());
+    std::iter::from_fn(move || {
+        while let (Some(&(a, x)), Some(&(b, y))) = (own.peek(), other.peek()) {
+            let behind = if ascending { a.cmp(&b) } else { b.cmp(&a) };
+            match behind {
+                std::cmp::Ordering::Less => {
+                    own.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    other.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    own.next();
+                    other.next();
+                    return Some((a, x, y));
+                }
+            }
+        }
+        None
+    })
 }
 
 /// Competition ranks ("1224") by best value per goal; `None` for runs without a value.
