@@ -627,31 +627,45 @@ async fn html_renders_in_headless_chromium() {
     }
 }
 
+/// A small bench-data store (every bench metric, several families) written in
+/// `commits` commits.
+async fn small_bench_store(seed: u64, commits: u64) -> (tempfile::TempDir, String) {
+    use forkline::fixtures::bench_data::{self, BenchSpec};
+    let (dir, store) = temp_store();
+    let engine = Engine::open(&store).await.unwrap();
+    let spec = BenchSpec {
+        scale: 0.004,
+        seed,
+        commits: Some(commits),
+        compact_every: None,
+    };
+    bench_data::run(&engine, &spec).await.unwrap();
+    (dir, store)
+}
+
+/// A report of `metrics` over every family of the bench project.
+fn bench_report(metrics: &str) -> forkline::report::ReportRequest {
+    forkline::report::ReportRequest {
+        project: forkline::fixtures::bench_data::PROJECT.to_string(),
+        families: Vec::new(),
+        all_families: true,
+        metrics: vec![metrics.to_string()],
+        goals: forkline::report::Goals::parse(Some("min,*acc*=max")).unwrap(),
+    }
+}
+
 /// A report of many metrics reads them a few to a scan of each family; every
 /// metric's section, numbers and drawing, must be what a report of that
 /// metric alone computes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_scanned_together_match_one_metric_reports() {
-    use forkline::fixtures::bench_data::{self, BenchSpec};
-    use forkline::report::{self, Goals, ReportRequest};
+    use forkline::fixtures::bench_data;
+    use forkline::report;
     use forkline::scope::Projects;
 
-    let (_dir, store) = temp_store();
+    let (_dir, store) = small_bench_store(11, 3).await;
     let engine = Engine::open(&store).await.unwrap();
-    let spec = BenchSpec {
-        scale: 0.004,
-        seed: 11,
-        commits: Some(3),
-        compact_every: None,
-    };
-    bench_data::run(&engine, &spec).await.unwrap();
-    let request = |metrics: &str| ReportRequest {
-        project: bench_data::PROJECT.to_string(),
-        families: Vec::new(),
-        all_families: true,
-        metrics: vec![metrics.to_string()],
-        goals: Goals::parse(Some("min,*acc*=max")).unwrap(),
-    };
+    let request = bench_report;
     let all = report::build(
         &engine,
         &request("*"),
@@ -697,32 +711,16 @@ async fn metrics_scanned_together_match_one_metric_reports() {
 async fn a_tight_memory_pool_splits_the_scans_with_the_same_report() {
     use forkline::EngineOptions;
     use forkline::error::ErrorKind;
-    use forkline::fixtures::bench_data::{self, BenchSpec};
-    use forkline::report::{self, Goals, Progress, ReportRequest};
+    use forkline::report::{self, Progress};
     use forkline::scope::Projects;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    let (_dir, store) = temp_store();
-    let engine = Engine::open(&store).await.unwrap();
-    let spec = BenchSpec {
-        scale: 0.004,
-        seed: 5,
-        commits: Some(4),
-        compact_every: None,
-    };
-    bench_data::run(&engine, &spec).await.unwrap();
-    drop(engine);
+    let (_dir, store) = small_bench_store(5, 4).await;
     // Compacted, the scans are plain reads: the pool then holds the
     // report's series alone, not also last-write-wins over ingest files.
     let (ok, _, err) = cli(&store, &["compact"]);
     assert!(ok, "{err}");
-    let request = ReportRequest {
-        project: bench_data::PROJECT.to_string(),
-        families: Vec::new(),
-        all_families: true,
-        metrics: vec!["*".to_string()],
-        goals: Goals::parse(Some("min,*acc*=max")).unwrap(),
-    };
+    let request = bench_report("*");
     let build = |engine: Engine| {
         let request = request.clone();
         async move {
