@@ -8,10 +8,12 @@ use ballista_core::RuntimeProducer;
 use ballista_core::config::TaskSchedulingPolicy;
 use ballista_core::extension::SessionConfigExt;
 use ballista_core::registry::BallistaFunctionRegistry;
+use ballista_executor::execution_engine::DefaultExecutionEngine;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::SessionConfig;
 
+use super::attempts::AttemptTagging;
 use super::codec::ForklineCodec;
 use super::functions::{cluster_config, state};
 use super::remote::scheduler_address;
@@ -70,6 +72,11 @@ pub async fn run(args: &ExecutorArgs, global: &GlobalArgs) -> Result<()> {
             cluster_config(SessionConfig::new_with_ballista())
         })),
         override_physical_codec: Some(ForklineCodec::shared()),
+        // Ballista 55 does not export its connection pool, so shuffle reads
+        // connect per fetch.
+        override_execution_engine: Some(Arc::new(AttemptTagging::new(Arc::new(
+            DefaultExecutionEngine::new(),
+        )))),
         print_thread_info: false,
         ..Default::default()
     };

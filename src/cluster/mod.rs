@@ -11,6 +11,7 @@
 //! `forkline executor` processes; [`standalone`] starts a cluster inside
 //! this process (tests, trials on one machine).
 
+mod attempts;
 pub mod codec;
 pub mod executor;
 pub mod functions;

@@ -12,12 +12,15 @@ use datafusion::error::Result as DFResult;
 use datafusion::execution::{SendableRecordBatchStream, SessionState};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::DataFrame;
 use datafusion_proto::physical_plan::AsExecutionPlan;
 use datafusion_proto::protobuf::PhysicalPlanNode;
+use futures::StreamExt;
 
+use super::attempts::is_mixed_attempts;
 use super::codec::ForklineCodec;
 use super::functions::cluster_config;
 use crate::error::{Error, Result};
@@ -26,6 +29,10 @@ use crate::query::runner::PlanRunner;
 /// How long reaching the scheduler may take before a query fails: a cluster
 /// that is down is an error, not a hang.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many times a query whose job failed for shuffle input of two stage
+/// attempts (see [`super::attempts`]) is submitted again.
+const RERUNS: usize = 2;
 
 /// Runs plans on the Ballista cluster whose scheduler listens at `url`.
 #[derive(Debug, Clone)]
@@ -160,21 +167,49 @@ impl PlanRunner for Remote {
         }
         let config = state.config().clone();
         let ballista = config.ballista_config();
-        execute_physical_plan::<PhysicalPlanNode>(
-            self.url.clone(),
-            &ballista,
-            plan,
-            &ForklineCodec::default(),
-            state.session_id().to_string(),
-            config,
-        )
-        .await
-        .map_err(|e| cluster_error(&self.cluster, e))
+        let mut reruns = 0;
+        loop {
+            let submitted = execute_physical_plan::<PhysicalPlanNode>(
+                self.url.clone(),
+                &ballista,
+                plan.clone(),
+                &ForklineCodec::default(),
+                state.session_id().to_string(),
+                config.clone(),
+            )
+            .await;
+            match first_batch(submitted).await {
+                Err(e) if reruns < RERUNS && is_mixed_attempts(&e) => {
+                    reruns += 1;
+                    tracing::warn!(
+                        cluster = %self.cluster,
+                        reruns,
+                        "a stage restarted after an executor was lost; the query runs again"
+                    );
+                }
+                result => return result.map_err(|e| cluster_error(&self.cluster, e)),
+            }
+        }
     }
 
     fn describe(&self) -> String {
         format!("cluster {}", self.cluster)
     }
+}
+
+/// `submitted` with its first batch already read: a job that failed does so
+/// before the cluster sends any row, so whether to run it again is known here.
+async fn first_batch(
+    submitted: DFResult<SendableRecordBatchStream>,
+) -> DFResult<SendableRecordBatchStream> {
+    let mut stream = submitted?;
+    let schema = stream.schema();
+    let first = stream.next().await.transpose()?;
+    let head = futures::stream::iter(first.map(Ok));
+    Ok(Box::pin(RecordBatchStreamAdapter::new(
+        schema,
+        head.chain(stream),
+    )))
 }
 
 /// Ballista's errors say little of where they came from.
