@@ -132,6 +132,39 @@ async fn a_stitching_operator_reads_its_owners_as_a_stage_of_their_own() {
     assert!(below.contains("DataSourceExec"), "{text}");
 }
 
+/// The job's last stage is one task (Ballista 55 would hand the client the
+/// files of a restarted last stage's first attempt too), merged in order
+/// where the query orders its rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plan_sent_to_the_cluster_ends_in_one_partition() {
+    let (_dir, store) = temp_store();
+    let options = forkline::EngineOptions {
+        target_partitions: 4,
+        ..Default::default()
+    };
+    let engine = Engine::open_with(&store, options).await.unwrap();
+    product_docs(&engine).await.unwrap();
+    for (sql, ordered) in [
+        (
+            "SELECT run_id, metric, count(*) FROM metrics GROUP BY run_id, metric",
+            false,
+        ),
+        (
+            "SELECT run_id, step, value FROM metrics ORDER BY run_id, step",
+            true,
+        ),
+    ] {
+        let local = engine.sql(sql).await.unwrap();
+        let (_, plan) = remote::physical_plan(local).await.unwrap();
+        let text = shown(&plan);
+        assert_eq!(plan.output_partitioning().partition_count(), 1, "{text}");
+        assert_eq!(plan.output_ordering().is_some(), ordered, "{text}");
+        // What it merges has several partitions: the merge is the root's.
+        let below = plan.children()[0].output_partitioning().partition_count();
+        assert!(below > 1, "{text}");
+    }
+}
+
 /// The number of input partitions of the first `StitchExec` in `plan`.
 fn plan_input_partitions(plan: &Arc<dyn ExecutionPlan>) -> Option<usize> {
     if plan.name() == "StitchExec" {

@@ -12,9 +12,10 @@ use datafusion::error::Result as DFResult;
 use datafusion::execution::{SendableRecordBatchStream, SessionState};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::union::UnionExec;
-use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, execute_stream};
 use datafusion::prelude::DataFrame;
 use datafusion_proto::physical_plan::AsExecutionPlan;
 use datafusion_proto::protobuf::PhysicalPlanNode;
@@ -105,25 +106,39 @@ pub async fn physical_plan(df: DataFrame) -> Result<(SessionState, Arc<dyn Execu
 /// partitions do not come from their leaves (an aggregate behind a hash
 /// exchange) are otherwise run whole, or not at all, by the wrong tasks.
 /// Read through shuffles, every input divides cleanly.
+///
+/// The plan's root is merged to one partition, so the job's last stage is
+/// one task. Ballista 55 keeps the output of a last stage's finished tasks
+/// when it restarts that stage after an executor was lost, and hands both
+/// attempts' files to the client; a stage of one task has none finished to
+/// keep (the reads of every earlier stage are checked, see `attempts`).
 pub fn stage_for_cluster(plan: Arc<dyn ExecutionPlan>) -> DFResult<Arc<dyn ExecutionPlan>> {
-    plan.transform_up(|node| {
-        if node.downcast_ref::<UnionExec>().is_none() {
-            return Ok(Transformed::no(node));
-        }
-        let inputs: Vec<Arc<dyn ExecutionPlan>> = node
-            .children()
-            .into_iter()
-            .map(|input| -> Arc<dyn ExecutionPlan> {
-                if input.downcast_ref::<CoalescePartitionsExec>().is_some() {
-                    return input.clone();
-                }
-                Arc::new(CoalescePartitionsExec::new(input.clone()))
-            })
-            .collect();
-        let options = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
-        Ok(Transformed::yes(node.replace_children(inputs, options)?))
+    let plan = plan
+        .transform_up(|node| {
+            if node.downcast_ref::<UnionExec>().is_none() {
+                return Ok(Transformed::no(node));
+            }
+            let inputs: Vec<Arc<dyn ExecutionPlan>> = node
+                .children()
+                .into_iter()
+                .map(|input| -> Arc<dyn ExecutionPlan> {
+                    if input.downcast_ref::<CoalescePartitionsExec>().is_some() {
+                        return input.clone();
+                    }
+                    Arc::new(CoalescePartitionsExec::new(input.clone()))
+                })
+                .collect();
+            let options = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
+            Ok(Transformed::yes(node.replace_children(inputs, options)?))
+        })?
+        .data;
+    if plan.output_partitioning().partition_count() <= 1 {
+        return Ok(plan);
+    }
+    Ok(match plan.output_ordering() {
+        Some(ordering) => Arc::new(SortPreservingMergeExec::new(ordering.clone(), plan)),
+        None => Arc::new(CoalescePartitionsExec::new(plan)),
     })
-    .map(|t| t.data)
 }
 
 /// Whether the cluster can run `plan` as it is. Ballista matches each task's
