@@ -100,45 +100,53 @@ pub async fn physical_plan(df: DataFrame) -> Result<(SessionState, Arc<dyn Execu
     Ok((state, stage_for_cluster(physical)?))
 }
 
+/// `plan` adjusted for the cluster: [`union_inputs_as_stages`], then
+/// [`one_final_task`].
+pub fn stage_for_cluster(plan: Arc<dyn ExecutionPlan>) -> DFResult<Arc<dyn ExecutionPlan>> {
+    Ok(one_final_task(union_inputs_as_stages(plan)?))
+}
+
 /// Each input of a union becomes a stage of its own (by merging it: the
 /// scheduler cuts a stage below each merge). Ballista hands each task of a
 /// union's stage only the inputs its partitions come from, and inputs whose
 /// partitions do not come from their leaves (an aggregate behind a hash
 /// exchange) are otherwise run whole, or not at all, by the wrong tasks.
 /// Read through shuffles, every input divides cleanly.
-///
-/// The plan's root is merged to one partition, so the job's last stage is
-/// one task. Ballista 55 keeps the output of a last stage's finished tasks
-/// when it restarts that stage after an executor was lost, and hands both
-/// attempts' files to the client; a stage of one task has none finished to
-/// keep (the reads of every earlier stage are checked, see `attempts`).
-pub fn stage_for_cluster(plan: Arc<dyn ExecutionPlan>) -> DFResult<Arc<dyn ExecutionPlan>> {
-    let plan = plan
-        .transform_up(|node| {
-            if node.downcast_ref::<UnionExec>().is_none() {
-                return Ok(Transformed::no(node));
-            }
-            let inputs: Vec<Arc<dyn ExecutionPlan>> = node
-                .children()
-                .into_iter()
-                .map(|input| -> Arc<dyn ExecutionPlan> {
-                    if input.downcast_ref::<CoalescePartitionsExec>().is_some() {
-                        return input.clone();
-                    }
-                    Arc::new(CoalescePartitionsExec::new(input.clone()))
-                })
-                .collect();
-            let options = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
-            Ok(Transformed::yes(node.replace_children(inputs, options)?))
-        })?
-        .data;
+fn union_inputs_as_stages(plan: Arc<dyn ExecutionPlan>) -> DFResult<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        if node.downcast_ref::<UnionExec>().is_none() {
+            return Ok(Transformed::no(node));
+        }
+        let inputs: Vec<Arc<dyn ExecutionPlan>> = node
+            .children()
+            .into_iter()
+            .map(|input| -> Arc<dyn ExecutionPlan> {
+                if input.downcast_ref::<CoalescePartitionsExec>().is_some() {
+                    return input.clone();
+                }
+                Arc::new(CoalescePartitionsExec::new(input.clone()))
+            })
+            .collect();
+        let options = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
+        Ok(Transformed::yes(node.replace_children(inputs, options)?))
+    })
+    .map(|t| t.data)
+}
+
+/// The root merged to one partition (in order where it is ordered), so the
+/// job's last stage is one task. Ballista 55 keeps the output of a last
+/// stage's finished tasks when it restarts that stage after an executor was
+/// lost, and hands both attempts' files to the client; a stage of one task
+/// has none finished to keep (the reads of every earlier stage are checked,
+/// see `attempts`).
+fn one_final_task(plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
     if plan.output_partitioning().partition_count() <= 1 {
-        return Ok(plan);
+        return plan;
     }
-    Ok(match plan.output_ordering() {
+    match plan.output_ordering() {
         Some(ordering) => Arc::new(SortPreservingMergeExec::new(ordering.clone(), plan)),
         None => Arc::new(CoalescePartitionsExec::new(plan)),
-    })
+    }
 }
 
 /// Whether the cluster can run `plan` as it is. Ballista matches each task's
