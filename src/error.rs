@@ -244,15 +244,15 @@ fn query_error_kind(e: &DataFusionError, whole: &Error) -> ErrorKind {
     }
 }
 
-/// The README's table of error kinds, `(kind, HTTP, Flight)` per row, so the
-/// interfaces' tests can hold their mappings to what users read.
+/// The table of error kinds in `docs/http-api.md`, `(kind, HTTP, Flight)` per
+/// row, so the interfaces' tests can hold their mappings to what users read.
 #[cfg(test)]
-pub(crate) fn readme_error_table() -> Vec<(ErrorKind, String, String)> {
-    let readme = include_str!("../README.md");
-    let section = readme
-        .split("\n### Errors\n")
+pub(crate) fn documented_error_table() -> Vec<(ErrorKind, String, String)> {
+    let doc = include_str!("../docs/http-api.md");
+    let section = doc
+        .split("\n## Errors\n")
         .nth(1)
-        .expect("README has an Errors section");
+        .expect("docs/http-api.md has an Errors section");
     let rows: Vec<_> = section
         .lines()
         .skip_while(|l| !l.starts_with("| kind"))
@@ -264,7 +264,7 @@ pub(crate) fn readme_error_table() -> Vec<(ErrorKind, String, String)> {
             let kind = ErrorKind::ALL
                 .into_iter()
                 .find(|k| k.as_str() == name)
-                .unwrap_or_else(|| panic!("README names an unknown kind `{name}`"));
+                .unwrap_or_else(|| panic!("docs/http-api.md names an unknown kind `{name}`"));
             (
                 kind,
                 cells[2].to_string(),
@@ -276,7 +276,10 @@ pub(crate) fn readme_error_table() -> Vec<(ErrorKind, String, String)> {
     kinds.sort();
     let mut all: Vec<_> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
     all.sort();
-    assert_eq!(kinds, all, "the README's error table lists every kind once");
+    assert_eq!(
+        kinds, all,
+        "the error table of docs/http-api.md lists every kind once"
+    );
     rows
 }
 

@@ -1,6 +1,7 @@
 //! The OpenAPI document the real server serves at `/api/openapi.json`
 //! describes exactly the routes of the router, with the access each has.
-//! (tests/python/test_openapi.py validates it and checks the README against it.)
+//! (tests/python/test_openapi.py validates it and checks the HTTP examples of
+//! the README and `docs/` against it.)
 
 mod common;
 

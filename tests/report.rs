@@ -516,7 +516,7 @@ fn run_chromium(bin: &Path, profile: &Path, args: &[&str]) -> std::process::Outp
 /// Opens the demo store's HTML report in headless Chromium and checks the
 /// rendered DOM: one SVG chart per (family, metric), each with non-empty line
 /// paths. `SCREENSHOT_TO=docs/report-family.png` also saves a screenshot of the
-/// first family section for the README.
+/// first family section for the README and `docs/reports.md`.
 #[tokio::test]
 async fn html_renders_in_headless_chromium() {
     let Some(bin) = chromium_or_skip() else {

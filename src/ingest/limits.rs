@@ -1,5 +1,5 @@
 //! Every size and range limit that protects the store from one client's input,
-//! in one place (listed in the README's "Limits"). Each is enforced before the
+//! in one place (listed in `docs/http-api.md`, "Ingest limits"). Each is enforced before the
 //! input is parsed into trees or committed, with an error naming the limit.
 
 /// Longest NDJSON line of `/ingest/metrics` and `/ingest/logs`, in bytes. A line

@@ -8,8 +8,8 @@
 //! engine and the servers run with (`EngineOptions`, `QueryLimits`,
 //! `ServerOptions`, `ConnectionLimits`, `CompactOptions`) build their
 //! `Default` from it, so a library user starts where the binary does.
-//! README's option tables are checked against these definitions by the
-//! CLI's `option_tables` test.
+//! The option tables of `docs/operations.md` are checked against these
+//! definitions by the CLI's `option_tables` test.
 
 mod cluster;
 mod compaction;

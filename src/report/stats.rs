@@ -3,7 +3,7 @@
 //! Pure functions: no I/O, no catalog; the orchestration in `report/mod.rs`
 //! gathers the series, these turn them into the table's numbers.
 //!
-//! Conventions (also in the README's Reports section):
+//! Conventions (also in `docs/reports.md`, "Reports"):
 //! - Non-finite values (NaN, ±Infinity) are ignored everywhere: they are
 //!   counted in `non_finite` but take part in no number and are not drawn.
 //!   NaN is what a diverged loss logs; letting it win a `min` or poison a sum

@@ -1,8 +1,9 @@
 """The OpenAPI document a real `forkline serve` serves at /api/openapi.json:
-it is a valid OpenAPI 3.1 document, the README's HTTP examples are requests it
-allows, and the real pluto SDK's traffic (requests and answers, recorded by a
-proxy between SDK and server) matches it."""
+it is a valid OpenAPI 3.1 document, the HTTP examples of the README and of
+every page of docs/ are requests it allows, and the real pluto SDK's traffic
+(requests and answers, recorded by a proxy between SDK and server) matches it."""
 
+import glob
 import json
 import os
 import re
@@ -21,7 +22,13 @@ from openapi_spec_validator import validate
 
 from conftest import ROOT, Server
 
-README = os.path.join(ROOT, "README.md")
+# Every page that may show an HTTP request: the README and the reference in
+# docs/, a new page included. Not the wire protocol: it writes down Pluto's own
+# server, routes forkline does not serve and `<placeholder>` paths included.
+WIRE_PROTOCOL = os.path.join(ROOT, "docs", "pluto-wire-protocol.md")
+DOCS = [os.path.join(ROOT, "README.md")] + sorted(
+    p for p in glob.glob(os.path.join(ROOT, "docs", "*.md")) if p != WIRE_PROTOCOL
+)
 
 
 def fetch_document(base):
@@ -67,14 +74,22 @@ def describe(error):
     return f"{type(error).__name__}: {error} {error.__cause__ or ''}"
 
 
-# --- the README's HTTP examples ---------------------------------------------
+# --- the HTTP examples of the README and docs/ -------------------------------
 
 
-def readme_examples():
-    """Every HTTP request the README shows: `curl` command lines in its code
+def doc_examples():
+    """Every HTTP request the README and the pages of docs/ show."""
+    examples = []
+    for path in DOCS:
+        name = os.path.relpath(path, ROOT)
+        examples += [(*e[:4], f"{name}: {e[4]}") for e in page_examples(open(path).read())]
+    return examples
+
+
+def page_examples(text):
+    """Every HTTP request one page shows: `curl` command lines in its code
     blocks, and inline `` `GET /path?query` `` spans. Each as
     (method, path, query pairs, JSON body or None, where)."""
-    text = open(README).read()
     examples = []
     joined = re.sub(r"\\\n\s*", " ", text)  # shell line continuations
     for line in joined.splitlines():
@@ -109,9 +124,9 @@ def readme_examples():
     return examples
 
 
-def test_readme_examples_are_requests_the_document_allows(document):
-    examples = readme_examples()
-    curls = [e for e in examples if e[4].startswith("curl")]
+def test_doc_examples_are_requests_the_document_allows(document):
+    examples = doc_examples()
+    curls = [e for e in examples if ": curl " in e[4]]
     assert len(curls) >= 3, examples
     paths = {m + " " + p for m, p, *_ in examples}
     for needed in ("POST /api/sql", "GET /api/report", "GET /api/export"):
@@ -121,14 +136,14 @@ def test_readme_examples_are_requests_the_document_allows(document):
         item = document["paths"].get(path)
         assert item is not None, f"{where}: {path} is not in the document"
         assert method.lower() in item, f"{where}: {method} {path} is not in the document"
-        if not where.startswith("curl") and "?" not in where:
+        if ": curl " not in where and "?" not in where:
             continue  # prose naming the route, not a request
         request = MockRequest(
             "http://127.0.0.1:7070",
             method.lower(),
             path,
             args=dict(query),
-            # The README's server is keyless on loopback; a keyed one takes this header.
+            # The examples' server is keyless on loopback; a keyed one takes this header.
             headers={"Authorization": "Bearer key"},
             data=body.encode() if body is not None else None,
             content_type="application/json" if body is not None else None,

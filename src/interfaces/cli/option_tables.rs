@@ -1,4 +1,5 @@
-//! README's option tables against the clap definitions, in both directions:
+//! The option tables of `docs/operations.md` against the clap definitions, in
+//! both directions:
 //! every documented flag exists with its variable and default, and every
 //! option of a documented group has its row.
 
@@ -7,15 +8,20 @@ use clap::{Arg, Command, CommandFactory};
 use super::Cli;
 use crate::options::{ConnectionArgs, GlobalArgs};
 
-fn readme() -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+/// The page that holds the option tables, the limits table and the
+/// config-file example.
+fn doc() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md");
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 /// The rows of the table whose header line starts with `header`, as cells.
-fn table(readme: &str, header: &str) -> Vec<Vec<String>> {
-    let mut lines = readme.lines().skip_while(|l| !l.starts_with(header));
-    assert!(lines.next().is_some(), "README has no table `{header}`");
+fn table(doc: &str, header: &str) -> Vec<Vec<String>> {
+    let mut lines = doc.lines().skip_while(|l| !l.starts_with(header));
+    assert!(
+        lines.next().is_some(),
+        "docs/operations.md has no table `{header}`"
+    );
     lines
         .skip(1) // |---|---|
         .take_while(|l| l.starts_with('|'))
@@ -46,7 +52,9 @@ fn find<'a>(args: &[&'a Arg], cell: &str) -> &'a Arg {
     args.iter()
         .copied()
         .find(|a| a.get_long() == Some(name))
-        .unwrap_or_else(|| panic!("README documents {cell}, which is not an option here"))
+        .unwrap_or_else(|| {
+            panic!("docs/operations.md documents {cell}, which is not an option here")
+        })
 }
 
 fn clap_default(arg: &Arg) -> Option<String> {
@@ -73,14 +81,14 @@ fn check_default(arg: &Arg, cell: &str) {
     match clap_default(arg) {
         Some(default) => assert!(
             cell == default || cell.starts_with(&format!("{default} ")),
-            "README gives --{long} the default `{cell}`, clap `{default}`"
+            "docs/operations.md gives --{long} the default `{cell}`, clap `{default}`"
         ),
         None => {
             let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
             assert!(
                 (cell == "none" && !help.contains("default"))
                     || help.contains(&format!("default: {cell}")),
-                "README gives --{long} the default `{cell}`; its help: {help}"
+                "docs/operations.md gives --{long} the default `{cell}`; its help: {help}"
             );
         }
     }
@@ -98,7 +106,7 @@ fn check_variable(arg: &Arg, cell: &str) {
 
 /// Each documented flag as clap has it, and each option documented.
 fn check_reference(header: &str, args: &[&Arg]) {
-    let rows = table(&readme(), header);
+    let rows = table(&doc(), header);
     for row in &rows {
         let arg = find(args, &row[0]);
         check_variable(arg, &row[1]);
@@ -108,7 +116,7 @@ fn check_reference(header: &str, args: &[&Arg]) {
         let name = format!("`--{}`", arg.get_long().unwrap_or_default());
         assert!(
             rows.iter().any(|r| r[0] == name),
-            "{name} has no row in README's table `{header}`"
+            "{name} has no row in the table `{header}` of docs/operations.md"
         );
     }
 }
@@ -138,10 +146,7 @@ fn cluster_options_tables() {
 /// The limits table documents exactly the query and connection groups.
 #[test]
 fn limits_table() {
-    let rows = table(
-        &readme(),
-        "| `forkline serve` flag (variable `FORKLINE_…`) |",
-    );
+    let rows = table(&doc(), "| `forkline serve` flag (variable `FORKLINE_…`) |");
     let group = <super::QueryArgs as clap::Args>::augment_args(Command::new("q"));
     let group = <ConnectionArgs as clap::Args>::augment_args(group);
     let args = options(&group);
@@ -164,12 +169,12 @@ fn limits_table() {
 /// The example config file holds only keys the file may hold, with valid values.
 #[test]
 fn config_file_example() {
-    let readme = readme();
-    let start = readme
+    let doc = doc();
+    let start = doc
         .find("```toml\n")
-        .expect("README's config-file example")
+        .expect("the config-file example of docs/operations.md")
         + 8;
-    let end = start + readme[start..].find("```").expect("end of the example");
-    let example: GlobalArgs = toml::from_str(&readme[start..end]).unwrap_or_else(|e| panic!("{e}"));
+    let end = start + doc[start..].find("```").expect("end of the example");
+    let example: GlobalArgs = toml::from_str(&doc[start..end]).unwrap_or_else(|e| panic!("{e}"));
     assert!(example.store.starts_with("s3://"), "{example:?}");
 }

@@ -588,7 +588,7 @@ mod tests {
 
     #[test]
     fn every_error_kind_has_the_documented_code() {
-        for (kind, _, documented) in crate::error::readme_error_table() {
+        for (kind, _, documented) in crate::error::documented_error_table() {
             let error = match kind {
                 ErrorKind::InvalidInput => Error::invalid("x"),
                 ErrorKind::Unauthenticated => Error::Unauthenticated("x".into()),

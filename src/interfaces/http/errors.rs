@@ -140,14 +140,14 @@ mod tests {
         for kind in ErrorKind::ALL {
             let status = status_of_kind(kind);
             assert!(status.is_client_error() || status.is_server_error());
-            let documented = crate::error::readme_error_table()
+            let documented = crate::error::documented_error_table()
                 .into_iter()
                 .find(|row| row.0 == kind)
                 .map(|row| row.1)
                 .unwrap();
             assert!(
                 documented.starts_with(status.as_str()),
-                "{kind:?}: README says {documented}, served {status}"
+                "{kind:?}: docs/http-api.md says {documented}, served {status}"
             );
             if let Some(other) = seen.insert(status, kind) {
                 assert_eq!(
