@@ -65,7 +65,7 @@ fn points(run: RunId, from: u64, steps: u64) -> Vec<MetricPoint> {
 
 async fn flush(engine: &Engine, batch: &mut PointBatch) {
     let full = std::mem::take(batch);
-    engine.write_batch(full).await.unwrap();
+    engine.ingest(full).await.unwrap();
 }
 
 /// Creates the runs level by level (all roots, then all depth-1 forks, …) so

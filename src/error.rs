@@ -38,6 +38,14 @@ pub enum Error {
     /// The store is damaged: a file a table snapshot references is missing or unreadable.
     #[error("{0}")]
     Damaged(String),
+    /// A fault of this server that no retry of the request mends.
+    #[error("{0}")]
+    Internal(String),
+    /// A commit shared by several requests failed; each request is answered
+    /// with the one cause, whose kind it keeps (a store outage stays
+    /// `Unavailable`, anything else of the server's is `Internal`).
+    #[error("points were not committed: {0}")]
+    Commit(std::sync::Arc<Error>),
     /// SQL planning or execution failed.
     #[error("{0}")]
     Query(#[source] DataFusionError),
@@ -157,6 +165,9 @@ impl Error {
     /// request deep inside a query or a Parquet read counts too; a missing
     /// object does not, as a table that references one is damaged.
     pub fn is_unavailable(&self) -> bool {
+        if let Error::Commit(cause) = self {
+            return cause.is_unavailable();
+        }
         if matches!(
             self,
             Error::Storage(_) | Error::ObjectStore(_) | Error::Unavailable(_) | Error::Busy(_)
@@ -200,7 +211,8 @@ impl Error {
             Error::TimedOut(_) => ErrorKind::TimedOut,
             Error::Busy(_) => ErrorKind::Busy,
             Error::Unavailable(_) => ErrorKind::Unavailable,
-            Error::Damaged(_) => ErrorKind::Internal,
+            Error::Damaged(_) | Error::Internal(_) => ErrorKind::Internal,
+            Error::Commit(cause) => cause.kind(),
             Error::Query(e) => query_error_kind(e, self),
             Error::Storage(_)
             | Error::ObjectStore(_)

@@ -59,7 +59,7 @@ fn check_interval(stale_after: Duration) -> Duration {
 /// Records activity of runs: throttled marker writes, and revival of runs
 /// the monitor terminated.
 #[derive(Debug)]
-pub struct Activity {
+pub struct RunActivity {
     engine: Arc<Engine>,
     interval: Duration,
     /// When this process last wrote each run's marker.
@@ -69,7 +69,7 @@ pub struct Activity {
 /// Runs whose write times are remembered before old ones are forgotten.
 const MAX_REMEMBERED: usize = 10_000;
 
-impl Activity {
+impl RunActivity {
     /// Activity of `engine`'s runs, writing each marker at most once per `interval`.
     pub fn new(engine: Arc<Engine>, interval: Duration) -> Self {
         Self {

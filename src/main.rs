@@ -4,7 +4,7 @@ use forkline::interfaces::cli::{Cli, run};
 
 /// Stack of every runtime thread, workers and blocking pool alike. Planning,
 /// optimizing and executing a query recurse once per level of expression
-/// nesting, join, subquery or common table expression; `query::limits` caps
+/// nesting, join, subquery or common table expression; `query::admission::limits` caps
 /// those, and the deepest statements it lets through ran with 8 MiB (a debug
 /// build, which uses the most stack; a chain of 127 joins is the deepest, 4 to
 /// 8 MiB). So this leaves 8 times that. A thread only touches the pages it uses.

@@ -14,7 +14,7 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
 use arrow_flight::{FlightDescriptor, Ticket};
 use common::{forkline_command, temp_store};
-use forkline::query::limits::{MAX_EXPR_DEPTH, MAX_SQL_BYTES};
+use forkline::query::admission::limits::{MAX_EXPR_DEPTH, MAX_SQL_BYTES};
 use prost::Message;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

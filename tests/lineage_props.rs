@@ -13,7 +13,7 @@ use common::render;
 use forkline::catalog::{ForkRequest, NewRun};
 use forkline::cluster::{remote::Remote, standalone};
 use forkline::ingest::MetricPoint;
-use forkline::query::runner::{self, PlanRunner};
+use forkline::query::admission::runner::{self, PlanRunner};
 use forkline::{Engine, Error};
 use proptest::prelude::*;
 

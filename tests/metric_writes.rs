@@ -10,11 +10,10 @@ use std::time::Duration;
 
 use common::{rows, temp_store};
 use forkline::catalog::NewRun;
-use forkline::engine::GroupCommitter;
 use forkline::ingest::{MetricPoint, PointBatch};
 use forkline::maintenance::compact::{CompactOptions, compact};
 use forkline::store::{FileClass, TableKind};
-use forkline::{Engine, Error};
+use forkline::{Engine, EngineOptions, Error};
 
 const WRITERS: usize = 8;
 const ROUNDS: usize = 12;
@@ -27,7 +26,12 @@ fn count(rows: &[Vec<String>]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_acknowledged_rewrite_is_kept_across_group_commits_and_compaction() {
     let (_dir, store) = temp_store();
-    let engine = Arc::new(Engine::open(&store).await.unwrap());
+    // A window long enough that concurrent writers share commits.
+    let options = EngineOptions {
+        commit_window: Duration::from_millis(30),
+        ..EngineOptions::default()
+    };
+    let engine = Arc::new(Engine::open_with(&store, options).await.unwrap());
     let run = engine
         .create_run(NewRun {
             project: "rewrites".into(),
@@ -36,9 +40,6 @@ async fn every_acknowledged_rewrite_is_kept_across_group_commits_and_compaction(
         })
         .await
         .unwrap();
-    // A window long enough that concurrent writers share commits.
-    let committer = GroupCommitter::spawn(engine.clone(), Duration::from_millis(30));
-
     let stop = Arc::new(AtomicBool::new(false));
     let compactor = {
         let (engine, stop) = (engine.clone(), stop.clone());
@@ -59,7 +60,7 @@ async fn every_acknowledged_rewrite_is_kept_across_group_commits_and_compaction(
     // also writes step 0 twice.
     let run_id = run.id;
     let writers = (0..WRITERS).map(|w| {
-        let committer = committer.clone();
+        let engine = engine.clone();
         tokio::spawn(async move {
             let mut acknowledged = 0;
             for round in 0..ROUNDS {
@@ -71,7 +72,7 @@ async fn every_acknowledged_rewrite_is_kept_across_group_commits_and_compaction(
                     time_us: Some(1_700_000_000_000_000),
                 });
                 batch.extend(run_id, points).unwrap();
-                acknowledged += committer.submit(batch).await.unwrap();
+                acknowledged += engine.ingest(batch).await.unwrap();
             }
             acknowledged
         })

@@ -3,7 +3,7 @@
 //! maintenance, fixtures → interfaces). Every `crate::…` and `super::…` path
 //! in `src/` (test-only modules aside) is an edge from the module that names
 //! it to the module it names; the test fails with each cycle it finds, at the
-//! depth of top-level modules (`query`), of their children (`query::stitch`)
+//! depth of top-level modules (`query`), of their children (`query::lineage`)
 //! and one level below.
 //!
 //! `cargo test --test module_layers -- --nocapture` prints the layers.
@@ -270,7 +270,7 @@ fn the_checker_sees_real_edges() {
         deeper
             .get("report::chart")
             .is_some_and(|t| t.keys().any(|k| k.starts_with("report::")))
-            || deeper.get("query::stitch").is_some_and(|t| !t.is_empty()),
+            || deeper.get("query::lineage").is_some_and(|t| !t.is_empty()),
         "no edges between children: {deeper:#?}"
     );
     // Print the layers for `--nocapture` readers.

@@ -22,7 +22,7 @@ use forkline::Engine;
 use forkline::catalog::NewRun;
 use forkline::ingest::MetricPoint;
 use forkline::maintenance::compact::{CompactOptions, compact};
-use forkline::query::run_aggregate::{FALLBACK_METRIC, MIN_MEAN_RUN, RULE_NAME, RunAggregate};
+use forkline::query::aggregates::run::{FALLBACK_METRIC, MIN_MEAN_RUN, RULE_NAME, RunAggregate};
 
 /// Values DataFusion's float min/max/sum treat specially, and plain ones.
 const SPECIALS: [f64; 12] = [

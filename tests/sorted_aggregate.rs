@@ -16,8 +16,8 @@ use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext, col};
 use forkline::Engine;
-use forkline::query::session::register_functions;
-use forkline::query::sorted_aggregate::{RULE_NAME, with_rule};
+use forkline::query::aggregates::sorted::{RULE_NAME, with_rule};
+use forkline::query::functions;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -157,7 +157,7 @@ async fn sorted_aggregates_answer_as_datafusion_does_where_groups_are_contiguous
                     .with_physical_optimizer_rules(with_rule(PhysicalOptimizer::new().rules))
                     .build();
                 let ours = SessionContext::new_with_state(state);
-                register_functions(&ours);
+                functions::register(&ours);
                 let plain = SessionContext::new_with_config(config);
                 for ctx in [&ours, &plain] {
                     ctx.register_table("t", Arc::new(table(seed, desc, false)))

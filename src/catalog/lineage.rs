@@ -1,4 +1,8 @@
-//! The one lineage resolver: segments of a stitched view and fork-parent resolution.
+//! The one lineage resolver: segments of a stitched view, fork-parent
+//! resolution, and the inheritance rules every reader of a stitched series
+//! applies (which points a segment takes, and which metrics are inherited).
+
+use std::ops::Range;
 
 use super::run::RunId;
 use crate::error::{Error, Result};
@@ -21,6 +25,47 @@ impl Segment {
     pub fn contains(&self, step: u64) -> bool {
         step >= self.from_step && self.to_step.is_none_or(|to| step <= to)
     }
+
+    /// The rows of `rows` (ascending by `step`) this segment covers: the one
+    /// cut a stitched series is made of, for the stitching operator and for
+    /// callers that read the owners' series in place (the report).
+    pub fn rows<T>(&self, rows: &[T], step: impl Fn(&T) -> i64) -> Range<usize> {
+        self.range(rows.len(), |before| {
+            rows.partition_point(|r| before(step(r)))
+        })
+    }
+
+    /// [`Segment::rows`] of `len` rows ascending by step, found through
+    /// `first_failing`: the first row whose step fails a test that holds for
+    /// a prefix of the rows (a partition point).
+    pub fn range(
+        &self,
+        len: usize,
+        first_failing: impl Fn(&dyn Fn(i64) -> bool) -> usize,
+    ) -> Range<usize> {
+        let from = first_failing(&|s| s < self.from_step as i64);
+        let to = match self.to_step {
+            Some(to) => first_failing(&|s| s <= to as i64),
+            None => len,
+        };
+        from..to.max(from)
+    }
+}
+
+/// Metrics named with this prefix are system metrics (`sys/gpu/util`): they
+/// describe the host a run ran on, so forks never inherit them.
+pub const SYSTEM_METRIC_PREFIX: &str = "sys/";
+
+/// Whether a fork inherits its ancestors' points of `metric`: every metric
+/// but the system metrics.
+pub fn inheritable(metric: &str) -> bool {
+    !metric.starts_with(SYSTEM_METRIC_PREFIX)
+}
+
+/// Whether `viewer`'s stitched series of `metric` takes `owner`'s points in
+/// a segment of `owner`'s: its own always, an ancestor's unless a system metric.
+pub fn sees(viewer: RunId, owner: RunId, metric: &str) -> bool {
+    owner == viewer || inheritable(metric)
 }
 
 /// Segments of the stitched view of the last run of `chain`.

@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-pub use lineage::Segment;
+pub use lineage::{SYSTEM_METRIC_PREFIX, Segment, inheritable, sees};
 pub use run::{Run, RunId, RunStatus, StatusChange, StatusSource};
 pub use snapshot::{CatalogSnapshot, FamilyMember};
 

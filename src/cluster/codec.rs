@@ -15,7 +15,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 
 use super::wire;
-use crate::query::ordered_first_last;
+use crate::query::aggregates::ordered_first_last;
 
 /// forkline's operators first, then Ballista's.
 #[derive(Debug, Default)]

@@ -9,7 +9,7 @@ use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use super::codec::ForklineCodec;
-use crate::query::session::register_functions;
+use crate::query::functions;
 
 /// `config` made cluster-safe (Ballista's restricted settings: no dynamic
 /// filter pushdown, no physical uncorrelated scalar subqueries, no
@@ -29,6 +29,6 @@ pub fn state(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionState {
         .with_default_features()
         .build();
     let ctx = SessionContext::new_with_state(state);
-    register_functions(&ctx);
+    functions::register(&ctx);
     ctx.state()
 }

@@ -25,7 +25,7 @@ use super::attempts::is_mixed_attempts;
 use super::codec::ForklineCodec;
 use super::functions::cluster_config;
 use crate::error::{Error, Result};
-use crate::query::runner::PlanRunner;
+use crate::query::admission::runner::PlanRunner;
 
 /// How long reaching the scheduler may take before a query fails: a cluster
 /// that is down is an error, not a hang.

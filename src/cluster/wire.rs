@@ -21,9 +21,9 @@ use datafusion_proto::protobuf;
 use prost::Message;
 
 use crate::catalog::Segment;
-use crate::query::run_aggregate::RunAggregateExec;
-use crate::query::sorted_aggregate::SortedAggregateExec;
-use crate::query::stitch::{StitchExec, Views};
+use crate::query::aggregates::run::RunAggregateExec;
+use crate::query::aggregates::sorted::SortedAggregateExec;
+use crate::query::lineage::stitch::{StitchExec, Views};
 
 const MAGIC: &[u8] = b"FKL1";
 

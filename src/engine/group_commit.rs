@@ -4,24 +4,28 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::Engine;
 use crate::error::{Error, Result};
 use crate::ingest::PointBatch;
+use crate::store::{Store, TableKind};
 
 /// A group is committed early once it holds this many points.
 const MAX_GROUP_POINTS: usize = 2_000_000;
 
+/// Where a group's points go: the store's metrics table (see [`append`]).
+type Sink = Arc<dyn Fn(PointBatch) -> BoxFuture<'static, Result<usize>> + Send + Sync>;
+
 struct Pending {
     batch: PointBatch,
-    done: oneshot::Sender<Result<usize, String>>,
+    done: oneshot::Sender<Result<usize, Arc<Error>>>,
 }
 
 /// Handle to the background task that coalesces ingest batches into commits.
-#[derive(Clone)]
-pub struct GroupCommitter {
+#[derive(Debug, Clone)]
+pub(super) struct GroupCommitter {
     tx: mpsc::Sender<Pending>,
 }
 
@@ -29,27 +33,41 @@ impl GroupCommitter {
     /// Starts the committer. A group opens with the first waiting batch and
     /// closes `window` later (or when large), so a lone request waits at most
     /// `window` plus one commit.
-    pub fn spawn(engine: Arc<Engine>, window: Duration) -> Self {
+    pub(super) fn spawn(store: Arc<Store>, window: Duration) -> Self {
+        Self::spawn_into(
+            Arc::new(move |batch| {
+                let store = store.clone();
+                Box::pin(async move { append(&store, batch).await })
+            }),
+            window,
+        )
+    }
+
+    fn spawn_into(sink: Sink, window: Duration) -> Self {
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run(engine, rx, window));
+        tokio::spawn(run(sink, rx, window));
         Self { tx }
     }
 
     /// Commits `batch` together with whatever else arrives in the window;
     /// returns the number of points stored once the commit is durable.
-    pub async fn submit(&self, batch: PointBatch) -> Result<usize> {
+    pub(super) async fn submit(&self, batch: PointBatch) -> Result<usize> {
         if batch.is_empty() {
             return Ok(0);
         }
+        // The committer's task ends only with the engine, or by a panic: either
+        // way a fault of this server, not of the store or the request.
         let (done, wait) = oneshot::channel();
         self.tx
             .send(Pending { batch, done })
             .await
-            .map_err(|_| Error::Conflict("the ingest committer has stopped".into()))?;
+            .map_err(|_| Error::Internal("the ingest committer has stopped".into()))?;
         match wait.await {
             Ok(Ok(n)) => Ok(n),
-            Ok(Err(msg)) => Err(Error::Unavailable(msg)),
-            Err(_) => Err(Error::Unavailable("the ingest commit was abandoned".into())),
+            Ok(Err(cause)) => Err(Error::Commit(cause)),
+            Err(_) => Err(Error::Internal(
+                "the ingest commit was abandoned; its points may or may not be stored".into(),
+            )),
         }
     }
 }
@@ -60,7 +78,7 @@ impl GroupCommitter {
 /// a point is told by its write sequence number, not by commit order.
 const IN_FLIGHT: u32 = 2;
 
-async fn run(engine: Arc<Engine>, mut rx: mpsc::Receiver<Pending>, window: Duration) {
+async fn run(sink: Sink, mut rx: mpsc::Receiver<Pending>, window: Duration) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT as usize));
     while let Some(first) = rx.recv().await {
         let deadline = Instant::now() + window;
@@ -78,9 +96,9 @@ async fn run(engine: Arc<Engine>, mut rx: mpsc::Receiver<Pending>, window: Durat
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };
-        let engine = engine.clone();
+        let sink = sink.clone();
         tokio::spawn(async move {
-            commit(&engine, group, points).await;
+            commit(&sink, group, points).await;
             drop(slot);
         });
     }
@@ -89,7 +107,7 @@ async fn run(engine: Arc<Engine>, mut rx: mpsc::Receiver<Pending>, window: Durat
 }
 
 /// Commits `group` as one append and answers each of its callers.
-async fn commit(engine: &Engine, group: Vec<Pending>, points: usize) {
+async fn commit(sink: &Sink, group: Vec<Pending>, points: usize) {
     let mut merged = PointBatch::new();
     merged.reserve(points);
     let mut counts = Vec::with_capacity(group.len());
@@ -100,7 +118,7 @@ async fn commit(engine: &Engine, group: Vec<Pending>, points: usize) {
         waiters.push(p.done);
     }
     let started = Instant::now();
-    let outcome = engine.write_batch(merged).await;
+    let outcome = sink(merged).await.map_err(Arc::new);
     crate::observe::metrics::group_commit(
         waiters.len(),
         points,
@@ -113,8 +131,74 @@ async fn commit(engine: &Engine, group: Vec<Pending>, points: usize) {
     for (done, n) in waiters.into_iter().zip(counts) {
         let reply = match &outcome {
             Ok(_) => Ok(n),
-            Err(e) => Err(format!("points were not committed: {e}")),
+            Err(e) => Err(e.clone()),
         };
         let _ = done.send(reply);
+    }
+}
+
+/// Appends a batch gathered from any number of runs (which must exist) as one commit.
+async fn append(store: &Store, batch: PointBatch) -> Result<usize> {
+    let records = batch.into_record_batch()?;
+    let n = records.num_rows();
+    store.append(TableKind::Metrics, vec![records]).await?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn batch(points: usize) -> PointBatch {
+        let mut batch = PointBatch::new();
+        for step in 0..points {
+            batch.push(1, "loss", step as u64, 0.5, None).unwrap();
+        }
+        batch
+    }
+
+    /// A committer whose every group fails with `fault`.
+    fn failing(fault: fn() -> Error) -> GroupCommitter {
+        GroupCommitter::spawn_into(
+            Arc::new(move |_| Box::pin(async move { Err(fault()) })),
+            Duration::from_millis(20),
+        )
+    }
+
+    #[tokio::test]
+    async fn each_caller_of_a_failed_group_gets_its_cause_with_its_kind() {
+        let internal = failing(|| Error::Internal("encoder fault".into()));
+        let outage = failing(|| {
+            Error::ObjectStore(object_store::Error::Generic {
+                store: "S3",
+                source: "connection refused".into(),
+            })
+        });
+        for (committer, kind) in [
+            (internal, ErrorKind::Internal),
+            (outage, ErrorKind::Unavailable),
+        ] {
+            // Two callers in one window share the group and its cause.
+            let (a, b) = tokio::join!(committer.submit(batch(3)), committer.submit(batch(2)));
+            for e in [a.unwrap_err(), b.unwrap_err()] {
+                assert_eq!(e.kind(), kind, "{e}");
+                assert!(
+                    e.to_string().starts_with("points were not committed: "),
+                    "{e}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_committed_group_answers_each_caller_with_its_own_count() {
+        let committer = GroupCommitter::spawn_into(
+            Arc::new(|batch: PointBatch| Box::pin(async move { Ok(batch.len()) })),
+            Duration::from_millis(20),
+        );
+        let (a, b) = tokio::join!(committer.submit(batch(3)), committer.submit(batch(2)));
+        assert_eq!((a.unwrap(), b.unwrap()), (3, 2));
+        assert_eq!(committer.submit(PointBatch::new()).await.unwrap(), 0);
     }
 }

@@ -1,26 +1,28 @@
 //! The engine: a store, its catalog snapshot, and the operations every interface shares.
 
 mod group_commit;
+mod queries;
+pub mod uploads;
 mod writes;
 
-pub use group_commit::GroupCommitter;
-
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use chrono::Utc;
 use datafusion::execution::runtime_env::RuntimeEnv;
-use datafusion::prelude::{DataFrame, SessionContext};
+use datafusion::prelude::SessionContext;
 
 use crate::catalog::{
     self, CatalogSnapshot, ForkRequest, NewRun, Run, RunUpdate, run::runs_from_batch,
     run::runs_to_batch,
 };
 use crate::error::{Error, Result};
-use crate::observe::{Activity, Interface, QueryInfo};
+use crate::observe::Activity;
 use crate::query;
-use crate::scope::{Projects, Scope};
+use crate::query::lineage::Lineage;
+use crate::scope::Projects;
 use crate::store::{CommitOutcome, Store, TableKind};
 
 /// Sessions kept for reuse, one per project scope.
@@ -44,11 +46,15 @@ pub struct EngineOptions {
     /// Whether opening may create the store, and whether the engine may write.
     pub open: crate::store::OpenMode,
     /// Concurrency, queue and timeout of queries run through [`Engine::gate`].
-    pub query: query::gate::QueryLimits,
+    pub query: query::admission::gate::QueryLimits,
     /// Finished queries kept in memory for `system.queries`.
     pub query_history: usize,
     /// Where planned queries run: this process, or a cluster (`crate::cluster`).
-    pub runner: Arc<dyn query::runner::PlanRunner>,
+    pub runner: Arc<dyn query::admission::runner::PlanRunner>,
+    /// Metric batches ingested within this window share one commit (a
+    /// server's `--commit-window-ms`); zero still coalesces the batches that
+    /// wait while a commit is written.
+    pub commit_window: Duration,
 }
 
 impl Default for EngineOptions {
@@ -69,7 +75,8 @@ impl EngineOptions {
             open: Default::default(),
             query: queries.into(),
             query_history: queries.query_history,
-            runner: Arc::new(query::runner::InProcess),
+            runner: Arc::new(query::admission::runner::InProcess),
+            commit_window: Duration::ZERO,
         }
     }
 }
@@ -88,7 +95,9 @@ pub struct ForkOutcome {
 /// A store opened for reading and writing.
 #[derive(Debug)]
 pub struct Engine {
-    store: Store,
+    store: Arc<Store>,
+    /// Coalesces ingested metric batches into commits; started by the first one.
+    committer: OnceLock<group_commit::GroupCommitter>,
     catalog: RwLock<Arc<CatalogSnapshot>>,
     catalog_writes: tokio::sync::Mutex<()>,
     runtime: Arc<RuntimeEnv>,
@@ -100,7 +109,7 @@ pub struct Engine {
     /// The latest catalog restricted per project scope, reused while `runs` did not move.
     scoped_catalogs: std::sync::Mutex<HashMap<Projects, Arc<CatalogSnapshot>>>,
     /// Admission and deadlines of the queries the interfaces run.
-    gate: query::gate::QueryGate,
+    gate: query::admission::gate::QueryGate,
     /// Recent queries and compactions of this process (the system tables).
     activity: Arc<Activity>,
 }
@@ -130,7 +139,7 @@ impl Engine {
         let runtime = query::session::runtime(options.memory_limit)?;
         let session_config =
             query::session::config(options.target_partitions, options.memory_limit)?;
-        // Metric scans read the store's files directly (see `query::file_scan`).
+        // Metric scans read the store's files directly (see `query::scan::file_set`).
         let location = store.location();
         runtime.register_object_store(
             location.object_store_url().as_ref(),
@@ -138,12 +147,13 @@ impl Engine {
         );
         let activity = Arc::new(Activity::new(options.query_history));
         let engine = Self {
-            store,
+            store: Arc::new(store),
+            committer: OnceLock::new(),
             catalog: RwLock::new(Arc::new(CatalogSnapshot::default())),
             catalog_writes: tokio::sync::Mutex::new(()),
             runtime,
             session_config,
-            gate: query::gate::QueryGate::new(
+            gate: query::admission::gate::QueryGate::new(
                 options.query.clone(),
                 activity.clone(),
                 options.runner.clone(),
@@ -344,7 +354,8 @@ impl Engine {
         let segments = snapshot.segments(snapshot.lookup(&req.run)?.id)?;
         // Another process may have committed points moments ago: read the latest.
         self.store.refresh(TableKind::Metrics).await?;
-        let max_step = query::stitched_max_step(&self.session().await?, &segments).await?;
+        let ctx = self.session().await?;
+        let max_step = Lineage::of(&ctx)?.max_step(&ctx, &segments).await?;
         let run = self
             .commit_run(|snap| {
                 let req = &req;
@@ -422,90 +433,6 @@ impl Engine {
     /// Resolves a run reference against the latest catalog.
     pub async fn resolve_run(&self, run: &str) -> Result<Arc<Run>> {
         Ok(self.catalog().await?.lookup(run)?.clone())
-    }
-
-    /// A query session over the latest state of the store.
-    pub async fn session(&self) -> Result<SessionContext> {
-        self.scoped_session(&Projects::All).await
-    }
-
-    /// A query session that sees only the runs of `projects` (see [`query::session::build`]).
-    ///
-    /// Sessions are reused while no table has moved, so a warm server plans a
-    /// query without rebuilding tables, functions and providers.
-    pub async fn scoped_session(&self, projects: &Projects) -> Result<SessionContext> {
-        let snapshot = self.read_catalog().await?;
-        let mut key: SessionKey = [snapshot.version(), None, None, None, None];
-        for (slot, kind) in key[1..].iter_mut().zip([
-            TableKind::Metrics,
-            TableKind::Logs,
-            TableKind::Data,
-            TableKind::Files,
-        ]) {
-            *slot = self
-                .store
-                .refresh_within(kind, self.options.refresh_interval)
-                .await?
-                .version();
-        }
-        let reusable = {
-            let sessions = self.sessions.0.lock().expect("session cache poisoned");
-            sessions
-                .get(projects)
-                .filter(|(built, _)| *built == key)
-                .map(|(_, ctx)| ctx.clone())
-        };
-        if let Some(ctx) = reusable {
-            return Ok(ctx);
-        }
-        let ctx = query::session::build(
-            &self.runtime,
-            &self.session_config,
-            self.options.refresh_interval,
-            snapshot,
-            &self.store,
-            &self.activity,
-            projects,
-        )
-        .await?;
-        let mut sessions = self.sessions.0.lock().expect("session cache poisoned");
-        // Bounded: key scopes are few, but glob lists are the caller's to vary.
-        if sessions.len() >= MAX_CACHED_SESSIONS {
-            sessions.clear();
-        }
-        sessions.insert(projects.clone(), (key, ctx.clone()));
-        Ok(ctx)
-    }
-
-    /// Plans a read-only SQL statement; DDL, DML, COPY and SET are refused.
-    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
-        self.scoped_sql(sql, &Projects::All).await
-    }
-
-    /// As [`Engine::sql`], seeing only the runs of `projects`.
-    pub async fn scoped_sql(&self, sql: &str, projects: &Projects) -> Result<DataFrame> {
-        let ctx = self.scoped_session(projects).await?;
-        query::read_only_sql(&ctx, sql).await
-    }
-
-    /// Admission control and deadlines of queries (see [`query::gate::QueryGate`]).
-    pub fn gate(&self) -> &query::gate::QueryGate {
-        &self.gate
-    }
-
-    /// Recent queries and compactions of this process.
-    pub fn activity(&self) -> &Arc<Activity> {
-        &self.activity
-    }
-
-    /// Runs a read-only query as one admitted query and collects its result.
-    pub async fn collect(&self, sql: &str) -> Result<Vec<RecordBatch>> {
-        let query = QueryInfo::new(Interface::Cli, sql, &Scope::unrestricted());
-        self.gate
-            .run(query, async {
-                self.gate.collect(self.sql(sql).await?).await
-            })
-            .await
     }
 
     /// Every row of a (small) stored table at its latest version, with that version.

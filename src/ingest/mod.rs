@@ -42,9 +42,6 @@ fn reserve_write_seqs(n: i64) -> i64 {
     }
 }
 
-/// Metrics named with this prefix are system metrics: never inherited by forks.
-pub const SYSTEM_METRIC_PREFIX: &str = "sys/";
-
 /// One logged value of one metric at one step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricPoint {
@@ -83,6 +80,8 @@ pub struct PointBatch {
     steps: Vec<i64>,
     values: Vec<f64>,
     times: Vec<Option<i64>>,
+    /// Most points the batch takes (one client request's), if limited.
+    limit: Option<usize>,
 }
 
 impl PointBatch {
@@ -91,8 +90,32 @@ impl PointBatch {
         Self::default()
     }
 
-    /// Room for `additional` more points, so that gathering them moves nothing.
+    /// An empty batch of one client request: at most
+    /// [`MAX_POINTS_PER_REQUEST`](limits::MAX_POINTS_PER_REQUEST) points.
+    pub fn for_request() -> Self {
+        Self {
+            limit: Some(limits::MAX_POINTS_PER_REQUEST),
+            ..Self::default()
+        }
+    }
+
+    /// Refuses `more` points that would take the batch past its limit.
+    pub fn ensure_room(&self, more: usize) -> Result<()> {
+        match self.limit {
+            Some(limit) if self.len() + more > limit => Err(Error::invalid(format!(
+                "the request holds more than {limit} metric values (MAX_POINTS_PER_REQUEST); send it in parts"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Room for `additional` more points (within the batch's limit), so that
+    /// gathering them moves nothing.
     pub fn reserve(&mut self, additional: usize) {
+        let additional = match self.limit {
+            Some(limit) => additional.min(limit.saturating_sub(self.len())),
+            None => additional,
+        };
         self.runs.reserve(additional);
         self.metrics.reserve(additional);
         self.steps.reserve(additional);
@@ -114,6 +137,7 @@ impl PointBatch {
             check_name(metric)?;
         }
         check_point(metric, step, time_us)?;
+        self.ensure_room(1)?;
         let id = match known {
             Some(id) => id,
             None => {

@@ -6,5 +6,6 @@ mod connection_limits;
 pub mod flight;
 pub mod format;
 pub mod http;
+mod request_id;
 
 pub use connection_limits::ConnectionLimits;

@@ -23,10 +23,10 @@ use rand::Rng;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::observe::CompactionRecord;
-use crate::query::file_scan::FileSetTable;
-use crate::store::data_file::{self, Change};
-use crate::store::files::{LATEST_PREFIX, SUPERSEDED_PREFIX};
+use crate::query::scan::FileSetTable;
+use crate::store::parquet_file::{self, Change};
 use crate::store::schema::arrow_schema;
+use crate::store::table_files::{LATEST_PREFIX, SUPERSEDED_PREFIX};
 use crate::store::{DataFile, FileClass, TableKind};
 
 /// Knobs of a compaction.
@@ -180,7 +180,7 @@ async fn merge_runs(engine: &Engine) -> Result<CompactReport> {
     let name = format!("compacted-{tag:08x}.parquet");
     let rows_in = rows(&batches);
     let (add, location) =
-        data_file::put(store.location(), kind, &name, batches, Change::Rearrange).await?;
+        parquet_file::put(store.location(), kind, &name, batches, Change::Rearrange).await?;
     let report = CompactReport {
         files_in: files.files.len(),
         files_out: 1,
@@ -283,7 +283,7 @@ async fn compact_metrics(engine: &Engine, options: &CompactOptions) -> Result<Co
                     continue;
                 }
                 let name = format!("{prefix}{:08x}-{n:05}.parquet", tag);
-                let (add, location) = data_file::put(
+                let (add, location) = parquet_file::put(
                     store.location(),
                     TableKind::Metrics,
                     &name,

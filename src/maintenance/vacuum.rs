@@ -121,7 +121,7 @@ async fn vacuum_table(
 ) -> Result<TableVacuum> {
     let retention = chrono::Duration::from_std(options.retention)
         .map_err(|_| Error::invalid("retention period is too long"))?;
-    let mode = match options.orphans && kind != TableKind::Files {
+    let mode = match options.orphans && kind != TableKind::Uploads {
         true => VacuumMode::Full,
         false => VacuumMode::Lite,
     };

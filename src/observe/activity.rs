@@ -10,44 +10,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::scope::{Projects, Scope};
+use super::request::{Interface, RequestContext, RequestId};
+use crate::scope::Projects;
 
 /// Compactions kept in `system.compactions`.
 pub const COMPACTION_HISTORY: usize = 1_000;
-
-/// The front door a query came through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Interface {
-    /// `POST /api/sql`.
-    Http,
-    /// Arrow Flight SQL.
-    Flight,
-    /// `GET /api/report` (one query per metric, admitted as one).
-    Report,
-    /// `GET /api/export`.
-    Export,
-    /// The read API of the pluto SDK (`/api/runs/...`), whose SQL forkline writes.
-    Sdk,
-    /// The web console's pages (`/api/console/...`), whose queries forkline plans.
-    Console,
-    /// In-process callers: the CLI, benches, tests.
-    Cli,
-}
-
-impl Interface {
-    /// The name in `system.queries` and the `interface` label of the metrics.
-    pub fn name(self) -> &'static str {
-        match self {
-            Interface::Http => "http",
-            Interface::Flight => "flight",
-            Interface::Report => "report",
-            Interface::Export => "export",
-            Interface::Sdk => "sdk",
-            Interface::Cli => "cli",
-            Interface::Console => "console",
-        }
-    }
-}
 
 /// Who asks what through which door: the gate records a query under it.
 #[derive(Debug, Clone)]
@@ -61,6 +28,8 @@ pub struct QueryInfo {
     pub projects: Projects,
     /// The caller's key id, `None` without keys.
     pub key_id: Option<String>,
+    /// The id of the request the query serves.
+    pub request_id: RequestId,
     /// Whether a success is recorded. Flight plans a statement in one call
     /// and fetches it in another: the plan is recorded only when it fails,
     /// so each statement is one record.
@@ -68,13 +37,14 @@ pub struct QueryInfo {
 }
 
 impl QueryInfo {
-    /// A query of `scope`'s caller through `interface`.
-    pub fn new(interface: Interface, text: impl Into<String>, scope: &Scope) -> Self {
+    /// A query serving `request`.
+    pub fn new(request: &RequestContext, text: impl Into<String>) -> Self {
         Self {
-            interface,
+            interface: request.interface,
             text: text.into(),
-            projects: scope.projects.clone(),
-            key_id: scope.key_id.clone(),
+            projects: request.scope.projects.clone(),
+            key_id: request.scope.key_id.clone(),
+            request_id: request.id.clone(),
             record_success: true,
         }
     }
@@ -248,6 +218,7 @@ impl Default for Activity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scope::Scope;
 
     #[test]
     fn a_ring_keeps_the_latest() {
@@ -271,7 +242,10 @@ mod tests {
             key_id: None,
         };
         let record = |s: &Scope| QueryRecord {
-            info: QueryInfo::new(Interface::Http, "SELECT 1", s),
+            info: QueryInfo::new(
+                &RequestContext::new(s.clone(), Interface::Http, RequestId::new()),
+                "SELECT 1",
+            ),
             start: Utc::now(),
             duration: Duration::ZERO,
             outcome: Outcome::Ok,

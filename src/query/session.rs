@@ -17,11 +17,10 @@ use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
 use deltalake::DeltaTable;
 
-use super::file_scan::FileSetTable;
-use super::points::PointSource;
-use super::{
-    bounded, downsample, lineage_functions, run_aggregate, sorted_aggregate, system, unnest_keys,
-};
+use super::functions::unnest_keys;
+use super::lineage::{self, Lineage};
+use super::scan::{FileSetTable, PointSource};
+use super::{aggregates, functions, system};
 use crate::catalog::CatalogSnapshot;
 use crate::error::Result;
 use crate::observe::Activity;
@@ -115,19 +114,18 @@ pub async fn build(
     // `unnest` results (how `downsample` / `lttb` are read) correct, the
     // group-after-group aggregate for ordered input (lineage views) and the
     // run-at-a-time partial aggregate for sorted string keys.
+    let lineage = Arc::new(Lineage::new(snapshot.clone(), points.clone()));
     let state = SessionStateBuilder::new()
-        .with_config(config.clone().with_extension(points.clone()))
+        .with_config(config.clone().with_extension(lineage.clone()))
         .with_runtime_env(runtime.clone())
         .with_default_features()
         .with_optimizer_rules(unnest_keys::guard(Optimizer::new().rules))
-        .with_physical_optimizer_rules(run_aggregate::with_rule(sorted_aggregate::with_rule(
-            PhysicalOptimizer::new().rules,
-        )))
+        .with_physical_optimizer_rules(aggregates::with_rules(PhysicalOptimizer::new().rules))
         .build();
     let ctx = SessionContext::new_with_state(state);
     // Plain Parquet scans of the snapshot's files, as for metrics: plans any
     // DataFusion engine can serialize (a cluster's executors run them).
-    for kind in [TableKind::Logs, TableKind::Data, TableKind::Files] {
+    for kind in [TableKind::Logs, TableKind::Data, TableKind::Uploads] {
         store.refresh_within(kind, refresh).await?;
         ctx.register_table(kind.dir(), scope(snapshot_table(store, kind).await?)?)?;
     }
@@ -138,8 +136,8 @@ pub async fn build(
     ctx.register_table("runs", Arc::new(runs_table(&snapshot)?))?;
     let events = scope(status_events(store, refresh).await?)?;
     ctx.register_table(RUN_STATUS_EVENTS, events.clone())?;
-    lineage_functions::register(&ctx, snapshot, points);
-    register_functions(&ctx);
+    lineage::register(&ctx, lineage);
+    functions::register(&ctx);
     // The status history is stored data, listed with the system tables too.
     system::register(&ctx, system, vec![(RUN_STATUS_EVENTS, events)])?;
     Ok(ctx)
@@ -153,26 +151,6 @@ async fn snapshot_table(store: &Store, kind: TableKind) -> Result<Arc<dyn TableP
         store.location().object_store_url(),
         files.files.clone(),
     )))
-}
-
-/// The functions forkline adds to DataFusion's: the `downsample` / `lttb`
-/// aggregates and the output-bounded string functions. Plans name them, so
-/// every process that decodes a plan (a cluster's scheduler and executors)
-/// registers them too.
-pub fn register_functions(ctx: &SessionContext) {
-    ctx.register_udaf(downsample::downsample_udaf());
-    ctx.register_udaf(downsample::lttb_udaf());
-    ctx.register_udaf(super::ordered_first_last::udaf(false));
-    ctx.register_udaf(super::ordered_first_last::udaf(true));
-    bounded::register(ctx);
-}
-
-/// The point source a session built by [`build`] reads metrics from.
-pub fn points(ctx: &SessionContext) -> Result<Arc<PointSource>> {
-    ctx.state()
-        .config()
-        .get_extension::<PointSource>()
-        .ok_or_else(|| crate::error::Error::invalid("not a forkline session"))
 }
 
 /// `provider` restricted to the rows of the runs `ids`.

@@ -38,8 +38,8 @@ use crate::error::{Error, Result};
 use crate::observe::Activity;
 use crate::scope::Projects;
 use crate::store::TableKind;
-use crate::store::files::{TableFiles, add_stats};
 use crate::store::schema::timestamp_type;
+use crate::store::table_files::{TableFiles, add_stats};
 use deltalake::DeltaTable;
 
 /// Name of the schema.
@@ -59,7 +59,7 @@ pub const LISTED: [TableKind; 5] = [
     TableKind::Metrics,
     TableKind::Logs,
     TableKind::Data,
-    TableKind::Files,
+    TableKind::Uploads,
 ];
 
 /// What the system tables are computed from.
@@ -256,6 +256,7 @@ fn queries_schema() -> SchemaRef {
         field("sql", DataType::Utf8, false),
         field("scope", DataType::Utf8, false),
         field("key_id", DataType::Utf8, true),
+        field("request_id", DataType::Utf8, false),
     ]))
 }
 
@@ -276,6 +277,7 @@ async fn queries(s: Sources) -> Result<Vec<ArrayRef>> {
                 .collect::<StringArray>(),
         ),
         strings(q.iter().map(|q| q.info.key_id.as_deref())),
+        strings(q.iter().map(|q| Some(q.info.request_id.as_str()))),
     ])
 }
 

@@ -3,7 +3,7 @@
 //! Each run's line is drawn in two parts: the inherited part (points owned by
 //! an ancestor) faint, the run's own part solid; fork steps are dashed
 //! vertical lines. Series are reduced to [`points_per_part`] points per part
-//! (the `drawn_extremes` strategy of `query::downsample`), a budget shared by
+//! (the `drawn_extremes` strategy of `query::functions::downsample`), a budget shared by
 //! the chart's runs, so a chart stays under about a hundred KiB however long
 //! and however many the runs are. In a chart of more than [`FAINT_RUNS`] runs
 //! the inherited parts, which lie on their ancestors' own lines, are not

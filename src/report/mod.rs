@@ -3,11 +3,11 @@
 //! A report covers some or all families of one project. Patterns among the
 //! requested metrics are first resolved to the metrics the families logged;
 //! then the numbers come from one scan of each family's owners' points (of
-//! many metrics at once, [`METRICS_PER_SCAN`]), planned by `lineage_functions`
+//! many metrics at once, [`METRICS_PER_SCAN`]), planned by `query::lineage`
 //! as the stitching operator's input is. Each run's stitched series is then
 //! the list of its segments' slices of those owners' series (`series`): the
 //! segments the catalog resolves, cut by the operator's own cut and rules
-//! (`stitch::segment_rows`, `stitch::sees`), so what the report ranks is what
+//! (`Segment::rows`, `catalog::sees`), so what the report ranks is what
 //! `family_metrics` returns, without the inherited points copied once per
 //! descendant. Only one scan's owner series are held per family (a few
 //! families at once, [`FAMILIES_IN_FLIGHT`]), accounted to the query memory
@@ -16,7 +16,7 @@
 pub mod chart;
 mod model;
 pub mod numbers;
-mod owners;
+mod owner_points;
 pub mod render;
 pub mod series;
 pub mod stats;
@@ -33,16 +33,15 @@ use futures::StreamExt;
 
 use datafusion::execution::memory_pool::MemoryConsumer;
 
-use self::owners::{Gathering, Owners};
+use self::owner_points::{Gathering, OwnerPoints};
 use self::series::Pieces;
-use crate::catalog::{CatalogSnapshot, FamilyMember, RunId, RunStatus, Segment};
+use crate::catalog::{self, CatalogSnapshot, FamilyMember, RunId, RunStatus, Segment};
 use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};
-use crate::query::gate::QueryGate;
-use crate::query::lineage_functions::{self, MetricFilter};
-use crate::query::points::PointSource;
+use crate::query::admission::gate::QueryGate;
+use crate::query::lineage::Lineage;
+use crate::query::scan::MetricFilter;
 use crate::query::session::METRIC_WRITES;
-use crate::query::stitch;
 use crate::scope::Projects;
 pub use model::*;
 pub use series::Point;
@@ -88,7 +87,7 @@ pub async fn build(
         .collect::<Result<_>>()?;
 
     let ctx = engine.scoped_session(scope).await?;
-    let points = crate::query::session::points(&ctx)?;
+    let lineage = Lineage::of(&ctx)?;
     let runs: Vec<RunId> = families
         .iter()
         .flat_map(|f| f.members.iter())
@@ -119,7 +118,7 @@ pub async fn build(
     let scanner = FamilyScans {
         ctx: &ctx,
         gate: engine.gate(),
-        points: &points,
+        lineage: &lineage,
         metrics: &metrics,
         every,
         started: AtomicUsize::new(0),
@@ -244,7 +243,7 @@ struct FamilyScans<'a> {
     ctx: &'a SessionContext,
     /// Runs the scans where the engine runs queries (here or on a cluster).
     gate: &'a QueryGate,
-    points: &'a PointSource,
+    lineage: &'a Lineage,
     metrics: &'a [MetricGoal],
     /// Whether `metrics` are every metric the runs logged.
     every: bool,
@@ -295,7 +294,7 @@ impl FamilyScans<'_> {
     }
 
     /// The owners' series of `names` of every member of `family`.
-    async fn scan(&self, family: &Family, names: &[String]) -> Result<Owners> {
+    async fn scan(&self, family: &Family, names: &[String]) -> Result<OwnerPoints> {
         let index = self.started.fetch_add(1, Ordering::Relaxed);
         let spec = format!("{}: {}", family.members[0].run.display_id, names.join(", "));
         (self.progress)(Progress::Scan {
@@ -307,14 +306,15 @@ impl FamilyScans<'_> {
         let plan = match names {
             [name] => {
                 let metric = MetricFilter::Exact(name.clone());
-                lineage_functions::owner_points(self.points, &family.views, Some(&metric), None)?
+                self.lineage
+                    .owner_points(&family.views, Some(&metric), None)?
             }
             several => {
                 columns.push("metric");
                 let filter = (!self.every || several.len() < self.metrics.len()).then(|| {
                     col("metric").in_list(several.iter().map(|n| lit(n.as_str())).collect(), false)
                 });
-                lineage_functions::owner_points(self.points, &family.views, None, filter)?
+                self.lineage.owner_points(&family.views, None, filter)?
             }
         };
         let df = DataFrame::new(self.ctx.state(), plan).select_columns(&columns)?;
@@ -344,7 +344,7 @@ impl FamilyScans<'_> {
 fn stitched<'a>(
     members: &[FamilyMember],
     segments: &[Vec<Segment>],
-    owners: &'a Owners,
+    owners: &'a OwnerPoints,
     metric: usize,
     name: &str,
 ) -> Vec<Pieces<'a>> {
@@ -355,7 +355,7 @@ fn stitched<'a>(
             let viewer = member.run.id;
             let mut pieces = Pieces::default();
             for segment in segments {
-                if !stitch::sees(viewer, segment.owner, name) {
+                if !catalog::sees(viewer, segment.owner, name) {
                     continue;
                 }
                 if let Some(series) = owners.get(segment.owner, metric) {

@@ -9,7 +9,7 @@ use super::series::Point;
 use super::stats::{Goal, RunStats};
 use crate::catalog::RunId;
 use crate::error::{Error, Result};
-use crate::query::metric_selection::{glob_match, split_list};
+use crate::query::scan::metric_selection::{glob_match, split_list};
 
 /// Output format of a report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -254,7 +254,7 @@ pub struct Report {
 }
 
 /// A report's rows are its family sections.
-impl crate::query::gate::Delivered for Report {
+impl crate::query::admission::gate::Delivered for Report {
     fn delivered(&self) -> (u64, u64) {
         (self.families.len() as u64, 0)
     }

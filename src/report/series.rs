@@ -9,8 +9,7 @@
 use std::borrow::Cow;
 
 use crate::catalog::Segment;
-use crate::query::downsample::series::drawn_extremes;
-use crate::query::stitch::segment_rows;
+use crate::query::functions::downsample::series::drawn_extremes;
 
 /// One point of a stitched series.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -73,8 +72,8 @@ impl OwnerSeries {
 
     /// The finite points `segment` covers, and how many non-finite ones it does.
     fn cut(&self, segment: &Segment) -> (&[(u64, f64)], usize) {
-        let finite = segment_rows(&self.finite, |p| p.0 as i64, segment);
-        let other = segment_rows(&self.non_finite, |&s| s as i64, segment);
+        let finite = segment.rows(&self.finite, |p| p.0 as i64);
+        let other = segment.rows(&self.non_finite, |&s| s as i64);
         (&self.finite[finite], other.len())
     }
 }

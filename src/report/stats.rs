@@ -15,7 +15,7 @@
 use serde::Serialize;
 
 use super::series::{Pieces, Point};
-use crate::query::downsample::series::drawn_extremes;
+use crate::query::functions::downsample::series::drawn_extremes;
 
 /// Whether smaller or larger values of a metric are better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -270,7 +270,7 @@ pub fn winner(best: &[Option<f64>], goal: Goal) -> Option<usize> {
 
 /// The inherited or the own part of a stitched series, finite points only,
 /// reduced for drawing by the report's strategy
-/// ([`drawn_extremes`](crate::query::downsample::series::drawn_extremes)).
+/// ([`drawn_extremes`](crate::query::functions::downsample::series::drawn_extremes)).
 pub fn drawn_part(series: &[Point], inherited: bool, max_points: usize) -> Vec<(u64, f64)> {
     let part: Vec<(u64, f64)> = series
         .iter()

@@ -31,7 +31,7 @@ use deltalake::table::config::TablePropertiesExt;
 use deltalake::{DeltaTable, checkpoints};
 use object_store::ObjectStoreExt;
 
-use super::data_file::{self, Change};
+use super::parquet_file::{self, Change};
 use super::{Store, TableKind};
 use crate::error::{Error, Result};
 
@@ -45,7 +45,7 @@ pub(super) fn writes_own_files(kind: TableKind, table: &DeltaTable) -> bool {
     puts_entries(table)
         && matches!(
             kind,
-            TableKind::Metrics | TableKind::Logs | TableKind::Data | TableKind::Files
+            TableKind::Metrics | TableKind::Logs | TableKind::Data | TableKind::Uploads
         )
 }
 
@@ -64,7 +64,7 @@ impl Store {
     ) -> Result<Version> {
         let name = format!("part-{}.zstd.parquet", uuid::Uuid::new_v4());
         let (add, path) =
-            data_file::put(&self.location, kind, &name, batches, Change::Data).await?;
+            parquet_file::put(&self.location, kind, &name, batches, Change::Data).await?;
         let operation = DeltaOperation::Write {
             mode: SaveMode::Append,
             partition_by: None,

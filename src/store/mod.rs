@@ -1,11 +1,12 @@
 //! The durable layer: the Delta tables (`runs`, `metrics`, `logs`, `data`, `keys`) under one store URL.
 
 mod append;
-pub mod data_file;
-pub mod files;
+pub mod durable_local;
 pub mod location;
+pub mod parquet_file;
 pub mod records;
 pub mod schema;
+pub mod table_files;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,8 +19,8 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use tokio::sync::RwLock;
 
-pub use files::{DataFile, FileClass, TableFiles};
 pub use location::{StoreLocation, StoreOptions};
+pub use table_files::{DataFile, FileClass, TableFiles};
 
 /// Numeric run id: unique, sequential across the store, never reused. It is
 /// the store's key column, so it lives here and the catalog re-exports it.
@@ -41,7 +42,7 @@ pub enum TableKind {
     /// API keys, stored as SHA-256 hashes with the project they open.
     Keys,
     /// Uploaded files of runs (bytes under `files/`); never inherited.
-    Files,
+    Uploads,
 }
 
 impl TableKind {
@@ -53,7 +54,7 @@ impl TableKind {
             TableKind::Logs => "logs",
             TableKind::Data => "data",
             TableKind::Keys => "keys",
-            TableKind::Files => "files",
+            TableKind::Uploads => "files",
         }
     }
 
@@ -64,7 +65,7 @@ impl TableKind {
         TableKind::Logs,
         TableKind::Data,
         TableKind::Keys,
-        TableKind::Files,
+        TableKind::Uploads,
     ];
 }
 

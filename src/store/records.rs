@@ -170,7 +170,7 @@ impl FileRecord {
             strs(&|r| Some(&r.path)),
         ];
         Ok(RecordBatch::try_new(
-            arrow_schema(TableKind::Files),
+            arrow_schema(TableKind::Uploads),
             columns,
         )?)
     }

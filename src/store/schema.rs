@@ -117,7 +117,7 @@ pub fn arrow_schema(kind: TableKind) -> SchemaRef {
         TableKind::Logs => LOGS.clone(),
         TableKind::Data => DATA.clone(),
         TableKind::Keys => KEYS.clone(),
-        TableKind::Files => FILES.clone(),
+        TableKind::Uploads => FILES.clone(),
     }
 }
 
@@ -152,7 +152,7 @@ pub fn writer_properties(kind: TableKind) -> WriterProperties {
         | TableKind::Logs
         | TableKind::Data
         | TableKind::Keys
-        | TableKind::Files => base.build(),
+        | TableKind::Uploads => base.build(),
         TableKind::Metrics => base
             .set_dictionary_enabled(false)
             .set_column_dictionary_enabled(ColumnPath::from("run_id"), true)

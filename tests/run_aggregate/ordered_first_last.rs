@@ -11,8 +11,8 @@ use datafusion::catalog::MemTable;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::prelude::{SessionConfig, SessionContext, col};
-use forkline::query::ordered_first_last::is_pre_ordered;
-use forkline::query::session::register_functions;
+use forkline::query::aggregates::ordered_first_last::is_pre_ordered;
+use forkline::query::functions;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -127,7 +127,7 @@ async fn ordered_first_and_last_value_answer_as_datafusion_does() {
                     .with_target_partitions(partitions)
                     .with_batch_size(5);
                 let ours = SessionContext::new_with_config(config.clone());
-                register_functions(&ours);
+                functions::register(&ours);
                 let plain = SessionContext::new_with_config(config);
                 for ctx in [&ours, &plain] {
                     ctx.register_table("t", Arc::new(table(seed, desc)))

@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::interfaces::format::{Format, encode_stream};
-use crate::query::series_export::SeriesExport;
+use crate::query::lineage::SeriesExport;
 use crate::store::location::{StoreLocation, StoreOptions};
 
 /// What one export wrote.

@@ -67,6 +67,9 @@ impl Cli {
             open,
             ..EngineOptions::new(&self.global, queries)
         };
+        if let Command::Serve(args) = &self.command {
+            options.commit_window = args.server.commit_window();
+        }
         if let Some(cluster) = self.cluster() {
             options.runner = Arc::new(crate::cluster::remote::Remote::new(cluster)?);
         }
@@ -204,9 +207,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             print_query(&engine, &query, args.format, out).await
         }
         Command::Export(args) => {
-            let export = crate::query::series_export::SeriesExport {
+            let export = crate::query::lineage::SeriesExport {
                 run: args.run,
-                metrics: crate::query::series_export::SeriesExport::parse_metrics(
+                metrics: crate::query::lineage::SeriesExport::parse_metrics(
                     args.metrics.as_deref(),
                 ),
                 stitched: !args.no_stitch,

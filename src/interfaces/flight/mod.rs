@@ -38,8 +38,10 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::Keys;
 use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};
-use crate::observe::{Interface, QueryInfo};
-use crate::scope::Scope;
+use crate::interfaces::request_id::{self, RequestIdLayer};
+use crate::observe::request::REQUEST_ID_HEADER;
+use crate::observe::{Interface, RequestContext, RequestId};
+use crate::query::read_only_sql;
 use params::Handle;
 
 type FlightStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send>>;
@@ -63,11 +65,25 @@ impl FlightSql {
 
     /// Refuses the call unless it carries a valid key (or no key exists yet);
     /// returns the key's scope, which restricts everything the call sees.
-    async fn authorize(&self, metadata: &MetadataMap) -> std::result::Result<Scope, Status> {
+    async fn authorize(
+        &self,
+        metadata: &MetadataMap,
+    ) -> std::result::Result<RequestContext, Status> {
         let header = metadata
             .get("authorization")
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        self.keys.scope_for(header.as_deref()).await.map_err(status)
+        let scope = self
+            .keys
+            .scope_for(header.as_deref())
+            .await
+            .map_err(status)?;
+        // Set (and checked) by `RequestIdLayer` before any call gets here.
+        let id = RequestId::from_client(
+            metadata
+                .get(REQUEST_ID_HEADER)
+                .map(|v| v.as_encoded_bytes()),
+        );
+        Ok(RequestContext::new(scope, Interface::Flight, id))
     }
 
     /// Flight SQL only reads: a write is refused, after the key is checked
@@ -105,31 +121,25 @@ impl FlightSql {
 
     /// Plans `sql` (read-only rule included) and returns its result schema as
     /// sent on the wire; planning takes a query slot like running does.
-    async fn schema_of(&self, sql: &str, scope: &Scope) -> Result<SchemaRef> {
-        let recorded = QueryInfo::new(Interface::Flight, sql, scope).failures_only();
-        let df = self
-            .engine
-            .gate()
-            .run(recorded, self.engine.scoped_sql(sql, &scope.projects))
-            .await?;
+    async fn schema_of(&self, sql: &str, request: &RequestContext) -> Result<SchemaRef> {
+        let df = self.engine.plan_sql(request, sql).await?;
         Ok(flight_schema(df.schema().as_arrow()))
     }
 
-    /// Executes `sql` as one admitted query (see [`crate::query::gate`]) and
+    /// Executes `sql` as one admitted query (see [`crate::query::admission::gate`]) and
     /// streams its batches as Flight data.
     async fn stream(
         &self,
         sql: &str,
-        scope: &Scope,
+        request: &RequestContext,
     ) -> Result<FlightStream<arrow_flight::FlightData>> {
         let mut schema = None;
-        let recorded = QueryInfo::new(Interface::Flight, sql, scope);
+        let planned = &mut schema;
         let batches = self
             .engine
-            .gate()
-            .stream(recorded, async {
-                let df = self.engine.scoped_sql(sql, &scope.projects).await?;
-                schema = Some(flight_schema(df.schema().as_arrow()));
+            .query_stream(request, sql, |ctx| async move {
+                let df = read_only_sql(&ctx, sql).await?;
+                *planned = Some(flight_schema(df.schema().as_arrow()));
                 Ok(df)
             })
             .await?;
@@ -533,7 +543,7 @@ fn ipc_schema(schema: &Schema) -> std::result::Result<bytes::Bytes, Status> {
 /// Connections are capped and must start talking within the header timeout as
 /// on HTTP (see [`incoming`]); dead peers are found by HTTP/2 and TCP
 /// keepalives; a call's stream is bounded by the query timeout (see
-/// [`crate::query::gate`]), and getting to its first response by that plus a margin.
+/// [`crate::query::admission::gate`]), and getting to its first response by that plus a margin.
 pub async fn serve(
     engine: Arc<Engine>,
     keys: Arc<Keys>,
@@ -560,6 +570,8 @@ pub async fn serve(
         .max_concurrent_streams(Some(CALLS_PER_CONNECTION as u32))
         .http2_keepalive_interval(Some(KEEPALIVE))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .layer(RequestIdLayer)
+        .layer(request_id::grpc_trace::<tonic::body::Body>())
         .add_service(service)
         .serve_with_incoming_shutdown(connections, shutdown)
         .await

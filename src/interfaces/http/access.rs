@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState};
 use crate::error::Error;
-use crate::scope::Scope;
+use crate::observe::{Interface, RequestContext, RequestId};
 
 /// The answer of a read-only server to every write route.
 pub(super) async fn refuse_writes(request: Request, _next: Next) -> Response {
@@ -23,8 +23,8 @@ pub(super) async fn refuse_writes(request: Request, _next: Next) -> Response {
 
 /// Refuses a write through a read-only key (runs inside `authenticate`).
 pub(super) async fn require_write_scope(request: Request, next: Next) -> Response {
-    match request.extensions().get::<Scope>() {
-        Some(scope) => match scope.require_write() {
+    match request.extensions().get::<RequestContext>() {
+        Some(context) => match context.scope.require_write() {
             Ok(()) => next.run(request).await,
             Err(e) => ApiError(e).into_response(),
         },
@@ -52,10 +52,11 @@ fn named_projects(request: &Request) -> Vec<String> {
     named
 }
 
-/// Attaches the request's [`Scope`], from its key alone, to every keyed
-/// route: handlers take it as a required extension, so none can run without
-/// it. Projects named in the header or query must lie inside it (403) and
-/// agree with each other (400).
+/// Attaches the request's [`RequestContext`] — its scope, from its key
+/// alone, its interface and its id — to every keyed route: handlers take it
+/// as a required extension, so none can run without it. Projects named in
+/// the header or query must lie inside the scope (403) and agree with each
+/// other (400).
 pub(super) async fn authenticate(
     State(state): State<AppState>,
     mut request: Request,
@@ -81,6 +82,24 @@ pub(super) async fn authenticate(
             return ApiError(e).into_response();
         }
     }
-    request.extensions_mut().insert(scope);
+    let id = request
+        .extensions()
+        .get::<RequestId>()
+        .cloned()
+        .unwrap_or_default();
+    let interface = interface_of(request.uri().path());
+    let context = RequestContext::new(scope, interface, id);
+    request.extensions_mut().insert(context);
     next.run(request).await
+}
+
+/// The front door a route belongs to, as `system.queries` and the metrics name it.
+fn interface_of(path: &str) -> Interface {
+    match path {
+        "/api/sql" | "/metrics" => Interface::Http,
+        "/api/export" => Interface::Export,
+        "/api/report" => Interface::Report,
+        console if console.starts_with("/api/console/") => Interface::Console,
+        _ => Interface::Sdk,
+    }
 }

@@ -7,9 +7,8 @@ use serde::Deserialize;
 use super::{ApiError, AppState, stream_response};
 use crate::error::Error;
 use crate::interfaces::format::Format;
-use crate::observe::{Interface, QueryInfo};
-use crate::query::series_export::SeriesExport;
-use crate::scope::Scope;
+use crate::observe::RequestContext;
+use crate::query::lineage::SeriesExport;
 
 /// Query parameters of `/api/export`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -49,7 +48,7 @@ pub struct ExportParams {
 )]
 pub async fn export(
     State(state): State<AppState>,
-    axum::Extension(scope): axum::Extension<Scope>,
+    axum::Extension(request): axum::Extension<RequestContext>,
     uri: axum::http::Uri,
     params: Result<Query<ExportParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -68,15 +67,12 @@ pub async fn export(
         family: params.family.unwrap_or(false),
     };
     let mut stem = String::new();
-    let engine = &state.engine;
-    let recorded = QueryInfo::new(Interface::Export, format!("GET {uri}"), &scope);
+    let (engine, named, projects) = (&state.engine, &mut stem, &request.projects);
     let batches = engine
-        .gate()
-        .stream(recorded, async {
-            let catalog = engine.scoped_catalog(&scope.projects).await?;
-            let ctx = engine.scoped_session(&scope.projects).await?;
-            let (df, named) = export.plan(&catalog, &ctx).await?;
-            stem = named;
+        .query_stream(&request, format!("GET {uri}"), |ctx| async move {
+            let catalog = engine.scoped_catalog(projects).await?;
+            let (df, stem) = export.plan(&catalog, &ctx).await?;
+            *named = stem;
             Ok(df)
         })
         .await?;

@@ -25,8 +25,9 @@ use axum::routing::{get, post};
 use serde::Serialize;
 
 use crate::auth::Keys;
-use crate::engine::{Engine, GroupCommitter};
+use crate::engine::Engine;
 use crate::error::Error;
+use crate::interfaces::request_id::{self, RequestIdLayer};
 
 pub use crate::interfaces::ConnectionLimits;
 use access::{authenticate, refuse_writes, require_write_scope};
@@ -39,8 +40,6 @@ use tower_http::catch_panic::CatchPanicLayer;
 /// Server settings.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    /// Ingest requests arriving within this window share one commit.
-    pub commit_window: Duration,
     /// Largest request body accepted, in bytes (larger ones get 413).
     pub max_body: usize,
     /// A read replica: every route that would change the store answers 403.
@@ -73,7 +72,6 @@ impl ServerOptions {
         public_url: Option<String>,
     ) -> Self {
         Self {
-            commit_window: server.commit_window(),
             max_body: server.max_body(),
             read_only: server.read_only,
             public_url,
@@ -95,11 +93,10 @@ const MAX_TABLE_BYTES: usize = 64 << 20;
 #[derive(Clone)]
 pub struct AppState {
     engine: Arc<Engine>,
-    committer: GroupCommitter,
     keys: Arc<Keys>,
     signer: Arc<pluto::Signer>,
     /// Activity of runs, for the stale-run monitor of every server on the store.
-    activity: Arc<crate::liveness::Activity>,
+    run_activity: Arc<crate::liveness::RunActivity>,
     /// Base of every URL the server hands out (`--public-url`), never the request's `Host`.
     public_url: String,
 }
@@ -178,24 +175,22 @@ pub fn route_specs() -> Vec<RouteSpec> {
     routes().into_iter().map(|(spec, _)| spec).collect()
 }
 
-/// The application router; spawns the group committer, so call it inside a runtime.
+/// The application router; call it inside a runtime (it spawns the liveness tasks).
 pub async fn router(
     engine: Arc<Engine>,
     keys: Arc<Keys>,
     options: &ServerOptions,
 ) -> crate::Result<Router> {
     let signer = Arc::new(pluto::Signer::shared(engine.store(), !options.read_only).await?);
-    let committer = GroupCommitter::spawn(engine.clone(), options.commit_window);
-    let activity = Arc::new(crate::liveness::Activity::new(
+    let run_activity = Arc::new(crate::liveness::RunActivity::new(
         engine.clone(),
         crate::liveness::marker_interval(options.stale_after),
     ));
     let state = AppState {
         engine,
-        committer,
         keys,
         signer,
-        activity,
+        run_activity,
         public_url: options
             .public_url
             .clone()
@@ -251,6 +246,8 @@ pub async fn router(
         .layer(DefaultBodyLimit::max(options.max_body))
         .layer(axum::middleware::map_response(json_rejections))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(request_id::http_trace())
+        .layer(RequestIdLayer)
         .with_state(state))
 }
 
@@ -298,7 +295,7 @@ pub async fn serve(
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     }
-    tracing::info!(%addr, commit_window_ms = options.commit_window.as_millis() as u64, read_only = options.read_only, queries = %engine.gate().runner().describe(), "forkline HTTP listening");
+    tracing::info!(%addr, commit_window_ms = engine.options().commit_window.as_millis() as u64, read_only = options.read_only, queries = %engine.gate().runner().describe(), "forkline HTTP listening");
     let http = async {
         listen::serve(listener, app, &options.connections, shutdown_signal()).await;
         Ok(())

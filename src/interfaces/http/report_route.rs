@@ -6,9 +6,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState};
 use crate::error::Error;
-use crate::observe::{Interface, QueryInfo};
+use crate::observe::RequestContext;
 use crate::report::{self, Goals, ReportFormat, ReportRequest};
-use crate::scope::Scope;
 
 fn flag(value: &str) -> Result<bool, Error> {
     match value.trim().to_ascii_lowercase().as_str() {
@@ -81,7 +80,7 @@ enum ReportFormatName {
 )]
 pub async fn report(
     State(state): State<AppState>,
-    axum::Extension(scope): axum::Extension<Scope>,
+    axum::Extension(scope): axum::Extension<RequestContext>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let mut project = None;
@@ -119,15 +118,10 @@ pub async fn report(
     scope.require_project(request.project.trim())?;
     let engine = &state.engine;
     // A report runs a query per metric: one admitted query, with one deadline.
-    let recorded = QueryInfo::new(
-        Interface::Report,
-        format!("GET /api/report?{query}"),
-        &scope,
-    );
     let built = engine
-        .gate()
-        .run(
-            recorded,
+        .admitted(
+            &scope,
+            format!("GET /api/report?{query}"),
             report::build(engine, &request, &scope.projects, &|_| {}),
         )
         .await?;

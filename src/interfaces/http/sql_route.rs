@@ -11,8 +11,8 @@ use serde::Deserialize;
 use super::{ApiError, AppState, ErrorBody, MAX_TABLE_BYTES, MAX_TABLE_ROWS};
 use crate::error::Error;
 use crate::interfaces::format::{Encoder, Format, encode_stream};
-use crate::observe::{Interface, QueryInfo};
-use crate::scope::Scope;
+use crate::observe::RequestContext;
+use crate::query::read_only_sql;
 
 /// The body of `POST /api/sql`.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -49,7 +49,7 @@ pub(super) struct SqlRequest {
 )]
 pub(super) async fn sql(
     State(state): State<AppState>,
-    axum::Extension(scope): axum::Extension<Scope>,
+    axum::Extension(request): axum::Extension<RequestContext>,
     headers: HeaderMap,
     body: Result<axum::Json<SqlRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -57,12 +57,11 @@ pub(super) async fn sql(
         body.map_err(|e| Error::invalid(format!("bad request body: {}", e.body_text())))?;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::from_accept(accept);
-    let engine = &state.engine;
-    let recorded = QueryInfo::new(Interface::Http, req.sql.clone(), &scope);
-    let batches = engine
-        .gate()
-        .stream(recorded, async {
-            let df = engine.scoped_sql(&req.sql, &scope.projects).await?;
+    let sql = &req.sql;
+    let batches = state
+        .engine
+        .query_stream(&request, sql, |ctx| async move {
+            let df = read_only_sql(&ctx, sql).await?;
             Ok(match format {
                 // One row past the cap tells a result that is too long.
                 Format::Table => df.limit(0, Some(MAX_TABLE_ROWS + 1))?,

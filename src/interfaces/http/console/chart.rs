@@ -20,8 +20,8 @@ use datafusion::prelude::{DataFrame, SessionContext, col, lit};
 use super::params::Axis;
 use crate::catalog::{RunId, Segment};
 use crate::error::{Error, Result};
-use crate::query::lineage_functions::stitched_views_plan;
-use crate::query::metric_selection::MetricFilter;
+use crate::query::lineage::Lineage;
+use crate::query::scan::metric_selection::MetricFilter;
 use crate::report::chart::css_color;
 use crate::report::numbers::tick;
 use crate::report::render::esc;
@@ -89,18 +89,16 @@ pub fn plan(
     views: &[(RunId, Segment)],
     request: &ChartRequest,
 ) -> Result<DataFrame> {
-    let points = crate::query::session::points(ctx)?;
+    let lineage = Lineage::of(ctx)?;
     let metric = MetricFilter::Exact(request.metric.clone());
     let mut df = if request.inherited {
-        DataFrame::new(
-            ctx.state(),
-            stitched_views_plan(&points, views, &request.metric)?,
-        )
+        DataFrame::new(ctx.state(), lineage.stitched_views(views, &request.metric)?)
     } else {
         let mut runs: Vec<i64> = views.iter().map(|(run, _)| *run as i64).collect();
         runs.sort_unstable();
         runs.dedup();
-        let raw = points
+        let raw = lineage
+            .points()
             .latest(Some(&runs), "m")?
             .filter(metric.expr(col("metric")))?
             .build()?;

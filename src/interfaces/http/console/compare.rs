@@ -14,15 +14,15 @@ use super::panel::{self, Panel};
 use super::params::ChartParams;
 use super::{ApiError, AppState, Fragment, catalog_of, render, run_of};
 use crate::catalog::{CatalogSnapshot, Run, RunId};
+use crate::observe::RequestContext;
 use crate::report::render::{esc, html_run_table};
 use crate::report::{Goals, Report, ReportRequest, RunRow};
-use crate::scope::Scope;
 
 use super::pages::enc;
 
 pub(super) async fn compare_page(
     State(state): State<AppState>,
-    axum::Extension(scope): axum::Extension<Scope>,
+    axum::Extension(scope): axum::Extension<RequestContext>,
     Path(project): Path<String>,
     RawQuery(query): RawQuery,
     uri: Uri,

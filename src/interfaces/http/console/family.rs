@@ -13,8 +13,7 @@ use super::{ApiError, AppState, Fragment, catalog_of, pages, render, run_of};
 use crate::catalog::{RunId, Segment};
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::ingest::SYSTEM_METRIC_PREFIX;
-use crate::scope::Scope;
+use crate::observe::RequestContext;
 
 /// Horizontal space between charts side by side, in CSS pixels.
 const GAP: u32 = 16;
@@ -49,7 +48,7 @@ pub(super) fn with_default_metric(params: &ChartParams, metrics: &[String]) -> C
     if out.metrics.is_empty()
         && let Some(first) = metrics
             .iter()
-            .find(|m| !m.starts_with(SYSTEM_METRIC_PREFIX))
+            .find(|m| crate::catalog::inheritable(m))
             .or(metrics.first())
     {
         out.metrics.push(first.clone());
@@ -94,7 +93,7 @@ pub(super) async fn draw(
 
 pub(super) async fn family_page(
     State(state): State<AppState>,
-    axum::Extension(scope): axum::Extension<Scope>,
+    axum::Extension(scope): axum::Extension<RequestContext>,
     Path((project, run)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     uri: Uri,

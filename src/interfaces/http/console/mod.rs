@@ -26,8 +26,8 @@ use super::{ApiError, AppState, Route, RouteAccess, spec};
 use crate::catalog::{CatalogSnapshot, Run};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::observe::{Interface, QueryInfo};
-use crate::query::gate::Delivered;
+use crate::observe::RequestContext;
+use crate::query::admission::gate::Delivered;
 use crate::scope::Scope;
 
 const SHELL: &str = include_str!("assets/shell.html");
@@ -161,18 +161,20 @@ impl IntoResponse for Fragment {
 /// Renders a page as one admitted query of the caller, described by its URL.
 async fn render(
     state: &AppState,
-    scope: &Scope,
+    request: &RequestContext,
     uri: &Uri,
     work: impl Future<Output = Result<String>>,
 ) -> std::result::Result<Fragment, ApiError> {
-    let recorded = QueryInfo::new(Interface::Console, format!("GET {uri}"), scope);
     let work = async { work.await.map(Fragment) };
-    Ok(state.engine.gate().run(recorded, work).await?)
+    Ok(state
+        .engine
+        .admitted(request, format!("GET {uri}"), work)
+        .await?)
 }
 
 async fn projects_page(
     State(state): State<AppState>,
-    axum::Extension(scope): axum::Extension<Scope>,
+    axum::Extension(scope): axum::Extension<RequestContext>,
     uri: Uri,
 ) -> std::result::Result<Fragment, ApiError> {
     let engine = &state.engine;
@@ -210,7 +212,7 @@ fn run_of<'a>(catalog: &'a CatalogSnapshot, project: &str, run: &str) -> Result<
 
 async fn project_page(
     State(state): State<AppState>,
-    axum::Extension(scope): axum::Extension<Scope>,
+    axum::Extension(scope): axum::Extension<RequestContext>,
     Path(project): Path<String>,
     uri: Uri,
 ) -> std::result::Result<Fragment, ApiError> {
@@ -224,7 +226,7 @@ async fn project_page(
 
 async fn run_page(
     State(state): State<AppState>,
-    axum::Extension(scope): axum::Extension<Scope>,
+    axum::Extension(scope): axum::Extension<RequestContext>,
     Path((project, run)): Path<(String, String)>,
     uri: Uri,
 ) -> std::result::Result<Fragment, ApiError> {

@@ -20,8 +20,9 @@ use super::{RunHeader, header_run};
 use crate::catalog::{Run, RunId};
 use crate::error::{Error, Result};
 use crate::ingest::PointBatch;
-use crate::ingest::limits::{MAX_DATA_LINE_BYTES, MAX_LINE_BYTES, MAX_POINTS_PER_REQUEST};
+use crate::ingest::limits::{MAX_DATA_LINE_BYTES, MAX_LINE_BYTES};
 use crate::interfaces::http::{ApiError, AppState};
+use crate::observe::RequestContext;
 use crate::observe::metrics;
 use crate::scope::Scope;
 use crate::store::TableKind;
@@ -92,13 +93,13 @@ async fn side_records<R>(
 )]
 pub(super) async fn metrics(
     State(state): State<AppState>,
-    axum::Extension(scope): axum::Extension<Scope>,
+    axum::Extension(scope): axum::Extension<RequestContext>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
     let target = run_of(&state, &scope, &headers).await?;
     let run = target.id;
-    let mut batch = PointBatch::new();
+    let mut batch = PointBatch::for_request();
     let mut reserved = false;
     lines(&body, MAX_LINE_BYTES, "MAX_LINE_BYTES", |line, text| {
         metric_line::parse(line, text, |parsed| {
@@ -113,7 +114,7 @@ pub(super) async fn metrics(
                 reserved = true;
                 // Lines of one request log the same metrics as a rule.
                 let lines = memchr::memchr_iter(b'\n', &body).count() + 1;
-                batch.reserve((lines * values.len()).min(MAX_POINTS_PER_REQUEST));
+                batch.reserve(lines * values.len());
             }
             let mut count = 0;
             for (name, value) in &values {
@@ -129,11 +130,9 @@ pub(super) async fn metrics(
                     }
                 }
             }
-            if batch.len() + count > MAX_POINTS_PER_REQUEST {
-                return Err(Error::invalid(format!(
-                    "line {line}: the request holds more than {MAX_POINTS_PER_REQUEST} metric values (MAX_POINTS_PER_REQUEST); send it in parts"
-                )));
-            }
+            batch
+                .ensure_room(count)
+                .map_err(|e| Error::invalid(format!("line {line}: {e}")))?;
             for (name, value) in &values {
                 if let Reading::Number(value) = value {
                     batch
@@ -144,7 +143,7 @@ pub(super) async fn metrics(
             Ok(())
         })
     })?;
-    let stored = state.committer.submit(batch).await?;
+    let stored = state.engine.ingest(batch).await?;
     metrics::ingest(TableKind::Metrics, stored, body.len());
     super::active(&state, &scope, &target).await?;
     Ok(Json(Stored { stored }))
@@ -163,7 +162,7 @@ pub(super) async fn metrics(
 )]
 pub(super) async fn logs(
     State(state): State<AppState>,
-    axum::Extension(scope): axum::Extension<Scope>,
+    axum::Extension(scope): axum::Extension<RequestContext>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
@@ -212,7 +211,7 @@ fn log_record(line: usize, run: RunId, mut obj: Object) -> Result<LogRecord> {
 )]
 pub(super) async fn data(
     State(state): State<AppState>,
-    axum::Extension(scope): axum::Extension<Scope>,
+    axum::Extension(scope): axum::Extension<RequestContext>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {

@@ -1,14 +1,14 @@
 //! The HTTP API that the `pluto-ml` Python SDK speaks (see docs/pluto-wire-protocol.md),
 //! so the unchanged SDK logs runs to forkline.
 
-mod files;
 mod filters;
 mod ingest;
 mod metric_line;
 mod ndjson;
-mod query;
+mod reads;
 mod runs;
 mod shapes;
+mod uploads;
 
 use std::sync::Arc;
 
@@ -17,12 +17,12 @@ use axum::http::{HeaderMap, Method};
 use axum::routing::{get, post, put};
 use datafusion::prelude::{DataFrame, SessionContext};
 
-pub use files::Signer;
+pub use uploads::Signer;
 
 use super::{AppState, Route, RouteAccess};
 use crate::catalog::{CatalogSnapshot, Run, RunId};
 use crate::error::{Error, Result};
-use crate::observe::{Interface, QueryInfo};
+use crate::observe::RequestContext;
 use crate::scope::Scope;
 
 /// Routes of the SDK. `Write` routes (run lifecycle, ingest, upload URLs)
@@ -58,14 +58,14 @@ pub(super) fn routes() -> Vec<Route> {
         ),
         (r(Method::POST, "/ingest/logs", Write), post(ingest::logs)),
         (r(Method::POST, "/ingest/data", Write), post(ingest::data)),
-        (r(Method::POST, "/files", Write), post(files::presign)),
+        (r(Method::POST, "/files", Write), post(uploads::presign)),
         (
             r(Method::PUT, "/files/upload/{run}/{file}", Signed),
-            put(files::upload),
+            put(uploads::upload),
         ),
         (
             r(Method::GET, "/files/download/{run}/{file}", Signed),
-            get(files::download),
+            get(uploads::download),
         ),
         (r(Method::POST, "/api/slug", Read), post(runs::slug)),
         (
@@ -78,43 +78,43 @@ pub(super) fn routes() -> Vec<Route> {
         ),
         (
             r(Method::GET, "/api/runs/projects", Read),
-            get(query::projects),
+            get(reads::projects),
         ),
-        (r(Method::GET, "/api/runs/list", Read), get(query::list)),
+        (r(Method::GET, "/api/runs/list", Read), get(reads::list)),
         (
             r(
                 Method::GET,
                 "/api/runs/details/by-display-id/{display_id}",
                 Read,
             ),
-            get(query::details_by_display),
+            get(reads::details_by_display),
         ),
         (
             r(Method::GET, "/api/runs/details/{id}", Read),
-            get(query::details),
+            get(reads::details),
         ),
         (
             r(Method::GET, "/api/runs/metric-names", Read),
-            get(query::names),
+            get(reads::names),
         ),
         (
             r(Method::GET, "/api/runs/metrics", Read),
-            get(query::metrics),
+            get(reads::metrics),
         ),
         (
             r(Method::GET, "/api/runs/statistics", Read),
-            get(query::statistics),
+            get(reads::statistics),
         ),
         (
             r(Method::GET, "/api/runs/compare", Read),
-            get(query::compare),
+            get(reads::compare),
         ),
         (
             r(Method::GET, "/api/runs/leaderboard", Read),
-            get(query::leaderboard),
+            get(reads::leaderboard),
         ),
-        (r(Method::GET, "/api/runs/logs", Read), get(query::logs)),
-        (r(Method::GET, "/api/runs/files", Read), get(query::files)),
+        (r(Method::GET, "/api/runs/logs", Read), get(reads::logs)),
+        (r(Method::GET, "/api/runs/files", Read), get(reads::files)),
     ]
 }
 
@@ -133,20 +133,20 @@ pub(super) fn routes() -> Vec<Route> {
         ingest::metrics,
         ingest::logs,
         ingest::data,
-        files::presign,
-        files::upload,
-        files::download,
-        query::projects,
-        query::list,
-        query::details,
-        query::details_by_display,
-        query::names,
-        query::metrics,
-        query::stats::statistics,
-        query::stats::compare,
-        query::stats::leaderboard,
-        query::records::logs,
-        query::records::files,
+        uploads::presign,
+        uploads::upload,
+        uploads::download,
+        reads::projects,
+        reads::list,
+        reads::details,
+        reads::details_by_display,
+        reads::names,
+        reads::metrics,
+        reads::stats::statistics,
+        reads::stats::compare,
+        reads::stats::leaderboard,
+        reads::records::logs,
+        reads::records::files,
     ),
     components(schemas(shapes::MetricLine, shapes::LogLine, shapes::DataLine))
 )]
@@ -164,7 +164,7 @@ async fn active(state: &AppState, scope: &Scope, run: &Arc<Run>) -> Result<Arc<R
     if scope.read_only {
         return Ok(run.clone());
     }
-    state.activity.seen(run, scope.key_id.as_deref()).await
+    state.run_activity.seen(run, scope.key_id.as_deref()).await
 }
 
 /// Runs an internal query in the request's scope, as one admitted query
@@ -173,7 +173,7 @@ async fn active(state: &AppState, scope: &Scope, run: &Arc<Run>) -> Result<Arc<R
 /// request text becomes SQL); `what` describes it in the query activity.
 async fn collect<F, Fut>(
     state: &AppState,
-    scope: &Scope,
+    request: &RequestContext,
     what: String,
     plan: F,
 ) -> Result<Vec<RecordBatch>>
@@ -182,11 +182,8 @@ where
     Fut: Future<Output = Result<DataFrame>>,
 {
     let engine = &state.engine;
-    let recorded = QueryInfo::new(Interface::Sdk, what, scope);
     engine
-        .gate()
-        .run(recorded, async {
-            let ctx = engine.scoped_session(&scope.projects).await?;
+        .query(request, what, |ctx| async move {
             engine.gate().collect(plan(ctx).await?).await
         })
         .await

@@ -16,9 +16,10 @@ use crate::catalog::{ForkRequest, NewRun, Run, RunId, RunStatus, RunUpdate};
 use crate::error::{Error, Result};
 use crate::ingest::limits::MAX_RUN_BODY_BYTES;
 use crate::interfaces::http::{ApiError, AppState, lenient_json};
+use crate::observe::RequestContext;
 use crate::scope::Scope;
 
-type Scoped = axum::Extension<Scope>;
+type Scoped = axum::Extension<RequestContext>;
 
 type Reply<T> = std::result::Result<Json<T>, ApiError>;
 

@@ -2,7 +2,7 @@
 //! so that only runs that may hold repeated writes pay for last-write-wins.
 //!
 //! Compaction leaves "latest" files that hold each key once and share no run
-//! (see `store::files`). A run that no ingest file has touched since is read
+//! (see `store::table_files`). A run that no ingest file has touched since is read
 //! from them as a plain filtered scan; a run that an ingest file may hold is
 //! read from the latest and ingest files together, keeping the highest `seq`
 //! of each `(run_id, metric, step)`.
@@ -19,7 +19,7 @@ use datafusion::functions_aggregate::expr_fn::last_value;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
 use datafusion::prelude::{col, lit};
 
-use super::file_scan::FileSetTable;
+use super::file_set::FileSetTable;
 use crate::error::Result;
 use crate::store::schema::arrow_schema;
 use crate::store::{FileClass, TableFiles, TableKind};
@@ -170,7 +170,7 @@ fn scan(provider: &Arc<dyn TableProvider>) -> DFResult<LogicalPlanBuilder> {
 /// pages and cost nothing per row; else an IN list.
 fn in_runs(runs: &[i64]) -> Expr {
     let mut ranges: Vec<(i64, i64)> = runs.iter().map(|r| (*r, *r)).collect();
-    crate::store::files::merge_ranges(&mut ranges);
+    crate::store::table_files::merge_ranges(&mut ranges);
     if ranges.len() <= MAX_RANGES {
         return ranges
             .into_iter()

@@ -18,12 +18,12 @@ use super::{
 use crate::catalog::RunId;
 use crate::error::{Error, Result};
 use crate::interfaces::http::AppState;
-use crate::scope::Scope;
+use crate::observe::RequestContext;
 
 /// Per-metric statistics of the given runs' own points.
 async fn stats(
     state: &AppState,
-    scope: &Scope,
+    scope: &RequestContext,
     runs: &[RunId],
     metric: Option<&str>,
 ) -> Result<Vec<Value>> {

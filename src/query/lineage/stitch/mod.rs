@@ -36,7 +36,6 @@ use datafusion::prelude::col;
 
 pub use self::exec::StitchExec;
 use crate::catalog::{RunId, Segment};
-use crate::ingest::SYSTEM_METRIC_PREFIX;
 
 /// The columns of a stitched view, in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,46 +107,6 @@ impl Views {
             _ => None,
         }
     }
-}
-
-/// System metrics describe the host a run ran on: never inherited.
-pub(super) fn inheritable(metric: &str) -> bool {
-    !metric.starts_with(SYSTEM_METRIC_PREFIX)
-}
-
-/// Whether `viewer`'s stitched series of `metric` takes `owner`'s points in
-/// a segment of `owner`'s: its own always, an ancestor's unless a system metric.
-pub fn sees(viewer: RunId, owner: RunId, metric: &str) -> bool {
-    owner == viewer || inheritable(metric)
-}
-
-/// The rows of `rows` (ascending by `step`) that `segment` covers: the one
-/// cut a stitched series is made of, for the operator and for callers that
-/// read the owners' series in place (the report).
-pub fn segment_rows<T>(
-    rows: &[T],
-    step: impl Fn(&T) -> i64,
-    segment: &Segment,
-) -> std::ops::Range<usize> {
-    segment_range(rows.len(), segment, |before| {
-        rows.partition_point(|r| before(step(r)))
-    })
-}
-
-/// [`segment_rows`] of `len` rows ascending by step, found through
-/// `first_failing`: the first row whose step fails a test that holds for
-/// a prefix of the rows (a partition point).
-pub(super) fn segment_range(
-    len: usize,
-    segment: &Segment,
-    first_failing: impl Fn(&dyn Fn(i64) -> bool) -> usize,
-) -> std::ops::Range<usize> {
-    let from = first_failing(&|s| s < segment.from_step as i64);
-    let to = match segment.to_step {
-        Some(to) => first_failing(&|s| s <= to as i64),
-        None => len,
-    };
-    from..to.max(from)
 }
 
 /// Stitched views of many runs, as a table.

@@ -26,7 +26,8 @@ use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
 use futures::{StreamExt, TryStreamExt};
 
-use super::{Out, Views, inheritable};
+use super::{Out, Views};
+use crate::catalog::inheritable;
 
 /// Whether `error` is the memory pool refusing a reservation.
 pub(super) fn is_pool_exhausted(error: &DataFusionError) -> bool {

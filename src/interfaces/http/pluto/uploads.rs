@@ -15,16 +15,15 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use ring::hmac;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use std::sync::Arc;
 
 use super::{header_run, json_body};
 use crate::catalog::RunId;
+use crate::engine::uploads::{NONCE_LEN, Upload, check_file_name};
 use crate::error::{Error, Result};
 use crate::ingest::limits;
 use crate::interfaces::http::{ApiError, AppState};
-use crate::scope::Scope;
-use crate::store::records::FileRecord;
-use crate::store::{Store, TableKind};
+use crate::observe::RequestContext;
+use crate::store::Store;
 
 type Reply = std::result::Result<Json<Value>, ApiError>;
 
@@ -44,7 +43,7 @@ pub struct Signer(hmac::Key);
 impl Signer {
     /// A signer with a fresh random key, known only to this process.
     pub fn random() -> Self {
-        Self::from_secret(&random_secret())
+        Self::from_secret(&random_bytes::<SECRET_LEN>())
     }
 
     fn from_secret(secret: &[u8]) -> Self {
@@ -74,7 +73,7 @@ impl Signer {
             );
             return Ok(Self::random());
         }
-        let secret = random_secret();
+        let secret = random_bytes::<SECRET_LEN>();
         let put = objects
             .put_opts(
                 &path,
@@ -139,8 +138,8 @@ impl Signer {
     }
 }
 
-fn random_secret() -> [u8; SECRET_LEN] {
-    let mut key = [0u8; SECRET_LEN];
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut key = [0u8; N];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
     key
 }
@@ -170,28 +169,6 @@ fn now_s() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn check_file_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 255
-        && name != "."
-        && name != ".."
-        && !name.contains(['/', '\\', '\0']);
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!("bad file name `{name}`")))
-    }
-}
-
-fn object_path(state: &AppState, run: RunId, file_name: &str) -> Result<StorePath> {
-    let root = StorePath::from_url_path(state.engine.store().location().root.path())
-        .map_err(|e| Error::invalid(format!("bad store path: {e}")))?;
-    Ok(root
-        .join("files")
-        .join(run.to_string().as_str())
-        .join(file_name))
-}
-
 /// A file the client is about to upload.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -219,10 +196,6 @@ pub(super) struct PresignBody {
     files: Vec<FileSpec>,
 }
 
-/// Where the nonce of each used upload URL is claimed, under the store root:
-/// a put-if-absent there makes every URL single-use across all servers.
-const USED_UPLOADS: &str = "_forkline/used-upload-urls";
-
 /// One signed upload URL per requested file, grouped by `logName`.
 ///
 /// Each URL is single-use, valid for an hour, and bound to the declared size
@@ -237,7 +210,7 @@ const USED_UPLOADS: &str = "_forkline/used-upload-urls";
 )]
 pub(super) async fn presign(
     State(state): State<AppState>,
-    axum::Extension(scope): axum::Extension<Scope>,
+    axum::Extension(scope): axum::Extension<RequestContext>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
@@ -288,7 +261,7 @@ pub(super) async fn presign(
             }
             params.push(("sha256", sha));
         }
-        params.push(("nonce", hex::encode(random_secret())));
+        params.push(("nonce", hex::encode(random_bytes::<NONCE_LEN>())));
         let path = format!("/files/upload/{run}/{}", encode_segment(&f.file_name));
         let url = format!(
             "{}{}",
@@ -388,126 +361,27 @@ pub(super) async fn upload(
         &format!("/files/upload/{run}/{}", encode_segment(&file_name)),
         raw.as_deref(),
     )?;
-    state.engine.catalog().await?.require(run)?;
-    let objects = &state.engine.store().location().object_store;
-    let staging = object_path(
-        &state,
+    let upload = Upload {
         run,
-        &format!(".upload-{}", hex::encode(random_secret())),
-    )?;
-    let received = receive(objects, &staging, body, &params).await;
-    let size = match received {
-        Ok(size) => size,
-        Err(e) => {
-            let _ = objects.delete(&staging).await;
-            return Err(e.into());
-        }
-    };
-    let claimed = claim_nonce(&state, &params.nonce).await;
-    if let Err(e) = claimed {
-        let _ = objects.delete(&staging).await;
-        return Err(e.into());
-    }
-    let path = object_path(&state, run, &file_name)?;
-    let moved = objects.rename(&staging, &path).await;
-    moved.map_err(Error::from)?;
-    let record = FileRecord {
-        run_id: run,
-        log_name: params.log_name,
         file_name: file_name.clone(),
+        size: params.size,
+        exact: params.exact,
+        sha256: params.sha256,
+        nonce: params.nonce,
+        log_name: params.log_name,
         file_type: params.file_type.unwrap_or_default(),
-        file_size: size as i64,
         step: params.step,
         time_us: params.time_ms.filter(|t| *t > 0).map(|t| t * 1000),
         caption: params.caption,
-        path: path.to_string(),
     };
-    state
+    let file_size = state
         .engine
-        .append_records(TableKind::Files, vec![FileRecord::batch(&[record])?])
+        .store_upload(upload, body.into_data_stream())
         .await?;
     Ok(Json(Uploaded {
         file_name,
-        file_size: size,
+        file_size,
     }))
-}
-
-/// Streams `body` to `path` in parts, refusing it once it passes the signed
-/// size, and checks the exact size and hash at the end.
-async fn receive(
-    objects: &Arc<dyn object_store::ObjectStore>,
-    path: &StorePath,
-    body: Body,
-    params: &UploadParams,
-) -> Result<u64> {
-    use futures::StreamExt;
-    use sha2::Digest;
-    let mut upload = object_store::WriteMultipart::new(objects.put_multipart(path).await?);
-    let mut stream = body.into_data_stream();
-    let (mut size, mut hasher) = (0u64, sha2::Sha256::new());
-    while let Some(chunk) = stream.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = upload.abort().await;
-                return Err(Error::invalid(format!("upload interrupted: {e}")));
-            }
-        };
-        size += chunk.len() as u64;
-        if size > params.size {
-            let _ = upload.abort().await;
-            return Err(Error::TooLarge(format!(
-                "the upload is larger than the {} bytes its URL was signed for",
-                params.size
-            )));
-        }
-        hasher.update(&chunk);
-        upload.write(&chunk);
-    }
-    let refused = if params.exact && size != params.size {
-        Some(format!(
-            "the upload has {size} bytes, not the {} its URL was signed for",
-            params.size
-        ))
-    } else if params
-        .sha256
-        .as_ref()
-        .is_some_and(|sha| *sha != hex::encode(hasher.finalize()))
-    {
-        Some("the upload does not match the sha256 its URL was signed for".into())
-    } else {
-        None
-    };
-    if let Some(why) = refused {
-        let _ = upload.abort().await;
-        return Err(Error::invalid(why));
-    }
-    upload.finish().await?;
-    Ok(size)
-}
-
-/// Marks an upload URL used; a second use, on any server of the store, is refused.
-async fn claim_nonce(state: &AppState, nonce: &str) -> Result<()> {
-    if nonce.len() != 2 * SECRET_LEN || !nonce.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(Error::invalid("invalid upload URL nonce"));
-    }
-    let location = state.engine.store().location();
-    let path = location.path(&format!("{USED_UPLOADS}/{nonce}"))?;
-    let put = location
-        .object_store
-        .put_opts(
-            &path,
-            PutPayload::from(now_s().to_string()),
-            PutOptions::from(PutMode::Create),
-        )
-        .await;
-    match put {
-        Ok(_) => Ok(()),
-        Err(object_store::Error::AlreadyExists { .. }) => Err(Error::Forbidden(
-            "this upload URL has been used already; request a new one".into(),
-        )),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// The bytes of an uploaded file, at a signed URL (no API key).
@@ -532,24 +406,7 @@ pub(super) async fn download(
         &format!("/files/download/{run}/{}", encode_segment(&file_name)),
         raw.as_deref(),
     )?;
-    let path = object_path(&state, run, &file_name)?;
-    let bytes = match state
-        .engine
-        .store()
-        .location()
-        .object_store
-        .get(&path)
-        .await
-    {
-        Ok(found) => found.bytes().await.map_err(Error::from)?,
-        Err(object_store::Error::NotFound { .. }) => {
-            return Err(Error::NotFound(format!(
-                "file `{file_name}` of run {run} was never uploaded"
-            ))
-            .into());
-        }
-        Err(e) => return Err(Error::from(e).into()),
-    };
+    let bytes = state.engine.read_upload(run, &file_name).await?;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/octet-stream")],

@@ -16,8 +16,8 @@ use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use futures::StreamExt;
 use std::sync::Arc;
 
-use super::{Views, sees, segment_range};
-use crate::catalog::{RunId, Segment};
+use super::Views;
+use crate::catalog::{RunId, Segment, sees};
 
 /// A contiguous run of owner rows in one viewer's output.
 pub(super) struct Piece {
@@ -137,7 +137,7 @@ impl OwnerPoints {
 
     /// Rows of `group` with a step in `segment`.
     fn rows(&self, group: &Group, segment: &Segment) -> (usize, usize) {
-        let rows = segment_range(group.end - group.start, segment, |before| {
+        let rows = segment.range(group.end - group.start, |before| {
             self.first_failing(group, before) - group.start
         });
         (group.start + rows.start, group.start + rows.end)

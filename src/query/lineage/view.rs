@@ -1,7 +1,7 @@
 //! A lineage view as a table: `stitched_metrics`, `family_metrics` and
 //! `project_metrics` answer with one, planned when it is scanned so that the
 //! filters pushed into it narrow the segment list and the owners' scan first
-//! (see `lineage_pushdown`).
+//! (see `pushdown`).
 
 use std::sync::Arc;
 
@@ -18,11 +18,10 @@ use datafusion::logical_expr::{
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::col;
 
-use super::lineage_plans::lineage_plan;
-use super::lineage_pushdown::{Pushed, support};
-use super::metric_selection::MetricFilter;
-use super::points::PointSource;
+use super::plans::lineage_plan;
+use super::pushdown::{Pushed, support};
 use crate::catalog::{RunId, Segment};
+use crate::query::scan::{MetricFilter, PointSource};
 
 /// The stitched views `views` (`(viewer, segment)` pairs) of `metric`.
 #[derive(Debug)]

@@ -11,18 +11,16 @@ use datafusion::error::Result as DFResult;
 use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::{col, lit};
 
-use super::metric_selection::MetricFilter;
-use super::points::PointSource;
 use super::stitch::{StitchedTable, Views};
-use crate::catalog::{RunId, Segment};
-use crate::ingest::SYSTEM_METRIC_PREFIX;
+use crate::catalog::{RunId, SYSTEM_METRIC_PREFIX, Segment, inheritable};
+use crate::query::scan::{MetricFilter, PointSource};
 
-/// System metrics (`sys/…`) describe the host a run ran on: never inherited.
-/// With one named metric the answer is known at planning time, which spares
-/// a string comparison on every inherited row.
-fn not_system_metric(metric: Expr, filter: Option<&MetricFilter>) -> Expr {
+/// [`inheritable`] as an expression over the `metric` column. With one named
+/// metric the answer is known at planning time, which spares a string
+/// comparison on every inherited row.
+fn inheritable_expr(metric: Expr, filter: Option<&MetricFilter>) -> Expr {
     match filter {
-        Some(MetricFilter::Exact(m)) => lit(!m.starts_with(SYSTEM_METRIC_PREFIX)),
+        Some(MetricFilter::Exact(m)) => lit(inheritable(m)),
         _ => metric.not_like(lit(format!("{SYSTEM_METRIC_PREFIX}%"))),
     }
 }
@@ -70,8 +68,7 @@ pub fn segment_points(
     let q = |name: &str| Expr::Column(Column::new(Some("metrics"), name));
     // An inherited system metric is never read: of one named system metric
     // only the viewer's own points count.
-    let own_only =
-        matches!(metric, Some(MetricFilter::Exact(m)) if m.starts_with(SYSTEM_METRIC_PREFIX));
+    let own_only = matches!(metric, Some(MetricFilter::Exact(m)) if !inheritable(m));
     let read: Vec<&Segment> = segments
         .iter()
         .filter(|s| !own_only || s.owner == viewer)
@@ -240,7 +237,7 @@ fn joined_plan(
                 m("step").between(s("from_step"), s("to_step")).and(
                     s("viewer")
                         .eq(m("run_id"))
-                        .or(not_system_metric(m("metric"), metric)),
+                        .or(inheritable_expr(m("metric"), metric)),
                 ),
             ),
         )?

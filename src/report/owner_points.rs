@@ -14,13 +14,13 @@ use crate::catalog::RunId;
 use crate::error::{Error, Result};
 
 /// Every owner's series of the metrics of a scan, by owner and metric index.
-pub(super) struct Owners {
+pub(super) struct OwnerPoints {
     series: HashMap<(RunId, usize), OwnerSeries>,
     /// What the series hold, in the query memory pool.
     _reservation: MemoryReservation,
 }
 
-impl Owners {
+impl OwnerPoints {
     /// The series of `(owner, metric)`, `metric` indexing the scan's names.
     pub(super) fn get(&self, owner: RunId, metric: usize) -> Option<&OwnerSeries> {
         self.series.get(&(owner, metric))
@@ -106,8 +106,8 @@ impl Gathering {
     }
 
     /// Every series read, each in step order.
-    pub(super) fn finish(self) -> Owners {
-        Owners {
+    pub(super) fn finish(self) -> OwnerPoints {
+        OwnerPoints {
             series: self
                 .series
                 .into_iter()

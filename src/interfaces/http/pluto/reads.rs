@@ -31,11 +31,13 @@ use super::{catalog, collect, filters, shapes};
 use crate::catalog::{CatalogSnapshot, Run, RunId};
 use crate::error::{Error, Result};
 use crate::interfaces::http::{ApiError, AppState};
-use crate::query::downsample::series::count_extremes;
-use crate::query::lineage_functions;
+use crate::observe::RequestContext;
+use crate::query::functions::downsample::series::count_extremes;
+use crate::query::lineage::Lineage;
+use crate::query::scan::MetricFilter;
 use crate::scope::Scope;
 
-type Scoped = axum::Extension<Scope>;
+type Scoped = axum::Extension<RequestContext>;
 use crate::store::schema::timestamp_type;
 
 type Reply = std::result::Result<Json<Value>, ApiError>;
@@ -267,7 +269,7 @@ pub(super) async fn list(
 
 async fn details_of(
     state: &AppState,
-    scope: &Scope,
+    scope: &RequestContext,
     project: Option<&str>,
     reference: &str,
 ) -> Reply {
@@ -324,7 +326,7 @@ pub(super) async fn details_by_display(
 
 async fn metric_names(
     state: &AppState,
-    scope: &Scope,
+    scope: &RequestContext,
     runs: &[RunId],
     search: Option<&str>,
     limit: usize,
@@ -431,7 +433,7 @@ fn points(batches: &[RecordBatch]) -> Result<Vec<Point>> {
 }
 
 /// Keeps the shape of a long series in `budget` points (the `count_extremes`
-/// strategy of `query::downsample`).
+/// strategy of `query::functions::downsample`).
 fn min_max_downsample(series: Vec<Point>, budget: usize) -> Vec<Point> {
     let values: Vec<f64> = series.iter().map(|p| p.value).collect();
     let keep = count_extremes(&values, budget);
@@ -489,9 +491,8 @@ pub(super) async fn metrics(
     let batches = collect(&state, &scope, what, |ctx| async move {
         let mut df = if stitched {
             // The table function's reading of the name (a `%` makes a pattern).
-            let mut args = vec![lit(id as i64)];
-            args.extend(metric.map(lit));
-            lineage_functions::call(&ctx, "stitched_metrics", args)?
+            let metric = metric.as_deref().map(MetricFilter::sql);
+            ctx.read_table(Lineage::of(&ctx)?.stitched(id, metric)?)?
         } else {
             let mut df = ctx
                 .table("metrics")

@@ -1,12 +1,12 @@
 //! Series exports: one run's or one family's metrics as a query, for file downloads.
 
-use datafusion::logical_expr::JoinType;
 use datafusion::prelude::{DataFrame, Expr, SessionContext, col, lit};
 
-use super::lineage_functions;
-use super::metric_selection::{MetricSelection, split_list};
+use super::Lineage;
 use crate::catalog::CatalogSnapshot;
 use crate::error::{Error, Result};
+use crate::query::scan::MetricSelection;
+use crate::query::scan::metric_selection::split_list;
 
 /// What to export.
 #[derive(Debug, Clone)]
@@ -53,23 +53,20 @@ impl SeriesExport {
         let run = catalog.lookup(&self.run)?.clone();
         let filter = self.metric_filter()?;
         let id = lit(run.id as i64);
+        let lineage = Lineage::of(ctx)?;
         let mut df = match (self.stitched, self.family) {
-            (true, false) => lineage_functions::call(ctx, "stitched_metrics", vec![id])?,
-            (true, true) => lineage_functions::call(ctx, "family_metrics", vec![id])?,
+            (true, false) => ctx.read_table(lineage.stitched(run.id, None)?)?,
+            (true, true) => ctx.read_table(lineage.family(run.id, None)?)?,
             (false, false) => ctx.table("metrics").await?.filter(col("run_id").eq(id))?,
             (false, true) => {
-                let members = lineage_functions::call(ctx, "family_runs", vec![id])?
-                    .select(vec![col("run_id").alias("member")])?;
-                let points = ctx.table("metrics").await?;
-                let columns: Vec<Expr> = points
-                    .schema()
-                    .columns()
-                    .into_iter()
-                    .map(Expr::Column)
+                let members: Vec<Expr> = catalog
+                    .family(run.id)?
+                    .iter()
+                    .map(|m| lit(m.run.id as i64))
                     .collect();
-                points
-                    .join(members, JoinType::Inner, &["run_id"], &["member"], None)?
-                    .select(columns)?
+                ctx.table("metrics")
+                    .await?
+                    .filter(col("run_id").in_list(members, false))?
             }
         };
         if let Some(filter) = filter {

@@ -192,7 +192,7 @@ mod tests {
     use arrow::array::{Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
 
     use super::*;
-    use crate::store::files::add_stats;
+    use crate::store::table_files::add_stats;
 
     fn points(runs: &[i64]) -> RecordBatch {
         let n = runs.len();

@@ -12,21 +12,18 @@ use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::{MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{ScalarValue, plan_err};
-use datafusion::dataframe::DataFrame;
 use datafusion::error::Result as DFResult;
 use datafusion::logical_expr::Expr;
 use datafusion::prelude::SessionContext;
 
-pub use super::lineage_plans::{owner_points, segment_points, stitched_plan, stitched_views_plan};
-use super::lineage_view::LineageView;
-pub use super::metric_selection::MetricFilter;
-use super::points::PointSource;
+use super::Lineage;
 use crate::catalog::{CatalogSnapshot, Run, RunId};
+use crate::query::scan::MetricFilter;
 
-/// Registers the lineage table functions on `ctx`.
-pub fn register(ctx: &SessionContext, snapshot: Arc<CatalogSnapshot>, points: Arc<PointSource>) {
-    let shared = Shared { snapshot, points };
-    ctx.register_udtf("lineage", Arc::new(Lineage(shared.clone())));
+/// Registers the lineage table functions on `ctx`, each reading through `lineage`.
+pub fn register(ctx: &SessionContext, lineage: Arc<Lineage>) {
+    let shared = lineage;
+    ctx.register_udtf("lineage", Arc::new(Segments(shared.clone())));
     ctx.register_udtf(
         "stitched_metrics",
         Arc::new(StitchedMetrics(shared.clone())),
@@ -36,32 +33,16 @@ pub fn register(ctx: &SessionContext, snapshot: Arc<CatalogSnapshot>, points: Ar
     ctx.register_udtf("project_metrics", Arc::new(ProjectMetrics(shared)));
 }
 
-/// A table function of `ctx` called with typed arguments, as a DataFrame:
-/// how forkline's own queries use the lineage functions without SQL text.
-pub fn call(ctx: &SessionContext, name: &str, args: Vec<Expr>) -> DFResult<DataFrame> {
-    let state = ctx.state();
-    let provider = ctx
-        .table_function(name)?
-        .create_table_provider_with_args(TableFunctionArgs::new(&args, &state))?;
-    ctx.read_table(provider)
-}
-
-#[derive(Debug, Clone)]
-struct Shared {
-    snapshot: Arc<CatalogSnapshot>,
-    points: Arc<PointSource>,
-}
-
 #[derive(Debug)]
-struct Lineage(Shared);
+struct Segments(Arc<Lineage>);
 #[derive(Debug)]
-struct StitchedMetrics(Shared);
+struct StitchedMetrics(Arc<Lineage>);
 #[derive(Debug)]
-struct FamilyRuns(Shared);
+struct FamilyRuns(Arc<Lineage>);
 #[derive(Debug)]
-struct FamilyMetrics(Shared);
+struct FamilyMetrics(Arc<Lineage>);
 #[derive(Debug)]
-struct ProjectMetrics(Shared);
+struct ProjectMetrics(Arc<Lineage>);
 
 fn literal<'a>(name: &str, position: &str, expr: &'a Expr) -> DFResult<&'a ScalarValue> {
     match expr {
@@ -139,9 +120,9 @@ fn mem_table(fields: Vec<Field>, columns: Vec<ArrayRef>) -> DFResult<Arc<dyn Tab
     Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
 }
 
-impl TableFunctionImpl for Lineage {
+impl TableFunctionImpl for Segments {
     fn call_with_args(&self, args: TableFunctionArgs) -> DFResult<Arc<dyn TableProvider>> {
-        let snapshot = &self.0.snapshot;
+        let snapshot = self.0.snapshot();
         let (run, _) = call_args(snapshot, "lineage", args.exprs(), false)?;
         let segments = snapshot
             .segments(run.id)
@@ -193,7 +174,7 @@ impl TableFunctionImpl for Lineage {
 
 impl TableFunctionImpl for FamilyRuns {
     fn call_with_args(&self, args: TableFunctionArgs) -> DFResult<Arc<dyn TableProvider>> {
-        let snapshot = &self.0.snapshot;
+        let snapshot = self.0.snapshot();
         let (run, _) = call_args(snapshot, "family_runs", args.exprs(), false)?;
         let family = snapshot
             .family(run.id)
@@ -253,47 +234,21 @@ impl TableFunctionImpl for FamilyRuns {
 
 impl TableFunctionImpl for StitchedMetrics {
     fn call_with_args(&self, args: TableFunctionArgs) -> DFResult<Arc<dyn TableProvider>> {
-        let snapshot = &self.0.snapshot;
-        let (run, metric) = call_args(snapshot, "stitched_metrics", args.exprs(), true)?;
-        let segments = snapshot
-            .segments(run.id)
-            .or_else(|e| plan_err!("stitched_metrics: {e}"))?;
-        let views = segments.into_iter().map(|s| (run.id, s)).collect();
-        Ok(Arc::new(LineageView::try_new(
-            self.0.points.clone(),
-            views,
-            metric,
-            Some(run.id),
-        )?))
+        let lineage = &self.0;
+        let (run, metric) = call_args(lineage.snapshot(), "stitched_metrics", args.exprs(), true)?;
+        lineage.stitched(run.id, metric)
     }
 }
 
 impl TableFunctionImpl for FamilyMetrics {
     fn call_with_args(&self, args: TableFunctionArgs) -> DFResult<Arc<dyn TableProvider>> {
-        let snapshot = &self.0.snapshot;
-        let (run, metric) = call_args(snapshot, "family_metrics", args.exprs(), true)?;
-        let family = snapshot
-            .family(run.id)
-            .or_else(|e| plan_err!("family_metrics: {e}"))?;
-        let mut views = Vec::new();
-        for member in &family {
-            let segments = snapshot
-                .segments(member.run.id)
-                .or_else(|e| plan_err!("family_metrics: {e}"))?;
-            views.extend(segments.into_iter().map(|s| (member.run.id, s)));
-        }
-        Ok(Arc::new(LineageView::try_new(
-            self.0.points.clone(),
-            views,
-            metric,
-            None,
-        )?))
+        let lineage = &self.0;
+        let (run, metric) = call_args(lineage.snapshot(), "family_metrics", args.exprs(), true)?;
+        lineage.family(run.id, metric)
     }
 }
 
 impl TableFunctionImpl for ProjectMetrics {
-    /// Every run of a project, each with its own stitched view: the family plan
-    /// over all the project's families at once, so each owner is read once.
     fn call_with_args(&self, args: TableFunctionArgs) -> DFResult<Arc<dyn TableProvider>> {
         const NAME: &str = "project_metrics";
         let exprs = args.exprs();
@@ -316,22 +271,6 @@ impl TableFunctionImpl for ProjectMetrics {
             }
         };
         let metric = metric_arg(NAME, exprs.get(1))?;
-        let snapshot = &self.0.snapshot;
-        let mut views = Vec::new();
-        for run in snapshot.runs().filter(|r| r.project == project) {
-            let segments = snapshot
-                .segments(run.id)
-                .or_else(|e| plan_err!("{NAME}: {e}"))?;
-            views.extend(segments.into_iter().map(|s| (run.id, s)));
-        }
-        if views.is_empty() {
-            return plan_err!("{NAME}: unknown project `{project}`");
-        }
-        Ok(Arc::new(LineageView::try_new(
-            self.0.points.clone(),
-            views,
-            metric,
-            None,
-        )?))
+        self.0.project(&project, metric)
     }
 }

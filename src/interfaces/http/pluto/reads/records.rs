@@ -72,7 +72,7 @@ pub(in super::super) async fn files(
             files.push(json!({
                 "fileName": name.value(i), "fileType": kind.value(i), "fileSize": size.value(i),
                 "logName": log.value(i), "step": if step.is_null(i) { Value::Null } else { json!(step.value(i)) },
-                "time": iso(&t), "downloadUrl": super::super::files::download_url(&state, run.id, name.value(i)),
+                "time": iso(&t), "downloadUrl": super::super::uploads::download_url(&state, run.id, name.value(i)),
             }));
         }
     }
