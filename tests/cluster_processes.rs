@@ -487,3 +487,50 @@ async fn a_query_larger_than_the_executors_memory_is_a_clear_error() {
         sorted(&local.collect(small).await.unwrap())
     );
 }
+
+/// A second executor on a host whose Flight port is taken (here by this
+/// test, on the default `--listen` address) stops at once with the address
+/// in its error and a non-zero exit, before it registers anywhere.
+#[tokio::test]
+async fn an_executor_whose_flight_port_is_taken_exits_non_zero_naming_it() {
+    let (_dir, store) = temp_store();
+    Engine::open(&store).await.unwrap();
+    let (_scheduler, cluster) = scheduler(&store);
+    let default = "127.0.0.1:50051";
+    // Taken by this listener, or by whatever holds it already.
+    let _taken = std::net::TcpListener::bind(default);
+    assert!(
+        std::net::TcpListener::bind(default).is_err(),
+        "{default} is free"
+    );
+    // Ballista's INFO lines would show the executor registering.
+    let mut child = forkline_command()
+        .env("FORKLINE_LOG", "warn,ballista_executor=info")
+        .args(["--store", &store, "executor", "--scheduler", &cluster])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn forkline executor");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the executor still runs after 30 s on a taken port");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!status.success(), "exit {status}: {stderr}");
+    assert!(
+        stderr.contains(&format!("Flight port {default} (--listen) cannot be bound")),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("Starting poll work loop"),
+        "it registered first: {stderr}"
+    );
+}
