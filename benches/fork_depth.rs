@@ -12,8 +12,14 @@
 //! - compacts the store and times forks and series again.
 //!
 //! Run: `cargo bench --bench fork_depth` (release), or in the dev profile:
-//! `cargo test --release --bench fork_depth` / `cargo test --bench fork_depth`.
+//! `cargo test --bench fork_depth -- --bench`.
 //! `FORK_BENCH_STORE=DIR` keeps (and on later runs reuses) the chain.
+//!
+//! Without `--bench` (which `cargo bench` passes), as `cargo test --bench
+//! fork_depth` in `scripts/test.sh` runs it, it is a check that takes
+//! seconds: depths 1, 4 and 8, one repetition, 3 creates a phase. Its
+//! checks (a fork at the last step stays on the run; a stitched series at
+//! depth `d` has `d + 2` points) still run, so they cannot rot between bench runs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,9 +28,6 @@ use std::time::{Duration, Instant};
 use forkline::Engine;
 use forkline::catalog::{ForkRequest, NewRun, RunId, RunStatus, RunUpdate};
 use forkline::ingest::MetricPoint;
-
-/// Creates timed per phase of the "another project" measurement.
-const CREATES: usize = 15;
 
 fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
     std::env::var(name)
@@ -171,10 +174,11 @@ async fn forks_and_series(engine: &Engine, runs: &[RunId], depths: &[usize], rep
     }
 }
 
-/// Another project's writes alone, then while forks at `depth` run back to back.
-async fn other_project(engine: &Arc<Engine>, run: RunId, depth: usize) {
+/// Another project's writes alone, then while forks at `depth` run back to
+/// back: `creates` timed of each.
+async fn other_project(engine: &Arc<Engine>, run: RunId, depth: usize, creates: usize) {
     let mut idle = Vec::new();
-    for i in 0..CREATES {
+    for i in 0..creates {
         idle.push(other_project_write(engine, i).await);
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -191,14 +195,14 @@ async fn other_project(engine: &Arc<Engine>, run: RunId, depth: usize) {
     // Let the first deep fork get under way.
     tokio::time::sleep(Duration::from_millis(20)).await;
     let mut busy = Vec::new();
-    for i in 0..CREATES {
-        busy.push(other_project_write(engine, CREATES + i).await);
+    for i in 0..creates {
+        busy.push(other_project_write(engine, creates + i).await);
     }
     stop.store(true, Ordering::Relaxed);
     forker.await.unwrap();
     let max = |s: &[Duration]| *s.iter().max().unwrap();
     println!();
-    println!("| another project's create + status update ({CREATES} each) | p50 | max |");
+    println!("| another project's create + status update ({creates} each) | p50 | max |");
     println!("|---|---:|---:|");
     println!(
         "| alone | {} | {} |",
@@ -214,8 +218,12 @@ async fn other_project(engine: &Arc<Engine>, run: RunId, depth: usize) {
 }
 
 fn main() {
-    let depths = env_list("FORK_BENCH_DEPTHS", &[1, 100, 1000]);
-    let reps = env_list("FORK_BENCH_REPS", &[7])[0];
+    let full = std::env::args().any(|a| a == "--bench");
+    let depths = env_list(
+        "FORK_BENCH_DEPTHS",
+        if full { &[1, 100, 1000] } else { &[1, 4, 8] },
+    );
+    let reps = env_list("FORK_BENCH_REPS", if full { &[7] } else { &[1] })[0];
     let deepest = *depths.iter().max().expect("at least one depth");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -227,7 +235,8 @@ fn main() {
 
         println!("Store as written (a metrics file per commit):");
         forks_and_series(&engine, &runs, &depths, reps).await;
-        other_project(&engine, runs[deepest], deepest).await;
+        let creates = if full { 15 } else { 3 };
+        other_project(&engine, runs[deepest], deepest, creates).await;
 
         let report = forkline::maintenance::compact::compact(&engine, &Default::default())
             .await

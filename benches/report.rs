@@ -10,9 +10,15 @@
 //!   and metric, each series collected and the same per-run numbers computed,
 //!   and checks that both give the same last and best values.
 //!
-//! Run: `cargo bench --bench report` (release), or at a smaller scale in the
-//! dev profile: `REPORT_BENCH_POINTS=5000000 cargo test --bench report`.
+//! Run: `cargo bench --bench report` (release), or in the dev profile
+//! `cargo test --bench report -- --bench` (at a smaller scale:
+//! `REPORT_BENCH_POINTS=5000000 cargo test --bench report -- --bench`).
 //! `REPORT_BENCH_STORE=DIR` keeps (and on later runs reuses) the store.
+//!
+//! Without `--bench` (which `cargo bench` passes), as `cargo test --bench
+//! report` in `scripts/test.sh` runs it, it is a check that takes seconds:
+//! 20 runs, 20,000 points. Both ways must still agree on every row, so the
+//! comparison cannot rot between bench runs.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -178,8 +184,12 @@ async fn per_run(engine: &Engine, query_s: &mut f64) -> HashMap<(String, RunId),
 }
 
 fn main() {
-    let runs = env("REPORT_BENCH_RUNS", 1_000);
-    let total = env("REPORT_BENCH_POINTS", 50_000_000);
+    let full = std::env::args().any(|a| a == "--bench");
+    let runs = env("REPORT_BENCH_RUNS", if full { 1_000 } else { 20 });
+    let total = env(
+        "REPORT_BENCH_POINTS",
+        if full { 50_000_000 } else { 20_000 },
+    );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let tmp = tempfile::tempdir().unwrap();
@@ -261,6 +271,11 @@ fn main() {
                 }
             }
         }
+        assert_eq!(
+            compared,
+            n_runs * METRICS.len(),
+            "a row per run and metric"
+        );
         println!(
             "store: {n_runs} runs, {points} points, {} families; {compared} (run, metric) rows agree",
             built.families.len()

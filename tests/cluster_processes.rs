@@ -38,7 +38,13 @@ fn free_port() -> u16 {
 
 /// A scheduler on a free port for plans over `store`; its `df://` address.
 fn scheduler(store: &str) -> (Process, String) {
-    let mut child = forkline_command()
+    scheduler_logging_to(store, None)
+}
+
+/// [`scheduler`], its log (standard error) written to `log` when given.
+fn scheduler_logging_to(store: &str, log: Option<&Path>) -> (Process, String) {
+    let mut command = forkline_command();
+    command
         .args(["--store", store])
         .args([
             "scheduler",
@@ -47,9 +53,11 @@ fn scheduler(store: &str) -> (Process, String) {
             "--executor-timeout-s",
             "6",
         ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn forkline scheduler");
+        .stdout(Stdio::piped());
+    if let Some(log) = log {
+        command.stderr(std::fs::File::create(log).unwrap());
+    }
+    let mut child = command.spawn().expect("spawn forkline scheduler");
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
@@ -65,11 +73,28 @@ fn scheduler(store: &str) -> (Process, String) {
 /// An executor of `slots` slots registered with `cluster`, its task output
 /// under `work`; returns once its ports answer.
 fn executor(store: &str, cluster: &str, slots: u32, work: &Path, extra: &[&str]) -> Process {
+    executor_with_log(store, cluster, slots, work, extra, None)
+}
+
+/// [`executor`], logging with the `FORKLINE_LOG` filter `filter` when given.
+/// Its log is `work` with the extension `log`.
+fn executor_with_log(
+    store: &str,
+    cluster: &str,
+    slots: u32,
+    work: &Path,
+    extra: &[&str],
+    filter: Option<&str>,
+) -> Process {
     let flight = free_port();
     std::fs::create_dir_all(work).unwrap();
     // Its log beside its work directory (Ballista logs every retry).
     let log = std::fs::File::create(work.with_extension("log")).unwrap();
-    let child = forkline_command()
+    let mut command = forkline_command();
+    if let Some(filter) = filter {
+        command.env("FORKLINE_LOG", filter);
+    }
+    let child = command
         .args(["--store", store])
         .args(extra)
         .args(["executor", "--scheduler", cluster])
@@ -419,15 +444,47 @@ async fn bench_store(scale: f64) -> (tempfile::TempDir, String, Engine) {
     (dir, store, local)
 }
 
-/// An executor killed while a query runs: the scheduler notices it is gone
-/// (`--executor-timeout-s`) and runs its tasks on the other executor, so the
-/// query still gives its rows.
+/// The `FORKLINE_LOG` filter under which an executor logs its id and each
+/// task it receives and finishes (Ballista's INFO lines).
+const TASK_LOG: &str = "warn,forkline=info,ballista_executor::execution_loop=info,ballista_executor::executor_process=info";
+
+/// From an executor's log under [`TASK_LOG`]: its id, and the tasks it had
+/// received and not finished when the log ends (`TID job/stage.attempt/task.attempt`).
+fn unfinished_tasks(log: &Path) -> (Option<String>, Vec<String>) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let after = |line: &str, marker: &str| {
+        line.find(marker)
+            .map(|at| line[at + marker.len()..].trim().to_string())
+    };
+    let id = text.lines().find_map(|l| after(l, "Executor id: "));
+    let task = |line: &str, marker: &str| {
+        after(line, marker).and_then(|rest| rest.split(']').next().map(str::to_string))
+    };
+    let finished: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| task(l, "Finished task : ["))
+        .collect();
+    let unfinished = text
+        .lines()
+        .filter_map(|l| task(l, "Received task: ["))
+        .filter(|t| !finished.contains(t))
+        .collect();
+    (id, unfinished)
+}
+
+/// An executor killed while a query runs, in the middle of a task of it (its
+/// own log says so): the scheduler notices it is gone
+/// (`--executor-timeout-s`), resets its tasks and runs them on the other
+/// executor, so the query still gives its rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_query_outlives_an_executor_killed_in_its_middle() {
     let (dir, store, local) = bench_store(0.02).await;
-    let (_scheduler, cluster) = scheduler(&store);
+    let scheduler_log = dir.path().join("scheduler.log");
+    let (_scheduler, cluster) = scheduler_logging_to(&store, Some(&scheduler_log));
     let survivor = executor(&store, &cluster, 1, &dir.path().join("survivor"), &[]);
-    let mut victim = executor(&store, &cluster, 1, &dir.path().join("victim"), &[]);
+    let victim_work = dir.path().join("victim");
+    let mut victim = executor_with_log(&store, &cluster, 1, &victim_work, &[], Some(TASK_LOG));
+    let victim_log = victim_work.with_extension("log");
     let remote = Arc::new(on_cluster(&store, &cluster).await);
     // Many small tasks (one per file group), each heavy enough to outlast the kill.
     let sql = "SELECT run_id, metric, count(*) AS n, sum(value) AS s, min(value), max(value), \
@@ -438,9 +495,26 @@ async fn a_query_outlives_an_executor_killed_in_its_middle() {
         let remote = remote.clone();
         tokio::spawn(async move { remote.collect(sql).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Killed as soon as its log shows a task it has not finished.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while unfinished_tasks(&victim_log).1.is_empty() {
+        assert!(
+            !running.is_finished() && Instant::now() < deadline,
+            "the victim ran no task of the query: {}",
+            std::fs::read_to_string(&victim_log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     victim.0.kill().unwrap();
     victim.0.wait().unwrap();
+    // What its log holds now is all it did: a task it received and never finished.
+    let (victim_id, held) = unfinished_tasks(&victim_log);
+    assert!(
+        !held.is_empty(),
+        "the victim held no task when it was killed"
+    );
+    let victim_id = victim_id.expect("the victim's log names its executor id");
+    eprintln!("killed executor {victim_id} in the middle of {held:?}");
     let got = tokio::time::timeout(Duration::from_secs(120), running)
         .await
         .expect("the query neither finished nor failed within 120 s")
@@ -448,6 +522,15 @@ async fn a_query_outlives_an_executor_killed_in_its_middle() {
         .unwrap_or_else(|e| panic!("the query failed after an executor was killed: {e}"));
     eprintln!("finished in {:?} after the kill", started.elapsed());
     assert_same(&sorted(&got), &expected, "after the kill");
+    // The scheduler, for its part, reset the lost executor's tasks of a
+    // running stage (Ballista's WARN line) to run them again.
+    let scheduler_said = std::fs::read_to_string(&scheduler_log).unwrap();
+    assert!(
+        scheduler_said.lines().any(|l| l.contains("Reset ")
+            && l.contains("tasks for running job/stage")
+            && l.contains(&format!("on lost Executor {victim_id}"))),
+        "the scheduler reset no running task of {victim_id}: {scheduler_said}"
+    );
     // The cluster goes on with the survivor.
     let again = remote.collect(sql).await.unwrap();
     assert_same(&sorted(&again), &expected, "on the survivor");
@@ -485,5 +568,52 @@ async fn a_query_larger_than_the_executors_memory_is_a_clear_error() {
     assert_eq!(
         sorted(&remote.collect(small).await.unwrap()),
         sorted(&local.collect(small).await.unwrap())
+    );
+}
+
+/// A second executor on a host whose Flight port is taken (here by this
+/// test, on the default `--listen` address) stops at once with the address
+/// in its error and a non-zero exit, before it registers anywhere.
+#[tokio::test]
+async fn an_executor_whose_flight_port_is_taken_exits_non_zero_naming_it() {
+    let (_dir, store) = temp_store();
+    Engine::open(&store).await.unwrap();
+    let (_scheduler, cluster) = scheduler(&store);
+    let default = "127.0.0.1:50051";
+    // Taken by this listener, or by whatever holds it already.
+    let _taken = std::net::TcpListener::bind(default);
+    assert!(
+        std::net::TcpListener::bind(default).is_err(),
+        "{default} is free"
+    );
+    // Ballista's INFO lines would show the executor registering.
+    let mut child = forkline_command()
+        .env("FORKLINE_LOG", "warn,ballista_executor=info")
+        .args(["--store", &store, "executor", "--scheduler", &cluster])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn forkline executor");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the executor still runs after 30 s on a taken port");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!status.success(), "exit {status}: {stderr}");
+    assert!(
+        stderr.contains(&format!("Flight port {default} (--listen) cannot be bound")),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("Starting poll work loop"),
+        "it registered first: {stderr}"
     );
 }

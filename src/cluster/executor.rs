@@ -2,16 +2,22 @@
 //! and reads the store's objects.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use arrow_flight::flight_service_server::FlightServiceServer;
 use ballista_core::RuntimeProducer;
 use ballista_core::config::TaskSchedulingPolicy;
+use ballista_core::error::BallistaError;
 use ballista_core::extension::SessionConfigExt;
 use ballista_core::registry::BallistaFunctionRegistry;
+use ballista_core::utils::{create_grpc_server, create_grpc_server_incoming};
+use ballista_executor::ArrowFlightServerProvider;
 use ballista_executor::execution_engine::DefaultExecutionEngine;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+use ballista_executor::flight_service::BallistaFlightService;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::SessionConfig;
+use tonic::transport::server::TcpIncoming;
 
 use super::attempts::AttemptTagging;
 use super::codec::ForklineCodec;
@@ -30,6 +36,17 @@ pub async fn run(args: &ExecutorArgs, global: &GlobalArgs) -> Result<()> {
     let location = StoreLocation::parse_existing(&global.store, &global.store_options())?;
     let (scheduler_host, scheduler_port) = scheduler_address(&args.scheduler)?;
     let flight = address("--listen", &args.listen)?;
+    // The Flight port is bound here, before anything registers: Ballista
+    // binds it only after registering, and a failed bind there is logged
+    // while the process goes on to exit 0, registered at a port it never had.
+    let defaults = ExecutorProcessConfig::default();
+    let incoming =
+        create_grpc_server_incoming(flight, &defaults.grpc_server_config).map_err(|e| {
+            Error::Unavailable(format!(
+                "the executor's Flight port {flight} (--listen) cannot be bound: {e}"
+            ))
+        })?;
+    let bound = incoming.local_addr()?;
     let work_dir = args
         .work_dir
         .as_ref()
@@ -52,9 +69,11 @@ pub async fn run(args: &ExecutorArgs, global: &GlobalArgs) -> Result<()> {
         Ok(Arc::new(runtime))
     });
     let functions = state(SessionConfig::new(), Arc::new(RuntimeEnv::default()));
+    let flight_error = Arc::new(Mutex::new(None));
     let config = ExecutorProcessConfig {
-        bind_host: flight.ip().to_string(),
-        port: flight.port(),
+        bind_host: bound.ip().to_string(),
+        // The bound port (`--listen HOST:0` takes a free one).
+        port: bound.port(),
         // Executors ask the scheduler for tasks (pull), so they serve no gRPC.
         grpc_port: 0,
         external_host: args.external_host.clone(),
@@ -77,12 +96,58 @@ pub async fn run(args: &ExecutorArgs, global: &GlobalArgs) -> Result<()> {
         override_execution_engine: Some(Arc::new(AttemptTagging::new(Arc::new(
             DefaultExecutionEngine::new(),
         )))),
+        override_arrow_flight_service: Some(flight_service(
+            incoming,
+            defaults.grpc_max_encoding_message_size as usize,
+            defaults.grpc_max_decoding_message_size as usize,
+            flight_error.clone(),
+        )),
         print_thread_info: false,
-        ..Default::default()
+        ..defaults
     };
     start_executor_process(Arc::new(config))
         .await
-        .map_err(|e| Error::Unavailable(format!("executor stopped: {e}")))
+        .map_err(|e| Error::Unavailable(format!("executor stopped: {e}")))?;
+    // Ballista ends the process normally when a service stops with an error.
+    match flight_error.lock().expect("flight error lock").take() {
+        Some(e) => Err(Error::Unavailable(format!(
+            "the executor's Flight server at {bound} stopped: {e}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Ballista's Flight service (task output for other executors and clients)
+/// on the port bound in [`run`]; an error it stops with is kept in `error`.
+fn flight_service(
+    incoming: TcpIncoming,
+    max_encoding: usize,
+    max_decoding: usize,
+    error: Arc<Mutex<Option<String>>>,
+) -> Arc<ArrowFlightServerProvider> {
+    let incoming = Mutex::new(Some(incoming));
+    Arc::new(move |work_dir, _address, mut shutdown, grpc| {
+        let incoming = incoming.lock().expect("flight listener lock").take();
+        let error = error.clone();
+        tokio::spawn(async move {
+            let Some(incoming) = incoming else {
+                return Err(BallistaError::General(
+                    "the executor's Flight service was started twice".into(),
+                ));
+            };
+            let service = FlightServiceServer::new(BallistaFlightService::new(work_dir))
+                .max_encoding_message_size(max_encoding)
+                .max_decoding_message_size(max_decoding);
+            let served = create_grpc_server(&grpc)
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, shutdown.recv())
+                .await;
+            served.map_err(|e| {
+                *error.lock().expect("flight error lock") = Some(e.to_string());
+                BallistaError::TonicError(e)
+            })
+        })
+    })
 }
 
 fn address(flag: &str, value: &str) -> Result<SocketAddr> {

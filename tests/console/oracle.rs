@@ -110,43 +110,186 @@ pub fn number(tag: &str, name: &str) -> u64 {
     attr(tag, name).unwrap().parse().unwrap()
 }
 
-/// Per (run, part): buckets and vertices.
-pub type Lines = BTreeMap<(String, String), (usize, usize)>;
+/// One bucket of a line as the test computes it: its first step and the
+/// lowest and highest value in it (`None` where no finite value is: a chart
+/// cannot draw NaN or an infinity).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    pub step: u64,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
 
-/// The downsampled answer a chart must draw, from `source` (a table
-/// expression with `run_id, step, value, inherited`): per (run, part),
-/// buckets and vertices.
-pub async fn chart_oracle(c: &Console, source: &str, n: u64, range: Option<(u64, u64)>) -> Lines {
+/// Per (run, part): the buckets of the line the chart must draw.
+pub type Expected = BTreeMap<(String, String), Vec<Bucket>>;
+
+/// The buckets a chart of `source` (a table expression with `run_id, step,
+/// value, inherited`) in `n` buckets must draw, per (run, part), computed
+/// here in plain SQL rather than by the server's `downsample`: per (run,
+/// part), over the points in `range`, buckets of
+/// `width = max(1, ceil((last - first + 1) / n))` steps from the first
+/// step, each with the lowest and highest value that is not NaN.
+pub async fn chart_oracle(
+    c: &Console,
+    source: &str,
+    n: u64,
+    range: Option<(u64, u64)>,
+) -> Expected {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{DataType, Float64Type, Int64Type};
     let filter = range
         .map(|(a, b)| format!("WHERE step BETWEEN {a} AND {b}"))
         .unwrap_or_default();
-    let rows = c
-        .sql(&format!(
-            "SELECT r.display_id, d.inherited, d.b['min'] AS min, d.b['max'] AS max \
-             FROM (SELECT run_id, inherited, unnest(downsample(step, value, {n})) AS b \
-                   FROM {source} {filter} GROUP BY run_id, inherited) d \
-             JOIN runs r ON r.id = d.run_id"
+    let batches = c
+        .sql_arrow(&format!(
+            "WITH s AS (SELECT run_id, step, value, inherited FROM {source} AS src {filter}), \
+             w AS (SELECT run_id, inherited, min(step) AS lo, \
+                          greatest(1, (max(step) - min(step) + {n}) / {n}) AS width \
+                   FROM s GROUP BY run_id, inherited) \
+             SELECT r.display_id, s.inherited, w.lo + (s.step - w.lo) / w.width * w.width AS bucket, \
+                    min(CASE WHEN isnan(s.value) THEN NULL ELSE s.value END) AS lowest, \
+                    max(CASE WHEN isnan(s.value) THEN NULL ELSE s.value END) AS highest \
+             FROM s JOIN w ON s.run_id = w.run_id AND s.inherited = w.inherited \
+             JOIN runs r ON r.id = s.run_id \
+             GROUP BY 1, 2, 3"
         ))
         .await;
-    let mut out = Lines::new();
-    for row in rows {
-        let part = if row["inherited"].as_bool().unwrap() {
-            "inherited"
-        } else {
-            "own"
+    let mut out = Expected::new();
+    for batch in &batches {
+        let column = |i: usize, to: &DataType| arrow::compute::cast(batch.column(i), to).unwrap();
+        let runs = column(0, &DataType::Utf8);
+        let parts = column(1, &DataType::Boolean);
+        let steps = column(2, &DataType::Int64);
+        let (lows, highs) = (column(3, &DataType::Float64), column(4, &DataType::Float64));
+        let (runs, parts) = (runs.as_string::<i32>(), parts.as_boolean());
+        let steps = steps.as_primitive::<Int64Type>();
+        let (lows, highs) = (
+            lows.as_primitive::<Float64Type>(),
+            highs.as_primitive::<Float64Type>(),
+        );
+        let finite = |a: &arrow::array::Float64Array, i: usize| {
+            (!a.is_null(i) && a.value(i).is_finite()).then(|| a.value(i))
         };
-        let entry = out
-            .entry((row["display_id"].as_str().unwrap().to_string(), part.into()))
-            .or_default();
-        entry.0 += 1;
-        let (min, max) = (row["min"].as_f64(), row["max"].as_f64());
-        entry.1 += usize::from(min.is_some()) + usize::from(max.is_some() && max != min);
+        for i in 0..batch.num_rows() {
+            let part = if parts.value(i) { "inherited" } else { "own" };
+            out.entry((runs.value(i).to_string(), part.to_string()))
+                .or_default()
+                .push(Bucket {
+                    step: steps.value(i) as u64,
+                    min: finite(lows, i),
+                    max: finite(highs, i),
+                });
+        }
+    }
+    for buckets in out.values_mut() {
+        buckets.sort_by_key(|b| b.step);
     }
     out
 }
 
-/// The charts of a page's DOM: each one's opening tag and its lines.
-pub fn charts_of(html: &str) -> Vec<(String, Lines)> {
+/// A line as a chart draws it: its `data-buckets` and the (x, y) of its vertices.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Drawn {
+    pub buckets: usize,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Per (run, part): the line drawn.
+pub type Lines = BTreeMap<(String, String), Drawn>;
+
+/// A chart of a page's DOM: its opening `<svg>` tag, its plot area's
+/// `<rect>` and its lines.
+#[derive(Debug)]
+pub struct Chart {
+    pub svg: String,
+    pub plot: String,
+    pub lines: Lines,
+}
+
+/// The vertices of a bucket: its lowest value, then its highest when it differs.
+fn vertices(b: &Bucket) -> impl Iterator<Item = (u64, f64)> + use<> {
+    let (step, max) = (b.step, b.max.filter(|m| Some(*m) != b.min));
+    b.min.into_iter().chain(max).map(move |v| (step, v))
+}
+
+fn float(tag: &str, name: &str) -> f64 {
+    attr(tag, name).unwrap().parse().unwrap()
+}
+
+impl Chart {
+    /// Asserts that the chart draws `expected` (from [`chart_oracle`]) and
+    /// nothing else: a line per (run, part) with its buckets, each bucket's
+    /// lowest value then its highest (when it differs) at the bucket's first
+    /// step, at the pixel the chart's frame puts them. The frame is the one
+    /// the console's charts use (`chart.rs`): steps across the plot's width
+    /// from the asked range (or the first to the last step drawn); values
+    /// between the lowest and highest drawn, 5% padded, or on a log axis
+    /// (every value positive and spanning more than a decade) 0.02 decades
+    /// padded. Coordinates are written to 0.1 px.
+    pub fn assert_draws(&self, expected: &Expected, range: Option<(u64, u64)>) {
+        let drawn: Vec<&(String, String)> = self.lines.keys().collect();
+        let wanted: Vec<&(String, String)> = expected.keys().collect();
+        assert_eq!(drawn, wanted, "the lines drawn");
+        let all: Vec<(u64, f64)> = expected
+            .values()
+            .flat_map(|buckets| buckets.iter().flat_map(vertices))
+            .collect();
+        assert!(!all.is_empty(), "nothing to draw");
+        let steps = || all.iter().map(|(s, _)| *s);
+        let (lo, hi) = all
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (_, v)| {
+                (lo.min(*v), hi.max(*v))
+            });
+        let x0 = range.map_or_else(|| steps().min().unwrap(), |(a, _)| a);
+        let x1 = range
+            .map_or_else(|| steps().max().unwrap(), |(_, b)| b)
+            .max(x0 + 1);
+        assert_eq!(number(&self.svg, "data-from"), x0, "{}", self.svg);
+        assert_eq!(number(&self.svg, "data-to"), x1, "{}", self.svg);
+        let log = lo > 0.0 && hi / lo > 10.0;
+        assert_eq!(
+            attr(&self.svg, "data-log").as_deref(),
+            Some(if log { "true" } else { "false" }),
+            "values {lo}..{hi}: {}",
+            self.svg
+        );
+        let ty = |v: f64| if log { v.log10() } else { v };
+        let (y0, y1) = if log {
+            (ty(lo) - 0.02, ty(hi) + 0.02)
+        } else {
+            let pad = if hi > lo {
+                (hi - lo) * 0.05
+            } else {
+                lo.abs().max(1.0) * 0.05
+            };
+            (lo - pad, hi + pad)
+        };
+        let (left, width) = (float(&self.plot, "x"), float(&self.plot, "width"));
+        let (top, height) = (float(&self.plot, "y"), float(&self.plot, "height"));
+        assert_eq!(left, float(&self.svg, "data-left"));
+        assert_eq!(width, float(&self.svg, "data-plot-width"));
+        let px = |s: u64| left + (s as f64 - x0 as f64) / (x1 - x0) as f64 * width;
+        let py = |v: f64| top + (1.0 - (ty(v) - y0) / (y1 - y0)) * height;
+        for (key, buckets) in expected {
+            let drawn = &self.lines[key];
+            assert_eq!(drawn.buckets, buckets.len(), "{key:?}: buckets");
+            let want: Vec<(u64, f64)> = buckets.iter().flat_map(vertices).collect();
+            assert_eq!(drawn.points.len(), want.len(), "{key:?}: vertices");
+            for (i, ((x, y), (step, value))) in drawn.points.iter().zip(&want).enumerate() {
+                let (ex, ey) = (px(*step), py(*value));
+                // Half a written digit each way, and the rounding of ties.
+                assert!(
+                    (x - ex).abs() <= 0.1 + 1e-9 && (y - ey).abs() <= 0.1 + 1e-9,
+                    "{key:?} vertex {i}: drawn at ({x}, {y}), step {step} value {value} is at ({ex:.3}, {ey:.3})"
+                );
+            }
+        }
+    }
+}
+
+/// The charts of a page's DOM.
+pub fn charts_of(html: &str) -> Vec<Chart> {
     html.split("<svg class=\"chart\"")
         .skip(1)
         .map(|chunk| {
@@ -158,19 +301,34 @@ pub fn charts_of(html: &str) -> Vec<(String, Lines)> {
                     attr(line, "data-part").unwrap(),
                 );
                 let buckets: usize = number(line, "data-buckets") as usize;
-                let vertices = attr(line, "points").unwrap().split_whitespace().count();
+                let points = attr(line, "points")
+                    .unwrap()
+                    .split_whitespace()
+                    .map(|xy| {
+                        let (x, y) = xy.split_once(',').unwrap();
+                        (x.parse().unwrap(), y.parse().unwrap())
+                    })
+                    .collect();
                 assert!(
-                    lines.insert(key, (buckets, vertices)).is_none(),
+                    lines.insert(key, Drawn { buckets, points }).is_none(),
                     "one line per run part"
                 );
             }
-            (format!("<svg{}", &chunk[..chunk.find('>').unwrap()]), lines)
+            let plot = tags(chunk, "<rect class=\"plot\"")
+                .first()
+                .expect("a plot area")
+                .to_string();
+            Chart {
+                svg: format!("<svg{}", &chunk[..chunk.find('>').unwrap()]),
+                plot,
+                lines,
+            }
         })
         .collect()
 }
 
 /// The one chart of a page.
-pub fn chart_of(html: &str) -> (String, Lines) {
+pub fn chart_of(html: &str) -> Chart {
     let mut charts = charts_of(html);
     assert_eq!(charts.len(), 1, "one chart");
     charts.remove(0)

@@ -134,9 +134,11 @@ class Ledger:
         self.runs = {}  # id -> {project, seq, display, parent, fork_step, max_step}
         self.points = {}  # (run, metric, step) -> value
         self.statuses = []  # (time, path, status, body)
+        self.run_acks = []  # when each run's create was answered 200, in order
 
     def add_run(self, reply, parent=None, fork_step=None):
         with self.lock:
+            self.run_acks.append(time.monotonic())
             self.runs[reply["runId"]] = dict(
                 project=reply["projectName"],
                 seq=reply["number"],
@@ -313,9 +315,24 @@ def test_two_writers_and_a_replica_share_one_bucket(s3, tmp_path):
         for c in clients:
             c.start()
         # The replica answers SQL while the writers work, and refuses writes.
-        replica_reads = 0
+        # Each count of runs it gives sees every run acknowledged a refresh
+        # interval before the query started, never more than were created by
+        # the time it answered (acknowledged, or in flight: one per client),
+        # and never fewer than its previous count.
+        replica_reads, previous, most_required = 0, 0, 0
         while any(c.is_alive() for c in clients):
-            assert sql(replica.base, "SELECT count(*) AS n FROM runs")[0]["n"] >= 0
+            started = time.monotonic()
+            with ledger.lock:
+                required = sum(1 for t in ledger.run_acks if t < started - REFRESH_MS / 1000 - 0.01)
+            n = sql(replica.base, "SELECT count(*) AS n FROM runs")[0]["n"]
+            with ledger.lock:
+                created = len(ledger.run_acks)
+            assert required <= n <= created + len(clients), (
+                f"the replica counts {n} runs: {required} were acknowledged over {REFRESH_MS} ms "
+                f"before the query, {created} by its answer"
+            )
+            assert n >= previous, f"the replica's count of runs went from {previous} to {n}"
+            previous, most_required = n, max(most_required, required)
             replica_reads += 1
             # Reads interleave with the writers however fast they finish.
             time.sleep(0.2)
@@ -331,12 +348,14 @@ def test_two_writers_and_a_replica_share_one_bucket(s3, tmp_path):
         forks = sum(1 for r in runs.values() if r["parent_id"] is not None)
         print(
             f"\n{sum(c.actions for c in clients)} requests, {len(runs)} runs ({forks} forks), {len(stored)} points; "
-            f"{len(seen)} cross-process reads, each within {REFRESH_MS} ms; {replica_reads} replica reads"
+            f"{len(seen)} cross-process reads, each within {REFRESH_MS} ms; {replica_reads} replica reads, "
+            f"which had to see up to {most_required} acknowledged runs"
         )
         # Enough happened that the two processes' commits really interleaved.
         assert forks >= 5 and len(runs) >= 20 and len(stored) >= 2000, (forks, len(runs), len(stored))
         assert len(seen) >= 10, "too few cross-process visibility checks ran"
         assert replica_reads >= 10
+        assert most_required >= 10, f"the replica's reads were checked against {most_required} runs at most"
     finally:
         for s in writers + [replica]:
             s.stop()

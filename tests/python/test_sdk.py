@@ -241,15 +241,30 @@ def test_an_all_projects_key_logs_to_two_projects_and_a_project_key_to_one(tmp_p
             run.log({"loss": 1.0}, step=0)
             run.finish()
             out["id"] = run.id
+            from pluto.iface import PlutoRequestError
             try:
                 pluto.init(project="keyed-two", name="denied")
-                out["denied"] = False
+                out["denied"] = None
             except Exception as e:
-                out["denied"] = True
+                # The SDK wraps the server's refusal of /api/runs/create.
+                cause = e.__cause__
+                out["denied"] = {
+                    "type": type(e).__name__,
+                    "cause": type(cause).__name__,
+                    "request_error": isinstance(cause, PlutoRequestError),
+                    "status": getattr(cause, "status_code", None),
+                    "message": str(e),
+                }
             """,
             tmp_path,
         )
-        assert out["id"] and out["denied"] is True, proc.stderr[-2000:]
+        assert out["id"], proc.stderr[-2000:]
+        denied = out["denied"]
+        assert denied is not None, "init in another project succeeded"
+        # Refused by the server with 403 for that project, not failed some other way.
+        assert denied["request_error"] and denied["status"] == 403, (denied, proc.stderr[-2000:])
+        assert denied["type"] == "RuntimeError", denied
+        assert "this API key does not open project `keyed-two`" in denied["message"], denied
         assert srv.sql("SELECT DISTINCT project FROM runs ORDER BY project") == [{"project": "keyed-one"}]
     finally:
         srv.stop()
