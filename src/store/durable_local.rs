@@ -135,7 +135,9 @@ fn write_staged(path: &FsPath, payload: &PutPayload) -> std::io::Result<(File, P
         .map_or_else(Default::default, |n| n.to_owned());
     loop {
         let mut staging = name.clone();
-        staging.push(format!("#durable-{}", uuid::Uuid::new_v4().simple()));
+        // `#` and digits: the suffix `LocalFileSystem` gives its own staging
+        // files, which its listings skip, so no reader sees a half-made object.
+        staging.push(format!("#{}", rand::random::<u64>()));
         let staging = dir.join(staging);
         match OpenOptions::new()
             .read(true)
@@ -191,7 +193,7 @@ impl ObjectStore for DurableLocalFileSystem {
             let (file, staging) =
                 write_staged(&path, &payload).map_err(|source| object_store::Error::Generic {
                     store: "DurableLocalFileSystem",
-                    source: format!("could not write {}: {source}", path.display()).into(),
+                    source: format!("could not write and sync {}: {source}", path.display()).into(),
                 })?;
             let placed = match opts.mode {
                 PutMode::Create => std::fs::hard_link(&staging, &path),

@@ -12,7 +12,6 @@ use object_store::ClientConfigKey;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
-use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::{
@@ -20,6 +19,7 @@ use object_store::{
 };
 use url::Url;
 
+use super::durable_local::DurableLocalFileSystem;
 use crate::error::{Error, Result};
 
 /// Settings a store URL does not carry. Each one left `None` falls back to the
@@ -176,7 +176,8 @@ impl StoreLocation {
             .map_err(|_| Error::invalid(format!("cannot use {path} as a store path")))?;
         Ok(Self {
             root,
-            object_store: Arc::new(LocalFileSystem::new()),
+            // Every write synced before it is reported (see `durable_local`).
+            object_store: Arc::new(DurableLocalFileSystem::new()),
         })
     }
 
