@@ -11,7 +11,6 @@ pub(super) use records::{files, logs};
 pub(super) use stats::{compare, leaderboard, statistics};
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray, RecordBatch, StringArray};
@@ -19,13 +18,11 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, TimestampMicrosecondType};
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
 use datafusion::functions::expr_fn::{lower, strpos};
 use datafusion::logical_expr::SortExpr;
 use datafusion::prelude::{Expr, col, lit};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{catalog, collect, filters, shapes};
 use crate::catalog::{CatalogSnapshot, Run, RunId};
@@ -40,7 +37,7 @@ use crate::scope::Scope;
 type Scoped = axum::Extension<RequestContext>;
 use crate::store::schema::timestamp_type;
 
-type Reply = std::result::Result<Json<Value>, ApiError>;
+type Reply<T> = std::result::Result<Json<T>, ApiError>;
 
 /// A result column as UTF-8 strings (DataFusion may hand back views or large strings).
 fn strings(column: &ArrayRef) -> Result<StringArray> {
@@ -74,23 +71,29 @@ fn iso(t: &chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn run_json(run: &Run) -> Value {
-    json!({
-        "id": run.id,
-        "name": run.name,
-        "number": run.seq,
-        "displayId": run.display_id,
-        "projectName": run.project,
-        "experiment": run.experiment,
-        "status": run.status,
-        "tags": run.tags,
-        "config": run.config,
-        "externalId": run.external_id,
-        "parentId": run.parent_id,
-        "forkStep": run.fork_step,
-        "createdAt": iso(&run.created_at),
-        "updatedAt": iso(&run.updated_at),
-    })
+fn run_info(run: &Run) -> shapes::RunInfo {
+    shapes::RunInfo {
+        id: run.id,
+        name: run.name.clone(),
+        number: run.seq,
+        display_id: run.display_id.clone(),
+        project_name: run.project.clone(),
+        experiment: run.experiment.clone(),
+        status: run.status,
+        tags: run.tags.iter().cloned().collect(),
+        config: run.config.clone(),
+        external_id: run.external_id.clone(),
+        parent_id: run.parent_id,
+        fork_step: run.fork_step,
+        created_at: iso(&run.created_at),
+        updated_at: iso(&run.updated_at),
+    }
+}
+
+/// A run as the list's filter and sort read it: its answer as JSON.
+fn run_json(run: &Run) -> Result<Value> {
+    serde_json::to_value(run_info(run))
+        .map_err(|e| Error::Internal(format!("run {} as JSON: {e}", run.id)))
 }
 
 /// A run named in a query parameter, which must belong to `project` when one is given.
@@ -170,7 +173,7 @@ impl Params {
 pub(super) async fn projects(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
-) -> Reply {
+) -> Reply<shapes::ProjectList> {
     let snapshot = catalog(&state, &scope).await?;
     let mut projects: BTreeMap<&str, (usize, &Run, &Run)> = BTreeMap::new();
     for run in snapshot.runs() {
@@ -183,14 +186,17 @@ pub(super) async fn projects(
             entry.2 = run;
         }
     }
-    let list: Vec<Value> = projects
+    let projects = projects
         .into_iter()
-        .map(|(name, (count, first, last))| {
-            json!({"id": name, "name": name, "runCount": count,
-                   "createdAt": iso(&first.created_at), "updatedAt": iso(&last.updated_at)})
+        .map(|(name, (count, first, last))| shapes::ProjectInfo {
+            id: name.to_string(),
+            name: name.to_string(),
+            run_count: count as u64,
+            created_at: iso(&first.created_at),
+            updated_at: iso(&last.updated_at),
         })
         .collect();
-    Ok(Json(json!({ "projects": list })))
+    Ok(Json(shapes::ProjectList { projects }))
 }
 
 /// Runs of a project, with search, tags, the SDK's filter grammar, sort and paging.
@@ -212,7 +218,7 @@ pub(super) async fn list(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
     Query(p): Query<Params>,
-) -> Reply {
+) -> Reply<shapes::RunList> {
     let project = p.required_project()?;
     let filter = p
         .filter
@@ -229,7 +235,8 @@ pub(super) async fn list(
         .map(|t| t.split(',').map(str::trim).collect())
         .unwrap_or_default();
     let snapshot = catalog(&state, &scope).await?;
-    let mut runs: Vec<&Run> = snapshot
+    let mut runs: Vec<(Value, &Run)> = Vec::new();
+    for run in snapshot
         .runs()
         .map(|r| r.as_ref())
         .filter(|r| r.project == project)
@@ -244,27 +251,30 @@ pub(super) async fn list(
                 .iter()
                 .all(|t| t.is_empty() || r.tags.contains(*t))
         })
-        .filter(|r| filter.as_ref().is_none_or(|f| f.matches(&run_json(r))))
-        .collect();
+    {
+        let json = run_json(run)?;
+        if filter.as_ref().is_none_or(|f| f.matches(&json)) {
+            runs.push((json, run));
+        }
+    }
     let (field, descending) = match p.sort.as_deref() {
         Some(s) if s.starts_with('-') => (&s[1..], true),
         Some(s) => (s.trim_start_matches('+'), false),
         None => ("createdAt", true),
     };
-    runs.sort_by(|a, b| {
-        let (a, b) = (run_json(a), run_json(b));
+    runs.sort_by(|(a, _), (b, _)| {
         let ord = filters::compare(&a[field], &b[field]);
         if descending { ord.reverse() } else { ord }
     });
     let limit = p.limit.unwrap_or(50).min(200);
     let offset = p.offset.unwrap_or(0);
-    let page: Vec<Value> = runs
+    let runs = runs
         .into_iter()
         .skip(offset)
         .take(limit)
-        .map(run_json)
+        .map(|(_, run)| run_info(run))
         .collect();
-    Ok(Json(json!({ "runs": page })))
+    Ok(Json(shapes::RunList { runs }))
 }
 
 async fn details_of(
@@ -272,13 +282,14 @@ async fn details_of(
     scope: &RequestContext,
     project: Option<&str>,
     reference: &str,
-) -> Reply {
+) -> Reply<shapes::RunDetails> {
     let snapshot = catalog(state, scope).await?;
     let run = project_run(&snapshot, project, reference)?;
-    let mut body = run_json(run);
-    let names = metric_names(state, scope, &[run.id], None, 10_000).await?;
-    body["logNames"] = json!(names);
-    Ok(Json(body))
+    let log_names = metric_names(state, scope, &[run.id], None, 10_000).await?;
+    Ok(Json(shapes::RunDetails {
+        run: run_info(run),
+        log_names,
+    }))
 }
 
 /// A run by numeric id, with the names of its metrics.
@@ -297,7 +308,7 @@ pub(super) async fn details(
     axum::Extension(scope): Scoped,
     Path(id): Path<String>,
     Query(p): Query<Params>,
-) -> Reply {
+) -> Reply<shapes::RunDetails> {
     if id.parse::<RunId>().is_err() {
         return Err(Error::invalid(format!("`{id}` is not a numeric run id")).into());
     }
@@ -320,7 +331,7 @@ pub(super) async fn details_by_display(
     axum::Extension(scope): Scoped,
     Path(display): Path<String>,
     Query(p): Query<Params>,
-) -> Reply {
+) -> Reply<shapes::RunDetails> {
     details_of(&state, &scope, p.project(), &display).await
 }
 
@@ -379,7 +390,7 @@ pub(super) async fn names(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
     Query(p): Query<Params>,
-) -> Reply {
+) -> Reply<shapes::MetricNames> {
     let project = p.required_project()?;
     let snapshot = catalog(&state, &scope).await?;
     let runs = match p.run_ids.as_deref() {
@@ -402,7 +413,9 @@ pub(super) async fn names(
         )
         .await?
     };
-    Ok(Json(json!({ "metricNames": names })))
+    Ok(Json(shapes::MetricNames {
+        metric_names: names,
+    }))
 }
 
 /// One metric point read back for the API.
@@ -444,21 +457,6 @@ fn min_max_downsample(series: Vec<Point>, budget: usize) -> Vec<Point> {
         .collect()
 }
 
-/// A JSON number as Python writes it: non-finite values as `NaN` / `Infinity` tokens.
-fn py_float(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 {
-            "Infinity".into()
-        } else {
-            "-Infinity".into()
-        }
-    } else {
-        serde_json::Number::from_f64(v).map_or_else(|| "null".into(), |n| n.to_string())
-    }
-}
-
 /// A run's points (own, or `stitched=true` for the lineage-stitched series),
 /// shape-preserving downsampled to `limit`.
 #[utoipa::path(
@@ -480,7 +478,7 @@ pub(super) async fn metrics(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
     Query(p): Query<Params>,
-) -> std::result::Result<Response, ApiError> {
+) -> std::result::Result<shapes::MetricPoints, ApiError> {
     let run = p.run(&state, &scope).await?;
     let stitched = p.stitched.unwrap_or(false);
     let (id, metric, steps) = (run.id, p.log_name.clone(), (p.step_min, p.step_max));
@@ -523,25 +521,18 @@ pub(super) async fn metrics(
     }
     let limit = p.limit.unwrap_or(10_000).clamp(2, 100_000);
     let budget = (limit / by_metric.len().max(1)).max(2);
-    let mut body = String::from("{\"metrics\": [");
-    let mut first = true;
+    let mut metrics = Vec::new();
     for (_, series) in by_metric {
         for point in min_max_downsample(series, budget) {
-            if !first {
-                body.push_str(", ");
-            }
-            first = false;
             let time = chrono::DateTime::from_timestamp_micros(point.time_us).unwrap_or_default();
-            let _ = write!(
-                body,
-                "{{\"logName\": {}, \"step\": {}, \"value\": {}, \"time\": {}}}",
-                Value::String(point.metric),
-                point.step,
-                py_float(point.value),
-                Value::String(iso(&time))
-            );
+            metrics.push(shapes::MetricPoint {
+                log_name: point.metric,
+                step: point.step,
+                value: point.value,
+                time: iso(&time),
+            });
         }
     }
-    body.push_str("]}");
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    // Through `MetricPoints`' own writer: non-finite values as Python's tokens.
+    Ok(shapes::MetricPoints { metrics })
 }

@@ -3,6 +3,7 @@
 //! store URL and records the file, and downloads use signed URLs too (the SDK
 //! sends no API key with either).
 
+use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
@@ -14,9 +15,8 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use ring::hmac;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
 
-use super::{header_run, json_body};
+use super::{header_run, json_body, shapes};
 use crate::catalog::RunId;
 use crate::engine::uploads::{NONCE_LEN, Upload, check_file_name};
 use crate::error::{Error, Result};
@@ -24,8 +24,6 @@ use crate::ingest::limits;
 use crate::interfaces::http::{ApiError, AppState};
 use crate::observe::RequestContext;
 use crate::store::Store;
-
-type Reply = std::result::Result<Json<Value>, ApiError>;
 
 /// How long a signed upload or download URL stays valid.
 const URL_LIFETIME_S: u64 = 3600;
@@ -206,17 +204,17 @@ pub(super) struct PresignBody {
     tag = "files",
     params(super::RunHeader),
     request_body = PresignBody,
-    responses((status = 200, description = "Per `logName`, one `{fileName: URL}` per file", body = super::shapes::UploadUrls))
+    responses((status = 200, description = "Per `logName`, one `{fileName: URL}` per file", body = shapes::UploadUrls))
 )]
 pub(super) async fn presign(
     State(state): State<AppState>,
     axum::Extension(scope): axum::Extension<RequestContext>,
     headers: HeaderMap,
     body: Bytes,
-) -> Reply {
+) -> std::result::Result<Json<shapes::UploadUrls>, ApiError> {
     let run = header_run(&headers, &*super::catalog(&state, &scope).await?)?;
     let body: PresignBody = json_body(&body)?;
-    let mut grouped: Map<String, Value> = Map::new();
+    let mut grouped: BTreeMap<String, Vec<BTreeMap<String, String>>> = BTreeMap::new();
     for f in body.files {
         check_file_name(&f.file_name)?;
         let size = match f.file_size {
@@ -268,12 +266,12 @@ pub(super) async fn presign(
             state.public_url,
             state.signer.url("PUT", &path, &params)
         );
-        let entry = grouped.entry(f.log_name).or_insert_with(|| json!([]));
-        if let Value::Array(list) = entry {
-            list.push(json!({ f.file_name: url }));
-        }
+        grouped
+            .entry(f.log_name)
+            .or_default()
+            .push(BTreeMap::from([(f.file_name, url)]));
     }
-    Ok(Json(Value::Object(grouped)))
+    Ok(Json(shapes::UploadUrls(grouped)))
 }
 
 /// A file name as one URL path segment (`?`, `#`, `/`, `%` and spaces escaped).

@@ -6,7 +6,6 @@ use arrow::datatypes::Int64Type;
 use axum::Json;
 use axum::extract::{Query, State};
 use datafusion::prelude::{col, lit};
-use serde_json::{Value, json};
 
 use super::{
     Params, Reply, Scoped, ascending_by, collect, iso, micros, selectors, shapes, strings,
@@ -29,7 +28,7 @@ pub(in super::super) async fn files(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
     Query(p): Query<Params>,
-) -> Reply {
+) -> Reply<shapes::FileList> {
     let run = p.run(&state, &scope).await?;
     let (id, name) = (run.id, p.log_name.clone().filter(|n| !n.is_empty()));
     let what = format!("files of run {id} named {name:?}");
@@ -69,14 +68,18 @@ pub(in super::super) async fn files(
         let time = micros(b.column(5))?;
         for i in 0..b.num_rows() {
             let t = chrono::DateTime::from_timestamp_micros(time.value(i)).unwrap_or_default();
-            files.push(json!({
-                "fileName": name.value(i), "fileType": kind.value(i), "fileSize": size.value(i),
-                "logName": log.value(i), "step": if step.is_null(i) { Value::Null } else { json!(step.value(i)) },
-                "time": iso(&t), "downloadUrl": super::super::uploads::download_url(&state, run.id, name.value(i)),
-            }));
+            files.push(shapes::FileEntry {
+                file_name: name.value(i).to_string(),
+                file_type: kind.value(i).to_string(),
+                file_size: size.value(i),
+                log_name: log.value(i).to_string(),
+                step: (!step.is_null(i)).then(|| step.value(i)),
+                time: iso(&t),
+                download_url: super::super::uploads::download_url(&state, run.id, name.value(i)),
+            });
         }
     }
-    Ok(Json(json!({ "files": files })))
+    Ok(Json(shapes::FileList { files }))
 }
 
 /// A run's console lines (never inherited from a parent).
@@ -97,7 +100,7 @@ pub(in super::super) async fn logs(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
     Query(p): Query<Params>,
-) -> Reply {
+) -> Reply<shapes::LogList> {
     let run = p.run(&state, &scope).await?;
     let id = run.id;
     let kind = p
@@ -130,11 +133,13 @@ pub(in super::super) async fn logs(
         let line = b.column(3).as_primitive::<Int64Type>();
         for i in 0..b.num_rows() {
             let t = chrono::DateTime::from_timestamp_micros(time.value(i)).unwrap_or_default();
-            logs.push(json!({
-                "message": message.value(i), "logType": kind.value(i), "time": iso(&t),
-                "lineNumber": if line.is_null(i) { Value::Null } else { json!(line.value(i)) },
-            }));
+            logs.push(shapes::LogEntry {
+                message: message.value(i).to_string(),
+                log_type: kind.value(i).to_string(),
+                time: iso(&t),
+                line_number: (!line.is_null(i)).then(|| line.value(i)),
+            });
         }
     }
-    Ok(Json(json!({ "logs": logs })))
+    Ok(Json(shapes::LogList { logs }))
 }

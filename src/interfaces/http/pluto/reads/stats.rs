@@ -9,7 +9,6 @@ use axum::extract::{Query, State};
 use datafusion::functions::expr_fn::isnan;
 use datafusion::functions_aggregate::expr_fn::{avg, count, last_value, max, min, var_sample};
 use datafusion::prelude::{col, lit, not};
-use serde_json::{Value, json};
 
 use super::{
     Params, Reply, Scoped, ascending_by, catalog, collect, run_id_list, run_ids, selectors, shapes,
@@ -26,7 +25,7 @@ async fn stats(
     scope: &RequestContext,
     runs: &[RunId],
     metric: Option<&str>,
-) -> Result<Vec<Value>> {
+) -> Result<Vec<shapes::MetricStatistics>> {
     let metric = metric.map(str::to_string);
     let what = format!("statistics of runs {runs:?}, metric {metric:?}");
     let runs = run_ids(runs);
@@ -56,22 +55,31 @@ async fn stats(
     .await?;
     let mut out = Vec::new();
     for b in &batches {
+        // None where there is no statistic, or it is not finite (±Infinity
+        // among the points): JSON has no number for it, so it is null.
         let f = |i: usize, row: usize| {
             let a = b.column(i).as_primitive::<Float64Type>();
-            if a.is_null(row) {
-                Value::Null
-            } else {
-                json!(a.value(row))
-            }
+            (!a.is_null(row))
+                .then(|| a.value(row))
+                .filter(|v| v.is_finite())
         };
         let n = |i: usize, row: usize| b.column(i).as_primitive::<Int64Type>().value(row);
         let metric = strings(b.column(1))?;
         for row in 0..b.num_rows() {
-            out.push(json!({
-                "runId": n(0, row), "logName": metric.value(row), "count": n(2, row),
-                "min": f(3, row), "max": f(4, row), "mean": f(5, row), "variance": f(6, row),
-                "last": f(7, row), "lastStep": n(8, row), "firstStep": n(9, row),
-            }));
+            out.push(shapes::MetricStatistics {
+                run_id: n(0, row) as RunId,
+                log_name: metric.value(row).to_string(),
+                count: n(2, row),
+                min: f(3, row),
+                max: f(4, row),
+                mean: f(5, row),
+                variance: f(6, row),
+                last: f(7, row),
+                last_step: n(8, row),
+                first_step: n(9, row),
+                display_id: None,
+                name: None,
+            });
         }
     }
     Ok(out)
@@ -92,20 +100,18 @@ pub(in super::super) async fn statistics(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
     Query(p): Query<Params>,
-) -> Reply {
+) -> Reply<shapes::RunStatistics> {
     let run = p.run(&state, &scope).await?;
-    let stats = stats(&state, &scope, &[run.id], p.log_name.as_deref()).await?;
-    Ok(Json(
-        json!({ "runId": run.id, "displayId": run.display_id, "statistics": stats }),
-    ))
+    let statistics = stats(&state, &scope, &[run.id], p.log_name.as_deref()).await?;
+    Ok(Json(shapes::RunStatistics {
+        run_id: run.id,
+        display_id: run.display_id.clone(),
+        statistics,
+    }))
 }
 
-/// Orders statistics rows by the number under `key`, best first.
-fn rank_order(a: &Value, b: &Value, key: &str, ascending: bool) -> std::cmp::Ordering {
-    let (x, y) = (
-        a[key].as_f64().unwrap_or(0.0),
-        b[key].as_f64().unwrap_or(0.0),
-    );
+/// Orders two statistics, best first.
+fn rank_order(x: f64, y: f64, ascending: bool) -> std::cmp::Ordering {
     if ascending {
         x.total_cmp(&y)
     } else {
@@ -140,7 +146,7 @@ pub(in super::super) async fn compare(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
     Query(p): Query<Params>,
-) -> Reply {
+) -> Reply<shapes::Comparison> {
     let snapshot = catalog(&state, &scope).await?;
     let ids = run_id_list(&snapshot, p.project(), p.run_ids.as_deref().unwrap_or(""))?;
     if ids.is_empty() {
@@ -149,21 +155,26 @@ pub(in super::super) async fn compare(
     let metric = p.metric()?;
     let mut runs = stats(&state, &scope, &ids, Some(metric)).await?;
     for r in &mut runs {
-        if let Some(run) = r["runId"].as_u64().and_then(|id| snapshot.get(id)) {
-            r["displayId"] = json!(run.display_id);
-            r["name"] = json!(run.name);
+        if let Some(run) = snapshot.get(r.run_id) {
+            r.display_id = Some(run.display_id.clone());
+            r.name = Some(run.name.clone());
         }
     }
     let asc = ascending(p.direction.as_deref())?;
-    let best = runs
+    let best_run = runs
         .iter()
-        .filter(|r| r["last"].is_number())
-        .min_by(|a, b| rank_order(a, b, "last", asc))
-        .cloned();
-    Ok(Json(
-        json!({ "logName": metric, "runs": runs, "bestRun": best }),
-    ))
+        .filter_map(|r| Some((r.last?, r)))
+        .min_by(|(x, _), (y, _)| rank_order(*x, *y, asc))
+        .map(|(_, r)| r.clone());
+    Ok(Json(shapes::Comparison {
+        log_name: metric.to_string(),
+        runs,
+        best_run,
+    }))
 }
+
+/// The statistic a leaderboard ranks by.
+type Statistic = fn(&shapes::MetricStatistics) -> Option<f64>;
 
 /// Runs of a project ranked by an aggregate of one metric.
 #[utoipa::path(
@@ -183,21 +194,21 @@ pub(in super::super) async fn leaderboard(
     State(state): State<AppState>,
     axum::Extension(scope): Scoped,
     Query(p): Query<Params>,
-) -> Reply {
+) -> Reply<shapes::Leaderboard> {
     let project = p.required_project()?;
     let metric = p.metric()?;
-    let key = match p
+    let (key, aggregation): (Statistic, &str) = match p
         .aggregation
         .as_deref()
         .unwrap_or("LAST")
         .to_ascii_uppercase()
         .as_str()
     {
-        "MIN" => "min",
-        "MAX" => "max",
-        "AVG" => "mean",
-        "LAST" => "last",
-        "VARIANCE" => "variance",
+        "MIN" => (|s| s.min, "MIN"),
+        "MAX" => (|s| s.max, "MAX"),
+        "AVG" => (|s| s.mean, "MEAN"),
+        "LAST" => (|s| s.last, "LAST"),
+        "VARIANCE" => (|s| s.variance, "VARIANCE"),
         other => {
             return Err(Error::invalid(format!(
                 "aggregation must be MIN, MAX, AVG, LAST or VARIANCE, got `{other}`"
@@ -212,28 +223,40 @@ pub(in super::super) async fn leaderboard(
         .filter(|r| r.project == project)
         .map(|r| r.id)
         .collect();
-    let mut rows = if ids.is_empty() {
+    let stats = if ids.is_empty() {
         Vec::new()
     } else {
         stats(&state, &scope, &ids, Some(metric)).await?
     };
-    rows.retain(|r| r[key].is_number());
-    rows.sort_by(|a, b| rank_order(a, b, key, asc));
+    // The runs that have the statistic, with it.
+    let mut rows: Vec<(f64, RunId)> = stats
+        .iter()
+        .filter_map(|r| Some((key(r)?, r.run_id)))
+        .collect();
+    rows.sort_by(|(x, _), (y, _)| rank_order(*x, *y, asc));
     let offset = p.offset.unwrap_or(0);
     let limit = p.limit.unwrap_or(50).min(100);
-    let ranked: Vec<Value> = rows
+    let leaderboard = rows
         .into_iter()
         .enumerate()
         .skip(offset)
         .take(limit)
-        .map(|(i, r)| {
-            let run = r["runId"].as_u64().and_then(|id| snapshot.get(id));
-            json!({
-                "rank": i + 1, "runId": r["runId"], "displayId": run.map(|r| r.display_id.clone()),
-                "name": run.map(|r| r.name.clone()), "status": run.map(|r| r.status),
-                "value": r[key], "logName": metric, "aggregation": key.to_uppercase(),
-            })
+        .map(|(i, (value, run_id))| {
+            let run = snapshot.get(run_id);
+            shapes::LeaderboardRow {
+                rank: i as u64 + 1,
+                run_id,
+                display_id: run.map(|r| r.display_id.clone()),
+                name: run.map(|r| r.name.clone()),
+                status: run.map(|r| r.status),
+                value,
+                log_name: metric.to_string(),
+                aggregation: aggregation.to_string(),
+            }
         })
         .collect();
-    Ok(Json(json!({ "leaderboard": ranked, "logName": metric })))
+    Ok(Json(shapes::Leaderboard {
+        leaderboard,
+        log_name: metric.to_string(),
+    }))
 }
