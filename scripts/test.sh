@@ -14,7 +14,7 @@ INSTA_UPDATE=no cargo test -- --skip a_cluster_of_separate_processes
 # The benches' own equality checks (the cluster's rows against local ones,
 # the report against per-run queries, fork depth's series), at a tiny scale:
 # without `--bench`, which only `cargo bench` passes, each runs in seconds.
-cargo test --bench cluster --bench report --bench fork_depth
+cargo test --bench cluster --bench report --bench fork_depth --bench catalog
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi

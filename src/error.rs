@@ -43,9 +43,10 @@ pub enum Error {
     Internal(String),
     /// A commit shared by several requests failed; each request is answered
     /// with the one cause, whose kind it keeps (a store outage stays
-    /// `Unavailable`, anything else of the server's is `Internal`).
-    #[error("points were not committed: {0}")]
-    Commit(std::sync::Arc<Error>),
+    /// `Unavailable`, anything else of the server's is `Internal`). The
+    /// first field names what was not committed ("points", "run changes").
+    #[error("{0} were not committed: {1}")]
+    Commit(&'static str, std::sync::Arc<Error>),
     /// SQL planning or execution failed.
     #[error("{0}")]
     Query(#[source] DataFusionError),
@@ -165,7 +166,7 @@ impl Error {
     /// request deep inside a query or a Parquet read counts too; a missing
     /// object does not, as a table that references one is damaged.
     pub fn is_unavailable(&self) -> bool {
-        if let Error::Commit(cause) = self {
+        if let Error::Commit(_, cause) = self {
             return cause.is_unavailable();
         }
         if matches!(
@@ -212,7 +213,7 @@ impl Error {
             Error::Busy(_) => ErrorKind::Busy,
             Error::Unavailable(_) => ErrorKind::Unavailable,
             Error::Damaged(_) | Error::Internal(_) => ErrorKind::Internal,
-            Error::Commit(cause) => cause.kind(),
+            Error::Commit(_, cause) => cause.kind(),
             Error::Query(e) => query_error_kind(e, self),
             Error::Storage(_)
             | Error::ObjectStore(_)

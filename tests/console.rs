@@ -386,11 +386,16 @@ async fn charts_compare_and_sql() {
 
     // Download: the Parquet file the page saves holds the SQL answer.
     let sql = "SELECT * FROM family_metrics('VS-1', 'val/loss') ORDER BY run_id, step";
-    let (files, page) = downloads(
+    let files = downloads(
         &bin,
         &c.url(&format!("/sql?q={}&download=parquet", urlencode(sql))),
     );
-    assert_eq!(files.len(), 1, "{files:?} {page}");
+    assert_eq!(
+        files.len(),
+        1,
+        "{:?}",
+        files.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
     let (name, file) = &files[0];
     assert_eq!(name, "result.parquet");
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(

@@ -53,7 +53,16 @@ impl Api {
 }
 
 fn refused(reply: (u16, Value), needle: &str) {
-    assert_eq!(reply.0, 400, "{}", reply.1);
+    refused_with(400, reply, needle);
+}
+
+/// A request over a size limit (a config, a run request's body): 413.
+fn too_large(reply: (u16, Value), needle: &str) {
+    refused_with(413, reply, needle);
+}
+
+fn refused_with(status: u16, reply: (u16, Value), needle: &str) {
+    assert_eq!(reply.0, status, "{}", reply.1);
     let msg = reply.1["error"].as_str().unwrap();
     assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
 }
@@ -247,7 +256,7 @@ async fn config_and_tag_limits_over_http() {
         .await;
     assert_eq!(status, 200, "{run}");
     let id = run["runId"].as_u64().unwrap();
-    refused(
+    too_large(
         api.post(
             "/api/runs/create",
             "",
@@ -258,7 +267,7 @@ async fn config_and_tag_limits_over_http() {
     );
     // The SDK sends config as a string too.
     let as_text = Value::String(Value::Object(config_of(MAX_CONFIG_BYTES + 1)).to_string());
-    refused(
+    too_large(
         api.post("/api/runs/create", "", create(as_text, json!({})))
             .await,
         "config",
@@ -266,7 +275,7 @@ async fn config_and_tag_limits_over_http() {
     // A merge that would pass the limit is refused and changes nothing.
     let commits = || common::commit_versions(&store, "runs").len();
     let before = commits();
-    refused(
+    too_large(
         api.post(
             "/api/runs/config/update",
             "",
@@ -286,7 +295,7 @@ async fn config_and_tag_limits_over_http() {
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["config"], json!({"blob": "short"}));
     // Bodies beyond any config's room are refused before parsing.
-    refused(
+    too_large(
         api.post("/api/runs/create", "", " ".repeat(MAX_RUN_BODY_BYTES + 1))
             .await,
         "over the limit of 4194304 bytes",

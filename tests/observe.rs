@@ -256,6 +256,8 @@ async fn metrics_count_a_known_workload() {
         value(&s, "forkline_catalog_commit_conflicts_total", &[]),
         0.0
     );
+    // One catalog commit so far: the run's creation.
+    assert_eq!(value(&s, "forkline_catalog_commit_mutations", &[]), 1.0);
     assert_eq!(
         value(&s, "forkline_http_errors_total", &[("status", "400")]),
         1.0

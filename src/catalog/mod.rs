@@ -160,7 +160,7 @@ fn check_config(config: &Map<String, Value>) -> Result<()> {
     }
     let mut counter = Counter(0);
     if serde_json::to_writer(&mut counter, config).is_err() {
-        return Err(Error::invalid(format!(
+        return Err(Error::TooLarge(format!(
             "the run's config would be over the limit of {MAX_CONFIG_BYTES} bytes of JSON (1 MiB); nothing was changed"
         )));
     }

@@ -65,6 +65,17 @@ impl CatalogSnapshot {
         snap
     }
 
+    /// Adds a revision, as a writer planning several changes on one catalog
+    /// does so that each sees the ones before it.
+    pub fn add(&mut self, run: Run) {
+        self.insert(run);
+    }
+
+    /// Marks this catalog as of `version`.
+    pub fn set_version(&mut self, version: Option<u64>) {
+        self.version = version;
+    }
+
     /// Adds a revision unless one at least as recent is held.
     fn insert(&mut self, run: Run) {
         let id = run.id;

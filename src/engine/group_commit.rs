@@ -64,7 +64,7 @@ impl GroupCommitter {
             .map_err(|_| Error::Internal("the ingest committer has stopped".into()))?;
         match wait.await {
             Ok(Ok(n)) => Ok(n),
-            Ok(Err(cause)) => Err(Error::Commit(cause)),
+            Ok(Err(cause)) => Err(Error::Commit("points", cause)),
             Err(_) => Err(Error::Internal(
                 "the ingest commit was abandoned; its points may or may not be stored".into(),
             )),

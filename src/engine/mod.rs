@@ -1,12 +1,13 @@
 //! The engine: a store, its catalog snapshot, and the operations every interface shares.
 
+mod catalog_commit;
 mod group_commit;
 mod queries;
 pub mod uploads;
 mod writes;
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
@@ -14,22 +15,16 @@ use chrono::Utc;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::SessionContext;
 
-use crate::catalog::{
-    self, CatalogSnapshot, ForkRequest, NewRun, Run, RunUpdate, run::runs_from_batch,
-    run::runs_to_batch,
-};
-use crate::error::{Error, Result};
+use crate::catalog::{self, CatalogSnapshot, ForkRequest, NewRun, Run, RunUpdate};
+use crate::error::Result;
 use crate::observe::Activity;
 use crate::query;
 use crate::query::lineage::Lineage;
 use crate::scope::Projects;
-use crate::store::{CommitOutcome, Store, TableKind};
+use crate::store::{Store, TableKind};
 
 /// Sessions kept for reuse, one per project scope.
 const MAX_CACHED_SESSIONS: usize = 64;
-
-/// How often a catalog mutation is retried after losing a commit race.
-const CATALOG_COMMIT_ATTEMPTS: usize = 32;
 
 /// Limits of the query engine.
 #[derive(Debug, Clone)]
@@ -98,8 +93,8 @@ pub struct Engine {
     store: Arc<Store>,
     /// Coalesces ingested metric batches into commits; started by the first one.
     committer: OnceLock<group_commit::GroupCommitter>,
-    catalog: RwLock<Arc<CatalogSnapshot>>,
-    catalog_writes: tokio::sync::Mutex<()>,
+    /// The cached run catalog and the queue its mutations are committed from.
+    catalog: catalog_commit::Catalog,
     runtime: Arc<RuntimeEnv>,
     /// Settings of every query session (see [`query::session::config`]).
     session_config: datafusion::prelude::SessionConfig,
@@ -146,11 +141,11 @@ impl Engine {
             location.object_store.clone(),
         );
         let activity = Arc::new(Activity::new(options.query_history));
+        let store = Arc::new(store);
         let engine = Self {
-            store: Arc::new(store),
+            catalog: catalog_commit::Catalog::new(store.clone(), runtime.clone()),
+            store,
             committer: OnceLock::new(),
-            catalog: RwLock::new(Arc::new(CatalogSnapshot::default())),
-            catalog_writes: tokio::sync::Mutex::new(()),
             runtime,
             session_config,
             gate: query::admission::gate::QueryGate::new(
@@ -177,10 +172,6 @@ impl Engine {
         &self.options
     }
 
-    fn cached_catalog(&self) -> Arc<CatalogSnapshot> {
-        self.catalog.read().expect("catalog lock poisoned").clone()
-    }
-
     /// The runtime every query of this engine runs in (memory pool, object stores, caches).
     pub fn runtime(&self) -> &Arc<RuntimeEnv> {
         &self.runtime
@@ -189,7 +180,7 @@ impl Engine {
     /// The catalog as of the latest `runs` version, reloaded only when it moved.
     pub async fn catalog(&self) -> Result<Arc<CatalogSnapshot>> {
         let table = self.store.refresh(TableKind::Runs).await?;
-        self.catalog_of(&table).await
+        self.catalog.at(&table).await
     }
 
     /// The latest catalog as a request of `scope` sees it: runs of other
@@ -224,103 +215,20 @@ impl Engine {
             .store
             .refresh_within(TableKind::Runs, self.options.refresh_interval)
             .await?;
-        self.catalog_of(&table).await
+        self.catalog.at(&table).await
     }
 
-    /// The catalog as of exactly `table`'s version (never a newer one, which a
-    /// writer planning on top of `table` must not see).
-    async fn catalog_of(&self, table: &deltalake::DeltaTable) -> Result<Arc<CatalogSnapshot>> {
-        let cached = self.cached_catalog();
-        if cached.version() == table.version() {
-            return Ok(cached);
-        }
-        let batches = query::session::scan_all(&self.runtime, table).await?;
-        let mut revisions = Vec::new();
-        for batch in &batches {
-            revisions.extend(runs_from_batch(batch)?);
-        }
-        let snapshot = Arc::new(CatalogSnapshot::from_revisions(table.version(), revisions));
-        let mut slot = self.catalog.write().expect("catalog lock poisoned");
-        if slot.version() < snapshot.version() {
-            *slot = snapshot.clone();
-        }
-        Ok(snapshot)
-    }
-
-    /// Commits the run record that `plan` derives from the latest catalog,
-    /// re-planning on top of a newer catalog whenever another writer won the race.
+    /// Commits the run revision that `plan` derives from the latest catalog
+    /// (see [`catalog_commit`]): with the mutations of other callers, and
+    /// re-planned on a newer catalog whenever another process won the race.
     ///
     /// A plan that returns a run's latest revision unchanged commits nothing.
     /// Since the commit is conditional on the version planned on, a status
     /// change and the record of it (the revision itself) land once: two
     /// processes racing to make the same change both plan it, one commits,
     /// and the other re-plans on the winner's catalog and finds nothing to do.
-    async fn commit_run<F, Fut>(&self, plan: F) -> Result<Arc<Run>>
-    where
-        F: FnMut(Arc<CatalogSnapshot>) -> Fut,
-        Fut: Future<Output = Result<Run>>,
-    {
-        Ok(self.commit_run_reporting(plan).await?.0)
-    }
-
-    /// As [`Engine::commit_run`], telling whether this call committed.
-    async fn commit_run_reporting<F, Fut>(&self, mut plan: F) -> Result<(Arc<Run>, bool)>
-    where
-        F: FnMut(Arc<CatalogSnapshot>) -> Fut,
-        Fut: Future<Output = Result<Run>>,
-    {
-        let _guard = self.catalog_writes.lock().await;
-        for attempt in 1..=CATALOG_COMMIT_ATTEMPTS {
-            // Plan on the catalog of the very version the commit is conditional
-            // on: a concurrent reader may move the cached table to another
-            // process's newer commit between two separate reads, and a plan
-            // from the older catalog would then commit a duplicate display id.
-            let base = self.store.refresh(TableKind::Runs).await?;
-            let snapshot = self.catalog_of(&base).await?;
-            let run = plan(snapshot.clone()).await?;
-            if let Some(held) = snapshot.get(run.id)
-                && held.rev == run.rev
-            {
-                return Ok((held.clone(), false));
-            }
-            let batch = runs_to_batch(std::slice::from_ref(&run))?;
-            match self
-                .store
-                .append_if_unchanged(TableKind::Runs, &base, vec![batch.clone()])
-                .await?
-            {
-                CommitOutcome::Committed(version) => {
-                    if let Some(change) =
-                        run.status_change.as_ref().filter(|_| run.changed_status())
-                    {
-                        crate::observe::metrics::status_change(
-                            change.source.as_str(),
-                            run.status.as_str(),
-                        );
-                    }
-                    // The commit was conditional on `base`, so this record is
-                    // all that changed since `snapshot`: add it, read back from
-                    // the rows committed, rather than re-read every run (which
-                    // held this lock for a time growing with the catalog).
-                    let Ok(stored) = runs_from_batch(&batch) else {
-                        // The run is durable: its acknowledgement stands.
-                        return Ok((Arc::new(run), true));
-                    };
-                    let next = Arc::new(snapshot.with_revisions(Some(version), stored));
-                    let mut slot = self.catalog.write().expect("catalog lock poisoned");
-                    if slot.version() < next.version() {
-                        *slot = next.clone();
-                    }
-                    return Ok((next.require(run.id)?.clone(), true));
-                }
-                CommitOutcome::Lost => {
-                    crate::observe::metrics::catalog_conflict(attempt < CATALOG_COMMIT_ATTEMPTS);
-                }
-            }
-        }
-        Err(Error::Conflict(
-            "the run catalog is under heavy concurrent modification; try again".into(),
-        ))
+    async fn commit_run(&self, plan: catalog_commit::Plan) -> Result<Arc<Run>> {
+        Ok(self.catalog.commit(plan).await?.0)
     }
 
     /// Creates a root run; its project is created on first use.
@@ -331,10 +239,10 @@ impl Engine {
     /// As [`Engine::create_run`], on behalf of the API key `key_id`, which the
     /// run's creation event records.
     pub async fn create_run_by(&self, req: NewRun, key_id: Option<&str>) -> Result<Arc<Run>> {
-        self.commit_run(|snap| {
-            let req = &req;
-            async move { catalog::plan_create(&snap, req, key_id, Utc::now()) }
-        })
+        let key_id = key_id.map(str::to_owned);
+        self.commit_run(Box::new(move |snap| {
+            catalog::plan_create(snap, &req, key_id.as_deref(), Utc::now())
+        }))
         .await
     }
 
@@ -356,14 +264,14 @@ impl Engine {
         self.store.refresh(TableKind::Metrics).await?;
         let ctx = self.session().await?;
         let max_step = Lineage::of(&ctx)?.max_step(&ctx, &segments).await?;
+        let key_id = key_id.map(str::to_owned);
         let run = self
-            .commit_run(|snap| {
-                let req = &req;
-                async move { catalog::plan_fork(&snap, req, max_step, key_id, Utc::now()) }
-            })
+            .commit_run(Box::new(move |snap| {
+                catalog::plan_fork(snap, &req, max_step, key_id.as_deref(), Utc::now())
+            }))
             .await?;
         // The parent was in the catalog the fork was planned on; no reload needed.
-        let snapshot = self.cached_catalog();
+        let snapshot = self.catalog.cached();
         let parent_id = run.parent_id.expect("a fork has a parent");
         Ok(ForkOutcome {
             parent: snapshot.require(parent_id)?.clone(),
@@ -398,11 +306,12 @@ impl Engine {
         update: RunUpdate,
         key_id: Option<&str>,
     ) -> Result<(Arc<Run>, bool)> {
-        self.commit_run_reporting(|snap| {
-            let update = &update;
-            async move { catalog::plan_update(&snap, run, update, key_id, Utc::now()) }
-        })
-        .await
+        let (run, key_id) = (run.to_owned(), key_id.map(str::to_owned));
+        self.catalog
+            .commit(Box::new(move |snap| {
+                catalog::plan_update(snap, &run, &update, key_id.as_deref(), Utc::now())
+            }))
+            .await
     }
 
     /// What `/metrics` reports about the engine's state now: table versions

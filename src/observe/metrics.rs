@@ -20,6 +20,7 @@ const INGEST_BYTES: &str = "forkline_ingest_bytes_total";
 const GROUP_COMMIT_POINTS: &str = "forkline_group_commit_points";
 const GROUP_COMMIT_REQUESTS: &str = "forkline_group_commit_requests";
 const GROUP_COMMIT_SECONDS: &str = "forkline_group_commit_seconds";
+const CATALOG_COMMIT_MUTATIONS: &str = "forkline_catalog_commit_mutations";
 const CATALOG_CONFLICTS: &str = "forkline_catalog_commit_conflicts_total";
 const CATALOG_RETRIES: &str = "forkline_catalog_commit_retries_total";
 const STATUS_CHANGES: &str = "forkline_run_status_changes_total";
@@ -68,6 +69,12 @@ pub fn handle() -> &'static PrometheusHandle {
                     REQUESTS_BUCKETS,
                 )
             })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(CATALOG_COMMIT_MUTATIONS.into()),
+                    REQUESTS_BUCKETS,
+                )
+            })
             .expect("bucket lists are non-empty constants");
         let handle = match builder.install_recorder() {
             Ok(handle) => handle,
@@ -112,6 +119,10 @@ fn describe() {
     describe_histogram!(
         GROUP_COMMIT_SECONDS,
         "Time of one group commit's Delta write, in seconds."
+    );
+    describe_histogram!(
+        CATALOG_COMMIT_MUTATIONS,
+        "Run catalog mutations (creates, forks, status and other changes) per catalog commit."
     );
     describe_counter!(
         CATALOG_CONFLICTS,
@@ -189,6 +200,11 @@ pub fn group_commit(requests: usize, points: usize, took: Duration, committed: b
     if !committed {
         store_error("ingest");
     }
+}
+
+/// A run catalog commit landed `mutations` planned together.
+pub fn catalog_commit(mutations: usize) {
+    histogram!(CATALOG_COMMIT_MUTATIONS).record(mutations as f64);
 }
 
 /// A run catalog commit lost its race; `retried` when it is planned again.

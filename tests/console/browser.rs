@@ -27,7 +27,7 @@ const FLAGS: [&str; 9] = [
 const PAGE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A page needed one of the workarounds here (a browser stopped after
-/// [`PAGE_TIMEOUT`], a page opened again): said loudly on standard error,
+/// [`PAGE_TIMEOUT`]): said loudly on standard error,
 /// and a failure in CI (`CI=true`, which `.ci/run` sets), where a test that
 /// passed only thanks to one must not pass quietly.
 fn workaround(what: &str) {
@@ -100,30 +100,17 @@ pub fn dom(bin: &Path, url: &str) -> String {
     run(bin, profile.path(), &["--dump-dom".into(), url.into()])
 }
 
-/// The files the page at `url` downloads, by name, and its DOM: the profile
-/// saves downloads into a folder without asking.
+/// The files the page at `url` downloads, by name: the profile saves
+/// downloads into a folder without asking.
 ///
-/// Headless Chromium dumps the DOM and exits once its virtual time is spent,
-/// and a download the page started just before may be cut off with it (seen
-/// on CI's loaded 2-core machine: the page said "downloaded", the folder was
-/// empty). So outside CI a page whose folder stays empty is opened again, up
-/// to three times, each in a fresh profile; in CI that is a failure (see
-/// [`workaround`]).
-pub fn downloads(bin: &Path, url: &str) -> (Vec<(String, Vec<u8>)>, String) {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let (files, dom) = download_once(bin, url);
-        if !files.is_empty() || attempt == 3 {
-            return (files, dom);
-        }
-        workaround(&format!(
-            "download attempt {attempt} of {url} saved no file; opening it again"
-        ));
-    }
-}
-
-fn download_once(bin: &Path, url: &str) -> (Vec<(String, Vec<u8>)>, String) {
+/// The browser is started without `--dump-dom`: a dumping browser exits once
+/// its virtual time is spent, and a download the page started just before
+/// was cut off with it (seen on CI's loaded 2-core machine: the page said
+/// "downloaded", the folder was empty). Left without an action, headless
+/// Chromium keeps the page open; it is stopped once the folder holds a
+/// finished file (Chromium writes `name.crdownload` and renames it when the
+/// last byte is on disk), or fails the test after [`PAGE_TIMEOUT`].
+pub fn downloads(bin: &Path, url: &str) -> Vec<(String, Vec<u8>)> {
     let profile = tempfile::tempdir().unwrap();
     let into = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(profile.path().join("Default")).unwrap();
@@ -137,35 +124,62 @@ fn download_once(bin: &Path, url: &str) -> (Vec<(String, Vec<u8>)>, String) {
         prefs.to_string(),
     )
     .unwrap();
-    let dom = run(bin, profile.path(), &["--dump-dom".into(), url.into()]);
-    // The browser writes `name.crdownload` and renames it when done; once it
-    // has exited, a download that never started will not appear.
-    let started = Instant::now();
-    loop {
-        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(into.path())
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = std::process::Command::new(bin)
+        .args(FLAGS)
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .stdout(std::process::Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .expect("run chromium");
+    let deadline = Instant::now() + PAGE_TIMEOUT;
+    // Chromium may reserve the final name with an empty file before the
+    // `.crdownload` appears, so a listing counts only once it is finished and
+    // unchanged (names and sizes) over half a second.
+    let mut last = None;
+    let files = loop {
+        let mut listing: Vec<(String, u64)> = std::fs::read_dir(into.path())
             .unwrap()
             .map(|e| {
                 let e = e.unwrap();
-                (
-                    e.file_name().to_string_lossy().into_owned(),
-                    std::fs::read(e.path()).unwrap(),
-                )
+                let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                (e.file_name().to_string_lossy().into_owned(), len)
             })
             .collect();
-        let partial = files.iter().any(|(n, _)| n.ends_with(".crdownload"));
-        let waited = started.elapsed();
-        let done = if partial {
-            waited > Duration::from_secs(20)
-        } else {
-            !files.is_empty() || waited > Duration::from_secs(3)
-        };
-        if done {
-            files.retain(|(n, _)| !n.ends_with(".crdownload"));
-            files.sort();
-            return (files, dom);
+        listing.sort();
+        let finished =
+            !listing.is_empty() && listing.iter().all(|(n, _)| !n.ends_with(".crdownload"));
+        if finished && last.as_ref() == Some(&listing) {
+            break Some(listing);
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        last = finished.then_some(listing);
+        if Instant::now() > deadline {
+            break None;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "chromium exited ({status}) before the download of {url} finished: {}",
+                std::fs::read_to_string(log.path()).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let Some(listing) = files else {
+        panic!(
+            "{url} downloaded no file in {PAGE_TIMEOUT:?}: {}",
+            std::fs::read_to_string(log.path()).unwrap_or_default()
+        );
+    };
+    listing
+        .into_iter()
+        .map(|(n, _)| {
+            let bytes = std::fs::read(into.path().join(&n)).unwrap();
+            (n, bytes)
+        })
+        .collect()
 }
 
 /// A screenshot of the page at `url`, written to `to` (a PNG).

@@ -27,7 +27,7 @@ type Reply<T> = std::result::Result<Json<T>, ApiError>;
 /// [`MAX_RUN_BODY_BYTES`] (parsing costs several times the text in memory).
 fn run_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     if bytes.len() > MAX_RUN_BODY_BYTES {
-        return Err(Error::invalid(format!(
+        return Err(Error::TooLarge(format!(
             "request body is {} bytes, over the limit of {MAX_RUN_BODY_BYTES} bytes for run requests",
             bytes.len()
         )));
@@ -168,35 +168,37 @@ pub(super) async fn create(
     let tags = body.tags.unwrap_or_default();
     let engine = &state.engine;
     let key = scope.key_id.as_deref();
-    if let Some(ext) = body.external_id.as_deref().filter(|e| !e.is_empty()) {
-        let snapshot = catalog(&state, &scope).await?;
-        if let Some(existing) = snapshot.find_external(&project, ext) {
-            let id = existing.id.to_string();
-            if !config.is_empty() {
-                engine
-                    .update_run_by(&id, RunUpdate::MergeConfig(config), key)
-                    .await?;
-            }
-            // Another rank or a restart attaching by external id re-opens a
-            // finished run, as Pluto's server does (and as `resume` does).
-            let run = reopen(&state, existing, key).await?;
-            return Ok(run_reply(&state, &run, true));
-        }
+    let external = body.external_id.clone().filter(|e| !e.is_empty());
+    if let Some(ext) = &external
+        && let Some(run) = attach_external(&state, &scope, &project, ext, &config).await?
+    {
+        return Ok(run_reply(&state, &run, true));
     }
     let run = match (body.fork_run_id, body.fork_step) {
         (None, None) => {
-            engine
+            let created = engine
                 .create_run_by(
                     NewRun {
-                        project,
+                        project: project.clone(),
                         name,
-                        config,
+                        config: config.clone(),
                         tags,
                         external_id: body.external_id,
                     },
                     key,
                 )
-                .await?
+                .await;
+            match (created, &external) {
+                // Another rank created the run with this external id after
+                // the look-up above (in the same catalog commit, even): attach.
+                (Err(e), Some(ext)) => {
+                    match attach_external(&state, &scope, &project, ext, &config).await? {
+                        Some(run) => return Ok(run_reply(&state, &run, true)),
+                        None => return Err(e.into()),
+                    }
+                }
+                (created, _) => created?,
+            }
         }
         (Some(parent), Some(step)) => {
             let parent = match &parent {
@@ -222,6 +224,32 @@ pub(super) async fn create(
         _ => return Err(Error::invalid("a fork needs both forkRunId and forkStep").into()),
     };
     Ok(run_reply(&state, &run, false))
+}
+
+/// The run of `project` with external id `ext`, re-opened with `config`
+/// merged into its own; `None` when the project has no such run.
+async fn attach_external(
+    state: &AppState,
+    scope: &RequestContext,
+    project: &str,
+    ext: &str,
+    config: &serde_json::Map<String, Value>,
+) -> Result<Option<Arc<Run>>> {
+    let snapshot = catalog(state, scope).await?;
+    let Some(existing) = snapshot.find_external(project, ext) else {
+        return Ok(None);
+    };
+    let key = scope.key_id.as_deref();
+    let id = existing.id.to_string();
+    if !config.is_empty() {
+        state
+            .engine
+            .update_run_by(&id, RunUpdate::MergeConfig(config.clone()), key)
+            .await?;
+    }
+    // Another rank or a restart attaching by external id re-opens a
+    // finished run, as Pluto's server does (and as `resume` does).
+    Ok(Some(reopen(state, existing, key).await?))
 }
 
 /// A run by numeric id (`runId`) or display id; one of them is required.
