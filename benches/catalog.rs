@@ -13,6 +13,7 @@
 //! Run: `cargo bench --bench catalog`. Environment: `CATALOG_SECONDS` (per
 //! phase, 10), `CATALOG_CLIENTS` (comma-separated concurrencies, `1,16,64`),
 //! `CATALOG_PREFILL` (runs in the store before the phases, 0),
+//! `CATALOG_FORK_EVERY` (one request in this many is a fork, 5; 0: none),
 //! `FORKLINE_BIN` (the server binary, this build's by default: set it to
 //! compare two builds on one machine). `cargo test --bench catalog` is the
 //! test suite's smoke run: one second at 4 clients, with the same checks.
@@ -96,9 +97,12 @@ async fn post(client: &reqwest::Client, base: &str, path: &str, body: &Value) ->
     response.json().await.ok()
 }
 
-/// Request `n` of the sweep: every fifth a fork of `parent`.
+/// Request `n` of the sweep: one in `CATALOG_FORK_EVERY` (5) a fork of
+/// `parent` (0: none).
 fn request(n: u64, parent: u64) -> Value {
-    if n % 5 == 0 {
+    static EVERY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let every = *EVERY.get_or_init(|| env_or("CATALOG_FORK_EVERY", 5));
+    if every > 0 && n % every == 0 {
         json!({ "projectName": "sweep", "runName": format!("trial-{n}"),
                 "forkRunId": parent, "forkStep": n % 100, "config": { "lr": 1e-3, "trial": n } })
     } else {

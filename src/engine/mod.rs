@@ -1,6 +1,7 @@
 //! The engine: a store, its catalog snapshot, and the operations every interface shares.
 
 mod catalog_commit;
+mod fork_steps;
 mod group_commit;
 mod queries;
 pub mod uploads;
@@ -95,6 +96,8 @@ pub struct Engine {
     committer: OnceLock<group_commit::GroupCommitter>,
     /// The cached run catalog and the queue its mutations are committed from.
     catalog: catalog_commit::Catalog,
+    /// Max steps of runs being forked, read once per metrics version.
+    fork_steps: fork_steps::ForkSteps,
     runtime: Arc<RuntimeEnv>,
     /// Settings of every query session (see [`query::session::config`]).
     session_config: datafusion::prelude::SessionConfig,
@@ -144,6 +147,7 @@ impl Engine {
         let store = Arc::new(store);
         let engine = Self {
             catalog: catalog_commit::Catalog::new(store.clone(), runtime.clone()),
+            fork_steps: Default::default(),
             store,
             committer: OnceLock::new(),
             runtime,
@@ -259,11 +263,17 @@ impl Engine {
         // step never change), so the segments scanned are those the planner
         // resolves against, and ids are never reused.
         let snapshot = self.catalog().await?;
-        let segments = snapshot.segments(snapshot.lookup(&req.run)?.id)?;
+        let forked = snapshot.lookup(&req.run)?.id;
         // Another process may have committed points moments ago: read the latest.
-        self.store.refresh(TableKind::Metrics).await?;
-        let ctx = self.session().await?;
-        let max_step = Lineage::of(&ctx)?.max_step(&ctx, &segments).await?;
+        let metrics = self.store.refresh(TableKind::Metrics).await?.version();
+        let max_step = self
+            .fork_steps
+            .get(forked, metrics, || async {
+                let segments = snapshot.segments(forked)?;
+                let ctx = self.session().await?;
+                Lineage::of(&ctx)?.max_step(&ctx, &segments).await
+            })
+            .await?;
         let key_id = key_id.map(str::to_owned);
         let run = self
             .commit_run(Box::new(move |snap| {
