@@ -71,9 +71,20 @@ impl CatalogSnapshot {
         self.insert(run);
     }
 
-    /// Marks this catalog as of `version`.
-    pub fn set_version(&mut self, version: Option<u64>) {
+    /// This catalog as of `version`, with `stored` (revisions it holds, as
+    /// read back from the rows a commit wrote) in place of its own copies.
+    pub fn committed(mut self, version: Option<u64>, stored: Vec<Run>) -> Self {
         self.version = version;
+        for run in stored {
+            match self.runs.get(&run.id) {
+                Some(held) if held.rev > run.rev => {}
+                Some(_) => {
+                    self.runs.insert(run.id, Arc::new(run));
+                }
+                None => self.insert(run),
+            }
+        }
+        self
     }
 
     /// Adds a revision unless one at least as recent is held.

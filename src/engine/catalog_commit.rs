@@ -249,18 +249,14 @@ impl State {
                         }
                     }
                     crate::observe::metrics::catalog_commit(batch.len());
-                    // The commit was conditional on `base`, so these records
-                    // are all that changed since `snapshot`: add them, read
-                    // back from the rows committed, rather than re-read every
-                    // run (a time growing with the catalog).
-                    let next = match runs_from_batch(&records) {
-                        Ok(stored) => Arc::new(snapshot.with_revisions(Some(version), stored)),
-                        // The runs are durable: their acknowledgement stands.
-                        Err(_) => {
-                            working.set_version(Some(version));
-                            Arc::new(working)
-                        }
-                    };
+                    // The commit was conditional on `base`, so the catalog
+                    // planned on is the store's state at `version`: no re-read
+                    // of every run (a time growing with the catalog). Its runs
+                    // are taken as read back from the rows committed
+                    // (unreadable rows are durable all the same: their
+                    // acknowledgement stands, with the planned revisions).
+                    let stored = runs_from_batch(&records).unwrap_or_default();
+                    let next = Arc::new(working.committed(Some(version), stored));
                     self.install(&next);
                     return Ok((next, planned));
                 }

@@ -96,6 +96,54 @@ fn run_json(run: &Run) -> Result<Value> {
         .map_err(|e| Error::Internal(format!("run {} as JSON: {e}", run.id)))
 }
 
+/// A run's value of the list's sort field. The fields a front page sorts
+/// by are read from the run itself, ordered as their JSON would be (times
+/// to the millisecond the answer shows); building every run's JSON answer to
+/// sort on it cost the list time in the project's runs (75 ms at 11,000).
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum SortKey<'r> {
+    Millis(i64),
+    Number(u64),
+    Text(&'r str),
+    Json(JsonKey),
+}
+
+/// Any other field, ordered as the SDK's filter compares values.
+struct JsonKey(Value);
+
+impl PartialEq for JsonKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+impl Eq for JsonKey {}
+impl PartialOrd for JsonKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for JsonKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        filters::compare(&self.0, &other.0)
+    }
+}
+
+impl<'r> SortKey<'r> {
+    fn of(run: &'r Run, field: &str) -> Result<Self> {
+        Ok(match field {
+            "createdAt" => Self::Millis(run.created_at.timestamp_millis()),
+            "updatedAt" => Self::Millis(run.updated_at.timestamp_millis()),
+            "id" => Self::Number(run.id),
+            "number" => Self::Number(run.seq),
+            "name" => Self::Text(&run.name),
+            "displayId" => Self::Text(&run.display_id),
+            _ => Self::Json(JsonKey(
+                run_json(run)?.get(field).cloned().unwrap_or(Value::Null),
+            )),
+        })
+    }
+}
+
 /// A run named in a query parameter, which must belong to `project` when one is given.
 fn project_run<'s>(
     snapshot: &'s CatalogSnapshot,
@@ -234,8 +282,13 @@ pub(super) async fn list(
         .as_deref()
         .map(|t| t.split(',').map(str::trim).collect())
         .unwrap_or_default();
+    let (field, descending) = match p.sort.as_deref() {
+        Some(s) if s.starts_with('-') => (&s[1..], true),
+        Some(s) => (s.trim_start_matches('+'), false),
+        None => ("createdAt", true),
+    };
     let snapshot = catalog(&state, &scope).await?;
-    let mut runs: Vec<(Value, &Run)> = Vec::new();
+    let mut runs: Vec<(SortKey, &Run)> = Vec::new();
     for run in snapshot
         .runs()
         .map(|r| r.as_ref())
@@ -252,22 +305,30 @@ pub(super) async fn list(
                 .all(|t| t.is_empty() || r.tags.contains(*t))
         })
     {
-        let json = run_json(run)?;
-        if filter.as_ref().is_none_or(|f| f.matches(&json)) {
-            runs.push((json, run));
+        if let Some(f) = &filter
+            && !f.matches(&run_json(run)?)
+        {
+            continue;
         }
+        runs.push((SortKey::of(run, field)?, run));
     }
-    let (field, descending) = match p.sort.as_deref() {
-        Some(s) if s.starts_with('-') => (&s[1..], true),
-        Some(s) => (s.trim_start_matches('+'), false),
-        None => ("createdAt", true),
+    // Ties in the sort field keep the catalog's order (by id). Only the
+    // requested page is sorted: a front page of 50 out of 100,000 runs.
+    let order = |a: &(SortKey, &Run), b: &(SortKey, &Run)| {
+        let ord = a.0.cmp(&b.0);
+        let ord = if descending { ord.reverse() } else { ord };
+        ord.then(a.1.id.cmp(&b.1.id))
     };
-    runs.sort_by(|(a, _), (b, _)| {
-        let ord = filters::compare(&a[field], &b[field]);
-        if descending { ord.reverse() } else { ord }
-    });
     let limit = p.limit.unwrap_or(50).min(200);
     let offset = p.offset.unwrap_or(0);
+    let end = offset.saturating_add(limit);
+    if end == 0 {
+        runs.clear();
+    } else if end < runs.len() {
+        runs.select_nth_unstable_by(end - 1, order);
+        runs.truncate(end);
+    }
+    runs.sort_unstable_by(order);
     let runs = runs
         .into_iter()
         .skip(offset)
@@ -535,4 +596,55 @@ pub(super) async fn metrics(
     }
     // Through `MetricPoints`' own writer: non-finite values as Python's tokens.
     Ok(shapes::MetricPoints { metrics })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{CatalogSnapshot, NewRun, plan_create};
+
+    #[test]
+    fn native_sort_keys_order_runs_as_their_json_answers_do() {
+        let t0 = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00.000100Z")
+            .unwrap()
+            .to_utc();
+        let mut snap = CatalogSnapshot::default();
+        let mut runs = Vec::new();
+        // Times apart by less than a millisecond compare equal, as shown.
+        for (name, micros) in [("b", 100), ("a", 900), ("c", 1500), ("a", 2_000_000)] {
+            let req = NewRun {
+                project: "p".into(),
+                name: name.into(),
+                ..Default::default()
+            };
+            let mut run = plan_create(&snap, &req, None, t0).unwrap();
+            run.created_at = t0 + chrono::Duration::microseconds(micros);
+            run.updated_at = t0 - chrono::Duration::microseconds(micros);
+            run.seq = 10 - run.id;
+            snap.add(run.clone());
+            runs.push(run);
+        }
+        for field in [
+            "createdAt",
+            "updatedAt",
+            "id",
+            "number",
+            "name",
+            "displayId",
+            "status",
+        ] {
+            for a in &runs {
+                for b in &runs {
+                    let native = SortKey::of(a, field)
+                        .unwrap()
+                        .cmp(&SortKey::of(b, field).unwrap());
+                    let json = filters::compare(
+                        &run_json(a).unwrap()[field],
+                        &run_json(b).unwrap()[field],
+                    );
+                    assert_eq!(native, json, "{field}: run {} vs run {}", a.id, b.id);
+                }
+            }
+        }
+    }
 }
