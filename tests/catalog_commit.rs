@@ -104,7 +104,9 @@ async fn two_servers_creating_and_forking_at_once_share_commits_and_keep_display
     }
     // Gapless: the parent is 1, the sweep took 2..=CLIENTS+1.
     assert_eq!(numbers, (2..=CLIENTS as u64 + 1).collect::<BTreeSet<_>>());
-    // Every acknowledged run is stored once, as the other server reads it.
+    // Every acknowledged run is stored once, as the other server reads it
+    // (reads see another process's commits within the refresh interval, 250 ms).
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     let rows = sql(
         &servers[1],
         "SELECT id, name FROM runs WHERE project = 'sweep' AND name <> 'base'",

@@ -270,7 +270,13 @@ impl Engine {
             .fork_steps
             .get(forked, metrics, || async {
                 let segments = snapshot.segments(forked)?;
-                let ctx = self.session().await?;
+                let ctx = query::session::lineage_only(
+                    &self.runtime,
+                    &self.session_config,
+                    snapshot.clone(),
+                    &self.store,
+                )
+                .await?;
                 Lineage::of(&ctx)?.max_step(&ctx, &segments).await
             })
             .await?;

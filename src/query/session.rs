@@ -110,19 +110,8 @@ pub async fn build(
         &store.location().object_store_url(),
         &scope,
     )?);
-    // As `SessionContext::new_with_config_rt`, plus the guard that keeps
-    // `unnest` results (how `downsample` / `lttb` are read) correct, the
-    // group-after-group aggregate for ordered input (lineage views) and the
-    // run-at-a-time partial aggregate for sorted string keys.
     let lineage = Arc::new(Lineage::new(snapshot.clone(), points.clone()));
-    let state = SessionStateBuilder::new()
-        .with_config(config.clone().with_extension(lineage.clone()))
-        .with_runtime_env(runtime.clone())
-        .with_default_features()
-        .with_optimizer_rules(unnest_keys::guard(Optimizer::new().rules))
-        .with_physical_optimizer_rules(aggregates::with_rules(PhysicalOptimizer::new().rules))
-        .build();
-    let ctx = SessionContext::new_with_state(state);
+    let ctx = context(runtime, config, lineage.clone());
     // Plain Parquet scans of the snapshot's files, as for metrics: plans any
     // DataFusion engine can serialize (a cluster's executors run them).
     for kind in [TableKind::Logs, TableKind::Data, TableKind::Uploads] {
@@ -141,6 +130,49 @@ pub async fn build(
     // The status history is stored data, listed with the system tables too.
     system::register(&ctx, system, vec![(RUN_STATUS_EVENTS, events)])?;
     Ok(ctx)
+}
+
+/// A session of `lineage`'s reads: as `SessionContext::new_with_config_rt`,
+/// plus the guard that keeps `unnest` results (how `downsample` / `lttb` are
+/// read) correct, the group-after-group aggregate for ordered input (lineage
+/// views) and the run-at-a-time partial aggregate for sorted string keys.
+fn context(
+    runtime: &Arc<RuntimeEnv>,
+    config: &SessionConfig,
+    lineage: Arc<Lineage>,
+) -> SessionContext {
+    let state = SessionStateBuilder::new()
+        .with_config(config.clone().with_extension(lineage))
+        .with_runtime_env(runtime.clone())
+        .with_default_features()
+        .with_optimizer_rules(unnest_keys::guard(Optimizer::new().rules))
+        .with_physical_optimizer_rules(aggregates::with_rules(PhysicalOptimizer::new().rules))
+        .build();
+    SessionContext::new_with_state(state)
+}
+
+/// A session with the lineage reads over every run's points and no tables:
+/// what a writer checking a fork's step needs. [`build`] makes the `runs`
+/// table and the system tables from the whole catalog, a cost growing with
+/// the runs of the store that a fork, made while the catalog moves with
+/// every commit, would pay each time (and hold in memory meanwhile).
+pub async fn lineage_only(
+    runtime: &Arc<RuntimeEnv>,
+    config: &SessionConfig,
+    snapshot: Arc<CatalogSnapshot>,
+    store: &Store,
+) -> Result<SessionContext> {
+    let files = store.files(TableKind::Metrics).await?;
+    let points = Arc::new(PointSource::new(
+        &files,
+        &store.location().object_store_url(),
+        &Ok,
+    )?);
+    Ok(context(
+        runtime,
+        config,
+        Arc::new(Lineage::new(snapshot, points)),
+    ))
 }
 
 /// The files of `kind`'s latest known snapshot, as one table.
