@@ -2,9 +2,17 @@
 //!
 //! Table functions plan synchronously, so lineage is answered from this
 //! snapshot; it is rebuilt only when the `runs` table version moves.
+//!
+//! Its maps are persistent (`imbl`): a copy shares every node with the
+//! original, so a writer that plans a batch of changes on a copy and
+//! publishes it pays for the runs it changed, not for the runs of the store
+//! (with `std` maps each catalog commit copied every run: 95 ms a create at
+//! 100,000 runs, debug build).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use imbl::{HashMap, OrdMap};
 
 use super::lineage::{self, Segment};
 use super::run::{Run, RunId};
@@ -14,11 +22,13 @@ use crate::error::{Error, Result};
 #[derive(Debug, Default, Clone)]
 pub struct CatalogSnapshot {
     version: Option<u64>,
-    runs: BTreeMap<RunId, Arc<Run>>,
+    runs: OrdMap<RunId, Arc<Run>>,
     by_display: HashMap<String, RunId>,
     children: HashMap<RunId, Vec<RunId>>,
     prefixes: HashMap<String, String>,
     next_seq: HashMap<String, u64>,
+    /// `(project, external id)` of the runs created with one.
+    externals: HashMap<(String, String), RunId>,
 }
 
 /// A member of a family with its distance from the root.
@@ -100,6 +110,9 @@ impl CatalogSnapshot {
                     .insert(run.display_id.to_ascii_uppercase(), id);
                 if let Some(parent) = run.parent_id {
                     self.children.entry(parent).or_default().push(id);
+                }
+                if let Some(ext) = &run.external_id {
+                    self.externals.insert((run.project.clone(), ext.clone()), id);
                 }
                 let prefix = run.display_id.rsplit_once('-').map(|(p, _)| p.to_string());
                 if let Some(prefix) = prefix {
@@ -204,7 +217,7 @@ impl CatalogSnapshot {
 
     /// The id the next created run gets.
     pub fn next_id(&self) -> RunId {
-        self.runs.keys().next_back().map_or(1, |id| id + 1)
+        self.runs.get_max().map_or(1, |(id, _)| id + 1)
     }
 
     /// The display-id prefix of `project`: kept if the project exists, else derived.
@@ -267,9 +280,8 @@ pub fn derive_prefix(project: &str) -> String {
 impl CatalogSnapshot {
     /// The run of `project` created with external id `ext`, if any.
     pub fn find_external(&self, project: &str, ext: &str) -> Option<&Arc<Run>> {
-        self.runs
-            .values()
-            .find(|r| r.project == project && r.external_id.as_deref() == Some(ext))
+        let id = self.externals.get(&(project.to_string(), ext.to_string()))?;
+        self.runs.get(id)
     }
 }
 
