@@ -14,6 +14,7 @@
 //! phase, 10), `CATALOG_CLIENTS` (comma-separated concurrencies, `1,16,64`),
 //! `CATALOG_PREFILL` (runs in the store before the phases, 0),
 //! `CATALOG_FORK_EVERY` (one request in this many is a fork, 5; 0: none),
+//! `CATALOG_SERVER` (the URL of a server to use instead of starting one),
 //! `FORKLINE_BIN` (the server binary, this build's by default: set it to
 //! compare two builds on one machine). `cargo test --bench catalog` is the
 //! test suite's smoke run: one second at 4 clients, with the same checks.
@@ -175,8 +176,11 @@ async fn main() {
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store").display().to_string();
-    let server = start(&store);
-    let base = server.1.clone();
+    // `CATALOG_SERVER=http://…`: a server started elsewhere (under a
+    // profiler, say), on a store with no project `sweep` yet.
+    let external = std::env::var("CATALOG_SERVER").ok();
+    let server = external.is_none().then(|| start(&store));
+    let base = external.unwrap_or_else(|| server.as_ref().unwrap().1.clone());
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(512)
         .build()
@@ -240,7 +244,7 @@ async fn main() {
         acknowledged += p.latencies.len() as u64;
         phases.push(p);
     }
-    let rss = rss_mib(server.0.id());
+    let rss = server.as_ref().map_or(0, |s| rss_mib(s.0.id()));
 
     // The runs list's first page, as the front page asks for it.
     let mut list = Vec::new();
