@@ -264,3 +264,38 @@ async fn a_kill_during_batched_creates_loses_no_acknowledged_run_and_no_half_bat
         stored.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ranks_creating_one_external_id_at_once_all_attach_to_one_run() {
+    let (_dir, store) = temp_store();
+    let servers = [spawn_server(&store), spawn_server(&store)];
+    // Eight ranks of one job, through two servers, in one batch or several.
+    let ranks = (0..8).map(|rank| {
+        let server = &servers[rank % 2];
+        let body = json!({ "projectName": "ddp", "runName": "job", "externalId": "job-42",
+                           "config": { format!("rank{rank}"): rank } });
+        async move { post(&server.base, "/api/runs/create", &body).await }
+    });
+    let answers = futures::future::join_all(ranks).await;
+    let ids: BTreeSet<u64> = answers
+        .iter()
+        .map(|(status, run)| {
+            assert_eq!(*status, 200, "{run}");
+            run["runId"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "{answers:?}");
+    let created = answers
+        .iter()
+        .filter(|(_, run)| run["resumed"] == json!(false))
+        .count();
+    assert_eq!(created, 1, "{answers:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let rows = sql(&servers[0], "SELECT id, config FROM runs WHERE project = 'ddp'").await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    // Every rank's config was merged into the one run.
+    let config: Value = serde_json::from_str(rows[0]["config"].as_str().unwrap()).unwrap();
+    for rank in 0..8 {
+        assert_eq!(config[format!("rank{rank}")], json!(rank), "{config}");
+    }
+}

@@ -32,6 +32,10 @@ const ATTEMPTS: usize = 32;
 /// The most mutations one commit carries; the rest wait for the next.
 const MAX_BATCH: usize = 4096;
 
+/// Longest a reader waits for this process's writer to publish a catalog
+/// it has committed, before reading the table itself.
+const PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A mutation: the run's next revision as planned on a catalog. It is called
 /// again on a newer catalog when its batch lost a race, so it reads the clock
 /// (and anything else that may move) each time.
@@ -69,6 +73,8 @@ struct State {
     store: Arc<Store>,
     runtime: Arc<RuntimeEnv>,
     cached: RwLock<Arc<CatalogSnapshot>>,
+    /// The version of `cached`, for readers waiting for a publication.
+    installed: tokio::sync::watch::Sender<Option<u64>>,
 }
 
 impl Catalog {
@@ -78,6 +84,7 @@ impl Catalog {
                 store,
                 runtime,
                 cached: RwLock::new(Arc::new(CatalogSnapshot::default())),
+                installed: tokio::sync::watch::Sender::new(None),
             }),
             queue: Default::default(),
             writer: Default::default(),
@@ -89,9 +96,32 @@ impl Catalog {
         self.state.cached()
     }
 
-    /// The catalog as of exactly `table`'s version (never a newer one, which a
-    /// writer planning on top of `table` must not see).
-    pub(super) async fn at(&self, table: &DeltaTable) -> Result<Arc<CatalogSnapshot>> {
+    /// The catalog for reading: as of `table`'s version or newer.
+    ///
+    /// This process's writer publishes a commit's catalog moments after the
+    /// commit itself; a reader that saw the table move in between waits for
+    /// it rather than re-read every run of the store (with 256 clients
+    /// creating, readers in that window rebuilt the catalog from the whole
+    /// `runs` table again and again: CPU and memory growing with the store).
+    pub(super) async fn at_least(&self, table: &DeltaTable) -> Result<Arc<CatalogSnapshot>> {
+        let cached = self.cached();
+        if cached.version() >= table.version() {
+            return Ok(cached);
+        }
+        if self.writer.try_lock().is_err() {
+            let mut installed = self.state.installed.subscribe();
+            let wanted = table.version();
+            let _ = tokio::time::timeout(
+                PUBLISH_WAIT,
+                installed.wait_for(|v| *v >= wanted),
+            )
+            .await;
+            let cached = self.cached();
+            if cached.version() >= table.version() {
+                return Ok(cached);
+            }
+        }
+        // Another process committed: read it.
         self.state.at(table).await
     }
 
@@ -157,9 +187,12 @@ impl State {
         let mut slot = self.cached.write().expect("catalog lock poisoned");
         if slot.version() < next.version() {
             *slot = next.clone();
+            self.installed.send_replace(next.version());
         }
     }
 
+    /// The catalog as of exactly `table`'s version (never a newer one, which a
+    /// writer planning on top of `table` must not see).
     async fn at(&self, table: &DeltaTable) -> Result<Arc<CatalogSnapshot>> {
         let cached = self.cached();
         if cached.version() == table.version() {

@@ -184,7 +184,7 @@ impl Engine {
     /// The catalog as of the latest `runs` version, reloaded only when it moved.
     pub async fn catalog(&self) -> Result<Arc<CatalogSnapshot>> {
         let table = self.store.refresh(TableKind::Runs).await?;
-        self.catalog.at(&table).await
+        self.catalog.at_least(&table).await
     }
 
     /// The latest catalog as a request of `scope` sees it: runs of other
@@ -219,7 +219,7 @@ impl Engine {
             .store
             .refresh_within(TableKind::Runs, self.options.refresh_interval)
             .await?;
-        self.catalog.at(&table).await
+        self.catalog.at_least(&table).await
     }
 
     /// Commits the run revision that `plan` derives from the latest catalog
