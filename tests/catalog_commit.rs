@@ -291,7 +291,11 @@ async fn ranks_creating_one_external_id_at_once_all_attach_to_one_run() {
         .count();
     assert_eq!(created, 1, "{answers:?}");
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    let rows = sql(&servers[0], "SELECT id, config FROM runs WHERE project = 'ddp'").await;
+    let rows = sql(
+        &servers[0],
+        "SELECT id, config FROM runs WHERE project = 'ddp'",
+    )
+    .await;
     assert_eq!(rows.len(), 1, "{rows:?}");
     // Every rank's config was merged into the one run.
     let config: Value = serde_json::from_str(rows[0]["config"].as_str().unwrap()).unwrap();

@@ -112,7 +112,8 @@ impl CatalogSnapshot {
                     self.children.entry(parent).or_default().push(id);
                 }
                 if let Some(ext) = &run.external_id {
-                    self.externals.insert((run.project.clone(), ext.clone()), id);
+                    self.externals
+                        .insert((run.project.clone(), ext.clone()), id);
                 }
                 let prefix = run.display_id.rsplit_once('-').map(|(p, _)| p.to_string());
                 if let Some(prefix) = prefix {
@@ -280,7 +281,9 @@ pub fn derive_prefix(project: &str) -> String {
 impl CatalogSnapshot {
     /// The run of `project` created with external id `ext`, if any.
     pub fn find_external(&self, project: &str, ext: &str) -> Option<&Arc<Run>> {
-        let id = self.externals.get(&(project.to_string(), ext.to_string()))?;
+        let id = self
+            .externals
+            .get(&(project.to_string(), ext.to_string()))?;
         self.runs.get(id)
     }
 }

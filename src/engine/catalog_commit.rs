@@ -111,11 +111,7 @@ impl Catalog {
         if self.writer.try_lock().is_err() {
             let mut installed = self.state.installed.subscribe();
             let wanted = table.version();
-            let _ = tokio::time::timeout(
-                PUBLISH_WAIT,
-                installed.wait_for(|v| *v >= wanted),
-            )
-            .await;
+            let _ = tokio::time::timeout(PUBLISH_WAIT, installed.wait_for(|v| *v >= wanted)).await;
             let cached = self.cached();
             if cached.version() >= table.version() {
                 return Ok(cached);
