@@ -19,50 +19,15 @@
 //! compare two builds on one machine). `cargo test --bench catalog` is the
 //! test suite's smoke run: one second at 4 clients, with the same checks.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod support;
 
-struct Server(std::process::Child, String);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(store: &str) -> Server {
-    let bin = std::env::var("FORKLINE_BIN").unwrap_or(env!("CARGO_BIN_EXE_forkline").into());
-    let mut child = Command::new(bin)
-        .args(["--store", store, "serve", "--listen", "127.0.0.1:0"])
-        .args(["--flight-listen", "off"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start forkline serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
-    Server(child, base)
-}
+use support::{env_or, percentile};
 
 /// Resident memory of `pid`, in MiB.
 fn rss_mib(pid: u32) -> u64 {
@@ -72,13 +37,6 @@ fn rss_mib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .map_or(0, |kib| kib / 1024)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 fn ms(d: Duration) -> String {
@@ -103,7 +61,7 @@ async fn post(client: &reqwest::Client, base: &str, path: &str, body: &Value) ->
 fn request(n: u64, parent: u64) -> Value {
     static EVERY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let every = *EVERY.get_or_init(|| env_or("CATALOG_FORK_EVERY", 5));
-    if every > 0 && n % every == 0 {
+    if every > 0 && n.is_multiple_of(every) {
         json!({ "projectName": "sweep", "runName": format!("trial-{n}"),
                 "forkRunId": parent, "forkStep": n % 100, "config": { "lr": 1e-3, "trial": n } })
     } else {
@@ -179,7 +137,7 @@ async fn main() {
     // `CATALOG_SERVER=http://…`: a server started elsewhere (under a
     // profiler, say), on a store with no project `sweep` yet.
     let external = std::env::var("CATALOG_SERVER").ok();
-    let server = external.is_none().then(|| start(&store));
+    let server = external.is_none().then(|| support::start(&store, &[]));
     let base = external.unwrap_or_else(|| server.as_ref().unwrap().1.clone());
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(512)

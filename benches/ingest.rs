@@ -23,48 +23,17 @@
 //! it to compare two builds on one machine).
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod support;
 
-struct Server(std::process::Child, String);
+use support::{Server, env_or, percentile};
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// A server with the given commit window.
 fn start(store: &str, window_ms: u64) -> Server {
-    let bin = std::env::var("FORKLINE_BIN").unwrap_or(env!("CARGO_BIN_EXE_forkline").into());
-    let mut child = Command::new(bin)
-        .args(["--store", store, "serve", "--listen", "127.0.0.1:0"])
-        .args(["--flight-listen", "off"])
-        .args(["--commit-window-ms", &window_ms.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start forkline serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
-    Server(child, base)
+    support::start(store, &["--commit-window-ms", &window_ms.to_string()])
 }
 
 /// The shape of every request.
@@ -138,13 +107,6 @@ impl Phase {
             errors,
         }
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 async fn send(client: &reqwest::Client, base: &str, run: &str, body: String) -> bool {
