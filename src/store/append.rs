@@ -49,6 +49,21 @@ pub(super) fn writes_own_files(kind: TableKind, table: &DeltaTable) -> bool {
         )
 }
 
+/// Whether `table` has every column forkline writes to `kind`, so that an
+/// append needs no schema merge (a table made by an older forkline may
+/// lack some; its first append then goes through delta-rs, which adds them).
+pub(super) fn holds_every_column(kind: TableKind, table: &DeltaTable) -> bool {
+    let Ok(snapshot) = table.snapshot() else {
+        return false;
+    };
+    let schema = snapshot.schema();
+    let held: HashSet<&str> = schema.fields().map(|f| f.name().as_str()).collect();
+    super::schema::arrow_schema(kind)
+        .fields()
+        .iter()
+        .all(|f| held.contains(f.name().as_str()))
+}
+
 /// Whether the table's log store commits by a conditional put of the entry,
 /// as every store forkline opens does (the others rename a temporary file).
 pub(super) fn puts_entries(table: &DeltaTable) -> bool {
@@ -81,6 +96,63 @@ impl Store {
             let _ = self.location.object_store.delete(&path).await;
         }
         committed
+    }
+
+    /// Writes `batches` as one new data file of `kind` and commits it at
+    /// exactly the version after `base`'s, or not at all
+    /// ([`CommitOutcome::Lost`]: another writer took that version): the
+    /// catalog's commits, which are planned on `base` (see
+    /// `engine::catalog_commit`). Through delta-rs each cost three listings
+    /// of the whole log directory to bring its snapshot up to date (on a
+    /// local store, a `stat` of every entry), a time growing with the
+    /// table's commits.
+    pub(super) async fn append_file_at(
+        &self,
+        kind: TableKind,
+        base: &DeltaTable,
+        batches: Vec<RecordBatch>,
+    ) -> Result<super::CommitOutcome> {
+        let version = base.version().map_or(0, |v| v + 1);
+        let name = format!("part-{}.zstd.parquet", uuid::Uuid::new_v4());
+        let (add, path) =
+            parquet_file::put(&self.location, kind, &name, batches, Change::Data).await?;
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: None,
+            predicate: None,
+        };
+        let entry = CommitData::new(vec![Action::Add(add)], operation, HashMap::new(), Vec::new())
+            .get_bytes()
+            .map_err(DeltaTableError::from)?;
+        let put = CommitOrBytes::LogBytes(entry);
+        match base
+            .log_store()
+            .write_commit_entry(version, put, uuid::Uuid::new_v4())
+            .await
+        {
+            Ok(()) => {
+                {
+                    let mut own = self.own_version[kind as usize]
+                        .lock()
+                        .expect("own version lock poisoned");
+                    *own = Some(own.map_or(version, |o| o.max(version)));
+                }
+                let interval = base.snapshot()?.table_config().checkpoint_interval();
+                if (version + 1).is_multiple_of(interval.get()) {
+                    self.checkpoint(kind, version).await;
+                }
+                Ok(super::CommitOutcome::Committed(version))
+            }
+            Err(TransactionError::VersionAlreadyExists(_)) => {
+                // No entry names the file: it goes.
+                let _ = self.location.object_store.delete(&path).await;
+                Ok(super::CommitOutcome::Lost)
+            }
+            // After another error (a timeout, say) the entry may have
+            // landed, so the file stays; `vacuum --orphans` removes it if
+            // nothing refers to it.
+            Err(e) => Err(DeltaTableError::from(e).into()),
+        }
     }
 
     /// Puts one log entry of `actions` at the next free version after

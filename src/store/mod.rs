@@ -352,6 +352,9 @@ impl Store {
         batches: Vec<RecordBatch>,
     ) -> Result<CommitOutcome> {
         self.ensure_writable()?;
+        if append::puts_entries(base) && append::holds_every_column(kind, base) {
+            return self.append_file_at(kind, base, batches).await;
+        }
         let props = CommitProperties::default().with_max_retries(0);
         match write(base.clone(), kind, batches, props).await {
             Ok(table) => Ok(CommitOutcome::Committed(self.install(kind, table).await?)),
