@@ -140,10 +140,35 @@ async fn ingest(base: &str, run: &str, step: u64) -> (u16, Value) {
     .await
 }
 
+/// The trace with every call strace split in two because another thread's
+/// call came between (`… <unfinished ...>`, then `<... call resumed> …`)
+/// joined into one line, placed where the call returned. Unjoined, a read of
+/// the request or an fsync could show without its data or its result (seen
+/// under load: "no read of `POST /api/runs/create` in the trace").
+fn joined(trace: &str) -> Vec<String> {
+    let mut open = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for line in trace.lines() {
+        let pid = line.split_whitespace().next().unwrap_or_default();
+        if let Some(head) = line.strip_suffix(" <unfinished ...>") {
+            open.insert(pid, head);
+        } else if let Some(at) = line.find("<... ")
+            && let Some(end) = line[at..].find(" resumed>")
+            && let Some(head) = open.remove(pid)
+        {
+            out.push(format!("{head}{}", &line[at + end + " resumed>".len()..]));
+        } else {
+            out.push(line.to_string());
+        }
+    }
+    out
+}
+
 /// The trace's lines from the one that reads a request starting `request`
 /// to the one that writes its answer (`HTTP/1.1 …`).
 fn request_span(trace: &str, request: &str) -> Vec<String> {
-    let lines: Vec<&str> = trace.lines().collect();
+    let lines = joined(trace);
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
     let start = lines
         .iter()
         .position(|l| l.contains(&format!("\"{request}")) && is_io(l, &["read", "recvfrom"]))

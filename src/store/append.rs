@@ -121,9 +121,14 @@ impl Store {
             partition_by: None,
             predicate: None,
         };
-        let entry = CommitData::new(vec![Action::Add(add)], operation, HashMap::new(), Vec::new())
-            .get_bytes()
-            .map_err(DeltaTableError::from)?;
+        let entry = CommitData::new(
+            vec![Action::Add(add)],
+            operation,
+            HashMap::new(),
+            Vec::new(),
+        )
+        .get_bytes()
+        .map_err(DeltaTableError::from)?;
         let put = CommitOrBytes::LogBytes(entry);
         match base
             .log_store()
