@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use imbl::{HashMap, OrdMap};
+use imbl::{HashMap, OrdMap, OrdSet};
 
 use super::lineage::{self, Segment};
 use super::run::{Run, RunId};
@@ -29,6 +29,9 @@ pub struct CatalogSnapshot {
     next_seq: HashMap<String, u64>,
     /// `(project, external id)` of the runs created with one.
     externals: HashMap<(String, String), RunId>,
+    /// Each project's runs by creation time (milliseconds) and id: a runs
+    /// list's first page, newest first, without a look at every run.
+    by_creation: HashMap<String, OrdSet<(i64, RunId)>>,
 }
 
 /// A member of a family with its distance from the root.
@@ -115,6 +118,10 @@ impl CatalogSnapshot {
                     self.externals
                         .insert((run.project.clone(), ext.clone()), id);
                 }
+                self.by_creation
+                    .entry(run.project.clone())
+                    .or_default()
+                    .insert((run.created_at.timestamp_millis(), id));
                 let prefix = run.display_id.rsplit_once('-').map(|(p, _)| p.to_string());
                 if let Some(prefix) = prefix {
                     self.prefixes.entry(run.project.clone()).or_insert(prefix);
@@ -240,6 +247,35 @@ impl CatalogSnapshot {
     /// The sequence number the next run of `project` gets.
     pub fn next_seq(&self, project: &str) -> u64 {
         self.next_seq.get(project).copied().unwrap_or(1)
+    }
+
+    /// The runs of `project` by creation time to the millisecond, then id:
+    /// oldest first, or newest first when `newest` (ties by id either way);
+    /// at most `wanted` of them.
+    pub fn by_creation(&self, project: &str, newest: bool, wanted: usize) -> Vec<&Arc<Run>> {
+        let Some(set) = self.by_creation.get(project) else {
+            return Vec::new();
+        };
+        // Newest first walks the set backwards, which puts ties by id
+        // backwards too: take the whole millisecond the page ends in, then
+        // order it.
+        let mut keys: Vec<(i64, RunId)> = Vec::new();
+        let keys_of = |walk: &mut dyn Iterator<Item = &(i64, RunId)>, keys: &mut Vec<_>| {
+            for key in walk {
+                if keys.len() >= wanted && keys.last().is_none_or(|last: &(i64, RunId)| last.0 != key.0) {
+                    break;
+                }
+                keys.push(*key);
+            }
+        };
+        if newest {
+            keys_of(&mut set.iter().rev(), &mut keys);
+            keys.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        } else {
+            keys_of(&mut set.iter(), &mut keys);
+        }
+        keys.truncate(wanted);
+        keys.iter().filter_map(|(_, id)| self.runs.get(id)).collect()
     }
 
     /// Names of all projects with at least one run.
@@ -370,5 +406,45 @@ mod tests {
         assert_eq!(derive_prefix("vision"), "VIS");
         assert_eq!(derive_prefix("a b c d e"), "ABCD");
         assert_eq!(derive_prefix("--"), "RUN");
+    }
+
+    #[test]
+    fn by_creation_orders_as_the_runs_list_sorts() {
+        let t0 = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .to_utc();
+        let mut snap = CatalogSnapshot::default();
+        // Ids 1..=40 over 12 milliseconds, out of id order, many ties.
+        for id in 1..=40u64 {
+            let mut run = crate::catalog::plan_create(
+                &snap,
+                &crate::catalog::NewRun {
+                    project: "p".into(),
+                    name: format!("r{id}"),
+                    ..Default::default()
+                },
+                None,
+                t0,
+            )
+            .unwrap();
+            let micros = ((id * 7) % 12) as i64 * 1000 + (id % 3) as i64 * 10;
+            run.created_at = t0 + chrono::Duration::microseconds(micros);
+            snap.add(run);
+        }
+        let key = |r: &Arc<Run>| (r.created_at.timestamp_millis(), r.id);
+        for newest in [true, false] {
+            let mut all: Vec<&Arc<Run>> = snap.runs().collect();
+            all.sort_by(|a, b| {
+                let (ka, kb) = (key(a), key(b));
+                let by_time = if newest { kb.0.cmp(&ka.0) } else { ka.0.cmp(&kb.0) };
+                by_time.then(ka.1.cmp(&kb.1))
+            });
+            for wanted in [0, 1, 3, 7, 10, 39, 40, 50] {
+                let got: Vec<u64> = snap.by_creation("p", newest, wanted).iter().map(|r| r.id).collect();
+                let expected: Vec<u64> = all.iter().take(wanted).map(|r| r.id).collect();
+                assert_eq!(got, expected, "newest {newest}, {wanted} wanted");
+            }
+        }
+        assert!(snap.by_creation("other", true, 5).is_empty());
     }
 }

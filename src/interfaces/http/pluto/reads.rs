@@ -287,7 +287,24 @@ pub(super) async fn list(
         Some(s) => (s.trim_start_matches('+'), false),
         None => ("createdAt", true),
     };
+    let limit = p.limit.unwrap_or(50).min(200);
+    let offset = p.offset.unwrap_or(0);
+    let end = offset.saturating_add(limit);
     let snapshot = catalog(&state, &scope).await?;
+    // The front page: a project's newest (or oldest) runs, unfiltered, read
+    // from the catalog's index by creation time.
+    let unfiltered = filter.is_none()
+        && p.search.as_deref().is_none_or(str::is_empty)
+        && wanted_tags.iter().all(|t| t.is_empty());
+    if unfiltered && field == "createdAt" {
+        let runs = snapshot
+            .by_creation(&project, descending, end)
+            .into_iter()
+            .skip(offset)
+            .map(|run| run_info(run))
+            .collect();
+        return Ok(Json(shapes::RunList { runs }));
+    }
     let mut runs: Vec<(SortKey, &Run)> = Vec::new();
     for run in snapshot
         .runs()
@@ -319,9 +336,6 @@ pub(super) async fn list(
         let ord = if descending { ord.reverse() } else { ord };
         ord.then(a.1.id.cmp(&b.1.id))
     };
-    let limit = p.limit.unwrap_or(50).min(200);
-    let offset = p.offset.unwrap_or(0);
-    let end = offset.saturating_add(limit);
     if end == 0 {
         runs.clear();
     } else if end < runs.len() {
