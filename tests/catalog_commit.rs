@@ -303,3 +303,44 @@ async fn ranks_creating_one_external_id_at_once_all_attach_to_one_run() {
         assert_eq!(config[format!("rank{rank}")], json!(rank), "{config}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn runs_list_pages_from_the_creation_index_match_the_filtered_scan() {
+    let (_dir, store) = temp_store();
+    let server = spawn_server(&store);
+    // Created together: many share a millisecond.
+    let creates = (0..60).map(|i| {
+        let body = create("pages", &format!("t{i}"));
+        let server = &server;
+        async move { post(&server.base, "/api/runs/create", &body).await }
+    });
+    for (status, run) in futures::future::join_all(creates).await {
+        assert_eq!(status, 200, "{run}");
+    }
+    let list = |query: String| {
+        let url = format!("{}/api/runs/list?projectName=pages{query}", server.base);
+        async move {
+            let page: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+            page["runs"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{page}"))
+                .iter()
+                .map(|r| r["id"].as_u64().unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    for sort in ["", "&sort=-createdAt", "&sort=createdAt"] {
+        for (offset, limit) in [(0, 50), (0, 7), (7, 7), (55, 10), (0, 0), (70, 5)] {
+            let page = format!("{sort}&offset={offset}&limit={limit}");
+            // A search every run matches takes the scan path.
+            let indexed = list(page.clone()).await;
+            let scanned = list(format!("{page}&search=-")).await;
+            assert_eq!(indexed, scanned, "{page}");
+            assert_eq!(
+                indexed.len(),
+                limit.min(60usize.saturating_sub(offset)),
+                "{page}"
+            );
+        }
+    }
+}

@@ -262,7 +262,11 @@ impl CatalogSnapshot {
         let mut keys: Vec<(i64, RunId)> = Vec::new();
         let keys_of = |walk: &mut dyn Iterator<Item = &(i64, RunId)>, keys: &mut Vec<_>| {
             for key in walk {
-                if keys.len() >= wanted && keys.last().is_none_or(|last: &(i64, RunId)| last.0 != key.0) {
+                if keys.len() >= wanted
+                    && keys
+                        .last()
+                        .is_none_or(|last: &(i64, RunId)| last.0 != key.0)
+                {
                     break;
                 }
                 keys.push(*key);
@@ -275,7 +279,9 @@ impl CatalogSnapshot {
             keys_of(&mut set.iter(), &mut keys);
         }
         keys.truncate(wanted);
-        keys.iter().filter_map(|(_, id)| self.runs.get(id)).collect()
+        keys.iter()
+            .filter_map(|(_, id)| self.runs.get(id))
+            .collect()
     }
 
     /// Names of all projects with at least one run.
@@ -436,11 +442,19 @@ mod tests {
             let mut all: Vec<&Arc<Run>> = snap.runs().collect();
             all.sort_by(|a, b| {
                 let (ka, kb) = (key(a), key(b));
-                let by_time = if newest { kb.0.cmp(&ka.0) } else { ka.0.cmp(&kb.0) };
+                let by_time = if newest {
+                    kb.0.cmp(&ka.0)
+                } else {
+                    ka.0.cmp(&kb.0)
+                };
                 by_time.then(ka.1.cmp(&kb.1))
             });
             for wanted in [0, 1, 3, 7, 10, 39, 40, 50] {
-                let got: Vec<u64> = snap.by_creation("p", newest, wanted).iter().map(|r| r.id).collect();
+                let got: Vec<u64> = snap
+                    .by_creation("p", newest, wanted)
+                    .iter()
+                    .map(|r| r.id)
+                    .collect();
                 let expected: Vec<u64> = all.iter().take(wanted).map(|r| r.id).collect();
                 assert_eq!(got, expected, "newest {newest}, {wanted} wanted");
             }

@@ -298,7 +298,7 @@ pub(super) async fn list(
         && wanted_tags.iter().all(|t| t.is_empty());
     if unfiltered && field == "createdAt" {
         let runs = snapshot
-            .by_creation(&project, descending, end)
+            .by_creation(project, descending, end)
             .into_iter()
             .skip(offset)
             .map(|run| run_info(run))
