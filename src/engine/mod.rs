@@ -257,8 +257,8 @@ impl Engine {
 
     /// As [`Engine::fork_run`], on behalf of the API key `key_id`.
     pub async fn fork_run_by(&self, req: ForkRequest, key_id: Option<&str>) -> Result<ForkOutcome> {
-        // The forked run's logged steps are read before the catalog lock is
-        // taken, so that other writers never wait on a scan. That is sound
+        // The forked run's logged steps are read before the fork joins the
+        // catalog's commit queue, so that other writers never wait on a scan. That is sound
         // because a run's lineage is fixed when it is created (parent and fork
         // step never change), so the segments scanned are those the planner
         // resolves against, and ids are never reused.

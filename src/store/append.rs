@@ -77,17 +77,10 @@ impl Store {
         kind: TableKind,
         batches: Vec<RecordBatch>,
     ) -> Result<Version> {
-        let name = format!("part-{}.zstd.parquet", uuid::Uuid::new_v4());
-        let (add, path) =
-            parquet_file::put(&self.location, kind, &name, batches, Change::Data).await?;
-        let operation = DeltaOperation::Write {
-            mode: SaveMode::Append,
-            partition_by: None,
-            predicate: None,
-        };
+        let (add, path) = self.put_data_file(kind, batches).await?;
         let base = self.cached(kind).await.version();
         let committed = self
-            .commit_entry(kind, base, vec![Action::Add(add)], operation)
+            .commit_entry(kind, base, vec![Action::Add(add)], appended())
             .await;
         // A conflict means no log entry names the file. After another error
         // (a timeout, say) the entry may have landed, so the file stays;
@@ -113,22 +106,8 @@ impl Store {
         batches: Vec<RecordBatch>,
     ) -> Result<super::CommitOutcome> {
         let version = base.version().map_or(0, |v| v + 1);
-        let name = format!("part-{}.zstd.parquet", uuid::Uuid::new_v4());
-        let (add, path) =
-            parquet_file::put(&self.location, kind, &name, batches, Change::Data).await?;
-        let operation = DeltaOperation::Write {
-            mode: SaveMode::Append,
-            partition_by: None,
-            predicate: None,
-        };
-        let entry = CommitData::new(
-            vec![Action::Add(add)],
-            operation,
-            HashMap::new(),
-            Vec::new(),
-        )
-        .get_bytes()
-        .map_err(DeltaTableError::from)?;
+        let (add, path) = self.put_data_file(kind, batches).await?;
+        let entry = entry_bytes(vec![Action::Add(add)], appended())?;
         let put = CommitOrBytes::LogBytes(entry);
         match base
             .log_store()
@@ -136,16 +115,7 @@ impl Store {
             .await
         {
             Ok(()) => {
-                {
-                    let mut own = self.own_version[kind as usize]
-                        .lock()
-                        .expect("own version lock poisoned");
-                    *own = Some(own.map_or(version, |o| o.max(version)));
-                }
-                let interval = base.snapshot()?.table_config().checkpoint_interval();
-                if (version + 1).is_multiple_of(interval.get()) {
-                    self.checkpoint(kind, version).await;
-                }
+                self.landed(kind, base, version).await?;
                 Ok(super::CommitOutcome::Committed(version))
             }
             Err(TransactionError::VersionAlreadyExists(_)) => {
@@ -183,9 +153,7 @@ impl Store {
                 _ => None,
             })
             .collect();
-        let entry = CommitData::new(actions, operation, HashMap::new(), Vec::new())
-            .get_bytes()
-            .map_err(DeltaTableError::from)?;
+        let entry = entry_bytes(actions, operation)?;
         let operation_id = uuid::Uuid::new_v4();
         let mut next = self.next_append[kind as usize].lock().await;
         let mut version = next
@@ -215,16 +183,7 @@ impl Store {
                 Ok(()) => {
                     *next = Some(version + 1);
                     drop(next);
-                    {
-                        let mut own = self.own_version[kind as usize]
-                            .lock()
-                            .expect("own version lock poisoned");
-                        *own = Some(own.map_or(version, |o| o.max(version)));
-                    }
-                    let interval = table.snapshot()?.table_config().checkpoint_interval();
-                    if (version + 1).is_multiple_of(interval.get()) {
-                        self.checkpoint(kind, version).await;
-                    }
+                    self.landed(kind, &table, version).await?;
                     return Ok(version);
                 }
                 // Another writer (a compaction, another process) took it.
@@ -238,6 +197,34 @@ impl Store {
             "`{}` kept moving while committing; nothing was committed",
             kind.dir()
         )))
+    }
+
+    /// Writes `batches` as a new data file of `kind`: the action that adds
+    /// it, and its path.
+    async fn put_data_file(
+        &self,
+        kind: TableKind,
+        batches: Vec<RecordBatch>,
+    ) -> Result<(deltalake::kernel::Add, object_store::path::Path)> {
+        let name = format!("part-{}.zstd.parquet", uuid::Uuid::new_v4());
+        parquet_file::put(&self.location, kind, &name, batches, Change::Data).await
+    }
+
+    /// After this process's entry landed at `version` of `kind` (`table`
+    /// being a state of that table): reads must see it at once, and a
+    /// version that closes a checkpoint interval gets its checkpoint.
+    async fn landed(&self, kind: TableKind, table: &DeltaTable, version: Version) -> Result<()> {
+        {
+            let mut own = self.own_version[kind as usize]
+                .lock()
+                .expect("own version lock poisoned");
+            *own = Some(own.map_or(version, |o| o.max(version)));
+        }
+        let interval = table.snapshot()?.table_config().checkpoint_interval();
+        if (version + 1).is_multiple_of(interval.get()) {
+            self.checkpoint(kind, version).await;
+        }
+        Ok(())
     }
 
     /// Writes the checkpoint of `version` and drops log entries past their
@@ -261,6 +248,24 @@ impl Store {
             tracing::warn!(table = kind.dir(), version, "checkpoint not written: {e}");
         }
     }
+}
+
+/// The operation of an append, as its log entry records it.
+fn appended() -> DeltaOperation {
+    DeltaOperation::Write {
+        mode: SaveMode::Append,
+        partition_by: None,
+        predicate: None,
+    }
+}
+
+/// A log entry of `actions` (with its commit info), as written.
+fn entry_bytes(actions: Vec<Action>, operation: DeltaOperation) -> Result<bytes::Bytes> {
+    Ok(
+        CommitData::new(actions, operation, HashMap::new(), Vec::new())
+            .get_bytes()
+            .map_err(DeltaTableError::from)?,
+    )
 }
 
 /// The first of `paths` that the entry of `version` removes, if any.
