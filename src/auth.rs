@@ -54,6 +54,8 @@ pub struct KeyInfo {
     pub projects: Projects,
     /// Whether it only reads.
     pub read_only: bool,
+    /// Whether it may delete runs and projects.
+    pub can_delete: bool,
     /// When it was issued.
     pub created_at: DateTime<Utc>,
     /// When it was revoked, if it was.
@@ -142,6 +144,7 @@ impl Keys {
             projects: info.projects.clone(),
             read_only: info.read_only,
             key_id: Some(info.id.clone()),
+            can_delete: info.can_delete && !info.read_only,
         })
     }
 
@@ -240,9 +243,12 @@ fn parse_keys(batches: &[RecordBatch]) -> Result<HashMap<String, KeyInfo>> {
             .ok_or_else(|| Error::Damaged("the keys table lacks `key_hash`".into()))?;
         let project = strings(batch, "project")?;
         let scopes = strings(batch, "projects")?;
-        let read_only = batch
-            .column_by_name("read_only")
-            .and_then(|c| c.as_any().downcast_ref::<BooleanArray>().cloned());
+        let flag = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<BooleanArray>().cloned())
+        };
+        let (read_only, can_delete) = (flag("read_only"), flag("can_delete"));
         let created = micros(batch, "created_at")?;
         let revoked_at = micros(batch, "revoked_at")?;
         for row in 0..batch.num_rows() {
@@ -269,6 +275,9 @@ fn parse_keys(batches: &[RecordBatch]) -> Result<HashMap<String, KeyInfo>> {
                     read_only: read_only
                         .as_ref()
                         .is_some_and(|r| r.is_valid(row) && r.value(row)),
+                    can_delete: can_delete
+                        .as_ref()
+                        .is_some_and(|r| r.is_valid(row) && r.value(row)),
                     created_at: created
                         .as_ref()
                         .and_then(|c| at(c, row))
@@ -288,7 +297,7 @@ fn parse_keys(batches: &[RecordBatch]) -> Result<HashMap<String, KeyInfo>> {
 }
 
 /// One row of the `keys` table.
-fn key_row(hash: &str, projects: &Projects, read_only: bool, revoked: bool) -> Result<RecordBatch> {
+fn key_row(hash: &str, projects: &Projects, access: Access, revoked: bool) -> Result<RecordBatch> {
     let now = Utc::now().timestamp_micros();
     let patterns = match projects {
         Projects::All => vec!["*".to_string()],
@@ -301,10 +310,11 @@ fn key_row(hash: &str, projects: &Projects, read_only: bool, revoked: bool) -> R
         Arc::new(StringArray::from(vec![
             serde_json::to_string(&patterns).expect("strings serialize"),
         ])),
-        Arc::new(BooleanArray::from(vec![read_only])),
+        Arc::new(BooleanArray::from(vec![access.read_only])),
         Arc::new(
             TimestampMicrosecondArray::from(vec![revoked.then_some(now)]).with_timezone("UTC"),
         ),
+        Arc::new(BooleanArray::from(vec![access.can_delete])),
     ];
     Ok(RecordBatch::try_new(
         arrow_schema(TableKind::Keys),
@@ -312,18 +322,32 @@ fn key_row(hash: &str, projects: &Projects, read_only: bool, revoked: bool) -> R
     )?)
 }
 
-/// Issues a new key for `projects` (read-only when asked); only its hash is
-/// stored, so print it now or lose it. Returns the key and its id.
+/// What a key may do in the projects it opens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Access {
+    /// Reads only.
+    pub read_only: bool,
+    /// May delete runs and projects.
+    pub can_delete: bool,
+}
+
+/// Issues a new key for `projects` with `access`; only its hash is stored,
+/// so print it now or lose it. Returns the key and its id.
 pub async fn create_key(
     engine: &Engine,
     projects: &Projects,
-    read_only: bool,
+    access: Access,
 ) -> Result<(String, String)> {
+    if access.read_only && access.can_delete {
+        return Err(Error::invalid(
+            "a read-only key cannot delete: choose --read-only or --can-delete",
+        ));
+    }
     let mut secret = [0u8; 24];
     rand::rng().fill_bytes(&mut secret);
     let key = format!("{KEY_PREFIX}{}", hex::encode(secret));
     let h = hash(&key);
-    let batch = key_row(&h, projects, read_only, false)?;
+    let batch = key_row(&h, projects, access, false)?;
     engine.append_records(TableKind::Keys, vec![batch]).await?;
     Ok((key, h[..KEY_ID_LEN].to_string()))
 }
@@ -378,7 +402,11 @@ pub async fn revoke_key(engine: &Engine, id_prefix: &str) -> Result<String> {
     if info.revoked_at.is_some() {
         return Ok(info.id.clone());
     }
-    let batch = key_row(h, &info.projects, info.read_only, true)?;
+    let access = Access {
+        read_only: info.read_only,
+        can_delete: info.can_delete,
+    };
+    let batch = key_row(h, &info.projects, access, true)?;
     engine.append_records(TableKind::Keys, vec![batch]).await?;
     Ok(info.id.clone())
 }

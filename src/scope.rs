@@ -79,6 +79,9 @@ pub struct Scope {
     pub read_only: bool,
     /// Which key it came from (a hash prefix), for logs; `None` without keys.
     pub key_id: Option<String>,
+    /// May delete runs and projects (a key issued with `--can-delete`, or no
+    /// key on a loopback server, as every other write).
+    pub can_delete: bool,
 }
 
 impl Scope {
@@ -88,6 +91,7 @@ impl Scope {
             projects: Projects::All,
             read_only: false,
             key_id: None,
+            can_delete: true,
         }
     }
 
@@ -110,6 +114,21 @@ impl Scope {
             ))
         } else {
             Ok(())
+        }
+    }
+}
+
+impl Scope {
+    /// Refuses a deletion through a key without the delete right.
+    pub fn require_delete(&self) -> Result<()> {
+        self.require_write()?;
+        if self.can_delete {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(
+                "this API key may not delete runs or projects (issue one with `keys create --can-delete`)"
+                    .into(),
+            ))
         }
     }
 }

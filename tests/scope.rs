@@ -161,8 +161,15 @@ impl World {
 async fn world() -> (tempfile::TempDir, World) {
     let (dir, store) = temp_store();
     let mut keys = BTreeMap::new();
-    keys.insert("alpha", common::create_key(&store, &["--project", "alpha"]));
-    keys.insert("beta", common::create_key(&store, &["--project", "beta"]));
+    // The keys of one project may delete; the key of every project may not.
+    keys.insert(
+        "alpha",
+        common::create_key(&store, &["--project", "alpha", "--can-delete"]),
+    );
+    keys.insert(
+        "beta",
+        common::create_key(&store, &["--project", "beta,beta-*", "--can-delete"]),
+    );
     keys.insert(
         "beta-ro",
         common::create_key(&store, &["--project", "beta", "--read-only"]),
@@ -382,6 +389,20 @@ fn call_for(spec: &RouteSpec, w: &World) -> Call {
             None,
             Addresses::Run,
         ),
+        // Beta's run has a fork: a deletion without the cascade is refused
+        // (409), and the world stays as it is for the next cells.
+        "/api/runs/{id}" => (format!("/api/runs/{id}"), None, Addresses::Run),
+        "/api/runs/delete" => (
+            spec.path.into(),
+            Some(json!({"runIds": [id]})),
+            Addresses::Run,
+        ),
+        // A project the beta key opens (`beta-*`) that does not exist.
+        "/api/projects/{name}" => (
+            "/api/projects/beta-gone".into(),
+            None,
+            Addresses::PathProject,
+        ),
         // The console's shell and assets hold no data: public.
         "/" | "/sql" | "/console/console.js" | "/console/console.css" => {
             (spec.path.into(), None, Addresses::Nothing)
@@ -463,7 +484,18 @@ fn expected(spec: &RouteSpec, call: &Call, key: Key, named: Named) -> u16 {
     if key == Key::ReadOnly && spec.access == RouteAccess::Write {
         return 403;
     }
+    let deletes = matches!(
+        spec.path,
+        "/api/runs/{id}" | "/api/runs/delete" | "/api/projects/{name}"
+    );
+    if deletes && key == Key::AllProjects {
+        return 403;
+    }
     match spec.path {
+        "/api/runs/{id}" | "/api/runs/delete" if key == Key::OtherProject => 404,
+        "/api/runs/{id}" | "/api/runs/delete" => 409,
+        "/api/projects/{name}" if key == Key::OtherProject => 403,
+        "/api/projects/{name}" => 404,
         // The body must name the project (the cell adds it for Header too).
         "/api/runs/create" | "/api/report" if key == Key::OtherProject && named_in(spec, named) => {
             403

@@ -6,6 +6,7 @@
 //! client reports, resume, and the stale-run monitor's transitions, each
 //! recorded on the revision that makes it (see [`run::StatusChange`]).
 
+pub mod deletion;
 pub mod lineage;
 pub mod merge;
 pub mod run;
@@ -16,6 +17,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
+pub use deletion::{Deleter, plan_delete, plan_delete_project};
 pub use lineage::{SYSTEM_METRIC_PREFIX, Segment, inheritable, sees};
 pub use run::{Run, RunId, RunStatus, StatusChange, StatusSource};
 pub use snapshot::{CatalogSnapshot, FamilyMember};
@@ -218,6 +220,7 @@ pub fn plan_create(
         created_at: now,
         updated_at: now,
         status_change: created(key_id),
+        deleted: None,
     })
 }
 
@@ -293,6 +296,7 @@ pub fn plan_fork(
         created_at: now,
         updated_at: now,
         status_change: created(key_id),
+        deleted: None,
     })
 }
 

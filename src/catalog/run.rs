@@ -5,7 +5,10 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -163,6 +166,22 @@ pub struct StatusChange {
     pub rev: i64,
 }
 
+/// The deletion of a run: its last revision. A deleted run is gone from every
+/// read path at once; its rows stay in the store until purged, and its id
+/// and display id are never given again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deletion {
+    /// When it was deleted.
+    pub at: DateTime<Utc>,
+    /// The API key that deleted it (`None` for the CLI and servers without keys).
+    pub key_id: Option<String>,
+    /// Whether it went as part of a cascade (a parent's subtree or a project).
+    pub cascade: bool,
+    /// Whether its rows are gone from the store: the revision is then a
+    /// tombstone holding no data of the run's but its ids and project.
+    pub purged: bool,
+}
+
 /// A run as the catalog knows it (its latest revision).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {
@@ -199,6 +218,8 @@ pub struct Run {
     /// How the current status was set; `None` on revisions written before
     /// status changes were recorded.
     pub status_change: Option<StatusChange>,
+    /// Set on the revision that deleted the run (see [`Deletion`]).
+    pub deleted: Option<Deletion>,
 }
 
 impl Run {
@@ -259,6 +280,23 @@ pub fn runs_to_batch(runs: &[Run]) -> Result<RecordBatch> {
         strs(&|r| Some(r.status_change.as_ref()?.source.as_str().to_string())),
         strs(&|r| r.status_change.as_ref()?.key_id.clone()),
         opt_i64s(&|r| Some(r.status_change.as_ref()?.rev)),
+        Arc::new(
+            runs.iter()
+                .map(|r| r.deleted.as_ref().map(|d| micros(&d.at)))
+                .collect::<TimestampMicrosecondArray>()
+                .with_timezone("UTC"),
+        ),
+        strs(&|r| r.deleted.as_ref()?.key_id.clone()),
+        Arc::new(
+            runs.iter()
+                .map(|r| r.deleted.as_ref().map(|d| d.cascade))
+                .collect::<BooleanArray>(),
+        ),
+        Arc::new(
+            runs.iter()
+                .map(|r| r.deleted.as_ref().map(|d| d.purged))
+                .collect::<BooleanArray>(),
+        ),
     ];
     Ok(RecordBatch::try_new(
         arrow_schema(TableKind::Runs),
@@ -320,6 +358,21 @@ pub fn runs_from_batch(batch: &RecordBatch) -> Result<Vec<Run>> {
         Some(_) => int("status_rev")?.clone(),
         None => Int64Array::new_null(batch.num_rows()),
     };
+    let deleted_at = match batch.column_by_name("deleted_at") {
+        Some(_) => Some(time("deleted_at")?),
+        None => None,
+    };
+    let deleted_key = optional_text("deleted_key_id")?;
+    let flag = |name: &str| -> Result<BooleanArray> {
+        match batch.column_by_name(name) {
+            Some(c) => Ok(c
+                .as_boolean_opt()
+                .ok_or_else(|| Error::invalid(format!("runs.{name} is not BOOLEAN")))?
+                .clone()),
+            None => Ok(BooleanArray::new_null(batch.num_rows())),
+        }
+    };
+    let (cascade, purged) = (flag("deleted_cascade")?, flag("purged")?);
     let mut runs = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         let config = match serde_json::from_str(config.value(i)) {
@@ -356,6 +409,17 @@ pub fn runs_from_batch(batch: &RecordBatch) -> Result<Vec<Run>> {
                 }),
                 _ => None,
             },
+            deleted: deleted_at
+                .as_ref()
+                .filter(|at| at.is_valid(i))
+                .map(|at| Deletion {
+                    at: from_micros(at.value(i)),
+                    key_id: deleted_key
+                        .is_valid(i)
+                        .then(|| deleted_key.value(i).to_string()),
+                    cascade: cascade.is_valid(i) && cascade.value(i),
+                    purged: purged.is_valid(i) && purged.value(i),
+                }),
         });
     }
     Ok(runs)

@@ -32,6 +32,9 @@ pub struct CatalogSnapshot {
     /// Each project's runs by creation time (milliseconds) and id: a runs
     /// list's first page, newest first, without a look at every run.
     by_creation: HashMap<String, OrdSet<(i64, RunId)>>,
+    /// Deleted runs by id (their last revision): in no other index, so no
+    /// read path finds them, but their ids and display ids stay taken.
+    deleted: OrdMap<RunId, Arc<Run>>,
 }
 
 /// A member of a family with its distance from the root.
@@ -91,18 +94,62 @@ impl CatalogSnapshot {
         for run in stored {
             match self.runs.get(&run.id) {
                 Some(held) if held.rev > run.rev => {}
-                Some(_) => {
+                Some(_) if run.deleted.is_none() => {
                     self.runs.insert(run.id, Arc::new(run));
                 }
-                None => self.insert(run),
+                _ => self.insert(run),
             }
         }
         self
     }
 
+    /// Moves a run's deletion (a revision carrying [`Run::deleted`]) out of
+    /// every index into `deleted`. A deletion is final: later revisions of a
+    /// deleted run (a purge's tombstone) only replace the deletion.
+    fn remove(&mut self, run: Run) {
+        let id = run.id;
+        if let Some(held) = self.runs.remove(&id) {
+            self.by_display
+                .remove(&held.display_id.to_ascii_uppercase());
+            if let Some(parent) = held.parent_id
+                && let Some(kids) = self.children.get_mut(&parent)
+            {
+                kids.retain(|k| *k != id);
+            }
+            self.children.remove(&id);
+            if let Some(ext) = &held.external_id {
+                self.externals.remove(&(held.project.clone(), ext.clone()));
+            }
+            if let Some(set) = self.by_creation.get_mut(&held.project) {
+                set.remove(&(held.created_at.timestamp_millis(), id));
+                if set.is_empty() {
+                    self.by_creation.remove(&held.project);
+                }
+            }
+        }
+        // The project's prefix and next sequence number stay: a display id
+        // is never given twice, even once a project is gone and named again.
+        let prefix = run.display_id.rsplit_once('-').map(|(p, _)| p.to_string());
+        if let Some(prefix) = prefix {
+            self.prefixes.entry(run.project.clone()).or_insert(prefix);
+        }
+        let next = self.next_seq.entry(run.project.clone()).or_insert(1);
+        *next = (*next).max(run.seq + 1);
+        self.deleted.insert(id, Arc::new(run));
+    }
+
     /// Adds a revision unless one at least as recent is held.
     fn insert(&mut self, run: Run) {
         let id = run.id;
+        if let Some(gone) = self.deleted.get(&id) {
+            if gone.rev < run.rev && run.deleted.is_some() {
+                self.deleted.insert(id, Arc::new(run));
+            }
+            return;
+        }
+        if run.deleted.is_some() {
+            return self.remove(run);
+        }
         match self.runs.get(&id) {
             Some(held) if held.rev >= run.rev => return,
             Some(_) => {}
@@ -139,6 +186,7 @@ impl CatalogSnapshot {
         let runs = self
             .runs
             .values()
+            .chain(self.deleted.values())
             .filter(|r| keep(&r.project))
             .map(|r| Run::clone(r))
             .collect();
@@ -171,6 +219,14 @@ impl CatalogSnapshot {
                 .and_then(|id| self.runs.get(id)),
         };
         found.ok_or_else(|| Error::NotFound(format!("unknown run `{reference}`")))
+    }
+
+    /// A run's latest revision, deleted or not.
+    pub fn revision(&self, id: RunId) -> Result<&Arc<Run>> {
+        self.runs
+            .get(&id)
+            .or_else(|| self.deleted.get(&id))
+            .ok_or_else(|| Error::NotFound(format!("unknown run `{id}`")))
     }
 
     /// A run by numeric id, as an error when missing.
@@ -223,9 +279,49 @@ impl CatalogSnapshot {
         Ok(out)
     }
 
-    /// The id the next created run gets.
+    /// The id the next created run gets: never one a deleted run had.
     pub fn next_id(&self) -> RunId {
-        self.runs.get_max().map_or(1, |(id, _)| id + 1)
+        let live = self.runs.get_max().map_or(0, |(id, _)| *id);
+        let gone = self.deleted.get_max().map_or(0, |(id, _)| *id);
+        live.max(gone) + 1
+    }
+
+    /// The deleted runs, by id (their deleting revision, or a purge's tombstone).
+    pub fn deleted(&self) -> impl Iterator<Item = &Arc<Run>> {
+        self.deleted.values()
+    }
+
+    /// Ids of deleted runs whose rows are still in the store: every scan
+    /// leaves them out until a purge removes them.
+    pub fn unpurged(&self) -> Vec<RunId> {
+        self.deleted
+            .values()
+            .filter(|r| r.deleted.as_ref().is_some_and(|d| !d.purged))
+            .map(|r| r.id)
+            .collect()
+    }
+
+    /// `id` and every run forked from it, directly or not, parents first.
+    pub fn subtree(&self, id: RunId) -> Vec<RunId> {
+        let mut out = vec![id];
+        let mut at = 0;
+        while at < out.len() {
+            let mut kids = self.children.get(&out[at]).cloned().unwrap_or_default();
+            kids.sort_unstable();
+            out.extend(kids);
+            at += 1;
+        }
+        out
+    }
+
+    /// The runs of `project`, by creation.
+    pub fn project_runs(&self, project: &str) -> Vec<&Arc<Run>> {
+        self.by_creation
+            .get(project)
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, id)| self.runs.get(id))
+            .collect()
     }
 
     /// The display-id prefix of `project`: kept if the project exists, else derived.
@@ -284,9 +380,9 @@ impl CatalogSnapshot {
             .collect()
     }
 
-    /// Names of all projects with at least one run.
+    /// Names of all projects with at least one run (not deleted).
     pub fn projects(&self) -> Vec<String> {
-        let mut p: Vec<String> = self.next_seq.keys().cloned().collect();
+        let mut p: Vec<String> = self.by_creation.keys().cloned().collect();
         p.sort();
         p
     }

@@ -41,13 +41,17 @@ const PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// (and anything else that may move) each time.
 pub(super) type Plan = Box<dyn FnMut(&CatalogSnapshot) -> Result<Run> + Send>;
 
-/// What a caller is answered: the run's latest revision, and whether its
-/// mutation committed a new one (`false`: it changed nothing); or its own
+/// A mutation of several runs at once (a deletion with its cascade): their
+/// next revisions, which commit together or not at all.
+pub(super) type ManyPlan = Box<dyn FnMut(&CatalogSnapshot) -> Result<Vec<Run>> + Send>;
+
+/// What a caller is answered: the runs' latest revisions, and whether its
+/// mutation committed new ones (`false`: it changed nothing); or its own
 /// refusal, or the failure of the commit its batch shared.
-type Answer = Result<(Arc<Run>, bool)>;
+type Answer = Result<(Vec<Arc<Run>>, bool)>;
 
 struct Pending {
-    plan: Plan,
+    plan: ManyPlan,
     done: oneshot::Sender<Answer>,
 }
 
@@ -124,7 +128,20 @@ impl Catalog {
     /// Commits the revision `plan` derives from the latest catalog, together
     /// with whatever other mutations are waiting; returns the run's latest
     /// revision and whether this mutation committed it.
-    pub(super) async fn commit(&self, plan: Plan) -> Result<(Arc<Run>, bool)> {
+    pub(super) async fn commit(&self, mut plan: Plan) -> Result<(Arc<Run>, bool)> {
+        let (runs, changed) = self
+            .commit_many(Box::new(move |snap| Ok(vec![plan(snap)?])))
+            .await?;
+        let run = runs
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Internal("a run's commit answered no revision".into()))?;
+        Ok((run, changed))
+    }
+
+    /// As [`Catalog::commit`], for a mutation of several runs: all of its
+    /// revisions land in one commit.
+    pub(super) async fn commit_many(&self, plan: ManyPlan) -> Answer {
         let (done, mut answer) = oneshot::channel();
         self.queue
             .lock()
@@ -170,8 +187,8 @@ impl Catalog {
 /// What planning one mutation gave.
 enum Planned {
     Failed(Error),
-    Unchanged(Arc<Run>),
-    Changed(crate::catalog::run::RunId),
+    Unchanged(Vec<Arc<Run>>),
+    Changed(Vec<crate::catalog::run::RunId>),
 }
 
 impl State {
@@ -225,7 +242,11 @@ impl State {
             let answer = match planned {
                 Planned::Failed(e) => Err(e),
                 Planned::Unchanged(run) => Ok((run, false)),
-                Planned::Changed(id) => catalog.require(id).map(|run| (run.clone(), true)),
+                Planned::Changed(ids) => ids
+                    .iter()
+                    .map(|id| catalog.revision(*id).cloned())
+                    .collect::<Result<Vec<_>>>()
+                    .map(|runs| (runs, true)),
             };
             let _ = p.done.send(answer);
         }
@@ -246,15 +267,25 @@ impl State {
             for p in batch.iter_mut() {
                 planned.push(match (p.plan)(&working) {
                     Err(e) => Planned::Failed(e),
-                    Ok(run) => match working.get(run.id) {
-                        Some(held) if held.rev == run.rev => Planned::Unchanged(held.clone()),
-                        _ => {
-                            let id = run.id;
-                            working.add(run.clone());
-                            rows.push(run);
-                            Planned::Changed(id)
+                    Ok(runs) => {
+                        let held: Vec<Arc<Run>> = runs
+                            .iter()
+                            .filter_map(|run| working.get(run.id).filter(|h| h.rev == run.rev))
+                            .cloned()
+                            .collect();
+                        if held.len() == runs.len() {
+                            Planned::Unchanged(held)
+                        } else {
+                            let ids = runs.iter().map(|run| run.id).collect();
+                            for run in runs {
+                                if held.iter().all(|h| h.id != run.id) {
+                                    working.add(run.clone());
+                                    rows.push(run);
+                                }
+                            }
+                            Planned::Changed(ids)
                         }
-                    },
+                    }
                 });
             }
             if rows.is_empty() {

@@ -1,6 +1,7 @@
 //! The engine: a store, its catalog snapshot, and the operations every interface shares.
 
 mod catalog_commit;
+mod deletes;
 mod fork_steps;
 mod group_commit;
 mod queries;

@@ -240,6 +240,7 @@ mod tests {
                 .unwrap(),
             read_only: true,
             key_id: None,
+            can_delete: false,
         };
         let record = |s: &Scope| QueryRecord {
             info: QueryInfo::new(

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{ArrayRef, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder};
+use arrow::array::{
+    ArrayRef, BooleanArray, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder,
+};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::view::ViewTable;
 use datafusion::catalog::{MemTable, TableProvider};
@@ -95,13 +97,21 @@ pub async fn build(
         projects: projects.clone(),
     };
     let snapshot = projects.restrict(snapshot);
+    // Deleted runs' rows stay in the files until a purge: every per-run
+    // table leaves them out (a scoped caller's list of runs has none).
+    let hidden: Vec<i64> = snapshot
+        .unpurged()
+        .into_iter()
+        .map(|id| id as i64)
+        .collect();
     let visible: Option<Vec<i64>> = match projects {
         Projects::All => None,
         Projects::Matching(_) => Some(snapshot.runs().map(|r| r.id as i64).collect()),
     };
     let scope = |provider| match &visible {
-        Some(ids) => only_runs(provider, ids),
-        None => Ok(provider),
+        Some(ids) => only_runs(provider, ids, false),
+        None if hidden.is_empty() => Ok(provider),
+        None => only_runs(provider, &hidden, true),
     };
     store.refresh_within(TableKind::Metrics, refresh).await?;
     let files = store.files(TableKind::Metrics).await?;
@@ -128,7 +138,12 @@ pub async fn build(
     lineage::register(&ctx, lineage);
     functions::register(&ctx);
     // The status history is stored data, listed with the system tables too.
-    system::register(&ctx, system, vec![(RUN_STATUS_EVENTS, events)])?;
+    let deletions: Arc<dyn TableProvider> = Arc::new(deletions_table(&snapshot)?);
+    system::register(
+        &ctx,
+        system,
+        vec![(RUN_STATUS_EVENTS, events), ("deletions", deletions)],
+    )?;
     Ok(ctx)
 }
 
@@ -185,12 +200,17 @@ async fn snapshot_table(store: &Store, kind: TableKind) -> Result<Arc<dyn TableP
     )))
 }
 
-/// `provider` restricted to the rows of the runs `ids`.
-fn only_runs(provider: Arc<dyn TableProvider>, ids: &[i64]) -> Result<Arc<dyn TableProvider>> {
+/// `provider` restricted to the rows of the runs `ids` (of the other runs
+/// when `except`).
+fn only_runs(
+    provider: Arc<dyn TableProvider>,
+    ids: &[i64],
+    except: bool,
+) -> Result<Arc<dyn TableProvider>> {
     let visible = if ids.is_empty() {
-        lit(false)
+        lit(except)
     } else {
-        col("run_id").in_list(ids.iter().map(|id| lit(*id)).collect(), false)
+        col("run_id").in_list(ids.iter().map(|id| lit(*id)).collect(), except)
     };
     let plan = LogicalPlanBuilder::scan("scoped", provider_as_source(provider), None)?
         .filter(visible)?
@@ -229,6 +249,61 @@ async fn status_events(store: &Store, refresh: Duration) -> Result<Arc<dyn Table
         ])?
         .build()?;
     Ok(Arc::new(ViewTable::new(plan, None)))
+}
+
+/// `system.deletions`: every deleted run the caller's projects held, who
+/// deleted it and when, and whether a purge has removed its data.
+fn deletions_table(snapshot: &CatalogSnapshot) -> Result<MemTable> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("run_id", DataType::Int64, false),
+        Field::new("project", DataType::Utf8, false),
+        Field::new("display_id", DataType::Utf8, false),
+        Field::new("deleted_at", timestamp_type(), false),
+        Field::new("key_id", DataType::Utf8, true),
+        Field::new("cascade", DataType::Boolean, false),
+        Field::new("purged", DataType::Boolean, false),
+    ]));
+    let gone: Vec<_> = snapshot
+        .deleted()
+        .filter_map(|r| Some((r, r.deleted.as_ref()?)))
+        .collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(
+            gone.iter()
+                .map(|(r, _)| r.id as i64)
+                .collect::<Int64Array>(),
+        ),
+        Arc::new(
+            gone.iter()
+                .map(|(r, _)| Some(r.project.as_str()))
+                .collect::<StringArray>(),
+        ),
+        Arc::new(
+            gone.iter()
+                .map(|(r, _)| Some(r.display_id.as_str()))
+                .collect::<StringArray>(),
+        ),
+        Arc::new(timestamps(
+            gone.iter().map(|(_, d)| d.at.timestamp_micros()).collect(),
+        )),
+        Arc::new(
+            gone.iter()
+                .map(|(_, d)| d.key_id.as_deref())
+                .collect::<StringArray>(),
+        ),
+        Arc::new(
+            gone.iter()
+                .map(|(_, d)| Some(d.cascade))
+                .collect::<BooleanArray>(),
+        ),
+        Arc::new(
+            gone.iter()
+                .map(|(_, d)| Some(d.purged))
+                .collect::<BooleanArray>(),
+        ),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    Ok(MemTable::try_new(schema, vec![vec![batch]])?)
 }
 
 /// The `runs` SQL table: the current state of every run (latest revision).

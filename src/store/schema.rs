@@ -55,6 +55,12 @@ static RUNS: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("status_source", DataType::Utf8, true),
         Field::new("status_key_id", DataType::Utf8, true),
         Field::new("status_rev", DataType::Int64, true),
+        // A run's deletion (see `catalog::run::Deletion`): set on its last
+        // revision only. Added later, as the status columns were.
+        Field::new("deleted_at", timestamp_type(), true),
+        Field::new("deleted_key_id", DataType::Utf8, true),
+        Field::new("deleted_cascade", DataType::Boolean, true),
+        Field::new("purged", DataType::Boolean, true),
     ]))
 });
 
@@ -92,6 +98,8 @@ static KEYS: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("projects", DataType::Utf8, true),
         Field::new("read_only", DataType::Boolean, true),
         Field::new("revoked_at", timestamp_type(), true),
+        // Added later: keys issued before may not delete.
+        Field::new("can_delete", DataType::Boolean, true),
     ]))
 });
 

@@ -58,10 +58,23 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage projects.
+    #[command(subcommand)]
+    Project(ProjectCommand),
     /// Start a cluster scheduler (Apache DataFusion Ballista) that `--cluster` queries are sent to.
     Scheduler(SchedulerArgs),
     /// Start a cluster executor: it registers with a scheduler and runs query tasks over the store.
     Executor(ExecutorArgs),
+}
+
+/// `project` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ProjectCommand {
+    /// Delete a project: every run of it, as a cascade.
+    Delete {
+        /// Project name.
+        name: String,
+    },
 }
 
 /// `keys` subcommands.
@@ -77,6 +90,9 @@ pub enum KeysCommand {
         /// Reads only: SQL, exports, reports and the SDK's read API; no writes.
         #[arg(long)]
         read_only: bool,
+        /// May also delete runs and projects of its scope (no key may otherwise).
+        #[arg(long, conflicts_with = "read_only")]
+        can_delete: bool,
     },
     /// List issued keys: id (hash prefix), scope, created, last used, revoked.
     List,
@@ -198,6 +214,17 @@ pub enum RunCommand {
         run: String,
         /// JSON object to merge.
         config: String,
+    },
+    /// Delete runs, all or none; a run with forks only with --cascade, which
+    /// deletes its whole subtree. Deleted runs vanish from every read at once;
+    /// `forkline purge` removes their data from the store.
+    Delete {
+        /// Runs (numeric ids or display ids).
+        #[arg(required = true)]
+        runs: Vec<String>,
+        /// Also delete every run forked from them, directly or not.
+        #[arg(long)]
+        cascade: bool,
     },
     /// Add or remove tags.
     Tag {
@@ -330,6 +357,7 @@ impl Command {
             Command::Check => "check",
             Command::Vacuum(_) => "vacuum",
             Command::Keys(_) => "keys",
+            Command::Project(_) => "project",
             Command::Scheduler(_) => "scheduler",
             Command::Executor(_) => "executor",
         }

@@ -1,20 +1,32 @@
 //! `forkline run …` and `forkline keys …`: the catalog and key verbs.
 
-use super::{KeysCommand, RunCommand, parse_config};
-use crate::catalog::{ForkRequest, NewRun, RunStatus, RunUpdate};
+use std::sync::Arc;
+
+use super::{KeysCommand, ProjectCommand, RunCommand, parse_config};
+use crate::catalog::{ForkRequest, NewRun, Run, RunStatus, RunUpdate};
 use crate::engine::Engine;
 use crate::error::Result;
+use crate::scope::Scope;
 
 pub(super) async fn keys_command(engine: &Engine, cmd: KeysCommand) -> Result<()> {
     match cmd {
-        KeysCommand::Create { project, read_only } => {
+        KeysCommand::Create {
+            project,
+            read_only,
+            can_delete,
+        } => {
             let projects = crate::scope::Projects::from_patterns(&project)?;
-            let (key, id) = crate::auth::create_key(engine, &projects, read_only).await?;
+            let access = crate::auth::Access {
+                read_only,
+                can_delete,
+            };
+            let (key, id) = crate::auth::create_key(engine, &projects, access).await?;
             println!("{key}");
             eprintln!(
-                "key {id} for {}{} created; it is shown only once",
+                "key {id} for {}{}{} created; it is shown only once",
                 projects.describe(),
-                if read_only { ", read-only" } else { "" }
+                if read_only { ", read-only" } else { "" },
+                if can_delete { ", may delete" } else { "" }
             );
         }
         KeysCommand::List => {
@@ -29,10 +41,10 @@ pub(super) async fn keys_command(engine: &Engine, cmd: KeysCommand) -> Result<()
                     "{}\t{}\t{}\t{}\t{}\t{}",
                     k.id,
                     k.projects.describe(),
-                    if k.read_only {
-                        "read-only"
-                    } else {
-                        "read-write"
+                    match (k.read_only, k.can_delete) {
+                        (true, _) => "read-only",
+                        (false, true) => "read-write-delete",
+                        (false, false) => "read-write",
                     },
                     when(Some(k.created_at)),
                     when(k.last_used),
@@ -102,6 +114,13 @@ pub(super) async fn run_command(engine: &Engine, cmd: RunCommand) -> Result<()> 
                 .update_run(&run, RunUpdate::MergeConfig(parse_config(Some(&config))?))
                 .await?
         }
+        RunCommand::Delete { runs, cascade } => {
+            let gone = engine
+                .delete_runs(runs, cascade, &Scope::unrestricted())
+                .await?;
+            print_deleted(&gone);
+            return Ok(());
+        }
         RunCommand::Tag { run, add, remove } => {
             if !add.is_empty() {
                 engine.update_run(&run, RunUpdate::AddTags(add)).await?;
@@ -116,4 +135,24 @@ pub(super) async fn run_command(engine: &Engine, cmd: RunCommand) -> Result<()> 
         run.id, run.display_id, run.project, run.status
     );
     Ok(())
+}
+
+pub(super) async fn project_command(engine: &Engine, cmd: ProjectCommand) -> Result<()> {
+    match cmd {
+        ProjectCommand::Delete { name } => {
+            let gone = engine.delete_project(&name, &Scope::unrestricted()).await?;
+            print_deleted(&gone);
+        }
+    }
+    Ok(())
+}
+
+/// A line per deleted run, as `run create` prints a run.
+fn print_deleted(runs: &[Arc<Run>]) {
+    for run in runs {
+        println!(
+            "deleted id={} display_id={} project={}",
+            run.id, run.display_id, run.project
+        );
+    }
 }

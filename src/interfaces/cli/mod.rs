@@ -22,7 +22,7 @@ use crate::store::OpenMode;
 
 use args::check_public_url;
 pub use args::*;
-use catalog_commands::{keys_command, run_command};
+use catalog_commands::{keys_command, project_command, run_command};
 
 impl Cli {
     /// What the command may do to a store that does not exist: only the
@@ -35,7 +35,7 @@ impl Cli {
             Command::Sql(_) | Command::Check | Command::Export(_) | Command::Report(_) => {
                 OpenMode::ReadOnly
             }
-            Command::Compact(_) | Command::Vacuum(_) => OpenMode::Existing,
+            Command::Compact(_) | Command::Vacuum(_) | Command::Project(_) => OpenMode::Existing,
             Command::Serve(_)
             | Command::Demo(_)
             | Command::BenchData(_)
@@ -231,6 +231,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Run(cmd) => run_command(&engine, cmd).await,
         Command::Keys(cmd) => keys_command(&engine, cmd).await,
+        Command::Project(cmd) => project_command(&engine, cmd).await,
         // Served above, without an engine.
         Command::Scheduler(_) | Command::Executor(_) => Ok(()),
     }

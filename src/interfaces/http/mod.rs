@@ -3,6 +3,7 @@
 
 mod access;
 mod console;
+mod delete_route;
 mod errors;
 mod export_route;
 mod lenient_json;
@@ -21,7 +22,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde::Serialize;
 
 use crate::auth::Keys;
@@ -155,6 +156,18 @@ fn routes() -> Vec<Route> {
         (
             spec(Method::GET, "/metrics", RouteAccess::Monitoring),
             get(metrics),
+        ),
+        (
+            spec(Method::DELETE, "/api/runs/{id}", RouteAccess::Write),
+            delete(delete_route::delete_run),
+        ),
+        (
+            spec(Method::POST, "/api/runs/delete", RouteAccess::Write),
+            post(delete_route::delete_runs),
+        ),
+        (
+            spec(Method::DELETE, "/api/projects/{name}", RouteAccess::Write),
+            delete(delete_route::delete_project),
         ),
     ];
     all.extend(pluto::routes());

@@ -38,7 +38,10 @@ const BEARER: &str = "apiKey";
         serve,
         super::sql_route::sql,
         export_route::export,
-        report_route::report
+        report_route::report,
+        super::delete_route::delete_run,
+        super::delete_route::delete_runs,
+        super::delete_route::delete_project
     ),
     components(schemas(ErrorBody)),
     tags(
