@@ -124,12 +124,14 @@ impl Engine {
     }
 
     fn upload_path(&self, run: RunId, file_name: &str) -> Result<StorePath> {
+        Ok(self.upload_dir(run)?.join(file_name))
+    }
+
+    /// Where the uploaded objects of `run` live.
+    pub fn upload_dir(&self, run: RunId) -> Result<StorePath> {
         let root = StorePath::from_url_path(self.store.location().root.path())
             .map_err(|e| Error::invalid(format!("bad store path: {e}")))?;
-        Ok(root
-            .join("files")
-            .join(run.to_string().as_str())
-            .join(file_name))
+        Ok(root.join("files").join(run.to_string().as_str()))
     }
 
     /// Marks an upload URL used; a second use, on any server of the store, is refused.

@@ -159,23 +159,7 @@ async fn merge_runs(engine: &Engine) -> Result<CompactReport> {
         return Ok(CompactReport::default());
     }
     let ctx = private_context(engine);
-    let schema = arrow_schema(kind);
-    let input = FileSetTable::new(
-        schema.clone(),
-        store.location().object_store_url(),
-        files.files.clone(),
-    );
-    let mut batches = Vec::new();
-    for batch in ctx.read_table(Arc::new(input))?.collect().await? {
-        // Strings come back as views; store them as the table's own types.
-        let columns = batch
-            .columns()
-            .iter()
-            .zip(schema.fields())
-            .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        batches.push(RecordBatch::try_new(schema.clone(), columns)?);
-    }
+    let batches = super::read_files(&ctx, engine, kind, files.files.clone(), None).await?;
     let tag: u32 = rand::rng().random();
     let name = format!("compacted-{tag:08x}.parquet");
     let rows_in = rows(&batches);
@@ -395,6 +379,11 @@ pub async fn every(engine: Arc<Engine>, every: std::time::Duration, options: Com
             // Another process sharing the store compacted the same files first.
             Err(e @ Error::Conflict(_)) => tracing::info!("compaction skipped: {e}"),
             Err(e) => tracing::warn!("compaction failed, will retry: {e}"),
+        }
+        match super::purge(&engine, super::purge::BACKGROUND_GRACE).await {
+            Ok(report) if !report.runs.is_empty() => tracing::info!("{report}"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("purge failed, will retry: {e}"),
         }
     }
 }

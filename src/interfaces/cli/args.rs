@@ -55,6 +55,10 @@ pub enum Command {
     Check,
     /// Delete files that no table snapshot within the retention period needs (e.g. files compaction replaced).
     Vacuum(VacuumArgs),
+    /// Remove every row and upload of deleted runs from the store, keeping a
+    /// tombstone (ids, project, deletion) per run; then `vacuum` deletes the
+    /// replaced files. Background compaction purges deletions over 10 minutes old.
+    Purge,
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -356,6 +360,7 @@ impl Command {
             Command::Compact(_) => "compact",
             Command::Check => "check",
             Command::Vacuum(_) => "vacuum",
+            Command::Purge => "purge",
             Command::Keys(_) => "keys",
             Command::Project(_) => "project",
             Command::Scheduler(_) => "scheduler",

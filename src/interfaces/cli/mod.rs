@@ -35,7 +35,9 @@ impl Cli {
             Command::Sql(_) | Command::Check | Command::Export(_) | Command::Report(_) => {
                 OpenMode::ReadOnly
             }
-            Command::Compact(_) | Command::Vacuum(_) | Command::Project(_) => OpenMode::Existing,
+            Command::Compact(_) | Command::Vacuum(_) | Command::Project(_) | Command::Purge => {
+                OpenMode::Existing
+            }
             Command::Serve(_)
             | Command::Demo(_)
             | Command::BenchData(_)
@@ -149,6 +151,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Compact(args) => {
             let options = crate::maintenance::compact::CompactOptions::from(&args);
             let report = crate::maintenance::compact::compact(&engine, &options).await?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::Purge => {
+            let report = crate::maintenance::purge(&engine, std::time::Duration::ZERO).await?;
             println!("{report}");
             Ok(())
         }
