@@ -196,3 +196,36 @@ fn a_cluster_address_is_checked_before_any_query() {
         assert!(e.to_string().contains("df://host:port"), "{bad}: {e}");
     }
 }
+
+#[tokio::test]
+async fn a_deleted_runs_rows_stay_out_of_plans_sent_to_the_cluster() {
+    let (_dir, store) = temp_store();
+    let engine = Engine::open(&store).await.unwrap();
+    let docs = product_docs(&engine).await.unwrap();
+    let gone = docs.c.id as i64;
+    engine
+        .delete_runs(
+            vec![docs.c.display_id.clone()],
+            false,
+            &forkline::scope::Scope::unrestricted(),
+        )
+        .await
+        .unwrap();
+    for sql in [
+        "SELECT run_id, count(*) FROM metrics GROUP BY run_id",
+        "SELECT run_id, count(*) FROM metric_writes GROUP BY run_id",
+        "SELECT run_id, count(*) FROM logs GROUP BY run_id UNION ALL \
+         SELECT run_id, count(*) FROM run_status_events GROUP BY run_id",
+    ] {
+        let df = engine.sql(sql).await.unwrap();
+        let (state, plan) = remote::physical_plan(df).await.unwrap();
+        let decoded = round_trip(&engine, &plan).await;
+        let ctx = SessionContext::new_with_state(state);
+        let rows = sorted(&collect(decoded, ctx.task_ctx()).await.unwrap());
+        assert!(!rows.is_empty(), "{sql}");
+        assert!(
+            rows.iter().all(|row| row[0] != gone.to_string()),
+            "{sql}: {rows:?}"
+        );
+    }
+}

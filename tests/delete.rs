@@ -206,6 +206,25 @@ async fn delete_runs_over_http() {
             .await;
         assert_eq!(status, 400, "{body}: {answer}");
     }
+    // The console's run page offers the deletion to keys that may delete,
+    // listing the forks that would go with the run.
+    let page = format!("/api/console/p/p/r/{}", a["displayId"].as_str().unwrap());
+    let (status, html) = w.send(&w.del, Method::GET, &page, None).await;
+    assert_eq!(status, 200, "{html}");
+    let html = html.as_str().unwrap().to_string();
+    assert!(
+        html.contains("class=\"delete-run\"") && html.contains("name=\"cascade\""),
+        "{html}"
+    );
+    for fork in [&b, &c] {
+        assert!(html.contains(fork["displayId"].as_str().unwrap()), "{html}");
+    }
+    for key in [&w.rw, &w.ro] {
+        let (status, html) = w.send(key, Method::GET, &page, None).await;
+        assert_eq!(status, 200);
+        assert!(!html.to_string().contains("delete-run"), "{html}");
+    }
+
     // A run with forks: refused, naming them; the fork still stitches all its points.
     let (status, answer) = w
         .send(
@@ -423,35 +442,13 @@ fn delete_runs_and_projects_from_the_cli() {
 
 /// A Flight SQL statement's result as text, through the deleting key.
 async fn flight_rows(w: &World, sql: &str) -> String {
-    use arrow_flight::sql::client::FlightSqlServiceClient;
-    use futures::TryStreamExt;
     let endpoint = w
         .server
         .flight
         .clone()
         .expect("the server serves Flight SQL");
-    let channel = tonic::transport::Channel::from_shared(endpoint)
+    let batches = common::flight_batches(&endpoint, Some(&w.del), sql).await;
+    arrow::util::pretty::pretty_format_batches(&batches)
         .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = FlightSqlServiceClient::new(channel);
-    client.set_header("authorization", format!("Bearer {}", w.del));
-    let info = client.execute(sql.into(), None).await.unwrap();
-    let mut text = String::new();
-    for endpoint in info.endpoint {
-        let batches: Vec<arrow::array::RecordBatch> = client
-            .do_get(endpoint.ticket.unwrap())
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
-        text.push_str(
-            &arrow::util::pretty::pretty_format_batches(&batches)
-                .unwrap()
-                .to_string(),
-        );
-    }
-    text
+        .to_string()
 }

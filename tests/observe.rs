@@ -512,26 +512,8 @@ async fn system_tables_are_scoped_by_key() {
     );
 }
 
-/// Runs `sql` over Flight SQL with `key` and fetches every row.
+/// Runs `sql` over Flight SQL with `key`: one row comes back.
 async fn flight_query(endpoint: &str, key: &str, sql: &str) {
-    use arrow_flight::sql::client::FlightSqlServiceClient;
-    use futures::TryStreamExt;
-    let channel = tonic::transport::Channel::from_shared(endpoint.to_string())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = FlightSqlServiceClient::new(channel);
-    client.set_header("authorization", format!("Bearer {key}"));
-    let info = client.execute(sql.into(), None).await.unwrap();
-    for endpoint in info.endpoint {
-        let batches: Vec<arrow::array::RecordBatch> = client
-            .do_get(endpoint.ticket.unwrap())
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
-        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
-    }
+    let batches = common::flight_batches(endpoint, Some(key), sql).await;
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
 }

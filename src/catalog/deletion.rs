@@ -16,16 +16,14 @@ use chrono::{DateTime, Utc};
 use super::run::{Deletion, Run, RunId};
 use super::snapshot::CatalogSnapshot;
 use crate::error::{Error, Result};
-use crate::scope::Projects;
 
 /// How many descendants a refusal names before it only counts them.
 const NAMED_DESCENDANTS: usize = 20;
 
 /// Who asks for a deletion, and how far it may reach.
-#[derive(Debug, Clone)]
 pub struct Deleter<'a> {
-    /// Projects the caller sees: a run outside them is unknown.
-    pub projects: &'a Projects,
+    /// Whether the caller sees a project: a run outside is unknown.
+    pub sees: &'a dyn Fn(&str) -> bool,
     /// The caller's API key, recorded on each deletion.
     pub key_id: Option<&'a str>,
     /// When.
@@ -46,7 +44,7 @@ pub fn plan_delete(
     }
     let mut named = BTreeSet::new();
     for reference in references {
-        let run = visible(snap, reference, by.projects)?;
+        let run = visible(snap, reference, by.sees)?;
         named.insert(run.id);
     }
     let mut doomed: Vec<RunId> = Vec::new();
@@ -82,7 +80,7 @@ pub fn plan_delete_project(
     by: &Deleter,
 ) -> Result<Vec<Run>> {
     let runs = snap.project_runs(project);
-    if runs.is_empty() || !by.projects.allows(project) {
+    if runs.is_empty() || !(by.sees)(project) {
         return Err(Error::NotFound(format!("unknown project `{project}`")));
     }
     Ok(runs.iter().map(|run| deletion(run, true, by)).collect())
@@ -92,10 +90,10 @@ pub fn plan_delete_project(
 fn visible<'s>(
     snap: &'s CatalogSnapshot,
     reference: &str,
-    projects: &Projects,
+    sees: &dyn Fn(&str) -> bool,
 ) -> Result<&'s Arc<Run>> {
     let run = snap.lookup(reference)?;
-    if projects.allows(&run.project) {
+    if sees(&run.project) {
         Ok(run)
     } else {
         Err(Error::NotFound(format!(
@@ -168,9 +166,9 @@ mod tests {
         snap
     }
 
-    fn by(projects: &Projects) -> Deleter<'_> {
+    fn by(sees: &dyn Fn(&str) -> bool) -> Deleter<'_> {
         Deleter {
-            projects,
+            sees,
             key_id: Some("k"),
             now: Utc::now(),
         }
@@ -179,7 +177,7 @@ mod tests {
     #[test]
     fn parents_need_the_cascade_and_ids_stay_taken() {
         let mut snap = tree();
-        let all = Projects::All;
+        let all = |_: &str| true;
         let refused = plan_delete(&snap, &["P-1".into()], false, &by(&all)).unwrap_err();
         assert!(
             matches!(&refused, Error::Conflict(m) if m.contains("P-3") && m.contains("P-4")),
@@ -214,7 +212,7 @@ mod tests {
     #[test]
     fn other_projects_are_unknown() {
         let snap = tree();
-        let other = Projects::Matching(vec!["q".into()]);
+        let other = |p: &str| p == "q";
         let refused = plan_delete(&snap, &["1".into()], true, &by(&other)).unwrap_err();
         assert!(matches!(refused, Error::NotFound(_)));
         assert!(matches!(

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use super::Engine;
-use crate::catalog::{self, Deleter, Run};
+use crate::catalog::{self, CatalogSnapshot, Deleter, Run};
 use crate::error::Result;
 use crate::scope::Scope;
 
@@ -24,40 +24,39 @@ impl Engine {
         cascade: bool,
         scope: &Scope,
     ) -> Result<Vec<Arc<Run>>> {
+        self.delete(scope, move |snap, by| {
+            catalog::plan_delete(snap, &references, cascade, by)
+        })
+        .await
+    }
+
+    /// Deletes every run of `project`, as `scope`'s caller.
+    pub async fn delete_project(&self, project: &str, scope: &Scope) -> Result<Vec<Arc<Run>>> {
+        scope.require_project(project)?;
+        let project = project.to_string();
+        self.delete(scope, move |snap, by| {
+            catalog::plan_delete_project(snap, &project, by)
+        })
+        .await
+    }
+
+    /// Commits the deletion `plan` makes on the latest catalog, as `scope`'s caller.
+    async fn delete(
+        &self,
+        scope: &Scope,
+        plan: impl Fn(&CatalogSnapshot, &Deleter) -> Result<Vec<Run>> + Send + 'static,
+    ) -> Result<Vec<Arc<Run>>> {
         scope.require_delete()?;
         let (projects, key_id) = (scope.projects.clone(), scope.key_id.clone());
         let (runs, _) = self
             .catalog
             .commit_many(Box::new(move |snap| {
                 let by = Deleter {
-                    projects: &projects,
+                    sees: &|p| projects.allows(p),
                     key_id: key_id.as_deref(),
                     now: Utc::now(),
                 };
-                catalog::plan_delete(snap, &references, cascade, &by)
-            }))
-            .await?;
-        Ok(runs)
-    }
-
-    /// Deletes every run of `project`, as `scope`'s caller.
-    pub async fn delete_project(&self, project: &str, scope: &Scope) -> Result<Vec<Arc<Run>>> {
-        scope.require_delete()?;
-        scope.require_project(project)?;
-        let (projects, key_id, project) = (
-            scope.projects.clone(),
-            scope.key_id.clone(),
-            project.to_string(),
-        );
-        let (runs, _) = self
-            .catalog
-            .commit_many(Box::new(move |snap| {
-                let by = Deleter {
-                    projects: &projects,
-                    key_id: key_id.as_deref(),
-                    now: Utc::now(),
-                };
-                catalog::plan_delete_project(snap, &project, &by)
+                plan(snap, &by)
             }))
             .await?;
         Ok(runs)

@@ -15,8 +15,11 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::Int64Type;
 use chrono::Utc;
-use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
+use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 
@@ -150,7 +153,6 @@ async fn purge_table(
     }
     let (lo, hi) = (*ids.first().expect("ids"), *ids.last().expect("ids"));
     let ctx = ordered_context(engine);
-    let listed: Vec<datafusion::prelude::Expr> = ids.iter().map(|id| lit(*id)).collect();
     let (mut added, mut removed, mut written, mut dropped) =
         (Vec::new(), Vec::new(), Vec::new(), 0);
     for file in files
@@ -158,26 +160,11 @@ async fn purge_table(
         .iter()
         .filter(|f| f.runs.is_none_or(|_| f.overlaps(lo, hi)))
     {
-        let ours = read_files(
-            &ctx,
-            engine,
-            kind,
-            vec![file.clone()],
-            Some(col("run_id").in_list(listed.clone(), false)),
-        )
-        .await?;
-        let gone: u64 = ours.iter().map(|b| b.num_rows() as u64).sum();
+        let rows = read_files(&ctx, engine, kind, vec![file.clone()], None).await?;
+        let (kept, gone) = without_runs(rows, ids)?;
         if gone == 0 {
             continue;
         }
-        let kept = read_files(
-            &ctx,
-            engine,
-            kind,
-            vec![file.clone()],
-            Some(col("run_id").in_list(listed.clone(), true)),
-        )
-        .await?;
         dropped += gone;
         removed.push(file.clone());
         if kept.iter().all(|b| b.num_rows() == 0) {
@@ -209,6 +196,25 @@ async fn purge_table(
             Err(e)
         }
     }
+}
+
+/// `batches` without the rows of `ids` (in their order), and how many went.
+fn without_runs(batches: Vec<RecordBatch>, ids: &BTreeSet<i64>) -> Result<(Vec<RecordBatch>, u64)> {
+    let mut gone = 0;
+    let mut kept = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let runs = batch
+            .column_by_name("run_id")
+            .and_then(|c| c.as_primitive_opt::<Int64Type>())
+            .ok_or_else(|| Error::Damaged("a data file lacks its BIGINT run_id".into()))?;
+        let keep: BooleanArray = runs
+            .iter()
+            .map(|id| Some(!id.is_some_and(|id| ids.contains(&id))))
+            .collect();
+        gone += (batch.num_rows() - keep.true_count()) as u64;
+        kept.push(filter_record_batch(&batch, &keep)?);
+    }
+    Ok((kept, gone))
 }
 
 /// A rewritten file's name keeps the class its name tells (see [`FileClass`]).

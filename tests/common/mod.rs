@@ -485,3 +485,34 @@ pub fn peak_rss_mib(pid: u32) -> u64 {
     let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     kib / 1024
 }
+
+/// Every row of a Flight SQL statement, sent with `key` (if any).
+pub async fn flight_batches(
+    endpoint: &str,
+    key: Option<&str>,
+    sql: &str,
+) -> Vec<arrow::array::RecordBatch> {
+    use arrow_flight::sql::client::FlightSqlServiceClient;
+    let channel = tonic::transport::Channel::from_shared(endpoint.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = FlightSqlServiceClient::new(channel);
+    if let Some(key) = key {
+        client.set_header("authorization", format!("Bearer {key}"));
+    }
+    let info = client.execute(sql.into(), None).await.unwrap();
+    let mut batches = Vec::new();
+    for endpoint in info.endpoint {
+        let part: Vec<arrow::array::RecordBatch> = client
+            .do_get(endpoint.ticket.unwrap())
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        batches.extend(part);
+    }
+    batches
+}

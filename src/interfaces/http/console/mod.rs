@@ -285,6 +285,14 @@ async fn run_page(
             logs: pages::table(&engine.gate().collect(logs).await?, "logs")?,
             log_limit: LOG_LINES,
             files: pages::table(&engine.gate().collect(files).await?, "files")?,
+            deletable: scope.require_delete().is_ok().then(|| {
+                catalog
+                    .subtree(run.id)
+                    .into_iter()
+                    .skip(1)
+                    .filter_map(|id| catalog.get(id).map(|r| &**r))
+                    .collect()
+            }),
         }))
     })
     .await

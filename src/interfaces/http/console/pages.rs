@@ -338,6 +338,8 @@ pub struct RunPage<'a> {
     pub logs: String,
     pub log_limit: usize,
     pub files: String,
+    /// The forks a deletion would take along, when the key may delete.
+    pub deletable: Option<Vec<&'a Run>>,
 }
 
 fn json_cell(v: &Option<Value>) -> String {
@@ -426,6 +428,46 @@ pub fn run(page: &RunPage) -> String {
         out,
         "<h2>Status history</h2>{}<h2>Files</h2>{}<h2>Logs <small>(first {} lines)</small></h2>{}",
         page.history, page.files, page.log_limit, page.logs
+    );
+    if let Some(forks) = &page.deletable {
+        out.push_str(&delete_section(run, forks));
+    }
+    out
+}
+
+/// The run page's delete control (for keys that may delete): the forks that
+/// would go with the run, and the cascade to choose. The script arms the
+/// button on a first click and sends `DELETE /api/runs/{id}` on the second.
+fn delete_section(run: &Run, forks: &[&Run]) -> String {
+    let mut out = format!(
+        "<section class=\"delete\" data-run-id=\"{}\" data-project=\"{}\"><h2>Delete</h2>",
+        run.id,
+        esc(&run.project)
+    );
+    if forks.is_empty() {
+        out.push_str(
+            "<p>No run is forked from this one. Deleting it removes it from every view at once; \
+             <code>forkline purge</code> then removes its data from the store.</p>",
+        );
+    } else {
+        let _ = write!(
+            out,
+            "<p>{} run(s) forked from this one inherit its points: {}. It can be deleted only \
+             together with them.</p><label><input type=\"checkbox\" name=\"cascade\"> \
+             delete the {} fork(s) too</label> ",
+            forks.len(),
+            forks
+                .iter()
+                .map(|f| run_link(f))
+                .collect::<Vec<_>>()
+                .join(", "),
+            forks.len()
+        );
+    }
+    let _ = write!(
+        out,
+        "<button type=\"button\" class=\"delete-run\">Delete {}</button></section>",
+        esc(&run.display_id)
     );
     out
 }

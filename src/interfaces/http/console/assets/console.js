@@ -64,6 +64,28 @@
     load();
   }
 
+  // A run's deletion: the first click arms the button, the second sends it.
+  document.addEventListener("click", function (ev) {
+    var button = ev.target.closest && ev.target.closest("button.delete-run");
+    if (!button) return;
+    var section = button.closest("section.delete");
+    if (!button.dataset.armed) {
+      button.dataset.armed = "1";
+      button.textContent = "Confirm: " + button.textContent;
+      return;
+    }
+    var box = section.querySelector("input[name=cascade]");
+    var url = "/api/runs/" + section.dataset.runId + "?cascade=" + (box && box.checked ? "true" : "false");
+    button.disabled = true;
+    fetch(url, { method: "DELETE", headers: authHeaders() }).then(function (r) {
+      return r.text().then(function (text) {
+        if (r.ok) return navigate("/p/" + encodeURIComponent(section.dataset.project));
+        section.appendChild(errorBox(r.status, text));
+        button.disabled = false;
+      });
+    });
+  });
+
   document.addEventListener("click", function (ev) {
     var a = ev.target.closest && ev.target.closest("a[href]");
     if (!a || a.hasAttribute("download") || ev.ctrlKey || ev.metaKey || ev.shiftKey || ev.button !== 0) return;
