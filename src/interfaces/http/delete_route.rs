@@ -145,11 +145,18 @@ pub async fn delete_run(
 #[serde(rename_all = "camelCase")]
 pub struct BulkDelete {
     /// Numeric ids or display ids.
-    #[schema(value_type = Vec<Object>, example = json!([42, "VS-7"]))]
+    #[schema(schema_with = run_references, example = json!([42, "VS-7"]))]
     run_ids: Vec<Value>,
     /// Also delete every run forked from them (default false).
     #[serde(default)]
     cascade: bool,
+}
+
+fn run_references() -> utoipa::openapi::schema::Schema {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(utoipa::openapi::RefOr::T(super::pluto::run_reference()))
+        .build()
+        .into()
 }
 
 /// Deletes several runs, all or none: one unknown run, or one with forks

@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, Method};
 use axum::routing::{get, post, put};
 use datafusion::prelude::{DataFrame, SessionContext};
 
+pub(super) use shapes::run_reference;
 pub use uploads::Signer;
 
 use super::{AppState, Route, RouteAccess};

@@ -37,7 +37,7 @@ pub(super) fn run_id() -> Schema {
 }
 
 /// A run by numeric id or (a string) display id, as a fork's parent.
-pub(super) fn run_reference() -> Schema {
+pub(in crate::interfaces::http) fn run_reference() -> Schema {
     OneOfBuilder::new()
         .item(
             ObjectBuilder::new()
