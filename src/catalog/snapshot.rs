@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use imbl::{HashMap, OrdMap, OrdSet};
+use imbl::{HashMap, OrdMap, OrdSet, Vector};
 
 use super::lineage::{self, Segment};
 use super::run::{Run, RunId};
@@ -35,7 +35,17 @@ pub struct CatalogSnapshot {
     /// Deleted runs by id (their last revision): in no other index, so no
     /// read path finds them, but their ids and display ids stay taken.
     deleted: OrdMap<RunId, Arc<Run>>,
+    /// The runs each commit since `changes_since` changed, by version: what a
+    /// copy restricted to some projects at an older version needs to catch
+    /// up (see [`CatalogSnapshot::restricted_after`]).
+    changes: Vector<(u64, RunId)>,
+    /// `changes` holds every change after this version (`None`: every change
+    /// since the table began).
+    changes_since: Option<u64>,
 }
+
+/// The most changes a catalog remembers for restricted copies to catch up with.
+const MAX_CHANGES: usize = 65_536;
 
 /// A member of a family with its distance from the root.
 #[derive(Debug, Clone)]
@@ -60,6 +70,7 @@ impl CatalogSnapshot {
         }
         let mut snap = CatalogSnapshot {
             version,
+            changes_since: version,
             ..Default::default()
         };
         for run in latest.into_values() {
@@ -75,6 +86,7 @@ impl CatalogSnapshot {
     pub fn with_revisions(&self, version: Option<u64>, revisions: Vec<Run>) -> Self {
         let mut snap = self.clone();
         snap.version = version;
+        snap.remember(version, revisions.iter().map(|r| r.id));
         for run in revisions {
             snap.insert(run);
         }
@@ -91,6 +103,7 @@ impl CatalogSnapshot {
     /// read back from the rows a commit wrote) in place of its own copies.
     pub fn committed(mut self, version: Option<u64>, stored: Vec<Run>) -> Self {
         self.version = version;
+        self.remember(version, stored.iter().map(|r| r.id));
         for run in stored {
             match self.runs.get(&run.id) {
                 Some(held) if held.rev > run.rev => {}
@@ -101,6 +114,68 @@ impl CatalogSnapshot {
             }
         }
         self
+    }
+
+    /// Records that the commit of `version` changed `ids`, forgetting the
+    /// oldest versions past [`MAX_CHANGES`] (whole versions at a time, so the
+    /// log stays complete after `changes_since`).
+    fn remember(&mut self, version: Option<u64>, ids: impl Iterator<Item = RunId>) {
+        let Some(version) = version else {
+            return;
+        };
+        self.changes.extend(ids.map(|id| (version, id)));
+        while self.changes.len() > MAX_CHANGES {
+            let Some((forgotten, _)) = self.changes.pop_front() else {
+                break;
+            };
+            while self.changes.front().is_some_and(|(v, _)| *v == forgotten) {
+                self.changes.pop_front();
+            }
+            self.changes_since = Some(forgotten);
+        }
+    }
+
+    /// This catalog restricted to the projects `keep` accepts, made from
+    /// `older` (the same restriction of an older version of this catalog) by
+    /// replaying only the runs changed since: a scoped reader pays for the
+    /// commits since it last looked, not for every run of the store (with a
+    /// sweep committing runs all the time, each request of a key scoped to
+    /// projects rebuilt its catalog from all of them). Falls back to
+    /// [`CatalogSnapshot::restricted`] when the changes are not all known.
+    pub fn restricted_after(
+        &self,
+        older: &CatalogSnapshot,
+        keep: impl Fn(&str) -> bool,
+    ) -> CatalogSnapshot {
+        let (Some(from), Some(to)) = (older.version, self.version) else {
+            return self.restricted(keep);
+        };
+        if from > to || self.changes_since.is_some_and(|since| since > from) {
+            return self.restricted(keep);
+        }
+        let mut out = older.clone();
+        out.version = self.version;
+        out.changes = Vector::new();
+        out.changes_since = self.version;
+        // Versions only grow along the log: the first change after `from`.
+        let start = self
+            .changes
+            .binary_search_by(|(v, _)| {
+                if *v <= from {
+                    std::cmp::Ordering::Less
+                } else {
+                    std::cmp::Ordering::Greater
+                }
+            })
+            .unwrap_or_else(|at| at);
+        for (_, id) in self.changes.iter().skip(start) {
+            if let Ok(run) = self.revision(*id)
+                && keep(&run.project)
+            {
+                out.insert(Run::clone(run));
+            }
+        }
+        out
     }
 
     /// Moves a run's deletion (a revision carrying [`Run::deleted`]) out of
@@ -556,5 +631,71 @@ mod tests {
             }
         }
         assert!(snap.by_creation("other", true, 5).is_empty());
+    }
+
+    #[test]
+    fn a_restriction_caught_up_equals_a_fresh_one() {
+        use crate::catalog::{Deleter, ForkRequest, NewRun, plan_create, plan_delete, plan_fork};
+        let now = chrono::Utc::now();
+        let keep = |p: &str| p == "vision";
+        let mut full = CatalogSnapshot::default();
+        let mut history = vec![full.restricted(keep)];
+        let mut commit = |full: &mut CatalogSnapshot, runs: Vec<Run>| {
+            let mut working = full.clone();
+            for run in &runs {
+                working.add(run.clone());
+            }
+            let version = Some(full.version().map_or(0, |v| v + 1));
+            *full = working.committed(version, runs);
+            let fresh = full.restricted(keep);
+            for back in [1, 2, 5] {
+                let Some(older) = history.len().checked_sub(back).map(|i| &history[i]) else {
+                    continue;
+                };
+                let caught = full.restricted_after(older, keep);
+                assert_eq!(observed(&caught), observed(&fresh), "{back} back");
+                assert_eq!(caught.unpurged(), fresh.unpurged());
+            }
+            history.push(fresh);
+        };
+        for (project, name) in [("vision", "a"), ("nlp", "b"), ("vision", "c"), ("nlp", "d")] {
+            let req = NewRun {
+                project: project.into(),
+                name: name.into(),
+                ..Default::default()
+            };
+            let run = plan_create(&full, &req, None, now).unwrap();
+            commit(&mut full, vec![run]);
+        }
+        for (forked, step) in [("1", 5), ("5", 3), ("2", 1), ("3", 9)] {
+            let run =
+                plan_fork(&full, &ForkRequest::new(forked, step), Some(10), None, now).unwrap();
+            commit(&mut full, vec![run]);
+        }
+        let by = Deleter {
+            sees: &|_| true,
+            key_id: None,
+            now,
+        };
+        let gone = plan_delete(&full, &["1".into()], true, &by).unwrap();
+        commit(&mut full, gone);
+        let req = NewRun {
+            project: "vision".into(),
+            name: "e".into(),
+            ..Default::default()
+        };
+        let run = plan_create(&full, &req, None, now).unwrap();
+        commit(&mut full, vec![run]);
+        // A catalog read whole (another process committed) knows no changes
+        // before it: a catch-up from older falls back to a fresh restriction.
+        let reread = CatalogSnapshot::from_revisions(
+            full.version(),
+            full.runs()
+                .chain(full.deleted())
+                .map(|r| Run::clone(r))
+                .collect(),
+        );
+        let caught = reread.restricted_after(&history[1], keep);
+        assert_eq!(observed(&caught), observed(&full.restricted(keep)));
     }
 }

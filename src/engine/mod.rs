@@ -192,26 +192,37 @@ impl Engine {
     /// projects are not in it, so looking one up is "unknown run".
     pub async fn scoped_catalog(&self, scope: &Projects) -> Result<Arc<CatalogSnapshot>> {
         let full = self.catalog().await?;
+        Ok(self.restricted(full, scope))
+    }
+
+    /// `full` as `scope` sees it, caught up from this scope's last restricted
+    /// copy where there is one (see [`CatalogSnapshot::restricted_after`]).
+    fn restricted(&self, full: Arc<CatalogSnapshot>, scope: &Projects) -> Arc<CatalogSnapshot> {
         if *scope == Projects::All {
-            return Ok(full);
+            return full;
         }
-        let cached = {
+        let older = {
             let cache = self.scoped_catalogs.lock().expect("scope cache poisoned");
-            cache
-                .get(scope)
-                .filter(|c| c.version() == full.version())
-                .cloned()
+            cache.get(scope).cloned()
         };
-        if let Some(c) = cached {
-            return Ok(c);
+        if let Some(c) = older.as_ref().filter(|c| c.version() == full.version()) {
+            return c.clone();
         }
-        let restricted = scope.restrict(full);
+        let restricted = match older {
+            Some(older) => Arc::new(full.restricted_after(&older, |p| scope.allows(p))),
+            None => scope.restrict(full),
+        };
         let mut cache = self.scoped_catalogs.lock().expect("scope cache poisoned");
         if cache.len() >= MAX_CACHED_SESSIONS {
             cache.clear();
         }
-        cache.insert(scope.clone(), restricted.clone());
-        Ok(restricted)
+        if cache
+            .get(scope)
+            .is_none_or(|held| held.version() < restricted.version())
+        {
+            cache.insert(scope.clone(), restricted.clone());
+        }
+        restricted
     }
 
     /// The catalog for reading: as of a `runs` state at most `refresh_interval` old.

@@ -51,11 +51,12 @@ impl Engine {
         if let Some(ctx) = reusable {
             return Ok(ctx);
         }
+        let scoped = self.restricted(snapshot.clone(), projects);
         let ctx = query::session::build(
             &self.runtime,
             &self.session_config,
             self.options.refresh_interval,
-            snapshot,
+            (snapshot, scoped),
             &self.store,
             &self.activity,
             projects,

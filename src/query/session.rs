@@ -74,13 +74,14 @@ pub fn config(target_partitions: usize, memory_limit: usize) -> Result<SessionCo
 /// `system` schema registered.
 ///
 /// A session scoped to some projects sees their runs and nothing else: the
-/// catalog is restricted (so table functions cannot name other runs, and
-/// lineage never leaves a project) and every per-run table is filtered.
+/// catalog is restricted (`scoped`, so table functions cannot name other
+/// runs, and lineage never leaves a project) and every per-run table is
+/// filtered. `snapshot` is the whole catalog `scoped` was restricted from.
 pub async fn build(
     runtime: &Arc<RuntimeEnv>,
     config: &SessionConfig,
     refresh: Duration,
-    snapshot: Arc<CatalogSnapshot>,
+    (snapshot, scoped): (Arc<CatalogSnapshot>, Arc<CatalogSnapshot>),
     store: &Store,
     activity: &Arc<Activity>,
     projects: &Projects,
@@ -96,7 +97,7 @@ pub async fn build(
         runs: system::VisibleRuns::of(&snapshot, projects),
         projects: projects.clone(),
     };
-    let snapshot = projects.restrict(snapshot);
+    let snapshot = scoped;
     // Deleted runs' rows stay in the files until a purge: every per-run
     // table leaves them out (a scoped caller's list of runs has none).
     let hidden: Vec<i64> = snapshot
