@@ -15,6 +15,7 @@
 //! `CATALOG_PREFILL` (runs in the store before the phases, 0),
 //! `CATALOG_FORK_EVERY` (one request in this many is a fork, 5; 0: none),
 //! `CATALOG_SERVER` (the URL of a server to use instead of starting one),
+//! `CATALOG_SCOPED` (1: every request with a key scoped to the project),
 //! `FORKLINE_BIN` (the server binary, this build's by default: set it to
 //! compare two builds on one machine). `cargo test --bench catalog` is the
 //! test suite's smoke run: one second at 4 clients, with the same checks.
@@ -127,6 +128,7 @@ async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let seconds: f64 = env_or("CATALOG_SECONDS", if full { 10.0 } else { 1.0 });
     let prefill: u64 = env_or("CATALOG_PREFILL", 0);
+    println!("scoped key: {}", env_or("CATALOG_SCOPED", 0) == 1);
     let concurrencies: Vec<usize> = std::env::var("CATALOG_CLIENTS")
         .unwrap_or_else(|_| if full { "1,16,64" } else { "4" }.into())
         .split(',')
@@ -137,10 +139,22 @@ async fn main() {
     // `CATALOG_SERVER=http://…`: a server started elsewhere (under a
     // profiler, say), on a store with no project `sweep` yet.
     let external = std::env::var("CATALOG_SERVER").ok();
+    // `CATALOG_SCOPED=1`: every request through a key scoped to the sweep's
+    // project, as a team's keys are (a scoped catalog per request).
+    let scoped = env_or("CATALOG_SCOPED", 0) == 1 && external.is_none();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if scoped {
+        let key = support::project_key(&store, "sweep");
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {key}").parse().unwrap(),
+        );
+    }
     let server = external.is_none().then(|| support::start(&store, &[]));
     let base = external.unwrap_or_else(|| server.as_ref().unwrap().1.clone());
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(512)
+        .default_headers(headers)
         .build()
         .unwrap();
 

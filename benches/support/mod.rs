@@ -27,8 +27,7 @@ impl Drop for Server {
 /// after `serve`: this build's binary, or `FORKLINE_BIN` (to compare two
 /// builds on one machine).
 pub fn start(store: &str, args: &[&str]) -> Server {
-    let bin = std::env::var("FORKLINE_BIN").unwrap_or(env!("CARGO_BIN_EXE_forkline").into());
-    let mut child = Command::new(bin)
+    let mut child = Command::new(bin())
         .args(["--store", store, "serve", "--listen", "127.0.0.1:0"])
         .args(["--flight-listen", "off"])
         .args(args)
@@ -46,6 +45,26 @@ pub fn start(store: &str, args: &[&str]) -> Server {
         .unwrap()
         .to_string();
     Server(child, base)
+}
+
+/// The server binary: this build's, or `FORKLINE_BIN`.
+pub fn bin() -> String {
+    std::env::var("FORKLINE_BIN").unwrap_or(env!("CARGO_BIN_EXE_forkline").into())
+}
+
+/// A new API key of `store` opening `project` (its secret).
+#[allow(dead_code)] // Not every bench uses keys.
+pub fn project_key(store: &str, project: &str) -> String {
+    let out = Command::new(bin())
+        .args(["--store", store, "keys", "create", "--project", project])
+        .output()
+        .expect("forkline keys create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The `p` quantile of `sorted` (zero when empty).
