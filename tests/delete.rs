@@ -225,6 +225,37 @@ async fn delete_runs_over_http() {
         assert!(!html.to_string().contains("delete-run"), "{html}");
     }
 
+    // Oversized and deeply nested bodies: refused whole, the server stays up.
+    let huge = format!("{{\"runIds\": [{}]}}", vec!["1"; 2_200_000].join(","));
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/runs/delete", w.server.base))
+        .header("authorization", format!("Bearer {}", w.del))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let nested = format!("{{\"runIds\": {}1{}}}", "[".repeat(5000), "]".repeat(5000));
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/runs/delete", w.server.base))
+        .header("authorization", format!("Bearer {}", w.del))
+        .header("content-type", "application/json")
+        .body(nested)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let too_many = json!({"runIds": vec![id(&d); 10_001]});
+    let (status, _) = w
+        .send(&w.del, Method::POST, "/api/runs/delete", Some(too_many))
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        everything(&w, &w.del).await.contains("delta-run"),
+        "nothing was deleted"
+    );
+
     // A run with forks: refused, naming them; the fork still stitches all its points.
     let (status, answer) = w
         .send(
